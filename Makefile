@@ -1,0 +1,40 @@
+# The README's commands. Every target sets up what it needs itself, so a fresh clone works.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STACK  ?= dev
+PORT   ?= 4566
+
+.PHONY: venv test lint format local local-down load bench
+
+# The virtualenv is rebuilt whenever a requirements file changes.
+$(VENV)/.installed: requirements.txt requirements-dev.txt functions/requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(PY) -m pytest
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: venv
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+local: venv
+	$(PY) -m taskctl local up --stack $(STACK) --port $(PORT)
+
+local-down: venv
+	$(PY) -m taskctl local down --stack $(STACK)
+
+load: venv
+	$(PY) -m taskctl load --url "$$($(PY) -m taskctl local outputs --stack $(STACK) --key apiUrl)" --stack $(STACK) --count 300
+
+bench: venv
+	$(PY) -m taskctl bench

@@ -1,0 +1,179 @@
+"""Per-stack settings: one pydantic model, validated in two places.
+
+The Pulumi program validates the stack config with `StackSettings` when it runs; the deployed
+functions parse the subset they need (`TaskPolicy`, its base class) again from their environment
+variables. Field names are the Pulumi config keys (camelCase), so an error names the key the user
+typed in `Pulumi.<stack>.yaml`. Defaults here mirror `Pulumi.yaml`'s `config:` block (a test keeps
+them equal).
+
+No Pulumi import: this module ships inside every function bundle.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Literal, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SQS_MAX_VISIBILITY_TIMEOUT_S = 43_200  # 12 hours: SQS's ceiling for a message's visibility
+MAX_RETRY_DELAY_S = 900  # 15 minutes: the original spec's backoff cap
+LAMBDA_MAX_TIMEOUT_S = 900
+VISIBILITY_TO_TIMEOUT_RATIO = 6  # AWS's guidance for a queue feeding a Lambda function
+# Receives of one message that are not attempts: an early duplicate re-hidden until its retry
+# time, or a delivery that met another worker's live lease. Each bumps ApproximateReceiveCount
+# without consuming an attempt, so redrive must allow for them or it would dead-letter a task
+# that still has attempts left.
+REDRIVE_RECEIVE_MARGIN = 5
+# CloudWatch Logs accepts only these retention periods.
+LOG_RETENTION_DAYS_ALLOWED = (
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+    2922, 3288, 3653,
+)  # fmt: skip
+
+ENV_PREFIX = "TASKS_"
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class SettingsError(ValueError):
+    """Stack settings that cannot be deployed; the message names each bad key and its limit."""
+
+
+class TaskPolicy(BaseModel):
+    """What the functions need at run time: the retry and simulated-work policy."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    maxAttempts: Annotated[int, Field(ge=1, le=50, description="Attempts per task, first included")] = 2
+    errorRate: Annotated[
+        float, Field(ge=0.0, le=1.0, description="Probability an ordinary task's attempt fails")
+    ] = 0.3
+    backoffBaseSeconds: Annotated[
+        int, Field(ge=0, le=MAX_RETRY_DELAY_S, description="Delay after the first failed attempt")
+    ] = 2
+    maxDelaySeconds: Annotated[
+        int,
+        Field(ge=0, le=MAX_RETRY_DELAY_S, description="Cap on any retry delay (SQS limit 900 s)"),
+    ] = MAX_RETRY_DELAY_S
+    jitter: Annotated[bool, Field(description="Full jitter: uniform delay in [0, backoff]")] = False
+    taskTtlDays: Annotated[
+        int, Field(ge=1, le=3650, description="Days a finished task's record is kept")
+    ] = 30
+
+    @model_validator(mode="after")
+    def _base_within_cap(self) -> Self:
+        if self.backoffBaseSeconds > self.maxDelaySeconds:
+            raise ValueError(
+                f"backoffBaseSeconds={self.backoffBaseSeconds} exceeds "
+                f"maxDelaySeconds={self.maxDelaySeconds}; the first delay could never be reached"
+            )
+        return self
+
+    # -- environment round trip (the functions' side) -----------------------------------------
+
+    def to_env(self) -> dict[str, str]:
+        """The policy as Lambda environment variables (`TASKS_MAX_ATTEMPTS=2`, ...)."""
+        return {
+            _env_name(name): _env_value(getattr(self, name)) for name in TaskPolicy.model_fields
+        }
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> TaskPolicy:
+        """Parse the policy back from the environment; unset variables take the defaults."""
+        raw = {
+            name: environ[_env_name(name)]
+            for name in TaskPolicy.model_fields
+            if _env_name(name) in environ
+        }
+        return _validate(TaskPolicy, raw, source="environment variable", env=True)
+
+
+class StackSettings(TaskPolicy):
+    """Everything that differs between stacks; the Pulumi program's view of the config."""
+
+    workerBatchSize: Annotated[int, Field(ge=1, le=10, description="SQS records per worker call")] = 5
+    workerMaxConcurrency: Annotated[
+        int, Field(ge=2, le=1000, description="ESM maximum concurrency (AWS minimum is 2)")
+    ] = 5
+    functionMemoryMb: Annotated[int, Field(ge=128, le=10_240)] = 256
+    functionTimeoutSeconds: Annotated[int, Field(ge=1, le=LAMBDA_MAX_TIMEOUT_S)] = 30
+    functionArchitecture: Literal["arm64", "x86_64"] = "arm64"
+    logRetentionDays: int = 14
+    apiThrottleRateLimit: Annotated[float, Field(gt=0, le=10_000)] = 20.0
+    apiThrottleBurstLimit: Annotated[int, Field(ge=1, le=5_000)] = 40
+    alarmEmail: str | None = None
+    deletionProtection: bool = False
+    pointInTimeRecovery: bool = False
+
+    @model_validator(mode="after")
+    def _aws_limits(self) -> Self:
+        if self.logRetentionDays not in LOG_RETENTION_DAYS_ALLOWED:
+            raise ValueError(
+                f"logRetentionDays={self.logRetentionDays} is not a CloudWatch Logs retention "
+                f"period; choose one of {', '.join(map(str, LOG_RETENTION_DAYS_ALLOWED))}"
+            )
+        if self.visibility_timeout_s > SQS_MAX_VISIBILITY_TIMEOUT_S:
+            raise ValueError(
+                f"functionTimeoutSeconds={self.functionTimeoutSeconds} needs a queue visibility "
+                f"timeout of {self.visibility_timeout_s} s, above SQS's "
+                f"{SQS_MAX_VISIBILITY_TIMEOUT_S} s limit"
+            )
+        if self.alarmEmail is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", self.alarmEmail):
+            raise ValueError(f"alarmEmail={self.alarmEmail!r} is not an e-mail address")
+        return self
+
+    # -- derived values: computed here, never configured twice ---------------------------------
+
+    @property
+    def policy(self) -> TaskPolicy:
+        """The subset the functions receive."""
+        return TaskPolicy.model_validate(self.model_dump(include=set(TaskPolicy.model_fields)))
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        """Main queue visibility: 6 x the worker's timeout, so a running batch is never re-served."""
+        return VISIBILITY_TO_TIMEOUT_RATIO * self.functionTimeoutSeconds
+
+    @property
+    def max_receive_count(self) -> int:
+        """Redrive threshold: every attempt plus the receives that are not attempts."""
+        return self.maxAttempts + REDRIVE_RECEIVE_MARGIN
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, object]) -> StackSettings:
+        """Validate raw stack config (strings from Pulumi, or typed values from YAML)."""
+        return _validate(cls, dict(values), source="config key")
+
+
+def _env_name(field: str) -> str:
+    return ENV_PREFIX + re.sub(r"(?<!^)(?=[A-Z])", "_", field).upper()
+
+
+def _env_value(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _validate(model: type[M], raw: dict, *, source: str, env: bool = False) -> M:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, raw, source=source, env=env)) from None
+
+
+def _describe(exc: ValidationError, raw: dict, *, source: str, env: bool) -> str:
+    """One line per problem: the key as the user wrote it, the value, and the limit."""
+    lines = []
+    for error in exc.errors():
+        key = str(error["loc"][0]) if error["loc"] else ""
+        shown = _env_name(key) if env and key else key
+        if not key:  # a cross-field check: its message already names keys and values
+            lines.append(str(error["msg"]).removeprefix("Value error, "))
+        elif error["type"] == "extra_forbidden":
+            lines.append(f"{source} {shown} is not a setting this stack knows")
+        else:
+            value = raw.get(key, "<missing>")
+            limit = str(error["msg"]).removeprefix("Value error, ")
+            lines.append(f"{shown}={value!r}: {limit}")
+    return "invalid stack settings: " + "; ".join(lines)

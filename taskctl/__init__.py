@@ -1,0 +1,1 @@
+"""Tooling that is not deployed: the local stack, the load test, benchmarks."""

@@ -1,0 +1,3 @@
+from taskctl.cli import app
+
+app(prog_name="python -m taskctl")
