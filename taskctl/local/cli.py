@@ -1,0 +1,212 @@
+"""`python -m taskctl local ...`: the whole stack on this machine, on the ministack emulator."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from taskctl.local import emulator, logs, stack
+from taskctl.local.emulator import LocalStackError
+from taskctl.local.paths import StackPaths
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+StackOption = Annotated[str, typer.Option("--stack", "-s", help="Stack whose config to deploy.")]
+PREFIX_STYLES = ("cyan", "magenta", "yellow", "green", "blue", "red")
+
+
+def _fail(message: str) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(code=1)
+
+
+@app.command()
+def up(
+    stack_name: StackOption = "dev",
+    port: Annotated[int, typer.Option(help="Port the emulator listens on (127.0.0.1).")] = 4566,
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Leave it running; stop with `local down`.")
+    ] = False,
+) -> None:
+    """Start the emulator, deploy the stack from __main__.py, print its outputs.
+
+    In the foreground the functions' logs follow; Ctrl-C stops everything.
+    """
+    if not detach:
+        # SIGTERM ends a foreground stack the way Ctrl-C does: through the cleanup below.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with console.status("preparing the local stack", spinner="dots") as status:
+
+            def progress(message: str) -> None:
+                status.update(escape(message))
+                if message.startswith(("creating", "installing", "bundle", "starting")):
+                    console.print(f"[dim]· {escape(message)}[/]")
+
+            local = stack.bring_up(stack_name, port=port, foreground=not detach, progress=progress)
+    except LocalStackError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        stack.tear_down(stack_name)
+        errors.print("interrupted: the local stack was stopped")
+        raise typer.Exit(code=130) from None
+    except Exception as exc:  # deployment failures: already cleaned up by bring_up
+        raise _fail(f"{type(exc).__name__}: {exc}") from None
+
+    _print_skipped(local.skipped)
+    _print_outputs(local.outputs)
+    console.print(
+        f"\n[green]ready[/] in {local.ready_after_s:.1f} s: stack [bold]{stack_name}[/] on the "
+        f"emulator at {local.running.endpoint_url} (pid {local.running.pid}); state in "
+        f"{local.paths.root}"
+    )
+    if detach:
+        console.print(f"stop it with: python -m taskctl local down --stack {stack_name}")
+        return
+    console.print("[dim]function logs follow; Ctrl-C stops everything[/]")
+    try:
+        _stream_logs(stack_name, local.running, only=None, since_ms=None, follow_new=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut cleanup short
+        stack.tear_down(stack_name)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    console.print(f"\nstopped: emulator and function processes ended, port {port} is free")
+
+
+@app.command()
+def down(stack_name: StackOption = "dev") -> None:
+    """Stop the stack's emulator and every function process it started."""
+    stopped = stack.tear_down(stack_name)
+    if stopped is None:
+        console.print(f"local stack {stack_name!r} is not running")
+    else:
+        console.print(
+            f"stopped local stack {stack_name!r} (pid {stopped.pid}, port {stopped.port})"
+        )
+
+
+@app.command()
+def outputs(
+    stack_name: StackOption = "dev",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outputs as JSON.")] = False,
+    key: Annotated[
+        str | None, typer.Option("--key", "-k", help="Print only this output's value.")
+    ] = None,
+) -> None:
+    """The stack outputs, as `pulumi stack output` prints them."""
+    try:
+        values = stack.read_outputs(stack_name)
+    except LocalStackError as exc:
+        raise _fail(str(exc)) from None
+    if key is not None:
+        if key not in values:
+            raise _fail(f"no output {key!r}; the stack has {', '.join(values)}")
+        typer.echo(values[key] if isinstance(values[key], str) else json.dumps(values[key]))
+    elif as_json:
+        typer.echo(json.dumps(values, indent=2))
+    else:
+        _print_outputs(values)
+
+
+@app.command(name="logs")
+def logs_command(
+    function: Annotated[
+        str | None, typer.Argument(help="Function to show (api, worker, ...); all by default.")
+    ] = None,
+    stack_name: StackOption = "dev",
+    follow: Annotated[bool, typer.Option("--follow/--no-follow", "-f")] = True,
+) -> None:
+    """Function logs, one prefix per function, followed until Ctrl-C."""
+    running = emulator.read_running(StackPaths.for_stack(stack_name))
+    if running is None:
+        raise _fail(f"local stack {stack_name!r} is not running")
+    with contextlib.suppress(KeyboardInterrupt):
+        _stream_logs(stack_name, running, only=function, since_ms=0, follow_new=follow)
+
+
+@app.command()
+def status(stack_name: StackOption = "dev") -> None:
+    """Whether the stack runs, where, and the emulator's memory (RSS, all its processes)."""
+    running = emulator.read_running(StackPaths.for_stack(stack_name))
+    if running is None:
+        console.print(f"local stack {stack_name!r} is not running")
+        raise typer.Exit(code=1)
+    current_mb, peak_mb = emulator.group_rss_mb(running.pid)
+    processes = len(emulator.group_members(running.pid))
+    console.print(
+        f"local stack {stack_name!r}: pid {running.pid}, {running.endpoint_url}, {processes} "
+        f"processes, RSS {current_mb:.0f} MiB (peak {peak_mb:.0f} MiB)"
+    )
+
+
+# -- printing -----------------------------------------------------------------------------------
+
+
+def _print_outputs(values: dict) -> None:
+    width = max([len("OUTPUT"), *map(len, values)]) + 2
+    console.print(f"Current stack outputs ({len(values)}):")
+    console.print(f"    {'OUTPUT':<{width}} VALUE")
+    for name, value in values.items():
+        shown = value if isinstance(value, str) else json.dumps(value)
+        console.print(f"    {name:<{width}} {escape(shown)}", soft_wrap=True)
+    endpoint = values.get("tasksEndpoint") or (
+        f"{values['apiUrl']}/tasks" if "apiUrl" in values else None
+    )
+    if endpoint:
+        console.print("\nTry it:")
+        console.print(
+            f"  curl -i -X POST {endpoint} -H 'Content-Type: application/json' "
+            f'-d \'{{"message":"SUCCESS"}}\'',
+            soft_wrap=True,
+            markup=False,
+        )
+        console.print(f"  curl -s {endpoint}/<taskId>", soft_wrap=True, markup=False)
+
+
+def _print_skipped(skipped: list[tuple[str, str, str]]) -> None:
+    if not skipped:
+        return
+    console.print("\n[yellow]Not emulated (applied where the emulator accepts it):[/]")
+    for typ, name, note in skipped:
+        console.print(f"  [yellow]![/] {escape(name)} ({escape(typ)}): {escape(note)}")
+    console.print()
+
+
+def _stream_logs(
+    stack_name: str,
+    running: emulator.RunningEmulator,
+    *,
+    only: str | None,
+    since_ms: int | None,
+    follow_new: bool,
+) -> None:
+    groups = logs.functions_of(stack.read_deployment(stack_name))
+    if only is not None:
+        if only not in groups:
+            raise _fail(f"no function {only!r}; the stack has {', '.join(groups)}")
+        groups = {only: groups[only]}
+    width = max(map(len, groups), default=0)
+    styles = {name: PREFIX_STYLES[i % len(PREFIX_STYLES)] for i, name in enumerate(groups)}
+    start_ms = since_ms if since_ms is not None else int(time.time() * 1000)
+    for line in logs.follow(
+        running,
+        groups,
+        should_stop=lambda: not emulator.is_alive(running.pid),
+        since_ms=start_ms,
+        follow_new=follow_new,
+    ):
+        console.print(
+            f"[{styles[line.function]}]{line.function:>{width}} |[/] {escape(line.message)}",
+            soft_wrap=True,
+        )

@@ -1,0 +1,239 @@
+"""Deploy the Pulumi program into the emulator: `__main__.py` under mocks that create for real.
+
+`EmulatorMocks.new_resource` hands each declared resource's resolved inputs to the creator
+registered for its type token (`taskctl.local.creators.CREATORS`) and returns the emulator's real
+ids and outputs, so later resources receive real ARNs and URLs. Component resources pass through;
+an unknown type fails the deployment with its token. Invokes the program makes (policy documents,
+caller identity, region) are answered from the emulator's account and region.
+
+The functions are bundled by the program's own packaging code, targeted at this interpreter
+(`TASKS_BUNDLE_TARGET=local`), so a dependency missing from the bundle fails here as in AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pulumi
+from pulumi.runtime import MockCallArgs, MockResourceArgs, Mocks
+
+from taskctl.local.creators import CREATORS, EmulatorContext
+
+BUNDLE_TARGET_ENV = "TASKS_BUNDLE_TARGET"  # read by components/packaging.py
+PROJECT = "fault-tolerant-tasks"
+
+
+class DeploymentError(RuntimeError):
+    """The program could not be deployed into the emulator; the message names the resource."""
+
+
+@dataclass
+class DeployedResource:
+    """One resource as deployed: what the program declared and what the emulator returned."""
+
+    type: str
+    name: str
+    id: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Deployment:
+    stack_outputs: dict[str, Any]
+    resources: list[DeployedResource]
+
+    @property
+    def notes(self) -> list[tuple[str, str, str]]:
+        """(type, name, note) for everything the emulator skipped or does not enforce."""
+        return [(r.type, r.name, note) for r in self.resources for note in r.notes]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"outputs": self.stack_outputs, "resources": [asdict(r) for r in self.resources]},
+            indent=2,
+            default=str,
+        )
+
+
+class EmulatorMocks(Mocks):
+    """Pulumi mocks whose resources are real ones in the emulator."""
+
+    def __init__(self, context: EmulatorContext, on_created: Callable[[str, str], None]) -> None:
+        self.context = context
+        self.resources: list[DeployedResource] = []
+        self.errors: list[str] = []
+        self._on_created = on_created
+        # The runtime registers resources from several threads; the emulator calls are serialised
+        # so ids are assigned in a stable order and boto3 clients are built once.
+        self._lock = threading.Lock()
+
+    def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict]:
+        if not args.custom or args.typ.startswith("pulumi:providers:"):
+            return f"{args.name}-id", dict(
+                args.inputs
+            )  # components and providers: nothing to create
+        creator = CREATORS.get(args.typ)
+        if creator is None:
+            message = (
+                f"resource {args.name!r} has type {args.typ}, which the local stack cannot "
+                f"create; add a creator for it in taskctl/local/creators.py"
+            )
+            self.errors.append(message)
+            raise DeploymentError(message)
+        with self._lock:
+            try:
+                created = creator(self.context, args.name, args.inputs)
+            except Exception as exc:
+                message = f"creating {args.typ} {args.name!r} in the emulator failed: {exc}"
+                self.errors.append(message)
+                raise DeploymentError(message) from exc
+            self.resources.append(
+                DeployedResource(
+                    type=args.typ,
+                    name=args.name,
+                    id=created.id,
+                    inputs=_plain(args.inputs),
+                    outputs=_plain(created.outputs),
+                    notes=created.notes,
+                )
+            )
+        self._on_created(args.typ, args.name)
+        return created.id, {**args.inputs, **created.outputs}
+
+    def call(self, args: MockCallArgs) -> tuple[dict, list | None]:
+        answer = INVOKES.get(args.token)
+        if answer is None:
+            message = f"the program calls {args.token}, which the local stack does not answer"
+            self.errors.append(message)
+            raise DeploymentError(message)
+        return answer(self.context, args.args), None
+
+
+# -- invokes ------------------------------------------------------------------------------------
+
+
+def _policy_document(_ctx: EmulatorContext, args: Mapping[str, Any]) -> dict:
+    statements = [_statement(s) for s in args.get("statements") or []]
+    document = {"Version": args.get("version") or "2012-10-17", "Statement": statements}
+    return {
+        "json": json.dumps(document, indent=2),
+        "minifiedJson": json.dumps(document, separators=(",", ":")),
+        "id": "policy",
+        "statements": args.get("statements") or [],
+    }
+
+
+def _statement(statement: Mapping[str, Any]) -> dict:
+    out: dict[str, Any] = {}
+    if statement.get("sid"):
+        out["Sid"] = statement["sid"]
+    out["Effect"] = statement.get("effect") or "Allow"
+    for key, aws in (
+        ("actions", "Action"),
+        ("notActions", "NotAction"),
+        ("resources", "Resource"),
+        ("notResources", "NotResource"),
+    ):
+        values = statement.get(key)
+        if values:
+            out[aws] = values[0] if len(values) == 1 else list(values)
+    for key, aws in (("principals", "Principal"), ("notPrincipals", "NotPrincipal")):
+        if statement.get(key):
+            principal: dict[str, Any] = {}
+            for entry in statement[key]:
+                ids = list(entry["identifiers"])
+                principal[entry["type"]] = ids[0] if len(ids) == 1 else ids
+            out[aws] = principal
+    if statement.get("conditions"):
+        condition: dict[str, dict[str, Any]] = {}
+        for entry in statement["conditions"]:
+            values = list(entry["values"])
+            condition.setdefault(entry["test"], {})[entry["variable"]] = (
+                values[0] if len(values) == 1 else values
+            )
+        out["Condition"] = condition
+    return out
+
+
+def _caller_identity(ctx: EmulatorContext, _args: Mapping[str, Any]) -> dict:
+    return {
+        "accountId": ctx.account_id,
+        "arn": f"arn:aws:iam::{ctx.account_id}:root",
+        "userId": ctx.account_id,
+        "id": ctx.account_id,
+    }
+
+
+def _region(ctx: EmulatorContext, _args: Mapping[str, Any]) -> dict:
+    return {
+        "name": ctx.region,
+        "region": ctx.region,
+        "id": ctx.region,
+        "description": f"{ctx.region} (local emulator)",
+        "endpoint": ctx.endpoint_url,
+    }
+
+
+def _partition(_ctx: EmulatorContext, _args: Mapping[str, Any]) -> dict:
+    return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws",
+            "reverseDnsPrefix": "com.amazonaws"}  # fmt: skip
+
+
+INVOKES: dict[str, Callable[[EmulatorContext, Mapping[str, Any]], dict]] = {
+    "aws:iam/getPolicyDocument:getPolicyDocument": _policy_document,
+    "aws:index/getCallerIdentity:getCallerIdentity": _caller_identity,
+    "aws:index/getRegion:getRegion": _region,
+    "aws:index/getPartition:getPartition": _partition,
+}
+
+
+# -- running the program ----------------------------------------------------------------------
+
+
+def deploy(
+    stack: str, context: EmulatorContext, on_created: Callable[[str, str], None]
+) -> Deployment:
+    """Run the program for `stack` against the emulator; return its outputs and resources."""
+    from taskctl.program import run_program  # the Pulumi helper's runner (loads the stack config)
+
+    mocks = EmulatorMocks(context, on_created)
+    previous_target = os.environ.get(BUNDLE_TARGET_ENV)
+    os.environ[BUNDLE_TARGET_ENV] = "local"
+    try:
+        outputs = run_program(stack, mocks)
+    except Exception as exc:
+        if mocks.errors:
+            raise DeploymentError(mocks.errors[0]) from exc
+        raise DeploymentError(f"the Pulumi program failed for stack {stack}: {exc}") from exc
+    finally:
+        if previous_target is None:
+            os.environ.pop(BUNDLE_TARGET_ENV, None)
+        else:
+            os.environ[BUNDLE_TARGET_ENV] = previous_target
+    if mocks.errors:  # an error the runtime logged instead of raising
+        raise DeploymentError(mocks.errors[0])
+    return Deployment(stack_outputs=_plain(dict(outputs)), resources=mocks.resources)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly copy of resolved inputs (archives and assets become their paths)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, pulumi.FileArchive | pulumi.FileAsset):
+        return {"path": str(value.path)}
+    if isinstance(value, pulumi.AssetArchive):
+        return {"assets": {k: _plain(v) for k, v in value.assets.items()}}
+    if isinstance(value, pulumi.StringAsset):
+        return {"text": value.text}
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)

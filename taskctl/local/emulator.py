@@ -1,0 +1,316 @@
+"""The ministack emulator as a managed child process, with its own virtualenv.
+
+Contracts:
+- The emulator runs from `.local/emulator-venv` (built on demand from
+  `requirements-emulator.txt`), never from the project's virtualenv: ministack pins a botocore
+  that conflicts with the project's boto3. Its interpreter also plays the Lambda runtime, so that
+  virtualenv holds boto3 (as AWS's runtime does) and nothing of ours.
+- It binds 127.0.0.1 only, starts in a new session (its pid is its process group id, which the
+  functions' worker processes inherit), and `stop()` ends the whole group and waits for the
+  port to be free: no process and no bound port are left behind.
+- Its environment is built from scratch (no PYTHONPATH, no project virtualenv), because the
+  emulator hands its environment to every function process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from taskctl.local.paths import EMULATOR_REQUIREMENTS, StackPaths, emulator_venv_dir
+
+BIND_HOST = "127.0.0.1"
+HEALTH_PATH = "/_ministack/health"
+READY_TIMEOUT_S = 30.0
+STOP_GRACE_S = 8.0
+PORT_RELEASE_TIMEOUT_S = 10.0
+# Account id the emulator uses; ARNs and queue URLs carry it.
+ACCOUNT_ID = "000000000000"
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+
+
+class LocalStackError(RuntimeError):
+    """A problem the user can act on; its message is one line and says what to do."""
+
+
+# -- the emulator's virtualenv -------------------------------------------------------------
+
+
+def _requirements_digest() -> str:
+    return hashlib.sha256(EMULATOR_REQUIREMENTS.read_bytes()).hexdigest()[:16]
+
+
+def emulator_python() -> Path:
+    return emulator_venv_dir() / "bin" / "python"
+
+
+def emulator_venv_ready() -> bool:
+    """True when the venv exists and was installed from the current requirements file."""
+    marker = emulator_venv_dir() / ".installed"
+    return (
+        emulator_python().exists()
+        and marker.exists()
+        and marker.read_text().strip() == _requirements_digest()
+    )
+
+
+def ensure_emulator_venv(report: Callable[[str], None] = lambda _msg: None) -> Path:
+    """Create or update the emulator's virtualenv; return its interpreter.
+
+    The venv is made from this interpreter's base Python, so the emulator (the local Lambda
+    runtime) runs the same Python version the function bundles are built for.
+    """
+    if emulator_venv_ready():
+        return emulator_python()
+    venv = emulator_venv_dir()
+    steps = [
+        ("creating the emulator virtualenv", [sys.executable, "-m", "venv", "--clear", str(venv)]),
+        (
+            "installing ministack and the runtime's boto3",
+            [
+                str(venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+                str(EMULATOR_REQUIREMENTS),
+            ],
+        ),
+    ]
+    for label, command in steps:
+        report(label)
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
+            raise LocalStackError(f"{label} failed: {last[0]} (command: {' '.join(command)})")
+    (venv / ".installed").write_text(_requirements_digest() + "\n")
+    return emulator_python()
+
+
+# -- ports and the running-emulator record -------------------------------------------------
+
+
+def port_in_use(port: int) -> bool:
+    """True if something accepts connections, or holds the address, on 127.0.0.1:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        if probe.connect_ex((BIND_HOST, port)) == 0:
+            return True
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As a server would: connections left in TIME_WAIT do not hold the port.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((BIND_HOST, port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port() -> int:
+    """A port the OS considers free right now (for tests and `--port 0`)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((BIND_HOST, 0))
+        return probe.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class RunningEmulator:
+    """What the pid file says: the emulator's pid (= its process group) and where it listens."""
+
+    pid: int
+    port: int
+    region: str
+    foreground: bool = False
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{BIND_HOST}:{self.port}"
+
+
+def is_alive(pid: int) -> bool:
+    """True if `pid` runs (a zombie awaiting its parent counts as ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) counts as gone.
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if fields and fields[0] == "Z":
+            return False
+    return True
+
+
+def read_running(paths: StackPaths) -> RunningEmulator | None:
+    """The emulator recorded for this stack if it is still alive; a stale record is removed."""
+    try:
+        record = RunningEmulator(**json.loads(paths.pid_file.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    if is_alive(record.pid):
+        return record
+    paths.pid_file.unlink(missing_ok=True)
+    return None
+
+
+def write_running(paths: StackPaths, running: RunningEmulator) -> None:
+    paths.pid_file.write_text(json.dumps(asdict(running)) + "\n")
+
+
+# -- start / stop ----------------------------------------------------------------------------
+
+
+def _emulator_environment(paths: StackPaths, port: int, region: str) -> dict[str, str]:
+    """A clean environment: the emulator passes it on to every function process."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": os.environ.get("HOME", str(paths.root)),
+        "LANG": "C.UTF-8",
+        "TMPDIR": str(paths.tmp_dir),
+        "GATEWAY_PORT": str(port),
+        "BIND_HOST": BIND_HOST,
+        "MINISTACK_HOST": "localhost",
+        "MINISTACK_REGION": region,
+        "MINISTACK_ACCOUNT_ID": ACCOUNT_ID,
+        "PERSIST_STATE": "0",
+        "LOG_LEVEL": "INFO",
+        "PYTHONUNBUFFERED": "1",
+        **FAKE_CREDENTIALS,
+    }
+
+
+def start(paths: StackPaths, *, port: int, region: str, foreground: bool) -> RunningEmulator:
+    """Start the emulator on 127.0.0.1:port and wait until it answers its health check.
+
+    Raises LocalStackError if the port is taken, or if the emulator exits or stays silent.
+    """
+    if port_in_use(port):
+        raise LocalStackError(
+            f"port {port} on {BIND_HOST} is already in use; stop whatever holds it or pass "
+            f"--port with another number"
+        )
+    python = ensure_emulator_venv()
+    paths.ensure()
+    log = paths.emulator_log.open("ab")
+    try:
+        process = subprocess.Popen(
+            [str(python), "-m", "ministack"],
+            cwd=paths.root,
+            env=_emulator_environment(paths, port, region),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() ends it and its workers
+        )
+    finally:
+        log.close()
+    running = RunningEmulator(pid=process.pid, port=port, region=region, foreground=foreground)
+    write_running(paths, running)
+    try:
+        _wait_ready(process, running, paths)
+    except BaseException:
+        stop(running)
+        paths.pid_file.unlink(missing_ok=True)
+        raise
+    return running
+
+
+def _wait_ready(process: subprocess.Popen, running: RunningEmulator, paths: StackPaths) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = paths.emulator_log.read_text(errors="replace").strip().splitlines()[-1:]
+            raise LocalStackError(
+                f"the emulator exited with code {process.returncode}: "
+                f"{tail[0] if tail else 'no output'} (log: {paths.emulator_log})"
+            )
+        if healthy(running.port):
+            return
+        time.sleep(0.1)
+    raise LocalStackError(
+        f"the emulator did not answer on port {running.port} within {READY_TIMEOUT_S:.0f} s "
+        f"(log: {paths.emulator_log})"
+    )
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{BIND_HOST}:{port}{HEALTH_PATH}", timeout=1) as reply:
+            return reply.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def stop(running: RunningEmulator) -> None:
+    """End the emulator's whole process group (its Lambda workers too) and free its port."""
+    _signal_group(running.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while time.monotonic() < deadline and _group_alive(running.pid):
+        _reap(running.pid)
+        time.sleep(0.05)
+    if _group_alive(running.pid):
+        _signal_group(running.pid, signal.SIGKILL)
+    _reap(running.pid)
+    deadline = time.monotonic() + PORT_RELEASE_TIMEOUT_S
+    while time.monotonic() < deadline and port_in_use(running.port):
+        time.sleep(0.05)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _group_alive(pgid: int) -> bool:
+    return bool(group_members(pgid))
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in a process group, read from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # fields: state, ppid, pgrp, ...
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if the emulator is our own child (foreground `up`)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def group_rss_mb(pgid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) in MiB summed over the group's processes (from /proc)."""
+    current_kb = peak_kb = 0
+    for pid in group_members(pgid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    current_kb += int(line.split()[1])
+                elif line.startswith("VmHWM:"):
+                    peak_kb += int(line.split()[1])
+    return current_kb / 1024, peak_kb / 1024

@@ -1,0 +1,94 @@
+"""The functions' logs, as the emulator stores them in CloudWatch Logs (`/aws/lambda/<name>`).
+
+`follow` polls FilterLogEvents for each function's log group and yields new lines with the
+function they came from, oldest first, until `should_stop()` says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from taskctl.local.emulator import RunningEmulator
+
+POLL_INTERVAL_S = 0.5
+LAMBDA_FUNCTION_TYPE = "aws:lambda/function:Function"
+
+
+@dataclass(frozen=True)
+class LogLine:
+    function: str  # the function's logical name in the program (api, worker, ...)
+    timestamp_ms: int
+    message: str
+
+
+def functions_of(deployment: dict[str, Any]) -> dict[str, str]:
+    """{logical name: log group} for every function the deployment created."""
+    groups = {}
+    for resource in deployment.get("resources", []):
+        if resource["type"] == LAMBDA_FUNCTION_TYPE:
+            logging_config = resource["inputs"].get("loggingConfig") or {}
+            default_group = f"/aws/lambda/{resource['outputs']['name']}"
+            groups[resource["name"]] = logging_config.get("logGroup") or default_group
+    return groups
+
+
+def follow(
+    running: RunningEmulator,
+    groups: dict[str, str],
+    *,
+    should_stop: Callable[[], bool],
+    since_ms: int | None = None,
+    follow_new: bool = True,
+) -> Iterator[LogLine]:
+    """Yield log lines of `groups` ({label: log group}); keep polling while `follow_new`."""
+    logs = boto3.client(
+        "logs",
+        endpoint_url=running.endpoint_url,
+        region_name=running.region,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    start_ms = since_ms if since_ms is not None else 0
+    seen: set[str] = set()
+    while not should_stop():
+        batch: list[LogLine] = []
+        for label, group in groups.items():
+            for event in _events(logs, group, start_ms):
+                if event["eventId"] in seen:
+                    continue
+                seen.add(event["eventId"])
+                batch.append(LogLine(label, event["timestamp"], event["message"].rstrip("\n")))
+        batch.sort(key=lambda line: line.timestamp_ms)
+        yield from batch
+        if batch:
+            # Keep a little overlap: events with the same millisecond may still arrive.
+            start_ms = max(start_ms, batch[-1].timestamp_ms - 1000)
+        if not follow_new:
+            return
+        time.sleep(POLL_INTERVAL_S)
+
+
+def _events(logs: Any, group: str, start_ms: int) -> Iterator[dict[str, Any]]:
+    token = None
+    while True:
+        request: dict[str, Any] = {"logGroupName": group, "startTime": start_ms}
+        if token:
+            request["nextToken"] = token
+        try:
+            reply = logs.filter_log_events(**request)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+                return  # the function has not logged yet
+            raise
+        except BotoCoreError:
+            return  # the emulator is going away
+        yield from reply.get("events", [])
+        token = reply.get("nextToken")
+        if not token:
+            return

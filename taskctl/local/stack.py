@@ -1,0 +1,157 @@
+"""A local stack's life cycle: start the emulator, deploy the program into it, record, stop.
+
+`bring_up` leaves the emulator running and recorded in `.local/<stack>/emulator.json`;
+`tear_down` stops whatever that record names. Both are what the CLI and the end-to-end tests use.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from taskctl.local import emulator
+from taskctl.local.emulator import LocalStackError, RunningEmulator
+from taskctl.local.paths import REPO_ROOT, StackPaths
+
+DEFAULT_REGION = "us-east-1"
+# The outputs `pulumi stack output` shows for this program, in the order it shows them.
+OUTPUT_ORDER = ("apiUrl", "tasksEndpoint", "queueUrl", "dlqUrl", "tableName", "dashboardUrl")
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    """A deployed local stack: the emulator it runs on and the stack's outputs."""
+
+    paths: StackPaths
+    running: RunningEmulator
+    outputs: dict[str, Any]
+    skipped: list[tuple[str, str, str]]
+    ready_after_s: float
+
+
+def stack_region(stack: str) -> str:
+    """The stack's `aws:region` from `Pulumi.<stack>.yaml` (ARNs and URLs carry it)."""
+    stack_file = REPO_ROOT / f"Pulumi.{stack}.yaml"
+    if not stack_file.exists():
+        raise LocalStackError(f"stack {stack!r} has no {stack_file.name}; known stacks: "
+                              f"{', '.join(known_stacks()) or 'none'}")  # fmt: skip
+    config = (yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}
+    return str(config.get("aws:region") or DEFAULT_REGION)
+
+
+def known_stacks() -> list[str]:
+    return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in REPO_ROOT.glob("Pulumi.*.yaml"))
+
+
+def check_project_environment() -> None:
+    """The deployment runs the Pulumi program in this interpreter: it needs the project venv."""
+    try:
+        import boto3  # noqa: F401
+        import pulumi  # noqa: F401
+        import pulumi_aws  # noqa: F401
+    except ImportError as exc:
+        raise LocalStackError(
+            f"the project virtualenv is missing or incomplete ({exc.name} not importable): run "
+            "`make venv`, then `.venv/bin/python -m taskctl local up` (or just `make local`)"
+        ) from None
+
+
+def refuse_if_running(paths: StackPaths) -> None:
+    running = emulator.read_running(paths)
+    if running is not None:
+        raise LocalStackError(
+            f"local stack {paths.stack!r} is already running (pid {running.pid}, "
+            f"port {running.port}); stop it with `python -m taskctl local down --stack "
+            f"{paths.stack}`"
+        )
+
+
+def bring_up(stack: str, *, port: int, foreground: bool, progress: Progress) -> LocalStack:
+    """Start the emulator and deploy the stack; on any failure nothing is left running."""
+    started_at = time.monotonic()
+    paths = StackPaths.for_stack(stack)
+    refuse_if_running(paths)
+    check_project_environment()
+    region = stack_region(stack)
+    if emulator.port_in_use(port):
+        raise LocalStackError(
+            f"port {port} on 127.0.0.1 is already in use; stop whatever holds it or pass "
+            f"--port with another number"
+        )
+    paths.ensure()
+    paths.outputs_file.unlink(missing_ok=True)
+    emulator.ensure_emulator_venv(progress)
+    progress(f"starting the emulator on 127.0.0.1:{port}")
+    running = emulator.start(paths, port=port, region=region, foreground=foreground)
+    try:
+        deployment = _deploy(stack, running, progress)
+    except BaseException:
+        emulator.stop(running)
+        paths.pid_file.unlink(missing_ok=True)
+        raise
+    outputs = ordered_outputs(deployment.stack_outputs)
+    paths.outputs_file.write_text(json.dumps(outputs, indent=2) + "\n")
+    paths.deployment_file.write_text(deployment.to_json() + "\n")
+    return LocalStack(
+        paths=paths,
+        running=running,
+        outputs=outputs,
+        skipped=deployment.notes,
+        ready_after_s=time.monotonic() - started_at,
+    )
+
+
+def _deploy(stack: str, running: RunningEmulator, progress: Progress):
+    from taskctl.local.creators import EmulatorContext
+    from taskctl.local.deployer import deploy
+
+    context = EmulatorContext(
+        endpoint_url=running.endpoint_url,
+        region=running.region,
+        account_id=emulator.ACCOUNT_ID,
+        port=running.port,
+        stack=stack,
+    )
+    progress(f"deploying stack {stack!r} from __main__.py")
+    return deploy(stack, context, on_created=lambda typ, name: progress(f"created {typ} {name}"))
+
+
+def ordered_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
+    known = {key: outputs[key] for key in OUTPUT_ORDER if key in outputs}
+    return {**known, **{k: v for k, v in sorted(outputs.items()) if k not in known}}
+
+
+def read_outputs(stack: str) -> dict[str, Any]:
+    paths = StackPaths.for_stack(stack)
+    if not paths.outputs_file.exists():
+        raise LocalStackError(
+            f"local stack {stack!r} has no outputs yet; start it with "
+            f"`python -m taskctl local up --stack {stack}`"
+        )
+    return json.loads(paths.outputs_file.read_text())
+
+
+def read_deployment(stack: str) -> dict[str, Any]:
+    return json.loads(StackPaths.for_stack(stack).deployment_file.read_text())
+
+
+def tear_down(stack: str) -> RunningEmulator | None:
+    """Stop the stack's emulator if it runs; return what was stopped (None if nothing was)."""
+    paths = StackPaths.for_stack(stack)
+    running = emulator.read_running(paths)
+    if running is not None:
+        emulator.stop(running)
+    paths.pid_file.unlink(missing_ok=True)
+    return running
+
+
+def state_dir(stack: str) -> Path:
+    return StackPaths.for_stack(stack).root
