@@ -1,0 +1,239 @@
+"""`python -m taskctl load`: the bulk error-rate check, with progress bars and a summary table.
+
+Exit status: 0 when every task is terminal and the FAILED fraction agrees with the policy;
+1 when tasks are unfinished or the fraction is off; 2 for an error that stopped the run (bad flag,
+unreachable URL, refused submit), reported as one line on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from taskctl.load.client import LoadError
+from taskctl.load.policy import resolve_policy
+from taskctl.load.runner import LoadOptions, default_timeout_s, run_load
+from taskctl.load.stats import DEFAULT_CONFIDENCE
+
+EXIT_CHECK_FAILED = 1
+EXIT_ERROR = 2
+
+
+def load(
+    url: Annotated[
+        str,
+        typer.Option(
+            help="API base URL ending in the stage, e.g. http://<id>.execute-api.localhost:4566/dev"
+        ),
+    ],
+    count: Annotated[int, typer.Option(min=1, max=100_000, help="Tasks to submit.")] = 100,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=256, help="Requests in flight at once.")
+    ] = 10,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1,
+            help="Seconds to wait for tasks after submitting "
+            "[default: 300, or the stack's longest backoff + 120 if longer]",
+            show_default=False,
+        ),
+    ] = None,
+    stack: Annotated[
+        str | None,
+        typer.Option(
+            help="Judge against this stack's policy (Pulumi.<stack>.yaml) [default: dev]",
+            show_default=False,
+        ),
+    ] = None,
+    max_attempts: Annotated[
+        int | None, typer.Option(min=1, max=50, help="Policy instead of --stack: attempts.")
+    ] = None,
+    error_rate: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Policy instead of --stack: error rate per attempt."),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Write the JSON report here.", dir_okay=False)
+    ] = None,
+    confidence: Annotated[
+        float, typer.Option(min=0.5, max=0.9999, help="Confidence of the FAILED-rate interval.")
+    ] = DEFAULT_CONFIDENCE,
+) -> None:
+    """Submit N ordinary tasks, wait until they are terminal, judge them against the policy."""
+    console = Console()
+    try:
+        options = _options(
+            url=url,
+            count=count,
+            concurrency=concurrency,
+            timeout=timeout,
+            stack=stack,
+            max_attempts=max_attempts,
+            error_rate=error_rate,
+            confidence=confidence,
+        )
+        console.print(
+            f"Submitting {options.count} tasks to {options.url} ({options.concurrency} at a time); "
+            f"policy from {options.policy.source}: maxAttempts={options.policy.max_attempts}, "
+            f"errorRate={options.policy.error_rate}; waiting up to {options.timeout_s:g} s."
+        )
+        result = _run_with_progress(options, console)
+    except LoadError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+
+    _print_summary(result, console)
+    if report is not None:
+        try:
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(json.dumps(result, indent=2) + "\n")
+        except OSError as exc:
+            typer.echo(f"error: cannot write the report to {report}: {exc.strerror}", err=True)
+            raise typer.Exit(EXIT_ERROR) from None
+        console.print(f"Report written to {report}")
+    if not result["passed"]:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _options(
+    *,
+    url: str,
+    count: int,
+    concurrency: int,
+    timeout: float | None,
+    stack: str | None,
+    max_attempts: int | None,
+    error_rate: float | None,
+    confidence: float,
+) -> LoadOptions:
+    base_url = url.strip().rstrip("/")
+    if not base_url:
+        raise LoadError(
+            "--url is empty: start the local stack (make local) or pass the deployed apiUrl"
+        )
+    try:
+        parsed = httpx.URL(base_url)
+    except httpx.InvalidURL as exc:
+        raise LoadError(f"--url {url!r} is not a URL: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise LoadError(f"--url {url!r} must be an http(s) URL such as https://<id>.../dev")
+    policy = resolve_policy(stack=stack, max_attempts=max_attempts, error_rate=error_rate)
+    return LoadOptions(
+        url=base_url,
+        count=count,
+        concurrency=concurrency,
+        timeout_s=timeout if timeout is not None else default_timeout_s(policy),
+        policy=policy,
+        confidence=confidence,
+    )
+
+
+def _run_with_progress(options: LoadOptions, console: Console) -> dict:
+    progress = Progress(
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    with progress:
+        submitted_bar = progress.add_task("submitted", total=options.count)
+        terminal_bar = progress.add_task("terminal", total=options.count)
+        return run_load(
+            options,
+            on_submitted=lambda _task: progress.advance(submitted_bar),
+            on_terminal=lambda _task: progress.advance(terminal_bar),
+        )
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.1%}" if whole else "-"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def _print_summary(result: dict, console: Console) -> None:
+    submitted = result["submitted"]
+    outcomes = Table(title="Outcomes")
+    outcomes.add_column("status")
+    outcomes.add_column("tasks", justify="right")
+    outcomes.add_column("share", justify="right")
+    for label, key in (
+        ("COMPLETED", "completed"),
+        ("FAILED", "failed"),
+        ("unfinished", "unfinished"),
+    ):
+        outcomes.add_row(label, str(result[key]), _share(result[key], submitted))
+    console.print(outcomes)
+
+    interval = result["failedFractionInterval"]
+    consistent = result["failedFractionConsistent"]
+    rate = Table(
+        title="FAILED fraction against the policy",
+        caption="expected = errorRate^maxAttempts; observed over terminal tasks; "
+        "Wilson score interval around the observed fraction",
+    )
+    rate.add_column("expected", justify="right")
+    rate.add_column("observed", justify="right")
+    confidence = f"{interval['confidence']:.0%} " if interval else ""
+    rate.add_column(f"{confidence}interval", justify="right")
+    rate.add_column("verdict")
+    observed = result["observedFailedFraction"]
+    rate.add_row(
+        f"{result['expectedFailedFraction']:.2%}",
+        "-" if observed is None else f"{observed:.2%}",
+        "-" if interval is None else f"[{interval['low']:.2%}, {interval['high']:.2%}]",
+        {True: "consistent", False: "OFF", None: "-"}[consistent],
+    )
+    console.print(rate)
+
+    attempts = Table(title="Attempts per terminal task")
+    attempts.add_column("attempts", justify="right")
+    attempts.add_column("observed", justify="right")
+    attempts.add_column("expected", justify="right")
+    for bucket, counts in result["attempts"].items():
+        attempts.add_row(bucket, str(counts["observed"]), f"{counts['expected']:.1f}")
+    console.print(attempts)
+
+    timing = Table(title="Timing (seconds)")
+    timing.add_column("measure")
+    for column in ("p50", "p95", "p99"):
+        timing.add_column(column, justify="right")
+    latency, client_latency = result["latencySeconds"], result["clientLatencySeconds"]
+    gaps = result["retryGapSeconds"]
+    timing.add_row(
+        "submit -> terminal (record timestamps)",
+        *(_seconds(latency[q]) for q in ("p50", "p95", "p99")),
+    )
+    timing.add_row(
+        "submit -> terminal seen (client clock)",
+        *(_seconds(client_latency[q]) for q in ("p50", "p95", "p99")),
+    )
+    timing.add_row(
+        "retry delay promised", *(_seconds(gaps["promised"][q]) for q in ("p50", "p95", "p99"))
+    )
+    timing.add_row(
+        "retry gap measured", *(_seconds(gaps["measured"][q]) for q in ("p50", "p95", "p99"))
+    )
+    console.print(timing)
+    console.print(
+        f"Retry gaps: {gaps['count']} measured, {gaps['violations']} started early "
+        f"(min slack {_seconds(gaps['minSlackSeconds'])} s)."
+    )
+    if result["throughputTasksPerSecond"] is not None:
+        console.print(f"Throughput: {result['throughputTasksPerSecond']:.1f} tasks/s to terminal.")
+    for warning in result["warnings"]:
+        console.print(f"Warning: {warning}")
+    console.print(("Passed: " if result["passed"] else "Check failed: ") + result["verdict"] + ".")

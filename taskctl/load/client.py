@@ -1,0 +1,296 @@
+"""Talk to a deployed task API: submit N tasks, then poll them until they are terminal.
+
+Only the HTTP contract is assumed (DESIGN §2): `POST {url}/tasks` answers 202 with a `taskId`,
+`GET {url}/tasks/{taskId}` answers 200 with the record. So the same code checks the local stack and
+a stack in AWS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from taskctl.load.stats import TERMINAL_STATUSES
+
+# API Gateway throttling answers 429; a load tool waits for the bucket to refill instead of
+# calling the deployment broken. Bounded so a permanently throttled API still ends the run.
+THROTTLED_STATUSES = frozenset({429})
+MAX_THROTTLE_RETRIES = 8
+THROTTLE_BACKOFF_BASE_S = 0.2
+THROTTLE_BACKOFF_MAX_S = 5.0
+# Polling: start fast (local tasks finish in well under a second), back off to spare a real API.
+POLL_INTERVAL_MIN_S = 0.2
+POLL_INTERVAL_MAX_S = 2.0
+# Rounds in which every GET failed to connect before the run gives up on the URL.
+MAX_UNREACHABLE_POLL_ROUNDS = 3
+REQUEST_TIMEOUT_S = 30.0
+
+
+class LoadError(Exception):
+    """A run that cannot go on; the message is one line that says what to do."""
+
+
+@dataclass(kw_only=True)
+class TrackedTask:
+    """One submitted task as the client saw it (monotonic clock, seconds)."""
+
+    task_id: str
+    submitted_at_s: float
+    record: dict | None = None
+    terminal_seen_at_s: float | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.record is not None and self.record.get("status") in TERMINAL_STATUSES
+
+
+@dataclass(kw_only=True)
+class PollStats:
+    rounds: int = 0
+    requests: int = 0
+    transient_errors: int = 0
+    not_found: int = 0
+    errors_by_status: dict[int, int] = field(default_factory=dict)
+
+
+def tasks_url(base_url: str) -> str:
+    return base_url.rstrip("/") + "/tasks"
+
+
+def ordinary_messages(count: int) -> list[str]:
+    """Messages that are neither control word, tagged with a run id so they can be found later."""
+    run_id = uuid.uuid4().hex[:8]
+    return [f"load {run_id} task {index + 1}/{count}" for index in range(count)]
+
+
+async def _run_workers(worker_count: int, worker: Callable[[], Awaitable[None]]) -> None:
+    """Run `worker_count` copies of `worker`; the first error cancels the others and is raised."""
+    workers = [asyncio.create_task(worker()) for _ in range(worker_count)]
+    try:
+        await asyncio.gather(*workers)
+    finally:
+        for running in workers:
+            running.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+
+def _error_text(response: httpx.Response) -> str:
+    """The API's `error` field when the body is the documented JSON, else the raw text (short)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "error" in body:
+        return str(body["error"])
+    if isinstance(body, dict) and "message" in body:  # API Gateway's own errors
+        return str(body["message"])
+    text = response.text.strip().replace("\n", " ")
+    return text[:200] or "(empty body)"
+
+
+async def submit_tasks(
+    client: httpx.AsyncClient,
+    base_url: str,
+    messages: list[str],
+    *,
+    concurrency: int,
+    on_submitted: Callable[[TrackedTask], None] = lambda _task: None,
+) -> list[TrackedTask]:
+    """POST every message; any refusal or an unreachable URL stops the run with a LoadError."""
+    url = tasks_url(base_url)
+    queue = list(enumerate(messages))
+    submitted: list[TrackedTask] = []
+
+    async def worker() -> None:
+        while queue:
+            _index, message = queue.pop(0)
+            task = await _submit_one(client, url, message)
+            submitted.append(task)
+            on_submitted(task)
+
+    await _run_workers(min(concurrency, len(messages)), worker)
+    return submitted
+
+
+async def _submit_one(client: httpx.AsyncClient, url: str, message: str) -> TrackedTask:
+    for retry in range(MAX_THROTTLE_RETRIES + 1):
+        started_s = time.monotonic()
+        try:
+            response = await client.post(url, json={"message": message})
+        except httpx.TransportError as exc:
+            raise LoadError(f"cannot reach {url}: {_describe_transport_error(exc)}") from None
+        if response.status_code in THROTTLED_STATUSES and retry < MAX_THROTTLE_RETRIES:
+            await asyncio.sleep(_throttle_delay_s(response, retry))
+            continue
+        if response.status_code != 202:
+            raise LoadError(
+                f"submit refused: POST {url} answered {response.status_code}: "
+                f"{_error_text(response)}"
+            )
+        try:
+            task_id = str(response.json()["taskId"])
+        except (ValueError, KeyError, TypeError):
+            raise LoadError(
+                f"submit answered 202 without a taskId in its JSON body: {_error_text(response)}"
+            ) from None
+        return TrackedTask(task_id=task_id, submitted_at_s=started_s)
+    raise AssertionError("unreachable: the last retry returns or raises")
+
+
+def _throttle_delay_s(response: httpx.Response, retry: int) -> float:
+    retry_after = response.headers.get("retry-after", "")
+    if retry_after.replace(".", "", 1).isdigit():
+        return min(float(retry_after), THROTTLE_BACKOFF_MAX_S)
+    return min(THROTTLE_BACKOFF_BASE_S * 2**retry, THROTTLE_BACKOFF_MAX_S)
+
+
+def _describe_transport_error(exc: httpx.TransportError) -> str:
+    detail = str(exc).strip()
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+async def poll_until_terminal(
+    client: httpx.AsyncClient,
+    base_url: str,
+    tasks: list[TrackedTask],
+    *,
+    concurrency: int,
+    timeout_s: float,
+    submitting: asyncio.Event | None = None,
+    on_terminal: Callable[[TrackedTask], None] = lambda _task: None,
+) -> PollStats:
+    """GET every non-terminal task in rounds until all are terminal or the timeout passes.
+
+    `tasks` may still grow while `submitting` is unset (polling runs alongside submission); the
+    timeout counts from the moment submission ends. Each task keeps the last record seen. Between
+    rounds it waits a short, growing interval, never past the deadline. A 404 (not visible yet),
+    a 429 or a 5xx is retried next round.
+    """
+    url = tasks_url(base_url)
+    stats = PollStats()
+    interval_s = POLL_INTERVAL_MIN_S
+    unreachable_rounds = 0
+    deadline_s: float | None = None
+    while True:
+        if deadline_s is None and (submitting is None or submitting.is_set()):
+            deadline_s = time.monotonic() + timeout_s
+        pending = [task for task in tasks if not task.terminal]
+        if deadline_s is not None and (not pending or time.monotonic() >= deadline_s):
+            return stats
+        round_started_s = time.monotonic()
+        if pending:
+            stats.rounds += 1
+            outcomes = await _poll_round(client, url, pending, concurrency, stats, on_terminal)
+            if all(outcome == "unreachable" for outcome in outcomes):
+                unreachable_rounds += 1
+                if unreachable_rounds >= MAX_UNREACHABLE_POLL_ROUNDS:
+                    raise LoadError(f"lost contact with {url} while waiting for tasks to finish")
+            else:
+                unreachable_rounds = 0
+            if deadline_s is not None and all(task.terminal for task in tasks):
+                return stats
+        # Wait out the rest of the interval (a round that took longer starts the next at once).
+        wait_s = interval_s - (time.monotonic() - round_started_s)
+        if deadline_s is not None:
+            wait_s = min(wait_s, deadline_s - time.monotonic())
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)
+        interval_s = min(interval_s * 1.5, POLL_INTERVAL_MAX_S)
+
+
+async def _poll_round(
+    client: httpx.AsyncClient,
+    url: str,
+    pending: list[TrackedTask],
+    concurrency: int,
+    stats: PollStats,
+    on_terminal: Callable[[TrackedTask], None],
+) -> list[str]:
+    queue = list(pending)
+    outcomes: list[str] = []
+
+    async def worker() -> None:
+        while queue:
+            task = queue.pop(0)
+            outcomes.append(await _poll_one(client, url, task, stats, on_terminal))
+
+    await _run_workers(min(concurrency, len(pending)), worker)
+    return outcomes
+
+
+async def _poll_one(
+    client: httpx.AsyncClient,
+    url: str,
+    task: TrackedTask,
+    stats: PollStats,
+    on_terminal: Callable[[TrackedTask], None],
+) -> str:
+    stats.requests += 1
+    try:
+        response = await client.get(f"{url}/{task.task_id}")
+    except httpx.TransportError:
+        stats.transient_errors += 1
+        return "unreachable"
+    if response.status_code == 404:
+        stats.not_found += 1
+        return "not-found"
+    if response.status_code != 200:
+        stats.transient_errors += 1
+        stats.errors_by_status[response.status_code] = (
+            stats.errors_by_status.get(response.status_code, 0) + 1
+        )
+        return "error"
+    try:
+        record = response.json()
+    except ValueError:
+        stats.transient_errors += 1
+        return "error"
+    task.record = record
+    if task.terminal:
+        task.terminal_seen_at_s = time.monotonic()
+        on_terminal(task)
+        return "terminal"
+    return "pending"
+
+
+def is_loopback_host(host: str) -> bool:
+    """`localhost`, `*.localhost` (RFC 6761) or a 127.x address: the local stack."""
+    return host == "localhost" or host.endswith(".localhost") or host.startswith("127.")
+
+
+class _LoopbackNameTransport(httpx.AsyncBaseTransport):
+    """Connect `<id>.execute-api.localhost` to 127.0.0.1, keeping the name in the Host header.
+
+    curl resolves every `*.localhost` name to loopback; the C library here does not, and the
+    local API Gateway routes on the Host header, so the name must stay in the request.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host.endswith(".localhost"):
+            request.url = request.url.copy_with(host="127.0.0.1")
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def make_client(base_url: str, concurrency: int) -> httpx.AsyncClient:
+    """An HTTP client sized for `concurrency` requests in flight."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    loopback = is_loopback_host(httpx.URL(base_url).host)
+    transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=not loopback)
+    return httpx.AsyncClient(
+        timeout=REQUEST_TIMEOUT_S,
+        transport=_LoopbackNameTransport(transport),
+        # A proxy from the environment must not intercept a run against the local stack.
+        trust_env=not loopback,
+        follow_redirects=False,
+    )

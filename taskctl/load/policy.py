@@ -1,0 +1,51 @@
+"""Where a load run's policy comes from: a stack file (`--stack`) or flags."""
+
+from __future__ import annotations
+
+from taskctl.load.client import LoadError
+from taskctl.load.report import LoadPolicy
+
+
+def policy_from_stack(stack: str) -> LoadPolicy:
+    """The stack's validated policy, read the way the Pulumi program reads it."""
+    # Imported here: the Pulumi program's config reader pulls in pulumi, which a run with
+    # explicit flags does not need.
+    from functions.settings import SettingsError, StackSettings
+    from taskctl.program import load_stack_config
+
+    try:
+        settings = StackSettings.from_config(load_stack_config(stack))
+    except SettingsError as exc:
+        raise LoadError(f"stack {stack}: {exc}") from None
+    except (OSError, LookupError, ValueError) as exc:
+        raise LoadError(f"cannot read the config of stack {stack!r}: {exc}") from None
+    return LoadPolicy(
+        max_attempts=settings.maxAttempts,
+        error_rate=settings.errorRate,
+        source=f"stack {stack}",
+        backoff_base_s=settings.backoffBaseSeconds,
+        max_delay_s=settings.maxDelaySeconds,
+        jitter=settings.jitter,
+    )
+
+
+def policy_from_flags(max_attempts: int, error_rate: float) -> LoadPolicy:
+    return LoadPolicy(
+        max_attempts=max_attempts,
+        error_rate=error_rate,
+        source="--max-attempts/--error-rate",
+    )
+
+
+def resolve_policy(
+    *, stack: str | None, max_attempts: int | None, error_rate: float | None
+) -> LoadPolicy:
+    """Exactly one source: `--stack`, or both policy flags; neither means the dev stack."""
+    flags_given = max_attempts is not None or error_rate is not None
+    if stack is not None and flags_given:
+        raise LoadError("give either --stack or --max-attempts with --error-rate, not both")
+    if flags_given:
+        if max_attempts is None or error_rate is None:
+            raise LoadError("--max-attempts and --error-rate go together; give both")
+        return policy_from_flags(max_attempts, error_rate)
+    return policy_from_stack(stack or "dev")

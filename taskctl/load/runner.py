@@ -1,0 +1,99 @@
+"""One load run end to end, without any UI: submit, poll, report. Reused by `taskctl bench`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from taskctl.load import client as api
+from taskctl.load.report import LoadPolicy, build_report
+from taskctl.load.stats import DEFAULT_CONFIDENCE
+
+DEFAULT_TIMEOUT_S = 300.0
+# Beyond the policy's longest backoff: queueing, cold starts and the last attempt itself.
+TIMEOUT_MARGIN_S = 120.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadOptions:
+    url: str
+    count: int
+    concurrency: int
+    timeout_s: float
+    policy: LoadPolicy
+    confidence: float = DEFAULT_CONFIDENCE
+
+
+def default_timeout_s(policy: LoadPolicy) -> float:
+    """Long enough for the slowest task the policy allows, when the backoff is known."""
+    worst_wait_s = policy.worst_case_wait_s()
+    if worst_wait_s is None:
+        return DEFAULT_TIMEOUT_S
+    return max(DEFAULT_TIMEOUT_S, worst_wait_s + TIMEOUT_MARGIN_S)
+
+
+def run_load(
+    options: LoadOptions,
+    *,
+    on_submitted: Callable[[api.TrackedTask], None] = lambda _task: None,
+    on_terminal: Callable[[api.TrackedTask], None] = lambda _task: None,
+) -> dict:
+    """Submit `count` tasks, wait for them (at most `timeout_s` after the last submit), report.
+
+    Raises `client.LoadError` when the URL is unreachable or a submit is refused.
+    """
+    return asyncio.run(_run(options, on_submitted=on_submitted, on_terminal=on_terminal))
+
+
+async def _run(
+    options: LoadOptions,
+    *,
+    on_submitted: Callable[[api.TrackedTask], None],
+    on_terminal: Callable[[api.TrackedTask], None],
+) -> dict:
+    messages = api.ordinary_messages(options.count)
+    tasks: list[api.TrackedTask] = []
+    submitting = asyncio.Event()
+
+    def submitted(task: api.TrackedTask) -> None:
+        tasks.append(task)
+        on_submitted(task)
+
+    async with api.make_client(options.url, options.concurrency) as http:
+        started_at_s = time.monotonic()
+        # Poll alongside submission, so a task's terminal time is not inflated by the others'
+        # submits; the poller's timeout starts once the last task is in.
+        poller = asyncio.create_task(
+            api.poll_until_terminal(
+                http,
+                options.url,
+                tasks,
+                concurrency=options.concurrency,
+                timeout_s=options.timeout_s,
+                submitting=submitting,
+                on_terminal=on_terminal,
+            )
+        )
+        try:
+            await api.submit_tasks(
+                http, options.url, messages, concurrency=options.concurrency, on_submitted=submitted
+            )
+        except BaseException:
+            poller.cancel()
+            await asyncio.gather(poller, return_exceptions=True)
+            raise
+        submitting.set()
+        poll_stats = await poller
+        finished_at_s = time.monotonic()
+    return build_report(
+        url=options.url,
+        policy=options.policy,
+        tasks=tasks,
+        submitted=len(tasks),
+        started_at_s=started_at_s,
+        finished_at_s=finished_at_s,
+        poll_stats=poll_stats,
+        confidence=options.confidence,
+    )
