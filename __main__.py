@@ -1,0 +1,175 @@
+"""The fault-tolerant task pipeline: one Pulumi stack per environment (`dev`, `prod`).
+
+    client ──HTTP──► TaskApi (stage = stack) ──► api function ──► TaskTable
+                                                   │                  ▲
+                                                   └──► main queue ──► worker function
+                                                          │ redrive       │ last failed attempt
+                                                          ▼               ▼
+                                                         DLQ ──► dead-letter function ──► TaskTable
+
+This file only wires: it reads the stack's settings once, builds the components in the order of
+the picture, and exports what `pulumi stack output` shows. Every difference between stacks lives
+in Pulumi.<stack>.yaml.
+"""
+
+import os
+
+import pulumi
+import pulumi_aws as aws
+
+from components.iam import queue_consume, queue_send, table_access
+from components.monitoring import Monitoring, MonitoringArgs, healthy_message_age_s
+from components.packaging import BundleTarget, build_bundle
+from components.stack_settings import read_stack_settings
+from components.task_api import TaskApi, TaskApiArgs
+from components.task_function import (
+    FunctionRuntime,
+    QueueTrigger,
+    TaskFunction,
+    TaskFunctionArgs,
+    function_environment,
+)
+from components.task_queues import TaskQueues, TaskQueuesArgs
+from components.task_table import TaskTable, TaskTableArgs
+from functions.settings import SettingsError
+
+# -- the stack's settings, validated once --------------------------------------------------------
+try:
+    settings = read_stack_settings(pulumi.Config().get)
+except SettingsError as error:
+    raise pulumi.RunError(str(error)) from None
+stack = pulumi.get_stack()
+region = aws.config.region
+if not region:
+    raise pulumi.RunError("no AWS region: run `pulumi config set aws:region <region>`")
+name_prefix = f"{pulumi.get_project()}-{stack}"
+
+# -- storage and queues --------------------------------------------------------------------------
+table = TaskTable(
+    "tasks",
+    TaskTableArgs(
+        point_in_time_recovery=settings.pointInTimeRecovery,
+        deletion_protection=settings.deletionProtection,
+    ),
+)
+queues = TaskQueues(
+    "tasks",
+    TaskQueuesArgs(
+        visibility_timeout_s=settings.visibility_timeout_s,
+        max_receive_count=settings.max_receive_count,
+    ),
+)
+
+# -- functions: one bundle, three handlers -------------------------------------------------------
+# The bundle targets the Lambda runtime of the stack's architecture; the local-stack tooling sets
+# TASKS_BUNDLE_TARGET=local to build it for this machine's interpreter instead.
+bundle = build_bundle(BundleTarget.from_environment(os.environ, settings.functionArchitecture))
+function_runtime = FunctionRuntime(
+    bundle=bundle,
+    architecture=settings.functionArchitecture,
+    memory_mb=settings.functionMemoryMb,
+    timeout_s=settings.functionTimeoutSeconds,
+    log_retention_days=settings.logRetentionDays,
+    environment=function_environment(
+        policy=settings.policy,
+        table_name=table.table.name,
+        queue_url=queues.queue.url,
+        dlq_url=queues.dead_letter_queue.url,
+        stack=stack,
+    ),
+)
+api_function = TaskFunction(
+    "api",
+    TaskFunctionArgs(
+        function_name=f"{name_prefix}-api",
+        service="api",
+        handler="functions.api.handler",
+        description="Accepts tasks and answers their status",
+        runtime=function_runtime,
+        permissions=(
+            # DeleteItem: a task whose message could not be enqueued is removed again.
+            table_access(table.table.arn, extra_actions=("dynamodb:DeleteItem",)),
+            queue_send(queues.queue.arn, sid="EnqueueTasks"),
+        ),
+    ),
+)
+worker_function = TaskFunction(
+    "worker",
+    TaskFunctionArgs(
+        function_name=f"{name_prefix}-worker",
+        service="worker",
+        handler="functions.worker.handler",
+        description="Runs task attempts, retries with backoff, dead-letters the last failure",
+        runtime=function_runtime,
+        permissions=(
+            table_access(table.table.arn),
+            queue_consume(queues.queue.arn, sid="ConsumeTasks"),
+            queue_send(queues.dead_letter_queue.arn, sid="DeadLetterFailedTasks"),
+        ),
+        trigger=QueueTrigger(
+            queue_arn=queues.queue.arn,
+            batch_size=settings.workerBatchSize,
+            maximum_concurrency=settings.workerMaxConcurrency,
+        ),
+    ),
+)
+dead_letter_function = TaskFunction(
+    "dead-letter",
+    TaskFunctionArgs(
+        function_name=f"{name_prefix}-dead-letter",
+        service="dead-letter",
+        handler="functions.dead_letter.handler",
+        description="Marks dead-lettered tasks FAILED and counts them",
+        runtime=function_runtime,
+        permissions=(
+            table_access(table.table.arn),
+            queue_consume(queues.dead_letter_queue.arn, sid="ConsumeDeadLetters"),
+        ),
+        trigger=QueueTrigger(
+            queue_arn=queues.dead_letter_queue.arn,
+            batch_size=settings.workerBatchSize,
+            maximum_concurrency=settings.workerMaxConcurrency,
+        ),
+    ),
+)
+
+# -- the HTTP API --------------------------------------------------------------------------------
+api = TaskApi(
+    "tasks",
+    TaskApiArgs(
+        stage_name=stack,
+        function_name=api_function.function.name,
+        function_arn=api_function.function.arn,
+        throttle_rate_limit=settings.apiThrottleRateLimit,
+        throttle_burst_limit=settings.apiThrottleBurstLimit,
+        access_log_group_name=f"/aws/apigateway/{name_prefix}-access",
+        log_retention_days=settings.logRetentionDays,
+    ),
+)
+
+# -- alarms and dashboard ------------------------------------------------------------------------
+monitoring = Monitoring(
+    "tasks",
+    MonitoringArgs(
+        stack=stack,
+        region=region,
+        dashboard_name=name_prefix,
+        alarm_email=settings.alarmEmail,
+        queue_name=queues.queue.name,
+        dead_letter_queue_name=queues.dead_letter_queue.name,
+        worker_function_name=worker_function.function.name,
+        api_id=api.api.id,
+        api_stage_name=stack,
+        healthy_message_age_s=healthy_message_age_s(
+            settings.policy, settings.functionTimeoutSeconds
+        ),
+    ),
+)
+
+# -- what `pulumi stack output` shows ------------------------------------------------------------
+pulumi.export("apiUrl", api.url)
+pulumi.export("tasksEndpoint", pulumi.Output.concat(api.url, "/tasks"))
+pulumi.export("queueUrl", queues.queue.url)
+pulumi.export("dlqUrl", queues.dead_letter_queue.url)
+pulumi.export("tableName", table.table.name)
+pulumi.export("dashboardUrl", monitoring.dashboard_url)

@@ -1,0 +1,244 @@
+"""Run the Pulumi program without the Pulumi CLI: stack config loading and mock runs.
+
+- `load_stack_config(stack)`: the config the CLI would hand the program for `stack`
+  (`Pulumi.yaml`'s defaults overlaid with `Pulumi.<stack>.yaml`, namespaced keys, string values).
+- `load_stack_settings(stack)`: the same, validated into `StackSettings`.
+- `run_program(stack, mocks)`: run `__main__.py` under `pulumi.runtime.set_mocks` and return the
+  resolved stack outputs, as `pulumi stack output --json` would show them.
+- `RecordingMocks`: mocks that record every resource the program declares, answering with
+  plausible AWS identifiers (ARNs, queue URLs, API endpoints) so cross-references resolve.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+import runpy
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs
+from pulumi.runtime.settings import get_root_resource
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from components.stack_settings import read_stack_settings
+from functions.settings import StackSettings
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+PROJECT_FILE = PROJECT_DIR / "Pulumi.yaml"
+PROGRAM = PROJECT_DIR / "__main__.py"
+
+
+class StackConfigError(ValueError):
+    """A stack or project file that cannot be read; the message names the file."""
+
+
+def project_name() -> str:
+    return str(_read_yaml(PROJECT_FILE)["name"])
+
+
+def stack_file(stack: str) -> Path:
+    return PROJECT_DIR / f"Pulumi.{stack}.yaml"
+
+
+def load_stack_config(stack: str) -> dict[str, str]:
+    """The stack's config as the Pulumi CLI gives it to the program.
+
+    Keys are namespaced (`fault-tolerant-tasks:maxAttempts`, `aws:region`); values are strings
+    (`"2"`, `"true"`, `"0.3"`). Project defaults from `Pulumi.yaml` fill every key the stack
+    file leaves out.
+    """
+    project = _read_yaml(PROJECT_FILE)
+    namespace = str(project["name"])
+    path = stack_file(stack)
+    if not path.is_file():
+        known = sorted(p.name.split(".")[1] for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
+        raise StackConfigError(f"no stack file {path.name}; known stacks: {', '.join(known)}")
+    config: dict[str, str] = {}
+    for key, declaration in (project.get("config") or {}).items():
+        default = declaration.get("default") if isinstance(declaration, dict) else declaration
+        if default is not None:
+            config[_namespaced(key, namespace)] = _config_string(default)
+    for key, value in (_read_yaml(path).get("config") or {}).items():
+        if value is not None:
+            config[_namespaced(key, namespace)] = _config_string(value)
+    return config
+
+
+def load_stack_settings(stack: str, overrides: Mapping[str, str] | None = None) -> StackSettings:
+    """The validated settings of `stack` (raises `SettingsError` naming any bad key)."""
+    config = {**load_stack_config(stack), **(overrides or {})}
+    namespace = project_name()
+    return read_stack_settings(lambda key: config.get(f"{namespace}:{key}"))
+
+
+def run_program(
+    stack: str,
+    mocks: pulumi.runtime.Mocks,
+    *,
+    preview: bool = False,
+    config_overrides: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run `__main__.py` for `stack` under `mocks`; return its resolved exported outputs.
+
+    `config_overrides` replaces stack config entries (namespaced keys, string values), e.g.
+    `{"fault-tolerant-tasks:maxDelaySeconds": "1200"}`. An error in the program (such as a
+    config value it rejects) propagates as the program raised it. Each call runs in a fresh
+    context, so runs do not see each other's resources or config.
+    """
+    config = {**load_stack_config(stack), **(config_overrides or {})}
+    return contextvars.Context().run(_run_in_fresh_context, stack, mocks, preview, config)
+
+
+def _run_in_fresh_context(
+    stack: str, mocks: pulumi.runtime.Mocks, preview: bool, config: dict[str, str]
+) -> dict[str, Any]:
+    pulumi.runtime.set_all_config(config)
+    pulumi.runtime.set_mocks(mocks, project=project_name(), stack=stack, preview=preview)
+    if str(PROJECT_DIR) not in sys.path:
+        sys.path.insert(0, str(PROJECT_DIR))  # the program imports `components` and `functions`
+    resolved: dict[str, Any] = {}
+
+    def program() -> None:
+        runpy.run_path(str(PROGRAM), run_name="__main__")
+        # `pulumi.export` records outputs on the root stack resource; resolving them all also
+        # waits for every resource they depend on.
+        exported = dict(get_root_resource().outputs)  # type: ignore[union-attr]
+        resolved.update(_sync_await(pulumi.Output.from_input(exported).future()) or {})
+
+    _sync_await(run_pulumi_func(program))
+    return resolved
+
+
+# -- recording mocks ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreatedResource:
+    """One resource the program declared: its type token, logical name, inputs and outputs."""
+
+    type_token: str
+    name: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    resource_id: str
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Records every resource; answers with AWS-shaped identifiers so references resolve.
+
+    Physical names follow Pulumi's auto-naming (logical name plus a suffix) unless the program
+    sets one. The suffix is derived from the name, so two runs give the same identifiers.
+    Invokes are not faked: the program uses none, and a new one should fail loudly here.
+    """
+
+    def __init__(self, *, region: str = "eu-west-1", account_id: str = "123456789012") -> None:
+        self.region = region
+        self.account_id = account_id
+        self.resources: list[CreatedResource] = []
+
+    def created(self, type_token: str) -> list[CreatedResource]:
+        """The resources of one type, in declaration order."""
+        return [resource for resource in self.resources if resource.type_token == type_token]
+
+    def one(self, type_token: str, name: str) -> CreatedResource:
+        """The resource of `type_token` with logical name `name` (exactly one must exist)."""
+        matches = [r for r in self.created(type_token) if r.name == name]
+        if len(matches) != 1:
+            names = [r.name for r in self.created(type_token)]
+            raise LookupError(f"{len(matches)} {type_token} named {name!r}; declared: {names}")
+        return matches[0]
+
+    def new_resource(self, args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        inputs = dict(args.inputs)
+        outputs, resource_id = self._outputs_for(args.typ, args.name, inputs)
+        self.resources.append(CreatedResource(args.typ, args.name, inputs, outputs, resource_id))
+        return resource_id, outputs
+
+    def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        raise NotImplementedError(f"RecordingMocks does not fake the invoke {args.token}")
+
+    def _outputs_for(
+        self, type_token: str, logical_name: str, inputs: dict[str, Any]
+    ) -> tuple[dict[str, Any], str]:
+        suffix = hashlib.sha256(logical_name.encode()).hexdigest()[:7]
+        physical = inputs.get("name") or f"{logical_name}-{suffix}"
+        region, account = self.region, self.account_id
+        outputs = dict(inputs)
+        resource_id = physical
+        if type_token == "aws:sqs/queue:Queue":
+            url = f"https://sqs.{region}.amazonaws.com/{account}/{physical}"
+            outputs |= {
+                "name": physical,
+                "url": url,
+                "arn": f"arn:aws:sqs:{region}:{account}:{physical}",
+            }
+            resource_id = url
+        elif type_token == "aws:dynamodb/table:Table":
+            outputs |= {
+                "name": physical,
+                "arn": f"arn:aws:dynamodb:{region}:{account}:table/{physical}",
+            }
+        elif type_token == "aws:iam/role:Role":
+            outputs |= {"name": physical, "arn": f"arn:aws:iam::{account}:role/{physical}"}
+        elif type_token == "aws:cloudwatch/logGroup:LogGroup":
+            outputs |= {
+                "name": physical,
+                "arn": f"arn:aws:logs:{region}:{account}:log-group:{physical}",
+            }
+        elif type_token == "aws:lambda/function:Function":
+            arn = f"arn:aws:lambda:{region}:{account}:function:{physical}"
+            invoke = (
+                f"arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/{arn}/invocations"
+            )
+            outputs |= {"name": physical, "arn": arn, "invokeArn": invoke}
+        elif type_token == "aws:apigatewayv2/api:Api":
+            resource_id = suffix
+            outputs |= {
+                "name": physical,
+                "apiEndpoint": f"https://{suffix}.execute-api.{region}.amazonaws.com",
+                "executionArn": f"arn:aws:execute-api:{region}:{account}:{suffix}",
+                "arn": f"arn:aws:apigateway:{region}::/apis/{suffix}",
+            }
+        elif type_token == "aws:sns/topic:Topic":
+            arn = f"arn:aws:sns:{region}:{account}:{physical}"
+            outputs |= {"name": physical, "arn": arn}
+            resource_id = arn
+        elif type_token == "aws:cloudwatch/dashboard:Dashboard":
+            resource_id = str(inputs.get("dashboardName", physical))
+        else:
+            resource_id = f"{logical_name}-id"
+        return outputs, resource_id
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise StackConfigError(f"cannot read {path.name}: {error}") from error
+    if not isinstance(loaded, dict):
+        raise StackConfigError(f"{path.name} is not a YAML mapping")
+    return loaded
+
+
+def _namespaced(key: str, namespace: str) -> str:
+    return key if ":" in key else f"{namespace}:{key}"
+
+
+def _config_string(value: object) -> str:
+    """A YAML value as the CLI passes it: booleans lower-case, structures as JSON."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
