@@ -10,11 +10,11 @@ def policy_from_stack(stack: str) -> LoadPolicy:
     """The stack's validated policy, read the way the Pulumi program reads it."""
     # Imported here: the Pulumi program's config reader pulls in pulumi, which a run with
     # explicit flags does not need.
-    from functions.settings import SettingsError, StackSettings
-    from taskctl.program import load_stack_config
+    from functions.settings import SettingsError
+    from taskctl.program import load_stack_settings
 
     try:
-        settings = StackSettings.from_config(load_stack_config(stack))
+        settings = load_stack_settings(stack)
     except SettingsError as exc:
         raise LoadError(f"stack {stack}: {exc}") from None
     except (OSError, LookupError, ValueError) as exc:
