@@ -142,3 +142,26 @@ def test_bad_flag_values_are_refused_before_anything_is_sent(run_load_cli, fake_
         assert result.exit_code == 2, args
         assert "Traceback" not in result.output
     assert fake_api.tasks == {}
+
+
+def test_the_policy_comes_from_the_stack_file_when_asked(run_load_cli, fake_server, tmp_path):
+    # GIVEN the dev stack file, read the way the Pulumi program reads it
+    from taskctl.program import load_stack_settings
+
+    dev = load_stack_settings("dev")
+    # WHEN the run is judged against --stack dev
+    run_load_cli("--url", fake_server.url, "--count", "3", "--stack", "dev",
+                 "--report", str(tmp_path / "report.json"))  # fmt: skip
+    report = json.loads((tmp_path / "report.json").read_text())
+    # THEN the expected fraction is the stack's own
+    assert report["policy"] == {
+        "maxAttempts": dev.maxAttempts, "errorRate": dev.errorRate, "source": "stack dev"
+    }  # fmt: skip
+    assert report["expectedFailedFraction"] == dev.errorRate**dev.maxAttempts
+
+
+def test_an_unknown_stack_is_one_clear_line(run_load_cli, fake_server):
+    result = run_load_cli("--url", fake_server.url, "--stack", "nosuchstack")
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "nosuchstack" in line
