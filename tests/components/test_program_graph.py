@@ -1,0 +1,402 @@
+"""The resource graph `__main__.py` declares, for dev and for prod, checked on resolved inputs."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+
+from stack_runs import ProgramRun, run_stack
+
+from functions.settings import REDRIVE_RECEIVE_MARGIN, TaskPolicy
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+SERVICES = ("api", "worker", "dead-letter")
+QUEUE = "aws:sqs/queue:Queue"
+FUNCTION = "aws:lambda/function:Function"
+MAPPING = "aws:lambda/eventSourceMapping:EventSourceMapping"
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+
+
+def _main_queue(run: ProgramRun):
+    return run.one(QUEUE, "tasks-main")
+
+
+def _dlq(run: ProgramRun):
+    return run.one(QUEUE, "tasks-dlq")
+
+
+def _table(run: ProgramRun):
+    return run.one("aws:dynamodb/table:Table", "tasks-table")
+
+
+# -- queues ----------------------------------------------------------------------------------
+
+
+def test_main_queue_redrives_into_the_dlq_after_more_receives_than_attempts(program_run):
+    # GIVEN the stack's settings WHEN the program runs THEN the main queue's redrive targets the DLQ
+    main, dlq = _main_queue(program_run), _dlq(program_run)
+    assert len(program_run.created(QUEUE)) == 2
+    redrive = json.loads(main.inputs["redrivePolicy"])
+    assert redrive["deadLetterTargetArn"] == dlq.outputs["arn"]
+    # AND a message may be received more often than the task has attempts before it is redriven
+    assert redrive["maxReceiveCount"] == program_run.settings.maxAttempts + REDRIVE_RECEIVE_MARGIN
+    assert redrive["maxReceiveCount"] > program_run.settings.maxAttempts
+
+
+def test_main_queue_hides_a_batch_for_at_least_six_worker_timeouts(program_run):
+    worker_timeout_s = program_run.function("worker").inputs["timeout"]
+    assert worker_timeout_s == program_run.settings.functionTimeoutSeconds
+    assert _main_queue(program_run).inputs["visibilityTimeoutSeconds"] >= 6 * worker_timeout_s
+
+
+def test_both_queues_are_encrypted_and_the_dlq_keeps_messages_longer(program_run):
+    main, dlq = _main_queue(program_run), _dlq(program_run)
+    assert main.inputs["sqsManagedSseEnabled"] is True
+    assert dlq.inputs["sqsManagedSseEnabled"] is True
+    assert dlq.inputs["messageRetentionSeconds"] == 14 * 24 * 3600
+    assert dlq.inputs["messageRetentionSeconds"] > main.inputs["messageRetentionSeconds"]
+
+
+def test_dlq_accepts_redrive_only_from_the_main_queue(program_run):
+    (allow,) = program_run.created("aws:sqs/redriveAllowPolicy:RedriveAllowPolicy")
+    assert allow.inputs["queueUrl"] == _dlq(program_run).outputs["url"]
+    policy = json.loads(allow.inputs["redriveAllowPolicy"])
+    assert policy == {
+        "redrivePermission": "byQueue",
+        "sourceQueueArns": [_main_queue(program_run).outputs["arn"]],
+    }
+
+
+# -- event source mappings -------------------------------------------------------------------
+
+
+def test_worker_consumes_the_main_queue_reporting_batch_item_failures(program_run):
+    worker = program_run.function("worker")
+    (mapping,) = [
+        m for m in program_run.created(MAPPING) if m.inputs["functionName"] == worker.outputs["arn"]
+    ]
+    assert mapping.inputs["eventSourceArn"] == _main_queue(program_run).outputs["arn"]
+    assert mapping.inputs["functionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping.inputs["batchSize"] == program_run.settings.workerBatchSize
+    assert (
+        mapping.inputs["scalingConfig"]["maximumConcurrency"]
+        == program_run.settings.workerMaxConcurrency
+    )
+
+
+def test_dead_letter_function_consumes_the_dlq_and_the_api_consumes_nothing(program_run):
+    by_function = {m.inputs["functionName"]: m for m in program_run.created(MAPPING)}
+    assert len(by_function) == 2
+    dead_letter = by_function[program_run.function("dead-letter").outputs["arn"]]
+    assert dead_letter.inputs["eventSourceArn"] == _dlq(program_run).outputs["arn"]
+    assert dead_letter.inputs["functionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert program_run.function("api").outputs["arn"] not in by_function
+
+
+# -- table -----------------------------------------------------------------------------------
+
+
+def test_table_is_on_demand_keyed_by_task_id_with_ttl(program_run):
+    table = _table(program_run).inputs
+    assert table["billingMode"] == "PAY_PER_REQUEST"
+    assert table["hashKey"] == "taskId"
+    assert table["attributes"] == [{"name": "taskId", "type": "S"}]
+    assert "rangeKey" not in table
+    assert table["ttl"] == {"attributeName": "expiresAt", "enabled": True}
+
+
+def test_table_protection_follows_the_stack_settings(program_run):
+    table = _table(program_run).inputs
+    settings = program_run.settings
+    assert table["pointInTimeRecovery"]["enabled"] is settings.pointInTimeRecovery
+    assert table["deletionProtectionEnabled"] is settings.deletionProtection
+
+
+def test_prod_table_has_point_in_time_recovery_and_deletion_protection():
+    table = _table(run_stack("prod")).inputs
+    assert table["pointInTimeRecovery"]["enabled"] is True
+    assert table["deletionProtectionEnabled"] is True
+
+
+# -- IAM -------------------------------------------------------------------------------------
+
+
+def test_every_statement_names_exact_actions_and_resources(program_run):
+    exact_arns = {
+        _table(program_run).outputs["arn"],
+        _main_queue(program_run).outputs["arn"],
+        _dlq(program_run).outputs["arn"],
+    }
+    for service in SERVICES:
+        policy = program_run.policy_of(service)
+        log_group_arn = program_run.one(LOG_GROUP, f"{service}-logs").outputs["arn"]
+        assert policy["Statement"], service
+        for statement in policy["Statement"]:
+            assert statement["Effect"] == "Allow"
+            actions, resources = statement["Action"], statement["Resource"]
+            assert all("*" not in action for action in actions), (service, statement)
+            assert all(resource.strip() != "*" for resource in resources), (service, statement)
+            services = {action.split(":")[0] for action in actions}
+            if services & {"sqs", "dynamodb"}:
+                assert set(resources) <= exact_arns, (service, statement)
+            if services == {"logs"}:
+                assert resources == [f"{log_group_arn}:*"], (service, statement)
+
+
+def test_each_function_may_do_only_its_own_job(program_run):
+    def grants(service: str) -> set[tuple[str, str]]:
+        return {
+            (action, resource)
+            for statement in program_run.policy_of(service)["Statement"]
+            for action in statement["Action"]
+            for resource in statement["Resource"]
+        }
+
+    main = _main_queue(program_run).outputs["arn"]
+    dlq = _dlq(program_run).outputs["arn"]
+    api, worker, dead_letter = grants("api"), grants("worker"), grants("dead-letter")
+    assert ("sqs:SendMessage", main) in api
+    assert not any(action == "sqs:ReceiveMessage" for action, _ in api)
+    assert ("sqs:ReceiveMessage", main) in worker
+    assert ("sqs:ChangeMessageVisibility", main) in worker  # the backoff delay
+    assert ("sqs:SendMessage", dlq) in worker  # the last failed attempt
+    assert ("sqs:ReceiveMessage", dlq) in dead_letter
+    assert not any(resource == main for _, resource in dead_letter)
+
+
+def test_each_function_has_its_own_role_assumable_only_by_lambda(program_run):
+    roles = program_run.created("aws:iam/role:Role")
+    assert len(roles) == len(SERVICES)
+    role_arns = [program_run.function(service).inputs["role"] for service in SERVICES]
+    assert sorted(role_arns) == sorted(role.outputs["arn"] for role in roles)
+    for role in roles:
+        (statement,) = json.loads(role.inputs["assumeRolePolicy"])["Statement"]
+        assert statement["Principal"] == {"Service": "lambda.amazonaws.com"}
+        assert statement["Action"] == "sts:AssumeRole"
+
+
+# -- functions -------------------------------------------------------------------------------
+
+
+def test_every_function_has_a_log_group_with_the_stack_retention(program_run):
+    for service in SERVICES:
+        function = program_run.function(service)
+        log_group = program_run.one(LOG_GROUP, f"{service}-logs")
+        assert log_group.inputs["name"] == f"/aws/lambda/{function.inputs['name']}"
+        assert log_group.inputs["retentionInDays"] == program_run.settings.logRetentionDays
+
+
+def test_functions_run_their_handler_on_python_312_sized_from_the_settings(program_run):
+    settings = program_run.settings
+    for service in SERVICES:
+        function = program_run.function(service).inputs
+        module, _, attribute = function["handler"].rpartition(".")
+        assert attribute == "handler"
+        assert (PROJECT_DIR / (module.replace(".", "/") + ".py")).is_file(), function["handler"]
+        assert function["runtime"] == "python3.12"
+        assert function["architectures"] == [settings.functionArchitecture]
+        assert function["memorySize"] == settings.functionMemoryMb
+        assert function["timeout"] == settings.functionTimeoutSeconds
+
+
+def test_function_code_is_the_bundle_whose_hash_it_declares(program_run):
+    for service in SERVICES:
+        function = program_run.function(service).inputs
+        archive = Path(function["code"].path)
+        digest = base64.b64encode(hashlib.sha256(archive.read_bytes()).digest()).decode()
+        assert function["sourceCodeHash"] == digest
+
+
+def test_function_environment_carries_the_policy_and_the_resources(program_run):
+    for service in SERVICES:
+        env = program_run.function(service).inputs["environment"]["variables"]
+        assert TaskPolicy.from_env(env) == program_run.settings.policy
+        assert env["TASKS_TABLE_NAME"] == _table(program_run).outputs["name"]
+        assert env["TASKS_QUEUE_URL"] == _main_queue(program_run).outputs["url"]
+        assert env["TASKS_DLQ_URL"] == _dlq(program_run).outputs["url"]
+        assert env["TASKS_STACK"] == program_run.stack
+        assert env["POWERTOOLS_SERVICE_NAME"] == service
+        assert env["POWERTOOLS_METRICS_NAMESPACE"] == "FaultTolerantTasks"
+
+
+# -- API -------------------------------------------------------------------------------------
+
+
+def test_api_routes_both_task_routes_to_the_api_function(program_run):
+    (api,) = program_run.created("aws:apigatewayv2/api:Api")
+    assert api.inputs["protocolType"] == "HTTP"
+    (integration,) = program_run.created("aws:apigatewayv2/integration:Integration")
+    assert integration.inputs["integrationType"] == "AWS_PROXY"
+    assert integration.inputs["payloadFormatVersion"] == "2.0"
+    assert integration.inputs["integrationUri"] == program_run.function("api").outputs["arn"]
+    routes = program_run.created("aws:apigatewayv2/route:Route")
+    assert sorted(route.inputs["routeKey"] for route in routes) == [
+        "GET /tasks/{taskId}",
+        "POST /tasks",
+    ]
+    for route in routes:
+        assert route.inputs["apiId"] == api.resource_id
+        assert route.inputs["target"] == f"integrations/{integration.resource_id}"
+
+
+def test_stage_is_named_after_the_stack_throttled_and_access_logged(program_run):
+    (stage,) = program_run.created("aws:apigatewayv2/stage:Stage")
+    settings = program_run.settings
+    assert stage.inputs["name"] == program_run.stack
+    assert stage.inputs["autoDeploy"] is True
+    throttling = stage.inputs["defaultRouteSettings"]
+    assert throttling["throttlingRateLimit"] == settings.apiThrottleRateLimit
+    assert throttling["throttlingBurstLimit"] == settings.apiThrottleBurstLimit
+    access_logs = program_run.one(LOG_GROUP, "tasks-access-logs")
+    assert stage.inputs["accessLogSettings"]["destinationArn"] == access_logs.outputs["arn"]
+    assert json.loads(stage.inputs["accessLogSettings"]["format"])["requestId"]
+    assert access_logs.inputs["retentionInDays"] == settings.logRetentionDays
+
+
+def test_only_this_api_stage_may_invoke_the_api_function(program_run):
+    (permission,) = program_run.created("aws:lambda/permission:Permission")
+    (api,) = program_run.created("aws:apigatewayv2/api:Api")
+    assert permission.inputs["action"] == "lambda:InvokeFunction"
+    assert permission.inputs["principal"] == "apigateway.amazonaws.com"
+    assert permission.inputs["function"] == program_run.function("api").outputs["name"]
+    assert permission.inputs["sourceArn"].startswith(
+        f"{api.outputs['executionArn']}/{program_run.stack}/"
+    )
+
+
+# -- monitoring ------------------------------------------------------------------------------
+
+
+def test_alarms_watch_dead_letters_queue_age_worker_health_and_api_errors(program_run):
+    (topic,) = program_run.created("aws:sns/topic:Topic")
+    worker_name = program_run.function("worker").outputs["name"]
+    (api,) = program_run.created("aws:apigatewayv2/api:Api")
+    watched = {
+        (
+            a.inputs["namespace"],
+            a.inputs["metricName"],
+            json.dumps(a.inputs["dimensions"], sort_keys=True),
+        )
+        for a in program_run.created(ALARM)
+    }
+
+    def key(namespace: str, metric: str, dimensions: dict[str, str]) -> tuple[str, str, str]:
+        return namespace, metric, json.dumps(dimensions, sort_keys=True)
+
+    assert watched == {
+        key(
+            "FaultTolerantTasks",
+            "DeadLetteredTasks",
+            {"service": "dead-letter", "stack": program_run.stack},
+        ),
+        key(
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            {"QueueName": _dlq(program_run).outputs["name"]},
+        ),
+        key(
+            "AWS/SQS",
+            "ApproximateAgeOfOldestMessage",
+            {"QueueName": _main_queue(program_run).outputs["name"]},
+        ),
+        key("AWS/Lambda", "Errors", {"FunctionName": worker_name}),
+        key("AWS/Lambda", "Throttles", {"FunctionName": worker_name}),
+        key("AWS/ApiGateway", "5xx", {"ApiId": api.resource_id, "Stage": program_run.stack}),
+    }
+    for alarm in program_run.created(ALARM):
+        assert alarm.inputs["alarmActions"] == [topic.outputs["arn"]]
+
+
+def test_oldest_message_alarm_allows_a_whole_retry_schedule(program_run):
+    settings = program_run.settings
+    (age_alarm,) = [
+        a
+        for a in program_run.created(ALARM)
+        if a.inputs["metricName"] == "ApproximateAgeOfOldestMessage"
+    ]
+    schedule_s = sum(
+        min(settings.maxDelaySeconds, settings.backoffBaseSeconds * 2 ** (n - 1))
+        for n in range(1, settings.maxAttempts)
+    )
+    assert (
+        age_alarm.inputs["threshold"]
+        > schedule_s + settings.maxAttempts * settings.functionTimeoutSeconds
+    )
+
+
+def test_dashboard_graphs_every_alarmed_metric(program_run):
+    (dashboard,) = program_run.created("aws:cloudwatch/dashboard:Dashboard")
+    body = json.loads(dashboard.inputs["dashboardBody"])
+    graphed = {tuple(widget["properties"]["metrics"][0][:2]) for widget in body["widgets"]}
+    alarmed = {(a.inputs["namespace"], a.inputs["metricName"]) for a in program_run.created(ALARM)}
+    assert graphed == alarmed
+
+
+def test_no_alarm_email_means_no_subscription(program_run):
+    subscriptions = program_run.created("aws:sns/topicSubscription:TopicSubscription")
+    assert (program_run.settings.alarmEmail is None) == (subscriptions == [])
+
+
+# -- exports ---------------------------------------------------------------------------------
+
+
+def test_exports_are_what_pulumi_stack_output_shows(program_run):
+    outputs = program_run.outputs
+    assert set(outputs) == {
+        "apiUrl",
+        "tasksEndpoint",
+        "queueUrl",
+        "dlqUrl",
+        "tableName",
+        "dashboardUrl",
+    }
+    (api,) = program_run.created("aws:apigatewayv2/api:Api")
+    assert outputs["apiUrl"] == f"{api.outputs['apiEndpoint']}/{program_run.stack}"
+    assert outputs["tasksEndpoint"] == outputs["apiUrl"] + "/tasks"
+    assert outputs["queueUrl"] == _main_queue(program_run).outputs["url"]
+    assert outputs["dlqUrl"] == _dlq(program_run).outputs["url"]
+    assert outputs["tableName"] == _table(program_run).outputs["name"]
+    (dashboard,) = program_run.created("aws:cloudwatch/dashboard:Dashboard")
+    assert outputs["dashboardUrl"].endswith(f"#dashboards:name={dashboard.inputs['dashboardName']}")
+
+
+def test_components_use_project_type_tokens_and_name_their_children_after_themselves(program_run):
+    components = [
+        r for r in program_run.mocks.resources if r.type_token.startswith("fault-tolerant-tasks:")
+    ]
+    modules = {r.type_token.split(":")[1] for r in components}
+    assert modules == {"task_queues", "task_table", "task_function", "task_api", "monitoring"}
+    for module in modules:
+        assert (PROJECT_DIR / "components" / f"{module}.py").is_file()
+    component_names = {r.name for r in components}
+    for resource in program_run.mocks.resources:
+        if resource not in components:
+            assert any(resource.name.startswith(f"{name}-") for name in component_names), (
+                resource.name
+            )
+
+
+# -- dev versus prod -------------------------------------------------------------------------
+
+
+def test_dev_and_prod_differences_reach_the_functions_environment():
+    dev, prod = run_stack("dev"), run_stack("prod")
+    dev_env = dev.function("worker").inputs["environment"]["variables"]
+    prod_env = prod.function("worker").inputs["environment"]["variables"]
+    differing_policy = {
+        name
+        for name in TaskPolicy.model_fields
+        if getattr(dev.settings, name) != getattr(prod.settings, name)
+    }
+    assert differing_policy, "the stack files should differ in their retry policy"
+    assert TaskPolicy.from_env(dev_env) == dev.settings.policy
+    assert TaskPolicy.from_env(prod_env) == prod.settings.policy
+    changed_vars = {name for name in dev_env if dev_env[name] != prod_env.get(name)}
+    expected = {
+        f"TASKS_{''.join('_' + c if c.isupper() else c for c in n).upper()}"
+        for n in differing_policy
+    }
+    assert expected <= changed_vars
