@@ -111,7 +111,12 @@ _QUEUE_ATTRIBUTES = {
 
 
 def _sqs_bool_or_str(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    """An SQS attribute value. Pulumi hands numbers over as floats (`30.0`); SQS wants `30`."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 @creates("aws:sqs/queue:Queue")

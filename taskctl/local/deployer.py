@@ -89,7 +89,7 @@ class EmulatorMocks(Mocks):
             raise DeploymentError(message)
         with self._lock:
             try:
-                created = creator(self.context, args.name, args.inputs)
+                created = creator(self.context, args.name, _whole_numbers(args.inputs))
             except Exception as exc:
                 message = f"creating {args.typ} {args.name!r} in the emulator failed: {exc}"
                 self.errors.append(message)
@@ -220,6 +220,17 @@ def deploy(
     if mocks.errors:  # an error the runtime logged instead of raising
         raise DeploymentError(mocks.errors[0])
     return Deployment(stack_outputs=_plain(dict(outputs)), resources=mocks.resources)
+
+
+def _whole_numbers(value: Any) -> Any:
+    """Pulumi hands every number over as a float (`60.0`); AWS APIs typed integer refuse those."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
 
 
 def _plain(value: Any) -> Any:

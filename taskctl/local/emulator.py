@@ -38,6 +38,8 @@ STOP_GRACE_S = 8.0
 PORT_RELEASE_TIMEOUT_S = 10.0
 # Account id the emulator uses; ARNs and queue URLs carry it.
 ACCOUNT_ID = "000000000000"
+# Runs ministack with our fidelity fixes; see that file for what and why.
+LAUNCHER = Path(__file__).with_name("ministack_launcher.py")
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 
 
@@ -210,7 +212,7 @@ def start(paths: StackPaths, *, port: int, region: str, foreground: bool) -> Run
     log = paths.emulator_log.open("ab")
     try:
         process = subprocess.Popen(
-            [str(python), "-m", "ministack"],
+            [str(python), str(LAUNCHER)],
             cwd=paths.root,
             env=_emulator_environment(paths, port, region),
             stdin=subprocess.DEVNULL,

@@ -1,0 +1,72 @@
+"""The end-to-end tests' local stack: started once per session, talked to over HTTP.
+
+The session fixture runs the real command, `python -m taskctl.local up --detach`, on a free port
+with its own state directory (TASKS_LOCAL_DIR), reads the outputs the command wrote, and runs
+`local down` at the end. The emulator's virtualenv and the bundle cache are shared with `make
+local`, so only a cold machine pays for installing them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from e2e_support import (
+    STACK,
+    UP_TIMEOUT_S,
+    LocalStackUnderTest,
+    environment_with_state,
+    local_command,
+)
+
+from functions.settings import TaskPolicy
+from taskctl.local import emulator
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackUnderTest]:
+    state_dir = tmp_path_factory.mktemp("local-state")
+    env = environment_with_state(state_dir)
+    port = emulator.free_port()
+    started = local_command(
+        "up", "--stack", STACK, "--port", str(port), "--detach", env=env, timeout_s=UP_TIMEOUT_S
+    )
+    record_file = state_dir / STACK / "emulator.json"
+    if started.returncode != 0:
+        if record_file.exists():
+            local_command("down", "--stack", STACK, env=env, timeout_s=60)
+        pytest.fail(f"local up failed:\n{started.stdout}\n{started.stderr}")
+    record = json.loads(record_file.read_text())
+    outputs = json.loads((state_dir / STACK / "outputs.json").read_text())
+    stack = LocalStackUnderTest(
+        state_dir=state_dir,
+        env=env,
+        port=port,
+        pid=record["pid"],
+        region=record["region"],
+        outputs=outputs,
+        up_output=started.stdout,
+    )
+    try:
+        yield stack
+    finally:
+        local_command("down", "--stack", STACK, env=env, timeout_s=60)
+
+
+@pytest.fixture(scope="session")
+def api(local_stack: LocalStackUnderTest) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=local_stack.api_url, timeout=30.0) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def deployed_policy(local_stack: LocalStackUnderTest) -> TaskPolicy:
+    """The retry policy the deployed worker really runs with (from its environment)."""
+    lam = local_stack.client("lambda")
+    worker = next(
+        r for r in local_stack.deployed("aws:lambda/function:Function") if "worker" in r["name"]
+    )
+    config = lam.get_function_configuration(FunctionName=worker["outputs"]["name"])
+    return TaskPolicy.from_env(config["Environment"]["Variables"])
