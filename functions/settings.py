@@ -46,7 +46,9 @@ class TaskPolicy(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    maxAttempts: Annotated[int, Field(ge=1, le=50, description="Attempts per task, first included")] = 2
+    maxAttempts: Annotated[
+        int, Field(ge=1, le=50, description="Attempts per task, first included")
+    ] = 2
     errorRate: Annotated[
         float, Field(ge=0.0, le=1.0, description="Probability an ordinary task's attempt fails")
     ] = 0.3
@@ -93,7 +95,9 @@ class TaskPolicy(BaseModel):
 class StackSettings(TaskPolicy):
     """Everything that differs between stacks; the Pulumi program's view of the config."""
 
-    workerBatchSize: Annotated[int, Field(ge=1, le=10, description="SQS records per worker call")] = 5
+    workerBatchSize: Annotated[
+        int, Field(ge=1, le=10, description="SQS records per worker call")
+    ] = 5
     workerMaxConcurrency: Annotated[
         int, Field(ge=2, le=1000, description="ESM maximum concurrency (AWS minimum is 2)")
     ] = 5
@@ -120,7 +124,9 @@ class StackSettings(TaskPolicy):
                 f"timeout of {self.visibility_timeout_s} s, above SQS's "
                 f"{SQS_MAX_VISIBILITY_TIMEOUT_S} s limit"
             )
-        if self.alarmEmail is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", self.alarmEmail):
+        if self.alarmEmail is not None and not re.fullmatch(
+            r"[^@\s]+@[^@\s]+\.[^@\s]+", self.alarmEmail
+        ):
             raise ValueError(f"alarmEmail={self.alarmEmail!r} is not an e-mail address")
         return self
 
@@ -133,7 +139,7 @@ class StackSettings(TaskPolicy):
 
     @property
     def visibility_timeout_s(self) -> int:
-        """Main queue visibility: 6 x the worker's timeout, so a running batch is never re-served."""
+        """Main queue visibility: 6 x the worker timeout, so a running batch is never re-served."""
         return VISIBILITY_TO_TIMEOUT_RATIO * self.functionTimeoutSeconds
 
     @property

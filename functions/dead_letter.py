@@ -1,0 +1,110 @@
+"""The dead-letter function: every message that reaches the DLQ ends its task FAILED.
+
+A message gets to the DLQ two ways: the worker sends it after the last attempt failed (the task is
+already FAILED; the `reason` attribute says why), or the main queue's redrive policy moves it
+after `maxReceiveCount` receives (the worker kept crashing on it; the task may be in any state).
+For each one: make the task FAILED if it is not terminal yet (conditional write; `lastError`
+says why), and count it in the `DeadLetteredTasks` metric, whose only dimensions are the service
+and the stack (never the task id: one metric per task would cost a fortune and alarm on nothing).
+
+The message is then deleted from the DLQ (acknowledged): DynamoDB is the source of truth, and a
+FAILED task can be redriven from its record. An unreadable message is logged loudly with its
+body, counted, and acknowledged too: there is no task to fail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions import runtime
+from functions.queue import REASON_ATTRIBUTE, UnreadableMessage, parse_task_message
+from functions.store import TaskChanged
+
+DEAD_LETTERED_METRIC = "DeadLetteredTasks"
+UNREADABLE_METRIC = "UnreadableDeadLetters"
+STACK_DIMENSION = "stack"
+# A task that keeps changing under us is retried through SQS (the record is reported failed).
+MAX_WRITE_TRIES = 3
+
+logger = Logger()
+metrics = Metrics()  # namespace and service from POWERTOOLS_METRICS_NAMESPACE/_SERVICE_NAME
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+def record_handler(record: SQSRecord) -> str:
+    """Handle one DLQ message; returns what happened. Raising reports it failed (redelivered)."""
+    try:
+        return _handle(record)
+    except Exception:
+        logger.exception("dead-letter handling failed; SQS will deliver it again")
+        raise
+
+
+def _handle(record: SQSRecord) -> str:
+    rt = runtime.current()
+    try:
+        task_id = parse_task_message(record.body)
+    except UnreadableMessage as error:
+        logger.error(
+            "unreadable message on the DLQ",
+            extra={
+                "reason": str(error),
+                "body": record.body[:2000],
+                "messageId": record.message_id,
+            },
+        )
+        metrics.add_metric(name=UNREADABLE_METRIC, unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=DEAD_LETTERED_METRIC, unit=MetricUnit.Count, value=1)
+        return "unreadable"
+
+    with logger.append_context_keys(taskId=task_id, messageId=record.message_id):
+        metrics.add_metric(name=DEAD_LETTERED_METRIC, unit=MetricUnit.Count, value=1)
+        reason = _reason(record)
+        for _ in range(MAX_WRITE_TRIES):
+            stored = rt.store.get(task_id)
+            if stored is None:
+                logger.warning("dead-lettered message for a task that does not exist")
+                return "no such task"
+            if stored.record.is_terminal:
+                logger.info(
+                    "dead-lettered task is already terminal",
+                    extra={"status": stored.record.status, "reason": reason},
+                )
+                return "already terminal"
+            try:
+                rt.store.fail_dead_lettered(stored, reason, rt.clock())
+            except TaskChanged:
+                continue  # a worker moved it on between our read and write: look again
+            logger.error(
+                "task FAILED by the dead-letter function",
+                extra={"previousStatus": stored.record.status, "reason": reason},
+            )
+            return "failed"
+        raise TaskChanged(task_id, f"still changing after {MAX_WRITE_TRIES} tries")
+
+
+def _reason(record: SQSRecord) -> str:
+    """Why the message is here: the worker's stated reason, else the redrive's receive count."""
+    attribute = record.message_attributes[REASON_ATTRIBUTE]  # None if absent
+    stated = attribute.string_value if attribute else None
+    receives = record.attributes.get("ApproximateReceiveCount", "?")
+    return stated or f"dead-lettered after {receives} receives without finishing"
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    metrics.add_dimension(name=STACK_DIMENSION, value=runtime.current().settings.stack)
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -1,0 +1,298 @@
+"""The task lifecycle: statuses, the task record, backoff, simulated work, and every decision.
+
+Pure: no I/O, no boto3, no clock and no randomness of its own. The caller injects the current
+time (`now`) and the random source (`random.Random`), so every decision here is reproducible in a
+test. The adapters (`store`, `queue`) carry out what this module decides; the handlers only wire
+the two together.
+
+Lifecycle (DESIGN §3):
+
+    PENDING ──claim──► PROCESSING ──success──► COMPLETED
+                           │  ▲
+                   failure │  │ claim (at nextAttemptAt)
+                           ▼  │
+                        RETRYING            PROCESSING ──last failure──► FAILED
+
+A PROCESSING task whose lease ran out (its worker crashed or timed out) may be claimed again; the
+lost attempt is closed with outcome LOST and still counts. The dead-letter function may move any
+task that is not terminal to FAILED.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from functions.settings import TaskPolicy
+
+MESSAGE_MAX_CHARS = 4096  # a task's message; documented in the API and the OpenAPI document
+ALWAYS_SUCCEEDS = "SUCCESS"
+ALWAYS_FAILS = "ERROR"
+
+
+class TaskStatus(StrEnum):
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    RETRYING = "RETRYING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})
+# Statuses from which a worker may start the next attempt without waiting for a lease to run out.
+CLAIMABLE_STATUSES = frozenset({TaskStatus.PENDING, TaskStatus.RETRYING})
+
+
+class AttemptOutcome(StrEnum):
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    LOST = "LOST"  # the worker never reported back (crash, timeout); found when its lease ran out
+
+
+# Every status change a worker makes. The dead-letter function additionally moves any
+# non-terminal status to FAILED (DEAD_LETTER_TRANSITIONS).
+WORKER_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.PENDING: frozenset({TaskStatus.PROCESSING}),
+    # PROCESSING -> PROCESSING: a lost attempt is closed and the next one claimed in one write.
+    TaskStatus.PROCESSING: frozenset(
+        {TaskStatus.PROCESSING, TaskStatus.COMPLETED, TaskStatus.RETRYING, TaskStatus.FAILED}
+    ),
+    TaskStatus.RETRYING: frozenset({TaskStatus.PROCESSING}),
+    TaskStatus.COMPLETED: frozenset(),
+    TaskStatus.FAILED: frozenset(),
+}
+DEAD_LETTER_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    status: frozenset() if status.is_terminal else frozenset({TaskStatus.FAILED})
+    for status in TaskStatus
+}
+
+
+def can_transition(current: TaskStatus, target: TaskStatus, *, dead_letter: bool = False) -> bool:
+    """True if `current -> target` is a transition the lifecycle allows."""
+    allowed = WORKER_TRANSITIONS[current]
+    if dead_letter:
+        allowed = allowed | DEAD_LETTER_TRANSITIONS[current]
+    return target in allowed
+
+
+# -- time -------------------------------------------------------------------------------------
+
+
+def to_iso(moment: datetime) -> str:
+    """ISO-8601 in UTC with millisecond precision and a `Z`: sortable as text."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def from_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def to_epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+# -- the task record --------------------------------------------------------------------------
+
+
+class AttemptRecord(BaseModel):
+    """One attempt in a task's history; `outcome` is None while the attempt runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attempt: Annotated[int, Field(ge=1, description="1-based attempt number")]
+    startedAt: str
+    finishedAt: str | None = None
+    outcome: AttemptOutcome | None = None
+    error: str | None = None
+    retryDelaySeconds: Annotated[
+        int | None, Field(description="Wait before the next attempt, if one was scheduled")
+    ] = None
+
+
+class TaskRecord(BaseModel):
+    """A task as `GET /tasks/{taskId}` shows it (DESIGN §2)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    taskId: str
+    status: TaskStatus
+    message: str
+    attempts: Annotated[int, Field(ge=0, description="Attempts started so far")]
+    maxAttempts: Annotated[int, Field(ge=1)]
+    createdAt: str
+    updatedAt: str
+    nextAttemptAt: Annotated[str | None, Field(description="Set while RETRYING")] = None
+    lastError: str | None = None
+    completedAt: str | None = None
+    failedAt: str | None = None
+    history: list[AttemptRecord] = Field(default_factory=list)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+
+def new_task(task_id: str, message: str, policy: TaskPolicy, now: datetime) -> TaskRecord:
+    """A freshly accepted task: PENDING, no attempts yet."""
+    stamp = to_iso(now)
+    return TaskRecord(
+        taskId=task_id,
+        status=TaskStatus.PENDING,
+        message=message,
+        attempts=0,
+        maxAttempts=policy.maxAttempts,
+        createdAt=stamp,
+        updatedAt=stamp,
+    )
+
+
+# -- backoff and simulated work ---------------------------------------------------------------
+
+
+def backoff_ceiling_s(attempt: int, policy: TaskPolicy) -> int:
+    """`min(maxDelaySeconds, backoffBaseSeconds * 2**(attempt-1))` for 1-based `attempt`."""
+    if attempt < 1:
+        raise ValueError(f"attempt={attempt}: attempts are numbered from 1")
+    # Cap the exponent first: 2**(attempt-1) for a large attempt is a huge int for nothing.
+    exponent = min(attempt - 1, policy.maxDelaySeconds.bit_length() + 1)
+    return min(policy.maxDelaySeconds, policy.backoffBaseSeconds * 2**exponent)
+
+
+def retry_delay_s(attempt: int, policy: TaskPolicy, rng: random.Random) -> int:
+    """Seconds to wait after failed attempt `attempt` (1-based) before the next one.
+
+    Without jitter: exactly `backoff_ceiling_s`. With full jitter: uniform over the whole
+    seconds in [0, ceiling], as Step Functions' `JitterStrategy: FULL`. Whole seconds because
+    SQS visibility timeouts are whole seconds.
+    """
+    ceiling_s = backoff_ceiling_s(attempt, policy)
+    return rng.randint(0, ceiling_s) if policy.jitter else ceiling_s
+
+
+@dataclass(frozen=True)
+class WorkResult:
+    succeeded: bool
+    error: str | None = None
+
+
+def simulate_work(message: str, error_rate: float, rng: random.Random) -> WorkResult:
+    """The original system's stand-in for real work.
+
+    "SUCCESS" always succeeds, "ERROR" always fails, anything else fails with probability
+    `error_rate` (one draw from `rng` per attempt).
+    """
+    if message == ALWAYS_SUCCEEDS:
+        return WorkResult(succeeded=True)
+    if message == ALWAYS_FAILS:
+        return WorkResult(succeeded=False, error="simulated error: the message asks to fail")
+    if rng.random() < error_rate:
+        return WorkResult(succeeded=False, error=f"simulated random error (errorRate={error_rate})")
+    return WorkResult(succeeded=True)
+
+
+# -- decisions --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Acknowledge:
+    """Nothing to run: delete the message. `reason` is for the log."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Defer:
+    """An early duplicate of a retrying task: hide the message until the retry is due."""
+
+    delay_s: int
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Start attempt `attempt`; `lost_attempt` is the attempt to close as LOST first, if any."""
+
+    attempt: int
+    lost_attempt: int | None = None
+
+
+@dataclass(frozen=True)
+class FailLost:
+    """The last attempt was lost and none remain: the task is FAILED without running again."""
+
+    lost_attempt: int
+
+
+DeliveryAction = Acknowledge | Defer | Claim | FailLost
+
+
+def plan_delivery(
+    task: TaskRecord | None, now: datetime, lease_expires_at: datetime | None
+) -> DeliveryAction:
+    """What a worker does with one delivery of a task's message, given the task as stored.
+
+    `lease_expires_at` is the stored lease of a PROCESSING task (None otherwise).
+    """
+    if task is None:
+        # The submit was undone (enqueue reported failure yet the message went out) or the
+        # record expired: there is nothing to run.
+        return Acknowledge("no such task")
+    if task.is_terminal:
+        return Acknowledge(f"task is already {task.status}")
+    if task.status == TaskStatus.RETRYING and task.nextAttemptAt is not None:
+        wait_s = (from_iso(task.nextAttemptAt) - now).total_seconds()
+        if wait_s > 0:
+            # Round up: redelivering a fraction of a second early would just defer again.
+            return Defer(delay_s=int(-(-wait_s // 1)))
+    if task.status == TaskStatus.PROCESSING:
+        if lease_expires_at is not None and lease_expires_at > now:
+            return Acknowledge("another worker holds a live lease on this task")
+        # The attempt in flight was lost: it counts, like any attempt.
+        if task.attempts >= task.maxAttempts:
+            return FailLost(lost_attempt=task.attempts)
+        return Claim(attempt=task.attempts + 1, lost_attempt=task.attempts)
+    return Claim(attempt=task.attempts + 1)
+
+
+@dataclass(frozen=True)
+class Completed:
+    pass
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    retry_delay_s: int
+    next_attempt_at: datetime
+
+
+@dataclass(frozen=True)
+class FailedForGood:
+    pass
+
+
+AttemptDecision = Completed | RetryLater | FailedForGood
+
+
+def decide_after_attempt(
+    attempt: int,
+    max_attempts: int,
+    result: WorkResult,
+    policy: TaskPolicy,
+    rng: random.Random,
+    now: datetime,
+) -> AttemptDecision:
+    """The task's next state once attempt `attempt` (1-based) has finished with `result`."""
+    if result.succeeded:
+        return Completed()
+    if attempt >= max_attempts:
+        return FailedForGood()
+    delay_s = retry_delay_s(attempt, policy, rng)
+    return RetryLater(retry_delay_s=delay_s, next_attempt_at=now + timedelta(seconds=delay_s))

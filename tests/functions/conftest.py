@@ -1,0 +1,116 @@
+"""Fixtures for handler tests on moto: fake credentials -> mock_aws -> table and queues ->
+the functions' runtime (with a fake clock and a seeded random source) -> a pipeline driver.
+
+boto3 clients are created only inside the mock, by the same `functions.runtime.Runtime` the
+deployed functions use, from the same environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import boto3
+import pytest
+from aws_harness import MAIN_QUEUE_VISIBILITY_S, CallSpy, FakeClock, Pipeline
+from moto import mock_aws
+
+from functions import runtime
+from functions.runtime import FunctionSettings, Runtime
+from functions.settings import TaskPolicy
+
+DEV_POLICY = TaskPolicy(maxAttempts=2, errorRate=0.3, backoffBaseSeconds=2, maxDelaySeconds=900)
+START = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Resources:
+    table_name: str
+    queue_url: str
+    dlq_url: str
+
+
+@pytest.fixture
+def aws(aws_credentials: None) -> Iterator[None]:
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def resources(aws: None) -> Resources:
+    """The stack's table and queue pair, as the Pulumi program declares them."""
+    dynamodb = boto3.client("dynamodb")
+    sqs = boto3.client("sqs")
+    table_name = "fault-tolerant-tasks-dev-tasks"
+    dynamodb.create_table(
+        TableName=table_name,
+        AttributeDefinitions=[{"AttributeName": "taskId", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "taskId", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dlq_url = sqs.create_queue(QueueName="fault-tolerant-tasks-dev-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    queue_url = sqs.create_queue(
+        QueueName="fault-tolerant-tasks-dev-tasks",
+        Attributes={
+            "VisibilityTimeout": str(MAIN_QUEUE_VISIBILITY_S),
+            "RedrivePolicy": f'{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"7"}}',
+        },
+    )["QueueUrl"]
+    return Resources(table_name, queue_url, dlq_url)
+
+
+@pytest.fixture
+def function_env(monkeypatch: pytest.MonkeyPatch, resources: Resources) -> None:
+    """The environment the Pulumi program gives every function (dev stack values)."""
+    for name, value in DEV_POLICY.to_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TASKS_TABLE_NAME", resources.table_name)
+    monkeypatch.setenv("TASKS_QUEUE_URL", resources.queue_url)
+    monkeypatch.setenv("TASKS_DLQ_URL", resources.dlq_url)
+    monkeypatch.setenv("TASKS_STACK", "dev")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "tasks-test")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "FaultTolerantTasks")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(START)
+
+
+@pytest.fixture
+def make_runtime(function_env: None, clock: FakeClock) -> Iterator[Callable[..., Runtime]]:
+    """Install a runtime read from the environment, with the fake clock and a seeded random
+    source; `policy=` overrides the environment's policy."""
+
+    def install(policy: TaskPolicy | None = None, seed: int = 20261129) -> Runtime:
+        settings = FunctionSettings.from_env(os.environ)
+        if policy is not None:
+            settings = dataclasses.replace(settings, policy=policy)
+        installed = Runtime(settings, clock=clock, rng=random.Random(seed))
+        runtime.use(installed)
+        return installed
+
+    yield install
+    runtime.use(None)
+
+
+@pytest.fixture
+def rt(make_runtime: Callable[..., Runtime]) -> Runtime:
+    return make_runtime()
+
+
+@pytest.fixture
+def pipeline(rt: Runtime, resources: Resources, clock: FakeClock) -> Pipeline:
+    return Pipeline(
+        rt.sqs,
+        resources.queue_url,
+        resources.dlq_url,
+        clock,
+        CallSpy(rt.sqs, "ChangeMessageVisibility"),
+    )

@@ -1,0 +1,353 @@
+"""The api function on moto, driven with HTTP API (payload 2.0) events."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from aws_harness import (
+    FakeLambdaContext,
+    Pipeline,
+    http_event,
+    json_body,
+    scan_items,
+    submit_event,
+)
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from functions import api
+from functions.lifecycle import MESSAGE_MAX_CHARS
+from functions.runtime import Runtime
+
+
+def call(event: dict[str, Any]) -> dict[str, Any]:
+    return api.handler(event, FakeLambdaContext(function_name="fault-tolerant-tasks-dev-api"))
+
+
+def queued_task_ids(pipeline: Pipeline) -> list[str]:
+    return [json.loads(message["Body"])["taskId"] for message in pipeline.receive()]
+
+
+def assert_json_error(response: dict[str, Any], status: int) -> dict[str, Any]:
+    assert response["statusCode"] == status, response["body"]
+    assert response["headers"]["Content-Type"] == "application/json"
+    body = json_body(response)
+    assert isinstance(body["error"], str) and body["error"]
+    return body
+
+
+# -- submit and read --------------------------------------------------------------------------
+
+
+def test_submit_accepts_a_task_stores_it_pending_and_queues_exactly_one_message(
+    rt: Runtime, pipeline: Pipeline
+) -> None:
+    # GIVEN a valid submit  WHEN it is posted
+    response = call(submit_event("SUCCESS"))
+
+    # THEN 202 with the task's id, PENDING, its creation time and where to poll
+    assert response["statusCode"] == 202
+    body = json_body(response)
+    assert body["status"] == "PENDING"
+    assert body["createdAt"] == "2026-11-29T06:00:00.000Z"
+    assert response["headers"]["Location"] == f"/tasks/{body['taskId']}"
+    uuid.UUID(body["taskId"])
+    # AND the record is stored PENDING with no attempts, and one message names it
+    stored = rt.store.get(body["taskId"])
+    assert stored is not None
+    assert (stored.record.status, stored.record.attempts, stored.record.maxAttempts) == (
+        "PENDING",
+        0,
+        rt.settings.policy.maxAttempts,
+    )
+    assert queued_task_ids(pipeline) == [body["taskId"]]
+
+
+def test_get_returns_the_stored_record(rt: Runtime) -> None:
+    task_id = json_body(call(submit_event("hello")))["taskId"]
+
+    response = call(http_event("GET", f"/tasks/{task_id}"))
+
+    assert response["statusCode"] == 200
+    record = json_body(response)
+    assert record["taskId"] == task_id
+    assert record["message"] == "hello"
+    assert record["status"] == "PENDING"
+    assert record["history"] == []
+    assert record["createdAt"] == record["updatedAt"]
+    # internal attributes stay internal
+    assert not {"expiresAt", "leaseExpiresAt", "requestHash"} & record.keys()
+
+
+def test_get_accepts_the_id_in_upper_case(rt: Runtime) -> None:
+    task_id = json_body(call(submit_event("hello")))["taskId"]
+
+    response = call(http_event("GET", f"/tasks/{task_id.upper()}"))
+
+    assert response["statusCode"] == 200
+    assert json_body(response)["taskId"] == task_id
+
+
+def test_get_of_an_unknown_task_is_404_json(rt: Runtime) -> None:
+    response = call(http_event("GET", f"/tasks/{uuid.uuid4()}"))
+
+    assert "no task" in assert_json_error(response, 404)["error"]
+
+
+def test_a_message_of_exactly_the_limit_is_accepted(rt: Runtime) -> None:
+    response = call(submit_event("x" * MESSAGE_MAX_CHARS))
+
+    assert response["statusCode"] == 202
+    assert len(scan_items(rt)) == 1
+
+
+def test_a_message_with_multibyte_characters_round_trips(rt: Runtime) -> None:
+    message = "tâche \U0001f680 " * 10
+    task_id = json_body(call(submit_event(message)))["taskId"]
+
+    assert json_body(call(http_event("GET", f"/tasks/{task_id}")))["message"] == message
+
+
+# -- hostile input: 4xx JSON, nothing stored --------------------------------------------------
+
+HOSTILE_SUBMITS = {
+    "malformed JSON": (http_event("POST", "/tasks", body='{"message": "x"'), 400),
+    "empty body": (http_event("POST", "/tasks", body=""), 400),
+    "whitespace body": (http_event("POST", "/tasks", body="  \n "), 400),
+    "no body at all": (
+        http_event("POST", "/tasks", headers={"content-type": "application/json"}),
+        400,
+    ),
+    "JSON null": (http_event("POST", "/tasks", body="null"), 422),
+    "JSON array": (http_event("POST", "/tasks", body='[{"message": "x"}]'), 422),
+    "JSON string": (http_event("POST", "/tasks", body='"SUCCESS"'), 422),
+    "message missing": (http_event("POST", "/tasks", body="{}"), 422),
+    "message null": (http_event("POST", "/tasks", body='{"message": null}'), 422),
+    "message a number": (http_event("POST", "/tasks", body='{"message": 42}'), 422),
+    "message an object": (http_event("POST", "/tasks", body='{"message": {"a": 1}}'), 422),
+    "message empty": (http_event("POST", "/tasks", body='{"message": ""}'), 422),
+    "unknown field": (http_event("POST", "/tasks", body='{"message": "x", "priority": 1}'), 422),
+    "message over the limit": (submit_event("x" * (MESSAGE_MAX_CHARS + 1)), 413),
+    "body over the limit": (
+        http_event("POST", "/tasks", body='{"message": "x"' + " " * api.MAX_BODY_BYTES + "}"),
+        413,
+    ),
+    "form content type": (
+        http_event(
+            "POST",
+            "/tasks",
+            body="message=SUCCESS",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        ),
+        415,
+    ),
+    "text content type": (
+        http_event(
+            "POST", "/tasks", body='{"message": "x"}', headers={"content-type": "text/plain"}
+        ),
+        415,
+    ),
+    "multipart content type": (
+        http_event(
+            "POST",
+            "/tasks",
+            body='--b\r\nContent-Disposition: form-data; name="message"\r\n\r\nx\r\n--b--\r\n',
+            headers={"content-type": "multipart/form-data; boundary=b"},
+            base64_body=True,
+        ),
+        415,
+    ),
+    "NaN is not JSON": (http_event("POST", "/tasks", body='{"message": NaN}'), 400),
+    "deeply nested": (http_event("POST", "/tasks", body="[" * 10_000 + "]" * 10_000), 400),
+    "binary body": (http_event("POST", "/tasks", body=b"\xff\xfe\x00", base64_body=True), 400),
+    "empty Idempotency-Key": (submit_event("x", headers={"Idempotency-Key": ""}), 400),
+    "huge Idempotency-Key": (submit_event("x", headers={"Idempotency-Key": "k" * 1000}), 400),
+}
+
+
+@pytest.mark.parametrize(
+    ("event", "status"), HOSTILE_SUBMITS.values(), ids=list(HOSTILE_SUBMITS.keys())
+)
+def test_hostile_submit_is_a_4xx_json_error_and_stores_nothing(
+    rt: Runtime, pipeline: Pipeline, event: dict[str, Any], status: int
+) -> None:
+    response = call(event)
+
+    assert_json_error(response, status)
+    assert scan_items(rt) == []
+    assert pipeline.receive() == []
+
+
+@pytest.mark.parametrize(
+    "task_id",
+    ["not-a-uuid", "1234", "a" * 100_000, "3f0c9a52-4e0b-4a8e-9a6e-1c2d3e4f5a6", "%00", "🚀"],
+    ids=["word", "digits", "huge", "one-short", "nul", "emoji"],
+)
+def test_get_with_an_id_that_cannot_be_a_task_id_is_400(rt: Runtime, task_id: str) -> None:
+    body = assert_json_error(call(http_event("GET", f"/tasks/{task_id}")), 400)
+
+    assert "UUID" in body["error"]
+    assert len(response_text := body["error"]) < 200, response_text  # never echoes the input
+
+
+def test_an_unknown_route_is_404_json(rt: Runtime) -> None:
+    assert_json_error(call(http_event("GET", "/jobs")), 404)
+
+
+def test_a_known_route_with_the_wrong_method_is_405_with_allow(rt: Runtime) -> None:
+    # GIVEN every route the OpenAPI document declares
+    for path, operations in api.openapi_document()["paths"].items():
+        concrete = path.replace("{taskId}", str(uuid.uuid4()))
+        for method in {"GET", "POST", "PUT", "PATCH", "DELETE"} - {m.upper() for m in operations}:
+            # WHEN it is called with a method it does not have
+            response = call(http_event(method, concrete))
+            # THEN 405, and Allow lists the methods it has
+            assert_json_error(response, 405)
+            assert response["headers"]["Allow"] == ", ".join(sorted(m.upper() for m in operations))
+    assert scan_items(rt) == []
+
+
+# -- Idempotency-Key --------------------------------------------------------------------------
+
+
+def test_same_idempotency_key_and_body_returns_the_same_task_and_creates_nothing_more(
+    rt: Runtime, pipeline: Pipeline
+) -> None:
+    first = call(submit_event("SUCCESS", headers={"Idempotency-Key": "order-42"}))
+    # the same JSON with other spacing is the same body
+    again = call(
+        http_event(
+            "POST",
+            "/tasks",
+            body='{ "message" :  "SUCCESS" }',
+            headers={"Idempotency-Key": "order-42"},
+        )
+    )
+
+    assert first["statusCode"] == again["statusCode"] == 202
+    assert json_body(again) == json_body(first)
+    assert again["headers"]["Location"] == first["headers"]["Location"]
+    assert again["headers"][api.REPLAYED_HEADER] == "true"
+    assert len(scan_items(rt)) == 1
+    assert queued_task_ids(pipeline) == [json_body(first)["taskId"]]
+
+
+def test_same_idempotency_key_with_a_different_body_is_409_and_changes_nothing(
+    rt: Runtime, pipeline: Pipeline
+) -> None:
+    first = json_body(call(submit_event("SUCCESS", headers={"Idempotency-Key": "order-42"})))
+
+    response = call(submit_event("ERROR", headers={"Idempotency-Key": "order-42"}))
+
+    body = assert_json_error(response, 409)
+    assert "different body" in body["error"]
+    stored = rt.store.get(first["taskId"])
+    assert stored is not None and stored.record.message == "SUCCESS"
+    assert len(scan_items(rt)) == 1
+    assert len(pipeline.receive()) == 1
+
+
+def test_different_idempotency_keys_give_different_tasks(rt: Runtime) -> None:
+    a = json_body(call(submit_event("SUCCESS", headers={"Idempotency-Key": "a"})))
+    b = json_body(call(submit_event("SUCCESS", headers={"Idempotency-Key": "b"})))
+
+    assert a["taskId"] != b["taskId"]
+    assert len(scan_items(rt)) == 2
+
+
+# -- submit is safe ---------------------------------------------------------------------------
+
+
+def _send_fails(error: Exception, before: Any = None):
+    def hook(**_: Any) -> None:
+        if before is not None:
+            before()
+        raise error
+
+    return hook
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ClientError(
+            {"Error": {"Code": "ServiceUnavailable", "Message": "try later"}}, "SendMessage"
+        ),
+        EndpointConnectionError(endpoint_url="https://sqs.us-east-1.amazonaws.com"),
+    ],
+    ids=["sqs-5xx", "network"],
+)
+def test_enqueue_failure_is_503_and_leaves_no_task(
+    rt: Runtime, pipeline: Pipeline, error: Exception
+) -> None:
+    # GIVEN SQS refuses the message
+    rt.sqs.meta.events.register("before-call.sqs.SendMessage", _send_fails(error))
+
+    # WHEN a task is submitted
+    response = call(submit_event("SUCCESS"))
+
+    # THEN the client is told to retry, and no PENDING orphan is left behind
+    assert "submit it again" in assert_json_error(response, 503)["error"]
+    assert scan_items(rt) == []
+
+
+def test_enqueue_that_reports_failure_after_a_worker_started_the_task_is_accepted(
+    rt: Runtime, pipeline: Pipeline
+) -> None:
+    # GIVEN the send "fails" although the message went out and a worker already claimed it
+    def worker_claims_first() -> None:
+        (item,) = scan_items(rt)
+        task = rt.store.get(item["taskId"]["S"])
+        assert task is not None
+        rt.store.claim(task.record, 1, rt.clock(), rt.clock())
+
+    rt.sqs.meta.events.register(
+        "before-call.sqs.SendMessage",
+        _send_fails(
+            ClientError({"Error": {"Code": "RequestTimeout"}}, "SendMessage"), worker_claims_first
+        ),
+    )
+
+    response = call(submit_event("SUCCESS"))
+
+    # THEN the undo does not delete a running task, and the client gets its 202
+    assert response["statusCode"] == 202
+    stored = rt.store.get(json_body(response)["taskId"])
+    assert stored is not None and stored.record.status == "PROCESSING"
+
+
+def test_an_outage_of_the_table_is_a_5xx_json_error(rt: Runtime) -> None:
+    rt.dynamodb.delete_table(TableName=rt.settings.table_name)
+
+    body = assert_json_error(call(submit_event("SUCCESS")), 500)
+
+    assert "internal error" in body["error"]
+
+
+# -- OpenAPI ----------------------------------------------------------------------------------
+
+
+def test_openapi_document_lists_both_routes_and_the_request_schema() -> None:
+    document = api.openapi_document()
+
+    assert set(document["paths"]) == {"/tasks", "/tasks/{taskId}"}
+    post = document["paths"]["/tasks"]["post"]
+    assert {"202", "400", "409", "413", "415", "422", "503"} <= set(post["responses"])
+    schema_ref = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    schema = document["components"]["schemas"][schema_ref.rsplit("/", 1)[1]]
+    assert schema["required"] == ["message"]
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["message"]["maxLength"] == MESSAGE_MAX_CHARS
+    assert schema["properties"]["message"]["minLength"] == 1
+    get = document["paths"]["/tasks/{taskId}"]["get"]
+    assert get["parameters"][0]["schema"]["format"] == "uuid"
+    assert {"200", "400", "404"} <= set(get["responses"])
+
+
+def test_the_openapi_document_is_served_at_openapi_json(rt: Runtime) -> None:
+    response = call(http_event("GET", "/openapi.json"))
+
+    assert response["statusCode"] == 200
+    assert json_body(response) == api.openapi_document()
