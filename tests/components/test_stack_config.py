@@ -1,0 +1,176 @@
+"""The config schema (Pulumi.yaml), the stack files, and how the program rejects bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pulumi
+import pytest
+import yaml
+
+from components.stack_settings import read_stack_settings
+from functions.settings import StackSettings
+from taskctl.program import (
+    RecordingMocks,
+    StackConfigError,
+    load_stack_config,
+    load_stack_settings,
+    run_program,
+)
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+PROJECT = yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text())
+NAMESPACE = PROJECT["name"]
+DECLARED = PROJECT["config"]
+STACKS = ("dev", "prod")
+
+
+def _pulumi_type(annotation: object) -> str:
+    """The Pulumi config type a model field must be declared with (decimals travel as strings)."""
+    if annotation is bool:
+        return "boolean"
+    if annotation is int:
+        return "integer"
+    return "string"
+
+
+def _stack_file(stack: str) -> dict[str, object]:
+    return yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"]
+
+
+# -- the schema ------------------------------------------------------------------------------
+
+
+def test_pulumi_yaml_declares_exactly_the_settings_fields_typed_and_described():
+    assert set(DECLARED) == set(StackSettings.model_fields)
+    for key, field in StackSettings.model_fields.items():
+        declaration = DECLARED[key]
+        assert declaration["type"] == _pulumi_type(field.annotation), key
+        assert declaration.get("description", "").strip(), key
+        assert "default" in declaration, key
+
+
+def test_pulumi_yaml_defaults_equal_the_model_defaults():
+    defaults = {key: declaration["default"] for key, declaration in DECLARED.items()}
+    from_schema = read_stack_settings(
+        lambda key: None if defaults[key] == "" else str(defaults[key])
+    )
+    assert from_schema == StackSettings()
+    for key in StackSettings.model_fields:  # field by field, so a mismatch names its key
+        assert getattr(from_schema, key) == getattr(StackSettings(), key), key
+
+
+def test_runtime_uses_the_project_virtualenv():
+    assert PROJECT["runtime"] == {
+        "name": "python",
+        "options": {"toolchain": "pip", "virtualenv": ".venv"},
+    }
+
+
+# -- the stack files -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_stack_files_set_a_region_and_only_declared_keys_of_the_declared_type(stack):
+    config = _stack_file(stack)
+    assert config.get("aws:region")
+    for key, value in config.items():
+        namespace, _, name = key.partition(":")
+        if namespace == "aws":
+            continue
+        assert namespace == NAMESPACE and name in DECLARED, key
+        declared_type = DECLARED[name]["type"]
+        python_type = {"integer": int, "boolean": bool, "string": str}[declared_type]
+        assert type(value) is python_type, (key, value, declared_type)
+
+
+def test_dev_runs_the_original_scenarios_two_attempts_thirty_percent_errors():
+    dev = load_stack_settings("dev")
+    assert dev.maxAttempts == 2
+    assert dev.errorRate == pytest.approx(0.3)
+
+
+def test_prod_is_stricter_than_dev():
+    dev, prod = load_stack_settings("dev"), load_stack_settings("prod")
+    assert prod.maxAttempts > dev.maxAttempts
+    assert prod.backoffBaseSeconds > dev.backoffBaseSeconds
+    assert prod.logRetentionDays > dev.logRetentionDays
+    assert prod.pointInTimeRecovery and not dev.pointInTimeRecovery
+    assert prod.deletionProtection and not dev.deletionProtection
+    assert prod.jitter
+    assert (prod.apiThrottleRateLimit, prod.apiThrottleBurstLimit) != (
+        dev.apiThrottleRateLimit,
+        dev.apiThrottleBurstLimit,
+    )
+
+
+def test_stack_config_is_what_the_cli_hands_the_program():
+    # GIVEN the dev stack file WHEN it is loaded THEN keys are namespaced, values are strings,
+    # booleans lower-case, and keys the stack leaves out take Pulumi.yaml's defaults
+    config = load_stack_config("dev")
+    assert all(isinstance(value, str) for value in config.values())
+    assert config[f"{NAMESPACE}:maxAttempts"] == str(_stack_file("dev")[f"{NAMESPACE}:maxAttempts"])
+    assert config[f"{NAMESPACE}:jitter"] in ("true", "false")
+    assert config["aws:region"] == _stack_file("dev")["aws:region"]
+    assert config[f"{NAMESPACE}:alarmEmail"] == DECLARED["alarmEmail"]["default"]
+
+
+def test_unknown_stack_names_the_known_ones():
+    with pytest.raises(StackConfigError, match="known stacks: dev, prod"):
+        load_stack_config("staging")
+
+
+# -- bad values fail the program with key, value and limit -----------------------------------
+
+BAD_VALUES = [
+    # (key, bad value, text naming the limit)
+    ("maxDelaySeconds", "1200", "900"),
+    ("errorRate", "1.5", "1"),
+    ("errorRate", "-0.1", "0"),
+    ("maxAttempts", "0", "1"),
+    ("backoffBaseSeconds", "901", "900"),
+    ("functionTimeoutSeconds", "901", "900"),
+    ("workerMaxConcurrency", "1", "2"),
+    ("workerBatchSize", "11", "10"),
+    ("logRetentionDays", "10", "14"),
+    ("functionArchitecture", "sparc", "arm64"),
+    ("alarmEmail", "ops-at-example", "e-mail"),
+    ("jitter", "sometimes", "bool"),
+]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "limit"), BAD_VALUES, ids=[f"{k}={v}" for k, v, _ in BAD_VALUES]
+)
+def test_bad_config_value_fails_the_program_naming_key_value_and_limit(key, value, limit):
+    mocks = RecordingMocks()
+    with pytest.raises(pulumi.RunError) as failure:
+        run_program("dev", mocks, config_overrides={f"{NAMESPACE}:{key}": value})
+    message = str(failure.value)
+    assert key in message
+    assert value in message
+    assert limit in message
+    assert mocks.resources == []  # nothing is declared from settings that failed validation
+
+
+def test_backoff_base_above_the_stack_cap_is_rejected_with_both_values():
+    mocks = RecordingMocks()
+    with pytest.raises(pulumi.RunError, match=r"backoffBaseSeconds=120 exceeds maxDelaySeconds=60"):
+        run_program(
+            "dev",
+            mocks,
+            config_overrides={
+                f"{NAMESPACE}:backoffBaseSeconds": "120",
+                f"{NAMESPACE}:maxDelaySeconds": "60",
+            },
+        )
+
+
+def test_alarm_email_adds_an_email_subscription_to_the_alarm_topic():
+    mocks = RecordingMocks()
+    run_program("dev", mocks, config_overrides={f"{NAMESPACE}:alarmEmail": "ops@example.com"})
+    (subscription,) = mocks.created("aws:sns/topicSubscription:TopicSubscription")
+    (topic,) = mocks.created("aws:sns/topic:Topic")
+    assert subscription.inputs["protocol"] == "email"
+    assert subscription.inputs["endpoint"] == "ops@example.com"
+    assert subscription.inputs["topic"] == topic.outputs["arn"]
