@@ -175,11 +175,15 @@ def _print_outputs(values: dict) -> None:
 
 
 def _print_skipped(skipped: list[tuple[str, str, str]]) -> None:
+    """Each thing the emulator does not do, once, with the resources it concerns."""
     if not skipped:
         return
+    by_note: dict[str, list[str]] = {}
+    for _typ, name, note in skipped:
+        by_note.setdefault(note, []).append(name)
     console.print("\n[yellow]Not emulated (applied where the emulator accepts it):[/]")
-    for typ, name, note in skipped:
-        console.print(f"  [yellow]![/] {escape(name)} ({escape(typ)}): {escape(note)}")
+    for note, names in by_note.items():
+        console.print(f"  [yellow]![/] {escape(note)} [dim]({escape(', '.join(names))})[/]")
     console.print()
 
 

@@ -386,7 +386,10 @@ def create_dashboard(ctx: EmulatorContext, logical: str, inputs: Mapping[str, An
     return Created(
         id=name,
         outputs={"dashboardArn": ctx.arn("cloudwatch", f"dashboard/{name}", region=False)},
-        notes=["dashboard stored in the emulator, which has no console to show it"],
+        notes=[
+            "dashboard stored in the emulator (GetDashboard), but there is no console: "
+            "dashboardUrl points at the AWS console"
+        ],
     )
 
 
