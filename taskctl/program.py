@@ -23,7 +23,7 @@ from typing import Any
 
 import pulumi
 import yaml
-from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs
+from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
 from pulumi.runtime.settings import get_root_resource
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
@@ -101,7 +101,13 @@ def _run_in_fresh_context(
     stack: str, mocks: pulumi.runtime.Mocks, preview: bool, config: dict[str, str]
 ) -> dict[str, Any]:
     pulumi.runtime.set_all_config(config)
-    pulumi.runtime.set_mocks(mocks, project=project_name(), stack=stack, preview=preview)
+    pulumi.runtime.set_mocks(
+        mocks,
+        project=project_name(),
+        stack=stack,
+        preview=preview,
+        monitor=_ParentRecordingMonitor(mocks),
+    )
     if str(PROJECT_DIR) not in sys.path:
         sys.path.insert(0, str(PROJECT_DIR))  # the program imports `components` and `functions`
     resolved: dict[str, Any] = {}
@@ -129,6 +135,7 @@ class CreatedResource:
     inputs: dict[str, Any]
     outputs: dict[str, Any]
     resource_id: str
+    parent_urn: str = ""  # the URN of the component (or of the stack) it was declared under
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
@@ -143,6 +150,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.region = region
         self.account_id = account_id
         self.resources: list[CreatedResource] = []
+        self._parents: dict[tuple[str, str], str] = {}
 
     def created(self, type_token: str) -> list[CreatedResource]:
         """The resources of one type, in declaration order."""
@@ -159,8 +167,15 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
         inputs = dict(args.inputs)
         outputs, resource_id = self._outputs_for(args.typ, args.name, inputs)
-        self.resources.append(CreatedResource(args.typ, args.name, inputs, outputs, resource_id))
+        parent = self._parents.pop((args.typ, args.name), "")
+        self.resources.append(
+            CreatedResource(args.typ, args.name, inputs, outputs, resource_id, parent)
+        )
         return resource_id, outputs
+
+    def record_parent(self, type_token: str, name: str, parent_urn: str) -> None:
+        """Called by the monitor just before `new_resource`, with the resource's parent URN."""
+        self._parents[(type_token, name)] = parent_urn
 
     def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         raise NotImplementedError(f"RecordingMocks does not fake the invoke {args.token}")
@@ -216,6 +231,17 @@ class RecordingMocks(pulumi.runtime.Mocks):
         else:
             resource_id = f"{logical_name}-id"
         return outputs, resource_id
+
+
+class _ParentRecordingMonitor(MockMonitor):
+    """The standard mock monitor that also tells recording mocks each resource's parent URN,
+    which the `Mocks` interface does not carry."""
+
+    def RegisterResource(self, request: Any) -> Any:  # the gRPC method it overrides
+        record_parent = getattr(self.mocks, "record_parent", None)
+        if record_parent is not None:
+            record_parent(request.type, request.name, request.parent)
+        return super().RegisterResource(request)
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -363,20 +363,22 @@ def test_exports_are_what_pulumi_stack_output_shows(program_run):
     assert outputs["dashboardUrl"].endswith(f"#dashboards:name={dashboard.inputs['dashboardName']}")
 
 
-def test_components_use_project_type_tokens_and_name_their_children_after_themselves(program_run):
-    components = [
-        r for r in program_run.mocks.resources if r.type_token.startswith("fault-tolerant-tasks:")
-    ]
+def test_components_use_project_type_tokens_and_parent_children_named_after_them(program_run):
+    resources = program_run.mocks.resources
+    components = [r for r in resources if r.type_token.startswith("fault-tolerant-tasks:")]
     modules = {r.type_token.split(":")[1] for r in components}
     assert modules == {"task_queues", "task_table", "task_function", "task_api", "monitoring"}
     for module in modules:
         assert (PROJECT_DIR / "components" / f"{module}.py").is_file()
-    component_names = {r.name for r in components}
-    for resource in program_run.mocks.resources:
-        if resource not in components:
-            assert any(resource.name.startswith(f"{name}-") for name in component_names), (
-                resource.name
-            )
+    for component in components:
+        assert component.parent_urn.split("::")[-2] == "pulumi:pulumi:Stack"
+    # THEN every AWS resource is a child of a component and named after it
+    for resource in resources:
+        if resource in components:
+            continue
+        parent_type, parent_name = resource.parent_urn.split("::")[-2:]
+        assert parent_type.split("$")[-1].startswith("fault-tolerant-tasks:"), resource.name
+        assert resource.name.startswith(f"{parent_name}-"), (resource.name, parent_name)
 
 
 # -- dev versus prod -------------------------------------------------------------------------
