@@ -1,0 +1,1 @@
+"""`python -m taskctl bench`: cost per million tasks, cold-start proxy, local throughput."""

@@ -1,0 +1,282 @@
+"""AWS requests per task, measured on the real handlers under moto, and the cost model on them.
+
+Three scenarios on the stack's policy: a task that succeeds first time, one that succeeds on its
+second attempt, one that fails every attempt (FAILED, dead-lettered). Each runs `repetitions`
+times after a warm-up task (so durations are warm invocations, as most are in production);
+request counts must agree between repetitions, durations are medians.
+
+Our design is priced with the stack's batch size, memory and architecture; the original design
+(REST API, batch size 1, two status writes of 1 WRU per attempt, x86_64 at 1024 MB) with the same
+measured request counts and handler durations otherwise.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from taskctl.bench import harness
+from taskctl.bench.cost import Prices, TaskUsage, billed_ms, cost_per_million, weighted_mix
+
+ORIGINAL_MEMORY_MB = 1024
+ORIGINAL_ARCHITECTURE = "x86_64"
+ORIGINAL_WRITES_PER_ATTEMPT = 2  # PROCESSING, then the outcome; items under 1 KB: 1 WRU each
+FUNCTIONS = ("api", "worker", "dead-letter")
+
+
+def scenarios(max_attempts: int) -> list[harness.Scenario]:
+    """The three task lives priced; a draw of 0.0 fails an attempt, 0.99 passes it."""
+    if max_attempts < 2:
+        raise ValueError("the retry scenario needs maxAttempts >= 2")
+    return [
+        harness.Scenario(
+            name="succeedsFirstTime",
+            description="succeeds first time",
+            message="bench task",
+            draws=(0.99,),
+        ),
+        harness.Scenario(
+            name="succeedsOnRetry",
+            description="fails once, succeeds on retry",
+            message="bench task",
+            draws=(0.0, 0.99),
+        ),
+        harness.Scenario(
+            name="fails",
+            description=f"fails all {max_attempts} attempts",
+            message="bench task",
+            draws=(0.0,) * max_attempts,
+        ),
+    ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScenarioMeasurement:
+    """One scenario's metered task, durations as medians over the repetitions."""
+
+    name: str
+    description: str
+    final_status: str
+    attempts: int
+    calls: dict[str, dict[str, dict[str, int]]]  # function -> service -> operation -> requests
+    wru: dict[str, float]
+    rru: dict[str, float]
+    invocations: dict[str, int]  # function -> invocations (one record each)
+    duration_ms: dict[str, float]  # function -> median total handler wall time per task
+    log_bytes: dict[str, int]  # function -> bytes the function logged for this task
+    worker_deliveries: int
+    worker_acknowledged: int
+    dead_letter_deliveries: int
+    item_bytes: int
+
+    def requests_by_service(self) -> dict[str, dict[str, int]]:
+        merged: dict[str, Counter] = {}
+        for services in self.calls.values():
+            for service, operations in services.items():
+                merged.setdefault(service, Counter()).update(operations)
+        return {service: dict(ops) for service, ops in merged.items()}
+
+
+def _nested_calls(calls: Counter) -> dict[str, dict[str, dict[str, int]]]:
+    nested: dict[str, dict[str, dict[str, int]]] = {}
+    for (function, service, operation), count in sorted(calls.items()):
+        nested.setdefault(function, {}).setdefault(service, {})[operation] = count
+    return nested
+
+
+def measure(
+    policy: Any,
+    memory_mb: int,
+    *,
+    repetitions: int = 5,
+    progress: Callable[[str], None] = lambda _step: None,
+) -> list[ScenarioMeasurement]:
+    """Run each scenario `repetitions` times in a fresh moto account; see the module doc."""
+    harness.prepare_environment()
+    from moto import mock_aws
+
+    measurements = []
+    with mock_aws():
+        pipeline = harness.Pipeline(policy, memory_mb)
+        pipeline.run_task(harness.Scenario(name="warm-up", description="", message="SUCCESS"))
+        for scenario in scenarios(policy.maxAttempts):
+            runs = []
+            for repetition in range(repetitions):
+                progress(f"{scenario.description} ({repetition + 1}/{repetitions})")
+                runs.append(pipeline.run_task(scenario))
+            measurements.append(_summarise(scenario, runs))
+    return measurements
+
+
+def _summarise(scenario: harness.Scenario, runs: list[harness.ScenarioRun]) -> ScenarioMeasurement:
+    first = runs[0]
+    for run in runs[1:]:
+        if run.calls != first.calls or run.final_status != first.final_status:
+            raise RuntimeError(f"scenario {scenario.name}: request counts differ between runs")
+
+    def per_function(run: harness.ScenarioRun, attribute: str) -> dict[str, float]:
+        totals: Counter = Counter()
+        for invocation in run.invocations:
+            totals[invocation.function] += getattr(invocation, attribute)
+        return dict(totals)
+
+    durations = {
+        function: statistics.median(
+            per_function(run, "duration_ms").get(function, 0.0) for run in runs
+        )
+        for function in FUNCTIONS
+    }
+    invocations = Counter(invocation.function for invocation in first.invocations)
+    return ScenarioMeasurement(
+        name=scenario.name,
+        description=scenario.description,
+        final_status=first.final_status,
+        attempts=first.attempts,
+        calls=_nested_calls(first.calls),
+        wru=dict(first.wru),
+        rru=dict(first.rru),
+        invocations={function: invocations.get(function, 0) for function in FUNCTIONS},
+        duration_ms={function: durations[function] for function in FUNCTIONS},
+        log_bytes={
+            function: int(per_function(first, "log_bytes").get(function, 0))
+            for function in FUNCTIONS
+        },
+        worker_deliveries=first.worker_deliveries,
+        worker_acknowledged=first.worker_acknowledged,
+        dead_letter_deliveries=first.dead_letter_deliveries,
+        item_bytes=first.item_bytes,
+    )
+
+
+# -- measured counts -> billable units -----------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Design:
+    """The parameters two designs differ in."""
+
+    name: str
+    api_kind: str  # "http" | "rest"
+    batch_size: int
+    memory_mb: int
+    architecture: str
+    original_writes: bool  # True: two 1-WRU status writes per attempt instead of the measured
+
+
+def usage(m: ScenarioMeasurement, design: Design, *, ttl_days: float) -> TaskUsage:
+    """Per-task billable units for measurement `m` under `design`."""
+    batch = design.batch_size
+    invocations = {
+        "api": float(m.invocations["api"]),
+        "worker": m.worker_deliveries / batch,
+        "dead-letter": m.dead_letter_deliveries / batch,
+    }
+
+    def billed(function: str, deliveries: int) -> float:
+        if deliveries == 0:
+            return 0.0
+        per_delivery_ms = m.duration_ms[function] / deliveries
+        # A batch of B records is modelled as B times one record's time (an upper bound: the
+        # per-invocation overhead is shared in reality), billed per invocation, rounded up.
+        return deliveries / batch * billed_ms(per_delivery_ms * batch)
+
+    billed_ms_per_task = {
+        "api": billed_ms(m.duration_ms["api"]),
+        "worker": billed("worker", m.worker_deliveries),
+        "dead-letter": billed("dead-letter", m.dead_letter_deliveries),
+    }
+    sqs_handler = sum(m.requests_by_service().get("sqs", {}).values())
+    # The event source mappings: one ReceiveMessage per batch, one DeleteMessageBatch per batch
+    # with acknowledged records. Empty polls of an idle queue are a fixed monthly cost, excluded.
+    event_source = (m.worker_deliveries + m.worker_acknowledged) / batch + (
+        2 * m.dead_letter_deliveries / batch
+    )
+    wru = sum(m.wru.values())
+    if design.original_writes:
+        wru = (
+            m.wru.get("api", 0)
+            + m.wru.get("dead-letter", 0)
+            + ORIGINAL_WRITES_PER_ATTEMPT * m.attempts
+        )
+    log_bytes = sum(m.log_bytes.values()) + harness.PLATFORM_LOG_BYTES_PER_INVOCATION * sum(
+        invocations.values()
+    )
+    return TaskUsage(
+        api_kind=design.api_kind,  # type: ignore[arg-type]
+        api_requests=1.0,
+        lambda_invocations=invocations,
+        lambda_billed_ms=billed_ms_per_task,
+        memory_mb=design.memory_mb,
+        architecture=design.architecture,
+        sqs_handler_requests=float(sqs_handler),
+        sqs_event_source_requests=event_source,
+        dynamodb_wru=float(wru),
+        dynamodb_rru=float(sum(m.rru.values())),
+        log_bytes=float(log_bytes),
+        stored_bytes=float(m.item_bytes),
+        stored_days=float(ttl_days),
+    )
+
+
+def scenario_weights(error_rate: float, max_attempts: int) -> dict[str, float]:
+    """Share of ordinary tasks in each scenario under the policy. Successes after more than one
+    retry (possible when maxAttempts > 2) are priced as the one-retry scenario."""
+    fails = error_rate**max_attempts
+    first = 1.0 - error_rate
+    return {"succeedsFirstTime": first, "succeedsOnRetry": 1.0 - first - fails, "fails": fails}
+
+
+def cost_table(
+    measurements: list[ScenarioMeasurement],
+    designs: list[Design],
+    prices: Prices,
+    *,
+    ttl_days: float,
+    error_rate: float,
+    max_attempts: int,
+) -> dict[str, Any]:
+    """Per design: per-scenario usage and cost per million tasks, and the policy's mix."""
+    result: dict[str, Any] = {}
+    for design in designs:
+        per_scenario = {}
+        costs = {}
+        for m in measurements:
+            task_usage = usage(m, design, ttl_days=ttl_days)
+            costs[m.name] = cost_per_million(task_usage, prices)
+            per_scenario[m.name] = {
+                "usagePerTask": {
+                    "apiRequests": task_usage.api_requests,
+                    "lambdaInvocations": task_usage.lambda_invocations,
+                    "lambdaBilledMs": task_usage.lambda_billed_ms,
+                    "lambdaGbSeconds": task_usage.gb_seconds,
+                    "sqsHandlerRequests": task_usage.sqs_handler_requests,
+                    "sqsEventSourceRequestsEstimated": task_usage.sqs_event_source_requests,
+                    "dynamodbWriteUnits": task_usage.dynamodb_wru,
+                    "dynamodbReadUnits": task_usage.dynamodb_rru,
+                    "logBytes": task_usage.log_bytes,
+                    "storedItemBytes": task_usage.stored_bytes,
+                },
+                "costPerMillionTasks": costs[m.name],
+            }
+        weights = scenario_weights(error_rate, max_attempts)
+        result[design.name] = {
+            "design": {
+                "api": "HTTP API" if design.api_kind == "http" else "REST API",
+                "batchSize": design.batch_size,
+                "memoryMb": design.memory_mb,
+                "architecture": design.architecture,
+                "statusWrites": "two 1-WRU writes per attempt"
+                if design.original_writes
+                else "measured",
+            },
+            "scenarios": per_scenario,
+            "mix": {"weights": weights, "costPerMillionTasks": weighted_mix(costs, weights)},
+        }
+    return result
+
+
+def ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator else None

@@ -1,0 +1,114 @@
+"""Local end-to-end throughput: a bulk load run on a local stack of its own.
+
+The stack is started detached on a free port with its state in a temporary directory (so a stack
+the user already runs is left alone), the load logic runs against its apiUrl, and the stack is
+stopped again whatever happens.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from taskctl.load.client import LoadError
+from taskctl.load.policy import policy_from_stack
+from taskctl.load.runner import LoadOptions, default_timeout_s, run_load
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+UP_TIMEOUT_S = 600  # the first run builds the emulator's virtualenv and the bundle
+DOWN_TIMEOUT_S = 120
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _taskctl(args: list[str], env: dict[str, str], timeout_s: float) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "taskctl", *args],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def _last_line(result: subprocess.CompletedProcess) -> str:
+    lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
+    return lines[-1] if lines else f"exit {result.returncode}"
+
+
+def measure_throughput(
+    stack: str,
+    *,
+    tasks: int,
+    concurrency: int,
+    progress: Callable[[str], None] = lambda _step: None,
+) -> dict[str, Any]:
+    """Tasks per second, submit of the first to terminal of the last; or why it was not measured."""
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="taskctl-bench-") as state_dir:
+        env = {**os.environ, "TASKS_LOCAL_DIR": state_dir}
+        progress(f"local stack {stack}: starting on port {port} (first run installs the emulator)")
+        try:
+            up = _taskctl(
+                ["local", "up", "--detach", "--stack", stack, "--port", str(port)],
+                env,
+                UP_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:
+            up = None
+        try:
+            if up is None or up.returncode != 0:
+                reason = "timed out" if up is None else _last_line(up)
+                return {"measured": False, "reason": f"the local stack did not start: {reason}"}
+            found = _taskctl(["local", "outputs", "--stack", stack, "--key", "apiUrl"], env, 60)
+            api_url = found.stdout.strip()
+            if found.returncode != 0 or not api_url:
+                return {"measured": False, "reason": f"no apiUrl output: {_last_line(found)}"}
+            policy = policy_from_stack(stack)
+            options = LoadOptions(
+                url=api_url,
+                count=tasks,
+                concurrency=concurrency,
+                timeout_s=default_timeout_s(policy),
+                policy=policy,
+            )
+            done = {"terminal": 0}
+
+            def on_terminal(_task: object) -> None:
+                done["terminal"] += 1
+                progress(f"local load: {done['terminal']}/{tasks} tasks terminal")
+
+            try:
+                report = run_load(options, on_terminal=on_terminal)
+            except LoadError as exc:
+                return {"measured": False, "reason": f"the load run stopped: {exc}"}
+            return {
+                "measured": True,
+                "stack": stack,
+                "tasks": tasks,
+                "concurrency": concurrency,
+                "tasksPerSecond": report["throughputTasksPerSecond"],
+                "completed": report["completed"],
+                "failed": report["failed"],
+                "unfinished": report["unfinished"],
+                "latencySeconds": report["latencySeconds"],
+                "failedFractionConsistent": report["failedFractionConsistent"],
+                "retryGapViolations": report["retryGapSeconds"]["violations"],
+                "note": "tasks/s = terminal tasks / (first submit -> last terminal seen), one "
+                "machine running the emulator, the functions and the client",
+            }
+        finally:
+            progress(f"local stack {stack}: stopping")
+            _taskctl(["local", "down", "--stack", stack], env, DOWN_TIMEOUT_S)
