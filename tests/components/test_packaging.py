@@ -88,14 +88,19 @@ def test_bundle_entries_have_fixed_timestamps_and_permissions():
     assert {info.external_attr >> 16 for info in infos} == {0o100644}
 
 
+def _build_dir_with_cached_dependencies(build_dir: Path, target: BundleTarget) -> Path:
+    """A fresh build directory holding only the target's installed dependencies (no archive)."""
+    for deps in (BUILD_DIR / "deps").glob(f"{target.name}-*"):
+        shutil.copytree(deps, build_dir / "deps" / deps.name)
+    return build_dir
+
+
 def test_rebuilding_from_scratch_gives_the_identical_hash(tmp_path):
     # GIVEN a built bundle and a second build directory with the same dependencies, whose files
     # all carry different modification times
     target = BundleTarget.lambda_runtime("arm64")
     first = _bundle(target)
-    deps_cache = BUILD_DIR / "deps"
-    build_dir = tmp_path / "build"
-    shutil.copytree(deps_cache, build_dir / "deps")
+    build_dir = _build_dir_with_cached_dependencies(tmp_path / "build", target)
     source = tmp_path / "functions"
     shutil.copytree(FUNCTIONS_DIR, source, ignore=shutil.ignore_patterns("__pycache__"))
     for path in [*build_dir.rglob("*"), *source.rglob("*")]:
@@ -111,8 +116,7 @@ def test_rebuilding_from_scratch_gives_the_identical_hash(tmp_path):
 def test_changing_the_code_changes_the_hash(tmp_path):
     target = BundleTarget.lambda_runtime("arm64")
     first = _bundle(target)
-    build_dir = tmp_path / "build"
-    shutil.copytree(BUILD_DIR / "deps", build_dir / "deps")
+    build_dir = _build_dir_with_cached_dependencies(tmp_path / "build", target)
     source = tmp_path / "functions"
     shutil.copytree(FUNCTIONS_DIR, source, ignore=shutil.ignore_patterns("__pycache__"))
     with (source / "settings.py").open("a") as module:
