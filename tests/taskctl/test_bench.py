@@ -1,0 +1,208 @@
+"""`taskctl bench`: the cost model's arithmetic and the metering harness (no timing asserted)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from functions.settings import TaskPolicy
+from taskctl.bench import harness
+from taskctl.bench.cost import BYTES_PER_GB, Prices, TaskUsage, cost_per_million
+from taskctl.bench.requests import (
+    Design,
+    ScenarioMeasurement,
+    cost_table,
+    measure,
+    scenario_weights,
+    usage,
+)
+
+ROUND_PRICES = Prices(
+    http_api_per_million=1.0,
+    rest_api_per_million=3.5,
+    lambda_per_million_requests=0.2,
+    lambda_per_gb_s={"arm64": 0.00001, "x86_64": 0.00002},
+    sqs_per_million=0.4,
+    dynamodb_per_million_wru=0.5,
+    dynamodb_per_million_rru=0.1,
+    dynamodb_per_gb_month=0.25,
+    logs_per_gb=0.5,
+    recorded="test",
+    region="test",
+)
+
+
+def _usage(**overrides) -> TaskUsage:
+    values = dict(
+        api_kind="http",
+        api_requests=1.0,
+        lambda_invocations={"api": 1.0, "worker": 1.0},
+        lambda_billed_ms={"api": 100.0, "worker": 900.0},
+        memory_mb=1024,
+        architecture="arm64",
+        sqs_handler_requests=3.0,
+        sqs_event_source_requests=2.0,
+        dynamodb_wru=4.0,
+        dynamodb_rru=2.0,
+        log_bytes=BYTES_PER_GB / 1_000_000,
+        stored_bytes=0.0,
+        stored_days=1.0,
+    )
+    values.update(overrides)
+    return TaskUsage(**values)
+
+
+def test_cost_per_million_tasks_prices_each_line_by_hand():
+    cost = cost_per_million(_usage(), ROUND_PRICES)
+    assert cost["apiGatewayRequests"] == pytest.approx(1.0)  # 1 request x $1/M
+    assert cost["lambdaRequests"] == pytest.approx(0.4)  # 2 invocations x $0.20/M
+    # 1000 ms at 1 GB = 1 GB-s per task, a million tasks at $0.00001
+    assert cost["lambdaDuration"] == pytest.approx(10.0)
+    assert cost["sqsHandlerRequests"] == pytest.approx(1.2)
+    assert cost["sqsEventSourceRequests"] == pytest.approx(0.8)
+    assert cost["dynamodbWrites"] == pytest.approx(2.0)
+    assert cost["dynamodbReads"] == pytest.approx(0.2)
+    assert cost["logsIngestion"] == pytest.approx(0.5)  # 1 GB in total
+    assert cost["total"] == pytest.approx(1.0 + 0.4 + 10.0 + 1.2 + 0.8 + 2.0 + 0.2 + 0.5)
+
+
+def test_rest_api_and_x86_are_priced_at_their_own_rates():
+    cost = cost_per_million(_usage(api_kind="rest", architecture="x86_64"), ROUND_PRICES)
+    assert cost["apiGatewayRequests"] == pytest.approx(3.5)
+    assert cost["lambdaDuration"] == pytest.approx(20.0)
+
+
+def test_storage_is_priced_for_the_days_an_item_is_kept():
+    # A million 1 KiB items kept 30 days = 1e6 KiB for a month at $0.25 per GiB-month
+    cost = cost_per_million(_usage(stored_bytes=1024.0, stored_days=30.0), ROUND_PRICES)
+    assert cost["dynamodbStorage"] == pytest.approx(1_000_000 * 1024 / BYTES_PER_GB * 0.25)
+
+
+def test_the_prices_file_loads_and_names_its_sources_and_date():
+    prices = Prices.load()
+    assert prices.recorded and prices.region
+    assert set(prices.lambda_per_gb_s) == {"arm64", "x86_64"}
+    assert prices.rest_api_per_million > prices.http_api_per_million
+
+
+def test_scenario_weights_follow_the_policy():
+    weights = scenario_weights(0.3, 2)
+    assert weights["fails"] == pytest.approx(0.09)
+    assert weights["succeedsFirstTime"] == pytest.approx(0.7)
+    assert sum(weights.values()) == pytest.approx(1.0)
+
+
+def _measurement(**overrides) -> ScenarioMeasurement:
+    values = dict(
+        name="succeedsOnRetry",
+        description="",
+        final_status="COMPLETED",
+        attempts=2,
+        calls={
+            "api": {"sqs": {"SendMessage": 1}},
+            "worker": {"sqs": {"ChangeMessageVisibility": 1}},
+        },
+        wru={"api": 1, "worker": 4},
+        rru={"worker": 2},
+        invocations={"api": 1, "worker": 2, "dead-letter": 0},
+        duration_ms={"api": 10.4, "worker": 20.0, "dead-letter": 0.0},
+        log_bytes={"api": 100, "worker": 200, "dead-letter": 0},
+        worker_deliveries=2,
+        worker_acknowledged=1,
+        dead_letter_deliveries=0,
+        item_bytes=500,
+    )
+    values.update(overrides)
+    return ScenarioMeasurement(**values)
+
+
+def test_batching_divides_invocations_and_event_source_requests_by_the_batch_size():
+    batched = Design(
+        name="b",
+        api_kind="http",
+        batch_size=5,
+        memory_mb=256,
+        architecture="arm64",
+        original_writes=False,
+    )
+    single = Design(
+        name="s",
+        api_kind="rest",
+        batch_size=1,
+        memory_mb=1024,
+        architecture="x86_64",
+        original_writes=True,
+    )
+    m = _measurement()
+    ours, original = usage(m, batched, ttl_days=1), usage(m, single, ttl_days=1)
+    assert ours.lambda_invocations["worker"] == pytest.approx(2 / 5)
+    assert original.lambda_invocations["worker"] == 2
+    # 2 receives + 1 delete, per batch
+    assert ours.sqs_event_source_requests == pytest.approx(3 / 5)
+    assert original.sqs_event_source_requests == 3
+    # the api's 10.4 ms bills as 11; 2 deliveries of 10 ms each: one 5-record batch of 50 ms
+    assert ours.lambda_billed_ms["api"] == 11
+    assert ours.lambda_billed_ms["worker"] == pytest.approx(2 / 5 * 50)
+    # the original writes status twice per attempt (1 WRU each) plus the submit's write
+    assert original.dynamodb_wru == 1 + 2 * 2
+    assert ours.dynamodb_wru == 5
+    assert ours.sqs_handler_requests == original.sqs_handler_requests == 2
+
+
+def test_item_size_follows_dynamodbs_rules():
+    # name bytes + value bytes: "taskId"(6) + "abc"(3); "n"(1) + 3 digits -> 3; "ok"(2) + 1
+    item = {"taskId": {"S": "abc"}, "n": {"N": "123"}, "ok": {"BOOL": True}}
+    assert harness.item_size(item) == 6 + 3 + 1 + 3 + 2 + 1
+    # a list: 3 bytes overhead plus 1 per element
+    assert harness.attribute_value_size({"L": [{"S": "ab"}, {"S": "c"}]}) == 3 + (2 + 1) + (1 + 1)
+
+
+@pytest.fixture
+def restored_environment():
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+    from functions import runtime
+
+    runtime.use(None)
+
+
+def test_metering_the_real_handlers_follows_each_task_to_its_end(restored_environment):
+    # GIVEN the dev policy (2 attempts), each scenario metered once under moto
+    policy = TaskPolicy(maxAttempts=2, errorRate=0.3, backoffBaseSeconds=2, maxDelaySeconds=60)
+    measurements = {m.name: m for m in measure(policy, 256, repetitions=1)}
+    first, retry, fails = (
+        measurements[n] for n in ("succeedsFirstTime", "succeedsOnRetry", "fails")
+    )
+    # THEN each task ends as its scenario says
+    assert (first.final_status, first.attempts) == ("COMPLETED", 1)
+    assert (retry.final_status, retry.attempts) == ("COMPLETED", 2)
+    assert (fails.final_status, fails.attempts) == ("FAILED", 2)
+    assert (first.worker_deliveries, retry.worker_deliveries, fails.worker_deliveries) == (1, 2, 2)
+    # AND a submit enqueues exactly one message; only the failed task reaches the DLQ
+    for m in (first, retry, fails):
+        assert m.calls["api"]["sqs"] == {"SendMessage": 1}
+    assert (first.dead_letter_deliveries, fails.dead_letter_deliveries) == (0, 1)
+    # AND more attempts cost more writes
+    assert sum(fails.wru.values()) > sum(first.wru.values())
+    # AND the cost table prices both designs
+    designs = [
+        Design(name=n, api_kind=k, batch_size=b, memory_mb=mb, architecture=a, original_writes=o)
+        for n, k, b, mb, a, o in (
+            ("ours", "http", 5, 256, "arm64", False),
+            ("original", "rest", 1, 1024, "x86_64", True),
+        )
+    ]
+    table = cost_table(
+        list(measurements.values()),
+        designs,
+        Prices.load(),
+        ttl_days=1,
+        error_rate=0.3,
+        max_attempts=2,
+    )
+    for design in ("ours", "original"):
+        assert table[design]["mix"]["costPerMillionTasks"]["total"] > 0
+        assert set(table[design]["scenarios"]) == set(measurements)
