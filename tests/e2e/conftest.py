@@ -77,8 +77,5 @@ def api(local_stack: LocalStackUnderTest) -> Iterator[httpx.Client]:
 def deployed_policy(local_stack: LocalStackUnderTest) -> TaskPolicy:
     """The retry policy the deployed worker really runs with (from its environment)."""
     lam = local_stack.client("lambda")
-    worker = next(
-        r for r in local_stack.deployed("aws:lambda/function:Function") if "worker" in r["name"]
-    )
-    config = lam.get_function_configuration(FunctionName=worker["outputs"]["name"])
+    config = lam.get_function_configuration(FunctionName=local_stack.function_name("worker"))
     return TaskPolicy.from_env(config["Environment"]["Variables"])

@@ -82,6 +82,13 @@ class LocalStackUnderTest:
     def deployed(self, type_token: str) -> list[dict[str, Any]]:
         return [r for r in self.deployment()["resources"] if r["type"] == type_token]
 
+    def function_name(self, logical_prefix: str) -> str:
+        """The deployed name of the function the program calls `<logical_prefix>-function`."""
+        functions = self.deployed("aws:lambda/function:Function")
+        matches = [f for f in functions if f["name"] == f"{logical_prefix}-function"]
+        assert len(matches) == 1, [f["name"] for f in functions]
+        return matches[0]["outputs"]["name"]
+
 
 def submit(api: httpx.Client, message: str, **headers: str) -> str:
     reply = api.post("/tasks", json={"message": message}, headers=headers)
