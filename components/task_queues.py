@@ -15,7 +15,10 @@ MAIN_QUEUE_RETENTION_S = 345_600
 
 @dataclass(frozen=True, kw_only=True)
 class TaskQueuesArgs:
-    """Derived from the stack settings (`StackSettings.visibility_timeout_s` and friends)."""
+    """Derived from the stack settings (`StackSettings.visibility_timeout_s` and friends).
+
+    `visibility_timeout_s` applies to both queues: each one feeds a Lambda function.
+    """
 
     visibility_timeout_s: int
     max_receive_count: int
@@ -39,7 +42,7 @@ class TaskQueues(pulumi.ComponentResource):
         self, name: str, args: TaskQueuesArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("fault-tolerant-tasks:task_queues:TaskQueues", name, None, opts)
-        self.dead_letter_queue = self._dead_letter_queue(name)
+        self.dead_letter_queue = self._dead_letter_queue(name, args)
         self.queue = self._main_queue(name, args)
         self._allow_redrive_only_from_main_queue(name)
         self.register_outputs(
@@ -51,9 +54,12 @@ class TaskQueues(pulumi.ComponentResource):
             }
         )
 
-    def _dead_letter_queue(self, name: str) -> aws.sqs.Queue:
+    def _dead_letter_queue(self, name: str, args: TaskQueuesArgs) -> aws.sqs.Queue:
         return aws.sqs.Queue(
             f"{name}-dlq",
+            # The DLQ feeds a function too: Lambda refuses a queue whose visibility timeout is
+            # shorter than the function's timeout, and a batch must not be served twice.
+            visibility_timeout_seconds=args.visibility_timeout_s,
             message_retention_seconds=DLQ_RETENTION_S,
             sqs_managed_sse_enabled=True,
             opts=pulumi.ResourceOptions(parent=self),

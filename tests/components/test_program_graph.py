@@ -52,6 +52,16 @@ def test_main_queue_hides_a_batch_for_at_least_six_worker_timeouts(program_run):
     assert _main_queue(program_run).inputs["visibilityTimeoutSeconds"] >= 6 * worker_timeout_s
 
 
+def test_every_queue_a_function_consumes_hides_a_batch_for_six_of_its_timeouts(program_run):
+    # Lambda rejects a mapping whose queue visibility is below the function's timeout.
+    queues = {queue.outputs["arn"]: queue for queue in program_run.created(QUEUE)}
+    functions = {f.outputs["arn"]: f for f in program_run.created(FUNCTION)}
+    for mapping in program_run.created(MAPPING):
+        queue = queues[mapping.inputs["eventSourceArn"]]
+        function = functions[mapping.inputs["functionName"]]
+        assert queue.inputs["visibilityTimeoutSeconds"] >= 6 * function.inputs["timeout"]
+
+
 def test_both_queues_are_encrypted_and_the_dlq_keeps_messages_longer(program_run):
     main, dlq = _main_queue(program_run), _dlq(program_run)
     assert main.inputs["sqsManagedSseEnabled"] is True
