@@ -168,7 +168,7 @@ monitoring = Monitoring(
 
 # -- what `pulumi stack output` shows ------------------------------------------------------------
 pulumi.export("apiUrl", api.url)
-pulumi.export("tasksEndpoint", pulumi.Output.concat(api.url, "/tasks"))
+pulumi.export("tasksEndpoint", pulumi.Output.format("{0}/tasks", api.url))
 pulumi.export("queueUrl", queues.queue.url)
 pulumi.export("dlqUrl", queues.dead_letter_queue.url)
 pulumi.export("tableName", table.table.name)

@@ -92,7 +92,7 @@ def log_writing(log_group_arn: pulumi.Input[str]) -> PolicyStatement:
     return PolicyStatement(
         sid="OwnLogGroup",
         actions=("logs:CreateLogStream", "logs:PutLogEvents"),
-        resources=(pulumi.Output.concat(log_group_arn, ":*"),),
+        resources=(pulumi.Output.format("{0}:*", log_group_arn),),
     )
 
 

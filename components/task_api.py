@@ -83,7 +83,7 @@ class TaskApi(pulumi.ComponentResource):
         self._allow_api_to_invoke(name, args)
         # The stage's own URL: the API endpoint plus the stage name (`https://<id>.execute-api.
         # <region>.amazonaws.com/dev`), the base the clients append `/tasks` to.
-        self.url = pulumi.Output.concat(self.api.api_endpoint, "/", self.stage.name)
+        self.url = pulumi.Output.format("{0}/{1}", self.api.api_endpoint, self.stage.name)
         self.register_outputs({"apiUrl": self.url, "apiId": self.api.id})
 
     def _lambda_integration(self, name: str, args: TaskApiArgs) -> aws.apigatewayv2.Integration:
@@ -136,6 +136,6 @@ class TaskApi(pulumi.ComponentResource):
             action="lambda:InvokeFunction",
             function=args.function_name,
             principal="apigateway.amazonaws.com",
-            source_arn=pulumi.Output.concat(self.api.execution_arn, "/", args.stage_name, "/*"),
+            source_arn=pulumi.Output.format("{0}/{1}/*", self.api.execution_arn, args.stage_name),
             opts=pulumi.ResourceOptions(parent=self),
         )

@@ -7,9 +7,11 @@ import hashlib
 import json
 from pathlib import Path
 
+import pulumi
 from stack_runs import ProgramRun, run_stack
 
 from functions.settings import REDRIVE_RECEIVE_MARGIN, TaskPolicy
+from taskctl.program import run_program
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 SERVICES = ("api", "worker", "dead-letter")
@@ -412,3 +414,26 @@ def test_dev_and_prod_differences_reach_the_functions_environment():
         for n in differing_policy
     }
     assert expected <= changed_vars
+
+
+class _EchoMocks(pulumi.runtime.Mocks):
+    """The plainest mocks (Pulumi's unit-test example): state = inputs, no computed outputs."""
+
+    def __init__(self) -> None:
+        self.declared: list[tuple[str, str]] = []
+
+    def new_resource(self, args):
+        self.declared.append((args.typ, args.name))
+        return f"{args.name}_id", dict(args.inputs)
+
+    def call(self, args):
+        return {}
+
+
+def test_the_same_graph_is_declared_under_mocks_that_compute_no_outputs(program_run):
+    # GIVEN mocks that return no ARN, URL or name WHEN the program runs under them
+    echo = _EchoMocks()
+    run_program(program_run.stack, echo)
+    # THEN it still completes and declares exactly the resources it declares with rich outputs
+    recorded = sorted((r.type_token, r.name) for r in program_run.mocks.resources)
+    assert sorted(echo.declared) == recorded
