@@ -137,7 +137,7 @@ def bench(
         # 3. Local throughput.
         if throughput_tasks:
             results["throughput"] = throughput.measure_throughput(
-                stack, tasks=throughput_tasks, concurrency=10, progress=step
+                stack, tasks=throughput_tasks, concurrency=5, progress=step
             )
         else:
             results["throughput"] = {"measured": False, "reason": "skipped (--throughput-tasks 0)"}

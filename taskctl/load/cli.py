@@ -37,7 +37,7 @@ def load(
     count: Annotated[int, typer.Option(min=1, max=100_000, help="Tasks to submit.")] = 100,
     concurrency: Annotated[
         int, typer.Option(min=1, max=256, help="Requests in flight at once.")
-    ] = 10,
+    ] = 5,
     timeout: Annotated[
         float | None,
         typer.Option(

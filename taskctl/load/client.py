@@ -17,12 +17,15 @@ import httpx
 
 from taskctl.load.stats import TERMINAL_STATUSES
 
-# API Gateway throttling answers 429; a load tool waits for the bucket to refill instead of
-# calling the deployment broken. Bounded so a permanently throttled API still ends the run.
-THROTTLED_STATUSES = frozenset({429})
-MAX_THROTTLE_RETRIES = 8
-THROTTLE_BACKOFF_BASE_S = 0.2
-THROTTLE_BACKOFF_MAX_S = 5.0
+# Submits that may be retried: API Gateway throttling (429), a gateway or function that was
+# briefly unavailable (502/503/504) and a reply that did not come in time. Every submit carries
+# an Idempotency-Key, so a retry of a submit that did reach the API returns the same task instead
+# of creating a second one. Bounded, so a permanently failing API still ends the run.
+RETRIED_STATUSES = frozenset({429, 502, 503, 504})
+MAX_SUBMIT_RETRIES = 6
+RETRY_BACKOFF_BASE_S = 0.5
+RETRY_BACKOFF_MAX_S = 8.0
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Polling: start fast (local tasks finish in well under a second), back off to spare a real API.
 POLL_INTERVAL_MIN_S = 0.2
 POLL_INTERVAL_MAX_S = 2.0
@@ -62,10 +65,23 @@ def tasks_url(base_url: str) -> str:
     return base_url.rstrip("/") + "/tasks"
 
 
-def ordinary_messages(count: int) -> list[str]:
-    """Messages that are neither control word, tagged with a run id so they can be found later."""
-    run_id = uuid.uuid4().hex[:8]
-    return [f"load {run_id} task {index + 1}/{count}" for index in range(count)]
+@dataclass(frozen=True)
+class Submission:
+    message: str
+    idempotency_key: str
+
+
+def ordinary_submissions(count: int) -> list[Submission]:
+    """Messages that are neither control word, tagged with a run id so they can be found later,
+    each with its own Idempotency-Key."""
+    run_id = uuid.uuid4().hex[:12]
+    return [
+        Submission(
+            message=f"load {run_id} task {index + 1}/{count}",
+            idempotency_key=f"taskctl-load-{run_id}-{index + 1}",
+        )
+        for index in range(count)
+    ]
 
 
 async def _run_workers(worker_count: int, worker: Callable[[], Awaitable[None]]) -> None:
@@ -96,36 +112,45 @@ def _error_text(response: httpx.Response) -> str:
 async def submit_tasks(
     client: httpx.AsyncClient,
     base_url: str,
-    messages: list[str],
+    submissions: list[Submission],
     *,
     concurrency: int,
     on_submitted: Callable[[TrackedTask], None] = lambda _task: None,
 ) -> list[TrackedTask]:
     """POST every message; any refusal or an unreachable URL stops the run with a LoadError."""
     url = tasks_url(base_url)
-    queue = list(enumerate(messages))
+    queue = list(submissions)
     submitted: list[TrackedTask] = []
 
     async def worker() -> None:
         while queue:
-            _index, message = queue.pop(0)
-            task = await _submit_one(client, url, message)
+            task = await _submit_one(client, url, queue.pop(0))
             submitted.append(task)
             on_submitted(task)
 
-    await _run_workers(min(concurrency, len(messages)), worker)
+    await _run_workers(min(concurrency, len(submissions)), worker)
     return submitted
 
 
-async def _submit_one(client: httpx.AsyncClient, url: str, message: str) -> TrackedTask:
-    for retry in range(MAX_THROTTLE_RETRIES + 1):
-        started_s = time.monotonic()
+async def _submit_one(client: httpx.AsyncClient, url: str, submission: Submission) -> TrackedTask:
+    started_s = time.monotonic()  # the first try: retries are part of the task's latency
+    headers = {IDEMPOTENCY_HEADER: submission.idempotency_key}
+    for retry in range(MAX_SUBMIT_RETRIES + 1):
+        last_try = retry == MAX_SUBMIT_RETRIES
         try:
-            response = await client.post(url, json={"message": message})
+            response = await client.post(url, json={"message": submission.message}, headers=headers)
+        except httpx.TimeoutException as exc:
+            if last_try:
+                raise LoadError(
+                    f"{url} did not answer a submit in time, {retry + 1} tries: "
+                    f"{_describe_transport_error(exc)}"
+                ) from None
+            await asyncio.sleep(_retry_delay_s(None, retry))
+            continue
         except httpx.TransportError as exc:
             raise LoadError(f"cannot reach {url}: {_describe_transport_error(exc)}") from None
-        if response.status_code in THROTTLED_STATUSES and retry < MAX_THROTTLE_RETRIES:
-            await asyncio.sleep(_throttle_delay_s(response, retry))
+        if response.status_code in RETRIED_STATUSES and not last_try:
+            await asyncio.sleep(_retry_delay_s(response, retry))
             continue
         if response.status_code != 202:
             raise LoadError(
@@ -139,14 +164,14 @@ async def _submit_one(client: httpx.AsyncClient, url: str, message: str) -> Trac
                 f"submit answered 202 without a taskId in its JSON body: {_error_text(response)}"
             ) from None
         return TrackedTask(task_id=task_id, submitted_at_s=started_s)
-    raise AssertionError("unreachable: the last retry returns or raises")
+    raise AssertionError("unreachable: the last try returns or raises")
 
 
-def _throttle_delay_s(response: httpx.Response, retry: int) -> float:
-    retry_after = response.headers.get("retry-after", "")
+def _retry_delay_s(response: httpx.Response | None, retry: int) -> float:
+    retry_after = response.headers.get("retry-after", "") if response is not None else ""
     if retry_after.replace(".", "", 1).isdigit():
-        return min(float(retry_after), THROTTLE_BACKOFF_MAX_S)
-    return min(THROTTLE_BACKOFF_BASE_S * 2**retry, THROTTLE_BACKOFF_MAX_S)
+        return min(float(retry_after), RETRY_BACKOFF_MAX_S)
+    return min(RETRY_BACKOFF_BASE_S * 2**retry, RETRY_BACKOFF_MAX_S)
 
 
 def _describe_transport_error(exc: httpx.TransportError) -> str:
@@ -233,6 +258,9 @@ async def _poll_one(
     stats.requests += 1
     try:
         response = await client.get(f"{url}/{task.task_id}")
+    except httpx.TimeoutException:
+        stats.transient_errors += 1
+        return "error"
     except httpx.TransportError:
         stats.transient_errors += 1
         return "unreachable"
@@ -282,13 +310,15 @@ class _LoopbackNameTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-def make_client(base_url: str, concurrency: int) -> httpx.AsyncClient:
+def make_client(
+    base_url: str, concurrency: int, request_timeout_s: float = REQUEST_TIMEOUT_S
+) -> httpx.AsyncClient:
     """An HTTP client sized for `concurrency` requests in flight."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     loopback = is_loopback_host(httpx.URL(base_url).host)
     transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=not loopback)
     return httpx.AsyncClient(
-        timeout=REQUEST_TIMEOUT_S,
+        timeout=request_timeout_s,
         transport=_LoopbackNameTransport(transport),
         # A proxy from the environment must not intercept a run against the local stack.
         trust_env=not loopback,

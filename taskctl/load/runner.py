@@ -24,6 +24,7 @@ class LoadOptions:
     timeout_s: float
     policy: LoadPolicy
     confidence: float = DEFAULT_CONFIDENCE
+    request_timeout_s: float = api.REQUEST_TIMEOUT_S
 
 
 def default_timeout_s(policy: LoadPolicy) -> float:
@@ -53,7 +54,7 @@ async def _run(
     on_submitted: Callable[[api.TrackedTask], None],
     on_terminal: Callable[[api.TrackedTask], None],
 ) -> dict:
-    messages = api.ordinary_messages(options.count)
+    submissions = api.ordinary_submissions(options.count)
     tasks: list[api.TrackedTask] = []
     submitting = asyncio.Event()
 
@@ -61,7 +62,7 @@ async def _run(
         tasks.append(task)
         on_submitted(task)
 
-    async with api.make_client(options.url, options.concurrency) as http:
+    async with api.make_client(options.url, options.concurrency, options.request_timeout_s) as http:
         started_at_s = time.monotonic()
         # Poll alongside submission, so a task's terminal time is not inflated by the others'
         # submits; the poller's timeout starts once the last task is in.
@@ -78,7 +79,11 @@ async def _run(
         )
         try:
             await api.submit_tasks(
-                http, options.url, messages, concurrency=options.concurrency, on_submitted=submitted
+                http,
+                options.url,
+                submissions,
+                concurrency=options.concurrency,
+                on_submitted=submitted,
             )
         except BaseException:
             poller.cancel()

@@ -108,6 +108,11 @@ class FakeTaskApi:
     early_retry_s: float = 0.0  # a broken worker: starts the next attempt this much too soon
     tasks_finish: bool = True  # False: tasks stay PROCESSING forever
     submit_status: int | None = None  # answer every POST with this status instead
+    unavailable_submits: int = 0  # answer this many POSTs 503 first, storing nothing
+    slow_submits: int = 0  # this many POSTs store the task, then answer after `slow_reply_s`
+    slow_reply_s: float = 0.0
+    posts: int = 0
+    by_idempotency_key: dict[str, str] = field(default_factory=dict)
     tasks: dict[str, FakeTask] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -170,13 +175,26 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(404, {"error": f"no route POST {self.path}"})
         if self.api.submit_status is not None:
             return self._reply(self.api.submit_status, {"error": "submits are refused here"})
+        with self.api._lock:
+            self.api.posts += 1
+            post_number = self.api.posts
+        if post_number <= self.api.unavailable_submits:
+            return self._reply(503, {"error": "briefly unavailable"})
         try:
             body = json.loads(raw)
         except ValueError:
             return self._reply(400, {"error": "body is not JSON"})
         if not isinstance(body, dict) or not isinstance(body.get("message"), str):
             return self._reply(400, {"error": "body needs a string 'message'"})
-        task = self.api.submit(body["message"])
+        key = self.headers.get("Idempotency-Key")
+        known = self.api.tasks.get(self.api.by_idempotency_key.get(key, ""))
+        if known is not None and known.message != body["message"]:
+            return self._reply(409, {"error": "Idempotency-Key reused with a different body"})
+        task = known or self.api.submit(body["message"])
+        if key:
+            self.api.by_idempotency_key[key] = task.task_id
+        if post_number <= self.api.unavailable_submits + self.api.slow_submits:
+            time.sleep(self.api.slow_reply_s)  # stored, but the reply comes too late
         self._reply(
             202,
             {"taskId": task.task_id, "status": "PENDING", "createdAt": _iso(task.created_s)},

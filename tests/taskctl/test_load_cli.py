@@ -165,3 +165,23 @@ def test_an_unknown_stack_is_one_clear_line(run_load_cli, fake_server):
     assert result.exit_code == 2
     (line,) = result.stderr.strip().splitlines()
     assert "nosuchstack" in line
+
+
+def test_submits_that_time_out_or_meet_a_503_are_retried_without_duplicate_tasks(tmp_path):
+    # GIVEN an API that answers its first 3 submits 503 and the next 3 too late (though it
+    # stored those tasks)
+    from taskctl.load.report import LoadPolicy
+    from taskctl.load.runner import LoadOptions, run_load
+
+    api = FakeTaskApi(unavailable_submits=3, slow_submits=3, slow_reply_s=0.6)
+    with FakeApiServer(api) as server:
+        options = LoadOptions(
+            url=server.url, count=10, concurrency=2, timeout_s=10, request_timeout_s=0.3,
+            policy=LoadPolicy(max_attempts=2, error_rate=0.3, source="test"),
+        )  # fmt: skip
+        report = run_load(options)
+    # THEN every task was submitted exactly once (the Idempotency-Key made the retries safe)
+    assert len(api.tasks) == 10
+    assert report["submitted"] == 10
+    assert report["unfinished"] == 0
+    assert report["completed"] + report["failed"] == 10
