@@ -22,19 +22,26 @@ LAMBDA_FUNCTION_TYPE = "aws:lambda/function:Function"
 
 @dataclass(frozen=True)
 class LogLine:
-    function: str  # the function's logical name in the program (api, worker, ...)
+    function: str  # the function's service name (api, worker, dead-letter)
     timestamp_ms: int
     message: str
 
 
 def functions_of(deployment: dict[str, Any]) -> dict[str, str]:
-    """{logical name: log group} for every function the deployment created."""
+    """{label: log group} for every function the deployment created.
+
+    The label is the function's service name (POWERTOOLS_SERVICE_NAME: api, worker, dead-letter),
+    else its logical name in the program.
+    """
     groups = {}
     for resource in deployment.get("resources", []):
         if resource["type"] == LAMBDA_FUNCTION_TYPE:
-            logging_config = resource["inputs"].get("loggingConfig") or {}
+            inputs = resource["inputs"]
+            variables = (inputs.get("environment") or {}).get("variables") or {}
+            label = variables.get("POWERTOOLS_SERVICE_NAME") or resource["name"]
+            logging_config = inputs.get("loggingConfig") or {}
             default_group = f"/aws/lambda/{resource['outputs']['name']}"
-            groups[resource["name"]] = logging_config.get("logGroup") or default_group
+            groups[label] = logging_config.get("logGroup") or default_group
     return groups
 
 
@@ -60,9 +67,10 @@ def follow(
         batch: list[LogLine] = []
         for label, group in groups.items():
             for event in _events(logs, group, start_ms):
-                if event["eventId"] in seen:
+                key = _event_key(event)
+                if key in seen:
                     continue
-                seen.add(event["eventId"])
+                seen.add(key)
                 batch.append(LogLine(label, event["timestamp"], event["message"].rstrip("\n")))
         batch.sort(key=lambda line: line.timestamp_ms)
         yield from batch
@@ -72,6 +80,14 @@ def follow(
         if not follow_new:
             return
         time.sleep(POLL_INTERVAL_S)
+
+
+def _event_key(event: dict[str, Any]) -> str:
+    """AWS gives each event an id; the emulator does not, so fall back to what identifies it."""
+    if event.get("eventId"):
+        return str(event["eventId"])
+    fields = ("logStreamName", "timestamp", "ingestionTime", "message")
+    return "|".join(str(event.get(field)) for field in fields)
 
 
 def _events(logs: Any, group: str, start_ms: int) -> Iterator[dict[str, Any]]:

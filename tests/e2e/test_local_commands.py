@@ -1,0 +1,163 @@
+"""The `local` commands as a user runs them: outputs, logs, refusals, and a clean Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from e2e_support import (
+    STACK,
+    UP_TIMEOUT_S,
+    LocalStackUnderTest,
+    environment_with_state,
+    local_command,
+    submit,
+    wait_until,
+)
+
+from taskctl.local import emulator
+from taskctl.local.paths import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def test_outputs_key_prints_just_that_value(local_stack: LocalStackUnderTest) -> None:
+    shown = local_command("outputs", "--key", "apiUrl", env=local_stack.env, timeout_s=30)
+
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == local_stack.api_url
+
+
+def test_outputs_json_equals_the_outputs_file(local_stack: LocalStackUnderTest) -> None:
+    shown = local_command("outputs", "--json", env=local_stack.env, timeout_s=30)
+
+    assert json.loads(shown.stdout) == local_stack.outputs
+    assert set(local_stack.outputs) >= {"apiUrl", "tasksEndpoint", "queueUrl", "dlqUrl",
+                                        "tableName", "dashboardUrl"}  # fmt: skip
+
+
+def test_up_prints_the_outputs_and_a_curl_line(local_stack: LocalStackUnderTest) -> None:
+    assert f"apiUrl          {local_stack.api_url}" in local_stack.up_output
+    assert f"curl -i -X POST {local_stack.api_url}/tasks" in local_stack.up_output
+    # what the emulator does not do is said, not skipped silently
+    assert "Not emulated" in local_stack.up_output
+
+
+def test_logs_show_each_function_with_its_prefix(
+    api: httpx.Client, local_stack: LocalStackUnderTest
+) -> None:
+    submit(api, "SUCCESS")
+
+    shown = local_command("logs", "--no-follow", env=local_stack.env, timeout_s=30)
+
+    assert shown.returncode == 0, shown.stderr
+    prefixes = {line.split("|", 1)[0].strip() for line in shown.stdout.splitlines() if "|" in line}
+    assert {"api", "worker"} <= prefixes
+
+
+def test_a_second_up_while_one_runs_is_refused(local_stack: LocalStackUnderTest) -> None:
+    again = local_command(
+        "up", "--port", str(emulator.free_port()), "--detach", env=local_stack.env, timeout_s=60
+    )
+
+    assert again.returncode == 1
+    assert "already running" in again.stderr
+    assert emulator.is_alive(local_stack.pid)
+
+
+def test_up_on_a_port_already_taken_says_so(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+
+        refused = local_command(
+            "up", "--port", str(port), "--detach", env=environment_with_state(tmp_path),
+            timeout_s=60,
+        )  # fmt: skip
+
+    assert refused.returncode == 1
+    assert f"port {port}" in refused.stderr and "already in use" in refused.stderr
+    assert not (tmp_path / STACK / "emulator.json").exists()
+
+
+def test_without_the_project_virtualenv_the_message_says_how_to_make_it(tmp_path: Path) -> None:
+    bare_python = "/usr/bin/python3"
+    has_typer = subprocess.run([bare_python, "-c", "import typer"], capture_output=True).returncode
+    if has_typer == 0:
+        pytest.fail(f"{bare_python} has the project's packages; this test needs a bare Python")
+
+    refused = subprocess.run(
+        [bare_python, "-m", "taskctl.local", "up"],
+        cwd=REPO_ROOT, env=environment_with_state(tmp_path), capture_output=True, text=True,
+        timeout=30, check=False,
+    )  # fmt: skip
+
+    assert refused.returncode == 1
+    assert "virtualenv" in refused.stderr and "make venv" in refused.stderr
+
+
+def test_ctrl_c_on_a_foreground_up_leaves_no_process_and_no_bound_port(tmp_path: Path) -> None:
+    # GIVEN a foreground `local up`, in its own session as a terminal would run it
+    port = emulator.free_port()
+    state = tmp_path / STACK
+    foreground = subprocess.Popen(
+        [sys.executable, "-m", "taskctl.local", "up", "--port", str(port)],
+        cwd=REPO_ROOT,
+        env=environment_with_state(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_until(
+            lambda: (state / "outputs.json").exists() or foreground.poll() is not None,
+            timeout_s=UP_TIMEOUT_S,
+            what="the foreground stack to be ready",
+        )
+        assert foreground.poll() is None, foreground.stdout.read()
+        emulator_pid = json.loads((state / "emulator.json").read_text())["pid"]
+        assert emulator.group_members(emulator_pid), "the emulator should be running"
+
+        # WHEN the user presses Ctrl-C
+        os.kill(foreground.pid, signal.SIGINT)
+        output, _ = foreground.communicate(timeout=60)
+    finally:
+        if foreground.poll() is None:
+            foreground.kill()
+
+    # THEN the command ends, and neither the emulator nor a function process nor the port is left
+    assert foreground.returncode == 0, output
+    assert emulator.group_members(emulator_pid) == []
+    assert not emulator.port_in_use(port)
+    assert not (state / "emulator.json").exists()
+    assert "stopped" in output
+
+
+def test_down_stops_a_detached_stack_completely(tmp_path: Path) -> None:
+    # GIVEN a detached stack
+    port = emulator.free_port()
+    env = environment_with_state(tmp_path)
+    started = local_command("up", "--port", str(port), "--detach", env=env, timeout_s=UP_TIMEOUT_S)
+    assert started.returncode == 0, started.stdout + started.stderr
+    emulator_pid = json.loads((tmp_path / STACK / "emulator.json").read_text())["pid"]
+
+    # WHEN it is brought down
+    stopped = local_command("down", env=env, timeout_s=60)
+
+    # THEN nothing of it is left running or listening
+    assert stopped.returncode == 0
+    deadline = time.monotonic() + 5
+    while emulator.group_members(emulator_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert emulator.group_members(emulator_pid) == []
+    assert not emulator.port_in_use(port)
