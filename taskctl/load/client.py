@@ -67,6 +67,7 @@ def tasks_url(base_url: str) -> str:
 
 @dataclass(frozen=True)
 class Submission:
+    run_id: str
     message: str
     idempotency_key: str
 
@@ -77,6 +78,7 @@ def ordinary_submissions(count: int) -> list[Submission]:
     run_id = uuid.uuid4().hex[:12]
     return [
         Submission(
+            run_id=run_id,
             message=f"load {run_id} task {index + 1}/{count}",
             idempotency_key=f"taskctl-load-{run_id}-{index + 1}",
         )

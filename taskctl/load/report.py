@@ -46,6 +46,7 @@ def _fraction(part: int, whole: int) -> float | None:
 
 def build_report(
     *,
+    run_id: str,
     url: str,
     policy: LoadPolicy,
     tasks: Sequence[TrackedTask],
@@ -89,6 +90,8 @@ def build_report(
     return {
         "reportVersion": REPORT_VERSION,
         "url": url,
+        # Every message of the run reads `load <runId> task <i>/<N>`: find them in the table.
+        "runId": run_id,
         "policy": {
             "maxAttempts": policy.max_attempts,
             "errorRate": policy.error_rate,

@@ -93,6 +93,7 @@ async def _run(
         poll_stats = await poller
         finished_at_s = time.monotonic()
     return build_report(
+        run_id=submissions[0].run_id,
         url=options.url,
         policy=options.policy,
         tasks=tasks,

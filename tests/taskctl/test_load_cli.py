@@ -29,6 +29,8 @@ def test_load_run_against_an_honest_api_passes_and_agrees_with_an_independent_co
     assert result.exit_code == 0, result.output
     truth = fake_api.final_counts()
     assert report["submitted"] == len(fake_api.tasks) == 200
+    # AND every message names the run, and none is a control word
+    assert all(f"load {report['runId']} task" in t.message for t in fake_api.tasks.values())
     assert report["completed"] == truth["COMPLETED"]
     assert report["failed"] == truth["FAILED"]
     assert report["unfinished"] == 0
