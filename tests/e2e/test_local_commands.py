@@ -20,6 +20,7 @@ from e2e_support import (
     environment_with_state,
     local_command,
     submit,
+    wait_terminal,
     wait_until,
 )
 
@@ -54,7 +55,7 @@ def test_up_prints_the_outputs_and_a_curl_line(local_stack: LocalStackUnderTest)
 def test_logs_show_each_function_with_its_prefix(
     api: httpx.Client, local_stack: LocalStackUnderTest
 ) -> None:
-    submit(api, "SUCCESS")
+    wait_terminal(api, submit(api, "SUCCESS"))
 
     shown = local_command("logs", "--no-follow", env=local_stack.env, timeout_s=30)
 
