@@ -42,15 +42,15 @@ def load(
         float | None,
         typer.Option(
             min=0.1,
-            help="Seconds to wait for tasks after submitting "
-            "[default: 300, or the stack's longest backoff + 120 if longer]",
+            help="Seconds to wait for tasks after the last submit "
+            "(default: 300, or the stack's longest backoff + 120 if longer).",
             show_default=False,
         ),
     ] = None,
     stack: Annotated[
         str | None,
         typer.Option(
-            help="Judge against this stack's policy (Pulumi.<stack>.yaml) [default: dev]",
+            help="Judge against this stack's policy, Pulumi.<stack>.yaml (default: dev).",
             show_default=False,
         ),
     ] = None,
@@ -82,7 +82,8 @@ def load(
             confidence=confidence,
         )
         console.print(
-            f"Submitting {options.count} tasks to {options.url} ({options.concurrency} at a time); "
+            f"Submitting {options.count} tasks to {options.url} "
+            f"({min(options.concurrency, options.count)} at a time); "
             f"policy from {options.policy.source}: maxAttempts={options.policy.max_attempts}, "
             f"errorRate={options.policy.error_rate}; waiting up to {options.timeout_s:g} s."
         )
