@@ -37,7 +37,7 @@ STACK_DIMENSION = "stack"
 MAX_WRITE_TRIES = 3
 
 logger = Logger()
-metrics = Metrics()  # namespace and service from POWERTOOLS_METRICS_NAMESPACE/_SERVICE_NAME
+metrics = Metrics()  # namespace and service: set per invocation from the runtime settings
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
@@ -104,7 +104,11 @@ def _reason(record: SQSRecord) -> str:
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    metrics.add_dimension(name=STACK_DIMENSION, value=runtime.current().settings.stack)
+    settings = runtime.current().settings
+    # From the runtime's one read of the environment, not the import-time one.
+    metrics.namespace = settings.metrics_namespace
+    metrics.service = settings.service
+    metrics.add_dimension(name=STACK_DIMENSION, value=settings.stack)
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )

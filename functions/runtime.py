@@ -26,6 +26,9 @@ TABLE_NAME_ENV = "TASKS_TABLE_NAME"
 QUEUE_URL_ENV = "TASKS_QUEUE_URL"
 DLQ_URL_ENV = "TASKS_DLQ_URL"
 STACK_ENV = "TASKS_STACK"
+SERVICE_ENV = "POWERTOOLS_SERVICE_NAME"
+METRICS_NAMESPACE_ENV = "POWERTOOLS_METRICS_NAMESPACE"
+DEFAULT_METRICS_NAMESPACE = "FaultTolerantTasks"
 
 
 def utc_now() -> datetime:
@@ -41,6 +44,8 @@ class FunctionSettings:
     queue_url: str
     dead_letter_queue_url: str
     stack: str
+    service: str = "tasks"
+    metrics_namespace: str = DEFAULT_METRICS_NAMESPACE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> FunctionSettings:
@@ -58,6 +63,8 @@ class FunctionSettings:
             queue_url=environ[QUEUE_URL_ENV],
             dead_letter_queue_url=environ[DLQ_URL_ENV],
             stack=environ[STACK_ENV],
+            service=environ.get(SERVICE_ENV) or "tasks",
+            metrics_namespace=environ.get(METRICS_NAMESPACE_ENV) or DEFAULT_METRICS_NAMESPACE,
         )
 
 

@@ -261,7 +261,7 @@ class TaskStore:
             f"#history[{attempt - 1}].#error = :error",
             f"#history[{attempt - 1}].#retryDelaySeconds = :delay",
         ]
-        self._finish(task_id, attempt, sets, values)
+        self._finish(task_id, attempt, sets, values, removes=("#leaseExpiresAt",))
 
     def fail(
         self,
@@ -323,6 +323,7 @@ class TaskStore:
         sets: list[str],
         values: dict[str, Any],
         extra: Condition | None = None,
+        removes: tuple[str, ...] = ("#leaseExpiresAt", "#nextAttemptAt"),
     ) -> None:
         # Terminal and retry writes are conditional on owning the current attempt, so no task
         # ever gets two terminal transitions.
@@ -331,7 +332,7 @@ class TaskStore:
             condition = condition & extra
         self._update(
             task_id,
-            f"SET {', '.join(sets)} REMOVE #leaseExpiresAt, #nextAttemptAt",
+            f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
             values,
             condition,
             AttemptSuperseded(task_id, f"attempt {attempt} is no longer the one in progress"),

@@ -12,10 +12,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from functions import dead_letter, worker
+from functions import dead_letter, runtime, worker
 
 EVENTS_DIR = Path(__file__).resolve().parent.parent / "events"
 MAIN_QUEUE_VISIBILITY_S = 180  # as deployed: 6 x the 30 s function timeout
+PINNED_VISIBILITY_S = 3_600  # well past any test's wall time, within SQS's 12 h total
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -106,12 +107,20 @@ class FakeClock:
 
 
 class CallSpy:
-    """Records the parameters of every call of one operation on one boto3 client."""
+    """Records the parameters of every call of one operation on the boto3 clients it is
+    attached to."""
 
-    def __init__(self, client: Any, operation: str) -> None:
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
         self.calls: list[dict[str, Any]] = []
+        self._attached: set[int] = set()
+
+    def attach(self, client: Any) -> None:
+        if id(client) in self._attached:
+            return
+        self._attached.add(id(client))
         client.meta.events.register(
-            f"provide-client-params.{client.meta.service_model.endpoint_prefix}.{operation}",
+            f"provide-client-params.{client.meta.service_model.endpoint_prefix}.{self.operation}",
             self._record,
         )
 
@@ -166,11 +175,15 @@ class Pipeline:
         self.visibility_spy = visibility_spy
         self.context = FakeLambdaContext()
         self.hidden: dict[str, datetime] = {}  # receipt handle -> when SQS shows it again
+        self.pin_hidden = True
+        self._arns: dict[str, str] = {}
         self.runs: list[Delivery] = []
 
     def queue_arn(self, url: str) -> str:
-        attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-        return attributes["Attributes"]["QueueArn"]
+        if url not in self._arns:
+            attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+            self._arns[url] = attributes["Attributes"]["QueueArn"]
+        return self._arns[url]
 
     def receive(self, url: str | None = None, max_messages: int = 10) -> list[dict[str, Any]]:
         reply = self.sqs.receive_message(
@@ -188,6 +201,8 @@ class Pipeline:
 
     def deliver(self, messages: list[dict[str, Any]]) -> Delivery:
         """Invoke the worker with `messages` as one batch, then act as the ESM does."""
+        # Spy on the client the worker will use (a test may have installed a new runtime).
+        self.visibility_spy.attach(runtime.current().sqs)
         calls_before = len(self.visibility_spy.calls)
         response = worker.handler(self.event(messages), self.context)
         failed = {item["itemIdentifier"] for item in response["batchItemFailures"]}
@@ -200,6 +215,14 @@ class Pipeline:
             self.hidden[call["ReceiptHandle"]] = self.clock.now + timedelta(
                 seconds=call["VisibilityTimeout"]
             )
+            if self.pin_hidden:
+                # moto counts visibility in wall time, the worker in fake time: keep the message
+                # hidden until the fake clock reaches its time (`advance_to_next_retry`).
+                self.sqs.change_message_visibility(
+                    QueueUrl=self.queue_url,
+                    ReceiptHandle=call["ReceiptHandle"],
+                    VisibilityTimeout=PINNED_VISIBILITY_S,
+                )
         delivery = Delivery([m["MessageId"] for m in messages], failed)
         self.runs.append(delivery)
         return delivery

@@ -7,6 +7,7 @@ deployed functions use, from the same environment variables."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from moto import mock_aws
 
 from functions import runtime
 from functions.runtime import FunctionSettings, Runtime
-from functions.settings import TaskPolicy
+from functions.settings import REDRIVE_RECEIVE_MARGIN, TaskPolicy
 
 DEV_POLICY = TaskPolicy(maxAttempts=2, errorRate=0.3, backoffBaseSeconds=2, maxDelaySeconds=900)
 START = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
@@ -31,6 +32,7 @@ class Resources:
     table_name: str
     queue_url: str
     dlq_url: str
+    dlq_arn: str
 
 
 @pytest.fixture
@@ -59,10 +61,15 @@ def resources(aws: None) -> Resources:
         QueueName="fault-tolerant-tasks-dev-tasks",
         Attributes={
             "VisibilityTimeout": str(MAIN_QUEUE_VISIBILITY_S),
-            "RedrivePolicy": f'{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"7"}}',
+            "RedrivePolicy": _redrive_policy(dlq_arn, DEV_POLICY),
         },
     )["QueueUrl"]
-    return Resources(table_name, queue_url, dlq_url)
+    return Resources(table_name, queue_url, dlq_url, dlq_arn)
+
+
+def _redrive_policy(dlq_arn: str, policy: TaskPolicy) -> str:
+    max_receive_count = policy.maxAttempts + REDRIVE_RECEIVE_MARGIN
+    return json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)})
 
 
 @pytest.fixture
@@ -84,7 +91,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def make_runtime(function_env: None, clock: FakeClock) -> Iterator[Callable[..., Runtime]]:
+def make_runtime(
+    function_env: None, resources: Resources, clock: FakeClock
+) -> Iterator[Callable[..., Runtime]]:
     """Install a runtime read from the environment, with the fake clock and a seeded random
     source; `policy=` overrides the environment's policy."""
 
@@ -92,6 +101,11 @@ def make_runtime(function_env: None, clock: FakeClock) -> Iterator[Callable[...,
         settings = FunctionSettings.from_env(os.environ)
         if policy is not None:
             settings = dataclasses.replace(settings, policy=policy)
+            # as the stack derives it: redrive only after every attempt plus the margin
+            boto3.client("sqs").set_queue_attributes(
+                QueueUrl=resources.queue_url,
+                Attributes={"RedrivePolicy": _redrive_policy(resources.dlq_arn, policy)},
+            )
         installed = Runtime(settings, clock=clock, rng=random.Random(seed))
         runtime.use(installed)
         return installed
@@ -106,11 +120,15 @@ def rt(make_runtime: Callable[..., Runtime]) -> Runtime:
 
 
 @pytest.fixture
-def pipeline(rt: Runtime, resources: Resources, clock: FakeClock) -> Pipeline:
+def pipeline(
+    make_runtime: Callable[..., Runtime], resources: Resources, clock: FakeClock
+) -> Pipeline:
+    """Plays Lambda's SQS event source mapping. It has its own SQS client, so its spy sees only
+    the worker's ChangeMessageVisibility calls."""
     return Pipeline(
-        rt.sqs,
+        boto3.client("sqs"),
         resources.queue_url,
         resources.dlq_url,
         clock,
-        CallSpy(rt.sqs, "ChangeMessageVisibility"),
+        CallSpy("ChangeMessageVisibility"),
     )

@@ -1,0 +1,429 @@
+"""The worker function on moto: the seed's scenarios, real backoff, duplicates, partial batches.
+
+Messages travel through moto's SQS: the api handler enqueues them, `Pipeline` receives them
+and invokes the worker as Lambda's event source mapping would, deleting what the worker
+acknowledged. A failed attempt's message stays hidden for the visibility the worker set; the
+test moves the fake clock to that time and releases it (moto's visibility runs on wall time).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aws_harness import (
+    FakeLambdaContext,
+    Pipeline,
+    json_body,
+    submit_event,
+)
+from botocore.exceptions import ClientError
+
+from functions import api
+from functions.lifecycle import backoff_ceiling_s, from_iso, retry_delay_s, to_iso
+from functions.queue import REASON_ATTRIBUTE, task_message_body
+from functions.runtime import Runtime
+from functions.settings import TaskPolicy
+from functions.store import StoredTask
+
+
+def submit(message: str) -> str:
+    response = api.handler(submit_event(message), FakeLambdaContext())
+    assert response["statusCode"] == 202, response["body"]
+    return json_body(response)["taskId"]
+
+
+def task(rt: Runtime, task_id: str) -> StoredTask:
+    stored = rt.store.get(task_id)
+    assert stored is not None
+    return stored
+
+
+def raw_item(rt: Runtime, task_id: str) -> dict[str, Any]:
+    """The whole stored item, internal attributes included: 'changes nothing' means this."""
+    return rt.dynamodb.get_item(
+        TableName=rt.settings.table_name, Key={"taskId": {"S": task_id}}, ConsistentRead=True
+    )["Item"]
+
+
+def duplicate(pipeline: Pipeline, task_id: str) -> None:
+    """At-least-once delivery: another copy of the task's message."""
+    pipeline.sqs.send_message(QueueUrl=pipeline.queue_url, MessageBody=task_message_body(task_id))
+
+
+# -- the seed's scenarios ---------------------------------------------------------------------
+
+
+def test_success_task_ends_completed_after_one_attempt(rt: Runtime, pipeline: Pipeline) -> None:
+    task_id = submit("SUCCESS")
+
+    pipeline.run_until_idle()
+
+    record = task(rt, task_id).record
+    assert record.status == "COMPLETED"
+    assert record.attempts == 1
+    assert [(h.attempt, h.outcome) for h in record.history] == [(1, "SUCCEEDED")]
+    assert record.completedAt is not None and record.failedAt is None
+    assert record.nextAttemptAt is None
+    assert pipeline.receive() == [] and pipeline.receive(pipeline.dlq_url) == []
+
+
+def test_error_task_ends_failed_after_max_attempts_with_its_message_in_the_dlq(
+    rt: Runtime, pipeline: Pipeline
+) -> None:
+    assert rt.settings.policy.maxAttempts == 2  # the dev stack's value, as the seed says
+
+    task_id = submit("ERROR")
+    pipeline.run_until_idle()
+
+    record = task(rt, task_id).record
+    assert record.status == "FAILED"
+    assert record.attempts == 2
+    assert [(h.attempt, h.outcome) for h in record.history] == [(1, "FAILED"), (2, "FAILED")]
+    assert record.history[0].retryDelaySeconds == backoff_ceiling_s(1, rt.settings.policy)
+    assert record.history[1].retryDelaySeconds is None  # no retry after the last attempt
+    assert record.failedAt is not None and record.completedAt is None
+    assert "simulated error" in (record.lastError or "")
+    (dead,) = pipeline.receive(pipeline.dlq_url)
+    assert json.loads(dead["Body"]) == {"taskId": task_id}
+    assert "FAILED after 2 attempts" in dead["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"]
+    assert pipeline.receive() == []
+
+
+def test_random_errors_with_a_seeded_source_split_as_the_error_rate_predicts(
+    make_runtime: Any, pipeline: Pipeline
+) -> None:
+    # GIVEN the dev policy (errorRate 0.3, 2 attempts) and many ordinary tasks
+    rt = make_runtime(seed=7)
+    policy = rt.settings.policy
+    count = 100  # moto is ~20 ms a call; the tight statistical check is in tests/unit
+    task_ids: list[str] = []
+    for first in range(0, count, 10):  # in waves, as traffic arrives (and moto stays quick)
+        task_ids += [submit(f"task {n}") for n in range(first, first + 10)]
+        pipeline.run_until_idle()
+
+    records = [task(rt, task_id).record for task_id in task_ids]
+    statuses = Counter(record.status for record in records)
+    assert set(statuses) <= {"COMPLETED", "FAILED"}
+    # THEN each outcome's share is within 4 standard deviations of its binomial expectation:
+    # a task needs a 2nd attempt with p = errorRate and FAILS with p = errorRate ** maxAttempts.
+    retried = sum(record.attempts == 2 for record in records)
+    for observed, p in (
+        (retried, policy.errorRate),
+        (statuses["FAILED"], policy.errorRate**policy.maxAttempts),
+    ):
+        tolerance = 4 * math.sqrt(count * p * (1 - p))
+        assert abs(observed - count * p) <= tolerance, (observed, count * p, tolerance)
+    # AND every FAILED task, and only those, reached the DLQ
+    dead = {json.loads(m["Body"])["taskId"] for m in pipeline.drain_dead_letters()}
+    assert dead == {record.taskId for record in records if record.status == "FAILED"}
+
+
+# -- backoff really happens -------------------------------------------------------------------
+
+
+def test_a_failed_attempt_hides_its_message_for_exactly_the_computed_delay(
+    rt: Runtime, pipeline: Pipeline
+) -> None:
+    # GIVEN an ERROR task's message
+    task_id = submit("ERROR")
+    (message,) = pipeline.receive()
+    pipeline.pin_hidden = False  # observe SQS's own visibility, set by the worker alone
+
+    # WHEN its first attempt fails
+    delivery = pipeline.deliver([message])
+
+    # THEN the record waits RETRYING until the computed time
+    record = task(rt, task_id).record
+    expected_delay_s = retry_delay_s(1, rt.settings.policy, rt.rng)  # no jitter in dev
+    assert record.status == "RETRYING"
+    assert record.history[0].retryDelaySeconds == expected_delay_s
+    assert from_iso(record.nextAttemptAt or "") == pipeline.clock.now + timedelta(
+        seconds=expected_delay_s
+    )
+    # AND the message was reported failed (so Lambda keeps it) with its visibility set to it
+    assert delivery.failed_ids == {message["MessageId"]}
+    (call,) = pipeline.visibility_spy.calls
+    assert call["ReceiptHandle"] == message["ReceiptHandle"]
+    assert call["VisibilityTimeout"] == record.history[0].retryDelaySeconds
+    # AND SQS does not hand it out again before then
+    assert pipeline.receive() == []
+
+
+def test_delays_double_per_attempt_and_are_capped(make_runtime: Any, pipeline: Pipeline) -> None:
+    policy = TaskPolicy(maxAttempts=6, errorRate=0.3, backoffBaseSeconds=5, maxDelaySeconds=30)
+    rt = make_runtime(policy=policy)
+    task_id = submit("ERROR")
+
+    pipeline.run_until_idle()
+
+    record = task(rt, task_id).record
+    assert record.attempts == 6 and record.status == "FAILED"
+    applied = [call["VisibilityTimeout"] for call in pipeline.visibility_spy.calls]
+    assert applied == [5, 10, 20, 30, 30]
+    assert applied == [h.retryDelaySeconds for h in record.history[:-1]]
+    # the gap between an attempt's end and the next one's start is the delay, measured
+    for before, after in zip(record.history, record.history[1:], strict=False):
+        gap_s = (from_iso(after.startedAt) - from_iso(before.finishedAt or "")).total_seconds()
+        assert gap_s >= before.retryDelaySeconds
+
+
+def test_with_jitter_the_applied_delay_is_the_recorded_one_within_the_ceiling(
+    make_runtime: Any, pipeline: Pipeline
+) -> None:
+    policy = TaskPolicy(maxAttempts=8, backoffBaseSeconds=10, maxDelaySeconds=900, jitter=True)
+    rt = make_runtime(policy=policy, seed=3)
+    task_id = submit("ERROR")
+
+    pipeline.run_until_idle()
+
+    history = task(rt, task_id).record.history
+    applied = [call["VisibilityTimeout"] for call in pipeline.visibility_spy.calls]
+    assert applied == [h.retryDelaySeconds for h in history[:-1]]
+    assert all(0 <= d <= backoff_ceiling_s(n, policy) for n, d in enumerate(applied, start=1))
+    assert len(set(applied)) > 1  # jittered, not the fixed ladder
+
+
+# -- duplicates change nothing ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("message", ["SUCCESS", "ERROR"])
+def test_a_late_duplicate_after_the_task_is_terminal_is_acknowledged_and_changes_nothing(
+    rt: Runtime, pipeline: Pipeline, message: str
+) -> None:
+    task_id = submit(message)
+    pipeline.run_until_idle()
+    before = raw_item(rt, task_id)
+    dead_letters_before = len(pipeline.receive(pipeline.dlq_url))
+
+    duplicate(pipeline, task_id)
+    delivery = pipeline.deliver(pipeline.receive())
+
+    assert delivery.failed_ids == set()
+    assert raw_item(rt, task_id) == before
+    assert pipeline.receive() == []
+    assert dead_letters_before == (message == "ERROR")  # the one DLQ copy, none added
+
+
+def test_two_copies_in_one_batch_run_the_task_once(rt: Runtime, pipeline: Pipeline) -> None:
+    task_id = submit("SUCCESS")
+    duplicate(pipeline, task_id)
+    messages = pipeline.receive()
+    assert len(messages) == 2
+
+    delivery = pipeline.deliver(messages)
+
+    assert delivery.failed_ids == set()
+    record = task(rt, task_id).record
+    assert (record.status, record.attempts, len(record.history)) == ("COMPLETED", 1, 1)
+
+
+def test_a_delivery_during_another_workers_live_lease_is_acknowledged_untouched(
+    rt: Runtime, pipeline: Pipeline
+) -> None:
+    # GIVEN another worker claimed attempt 1 and is still running (lease in the future)
+    task_id = submit("SUCCESS")
+    rt.store.claim(task(rt, task_id).record, 1, rt.clock(), rt.clock() + timedelta(seconds=30))
+    before = raw_item(rt, task_id)
+
+    # WHEN a duplicate arrives
+    delivery = pipeline.deliver(pipeline.receive())
+
+    # THEN it is acknowledged and the running attempt is left alone
+    assert delivery.failed_ids == set()
+    assert raw_item(rt, task_id) == before
+
+
+def test_an_early_duplicate_of_a_retrying_task_is_hidden_until_the_retry_is_due(
+    rt: Runtime, pipeline: Pipeline
+) -> None:
+    # GIVEN an ERROR task waiting for its retry, and a duplicate of its message arriving now
+    task_id = submit("ERROR")
+    pipeline.deliver(pipeline.receive())
+    pipeline.clock.advance(0.5)
+    before = raw_item(rt, task_id)
+    duplicate(pipeline, task_id)
+    (early,) = pipeline.receive()
+
+    # WHEN the worker gets it
+    delivery = pipeline.deliver([early])
+
+    # THEN nothing runs, and the copy is hidden until nextAttemptAt (rounded up) and kept
+    assert raw_item(rt, task_id) == before
+    assert delivery.failed_ids == {early["MessageId"]}
+    due = from_iso(task(rt, task_id).record.nextAttemptAt or "")
+    wait_s = math.ceil((due - pipeline.clock.now).total_seconds())
+    assert pipeline.visibility_spy.calls[-1] == {
+        "QueueUrl": pipeline.queue_url,
+        "ReceiptHandle": early["ReceiptHandle"],
+        "VisibilityTimeout": wait_s,
+    }
+    # AND once due, both copies together still make exactly one more attempt
+    pipeline.run_until_idle()
+    record = task(rt, task_id).record
+    assert (record.status, record.attempts) == ("FAILED", 2)
+
+
+def test_a_message_for_a_task_that_does_not_exist_is_acknowledged(
+    rt: Runtime, pipeline: Pipeline
+) -> None:
+    duplicate(pipeline, "3f0c9a52-4e0b-4a8e-9a6e-1c2d3e4f5a6b")
+
+    delivery = pipeline.deliver(pipeline.receive())
+
+    assert delivery.failed_ids == set()
+    assert pipeline.receive() == []
+
+
+def test_a_duplicate_that_loses_the_claim_race_is_acknowledged(
+    rt: Runtime, pipeline: Pipeline
+) -> None:
+    # GIVEN another delivery claims attempt 1 between this worker's read and its claim
+    task_id = submit("SUCCESS")
+    seen = task(rt, task_id).record
+
+    def rival_claims_first(**_: Any) -> None:
+        rt.dynamodb.meta.events.unregister("before-call.dynamodb.UpdateItem", rival_claims_first)
+        rt.store.claim(seen, 1, rt.clock(), rt.clock() + timedelta(seconds=30))
+
+    rt.dynamodb.meta.events.register("before-call.dynamodb.UpdateItem", rival_claims_first)
+    before_claim_calls = len(pipeline.visibility_spy.calls)
+
+    # WHEN this worker tries
+    delivery = pipeline.deliver(pipeline.receive())
+
+    # THEN its conditional claim fails, it runs nothing and acknowledges
+    assert delivery.failed_ids == set()
+    record = task(rt, task_id).record
+    assert (record.status, record.attempts, len(record.history)) == ("PROCESSING", 1, 1)
+    assert len(pipeline.visibility_spy.calls) == before_claim_calls
+
+
+# -- partial batches --------------------------------------------------------------------------
+
+
+def test_a_mixed_batch_reports_exactly_the_failed_messages_and_never_reruns_the_others(
+    rt: Runtime, pipeline: Pipeline
+) -> None:
+    ids = {name: submit(name) for name in ("SUCCESS", "ERROR")}
+    ids["SUCCESS-2"] = submit("SUCCESS")
+    messages = pipeline.receive()
+    assert len(messages) == 3
+    by_task = {json.loads(m["Body"])["taskId"]: m["MessageId"] for m in messages}
+
+    delivery = pipeline.deliver(messages)
+
+    assert delivery.failed_ids == {by_task[ids["ERROR"]]}
+    # the retry delivers only the failed message; the successes ran once
+    pipeline.run_until_idle()
+    assert all(set(run.message_ids) == {by_task[ids["ERROR"]]} for run in pipeline.runs[1:])
+    for name in ("SUCCESS", "SUCCESS-2"):
+        record = task(rt, ids[name]).record
+        assert (record.status, record.attempts) == ("COMPLETED", 1)
+    assert task(rt, ids["ERROR"]).record.status == "FAILED"
+
+
+# -- lost attempts and failures of AWS --------------------------------------------------------
+
+
+def test_an_attempt_whose_lease_ran_out_is_recorded_lost_and_the_next_one_runs(
+    rt: Runtime, pipeline: Pipeline
+) -> None:
+    # GIVEN a worker claimed attempt 1 and died: its lease ends in 30 s and it never reports
+    task_id = submit("SUCCESS")
+    rt.store.claim(task(rt, task_id).record, 1, rt.clock(), rt.clock() + timedelta(seconds=30))
+    # WHEN the message comes back after the queue's visibility timeout
+    pipeline.clock.advance(180)
+    pipeline.deliver(pipeline.receive())
+
+    # THEN attempt 1 is closed LOST (it counts), and attempt 2 succeeds
+    record = task(rt, task_id).record
+    assert [(h.attempt, h.outcome) for h in record.history] == [(1, "LOST"), (2, "SUCCEEDED")]
+    assert (record.status, record.attempts) == ("COMPLETED", 2)
+
+
+def test_a_lost_last_attempt_fails_the_task_and_dead_letters_it(
+    rt: Runtime, pipeline: Pipeline
+) -> None:
+    task_id = submit("SUCCESS")
+    for attempt in (1, 2):  # both attempts claimed by workers that died
+        seen = task(rt, task_id).record
+        lost = attempt - 1 or None
+        rt.store.claim(seen, attempt, rt.clock(), rt.clock() + timedelta(seconds=30), lost)
+        pipeline.clock.advance(180)
+
+    pipeline.deliver(pipeline.receive())
+
+    record = task(rt, task_id).record
+    assert (record.status, record.attempts) == ("FAILED", 2)
+    assert [h.outcome for h in record.history] == ["LOST", "LOST"]
+    assert "lost" in (record.lastError or "")
+    assert len(pipeline.receive(pipeline.dlq_url)) == 1
+
+
+def test_an_aws_error_reports_the_record_failed_and_changes_nothing(
+    rt: Runtime, pipeline: Pipeline
+) -> None:
+    # GIVEN DynamoDB throttles the worker's claim
+    task_id = submit("SUCCESS")
+    before = raw_item(rt, task_id)
+
+    def throttled(**_: Any) -> None:
+        raise ClientError(
+            {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
+            "UpdateItem",
+        )
+
+    rt.dynamodb.meta.events.register("before-call.dynamodb.UpdateItem", throttled)
+    (message,) = pipeline.receive()
+
+    delivery = pipeline.deliver([message])
+
+    # THEN the error is not swallowed: the message is reported failed for SQS to redeliver
+    assert delivery.failed_ids == {message["MessageId"]}
+    assert raw_item(rt, task_id) == before
+    # AND once DynamoDB recovers, the redelivery runs the task normally
+    rt.dynamodb.meta.events.unregister("before-call.dynamodb.UpdateItem", throttled)
+    pipeline.sqs.change_message_visibility(
+        QueueUrl=pipeline.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+    )
+    pipeline.run_until_idle()
+    assert task(rt, task_id).record.status == "COMPLETED"
+
+
+def test_an_unreadable_message_is_parked_on_the_dlq_and_acknowledged(
+    rt: Runtime, pipeline: Pipeline
+) -> None:
+    pipeline.sqs.send_message(QueueUrl=pipeline.queue_url, MessageBody="not json at all")
+
+    delivery = pipeline.deliver(pipeline.receive())
+
+    assert delivery.failed_ids == set()
+    (parked,) = pipeline.receive(pipeline.dlq_url)
+    assert parked["Body"] == "not json at all"
+    assert "taskId" in parked["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"]
+
+
+def test_the_lease_is_the_invocations_remaining_time(rt: Runtime, pipeline: Pipeline) -> None:
+    task_id = submit("SUCCESS")
+    seen = task(rt, task_id).record
+    pipeline.context.remaining_ms = 12_345
+    claimed_leases: list[int] = []
+
+    def capture(params: dict[str, Any], **_: Any) -> None:
+        lease = params.get("ExpressionAttributeValues", {}).get(":lease")
+        if lease:
+            claimed_leases.append(int(lease["N"]))
+
+    rt.dynamodb.meta.events.register("provide-client-params.dynamodb.UpdateItem", capture)
+
+    pipeline.deliver(pipeline.receive())
+
+    expected = rt.clock() + timedelta(milliseconds=12_345)
+    assert claimed_leases == [int(expected.timestamp() * 1000)]
+    assert to_iso(rt.clock()) == task(rt, task_id).record.history[0].startedAt
+    assert seen.status == "PENDING"
