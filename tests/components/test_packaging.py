@@ -95,19 +95,28 @@ def _build_dir_with_cached_dependencies(build_dir: Path, target: BundleTarget) -
     return build_dir
 
 
+def _copy_of_functions(into: Path) -> Path:
+    return Path(shutil.copytree(FUNCTIONS_DIR, into, ignore=shutil.ignore_patterns("__pycache__")))
+
+
+def _quiet_build(target: BundleTarget, source: Path, build_dir: Path) -> Bundle:
+    return build_bundle(target, source_dir=source, build_dir=build_dir, progress=lambda _: None)
+
+
 def test_rebuilding_from_scratch_gives_the_identical_hash(tmp_path):
-    # GIVEN a built bundle and a second build directory with the same dependencies, whose files
-    # all carry different modification times
+    # GIVEN one copy of the code, built once
     target = BundleTarget.lambda_runtime("arm64")
-    first = _bundle(target)
-    build_dir = _build_dir_with_cached_dependencies(tmp_path / "build", target)
-    source = tmp_path / "functions"
-    shutil.copytree(FUNCTIONS_DIR, source, ignore=shutil.ignore_patterns("__pycache__"))
-    for path in [*build_dir.rglob("*"), *source.rglob("*")]:
+    _bundle(target)  # makes sure the target's dependencies are in the shared cache
+    source = _copy_of_functions(tmp_path / "functions")
+    first = _quiet_build(
+        target, source, _build_dir_with_cached_dependencies(tmp_path / "a", target)
+    )
+    # WHEN it is built again in a fresh directory, every file carrying another modification time
+    second_dir = _build_dir_with_cached_dependencies(tmp_path / "b", target)
+    for path in [*second_dir.rglob("*"), *source.rglob("*")]:
         os.utime(path, (1_000_000_000, 1_000_000_000))
-    # WHEN the archive is written again there
-    second = build_bundle(target, source_dir=source, build_dir=build_dir, progress=lambda _: None)
-    # THEN it is byte for byte the same archive
+    second = _quiet_build(target, source, second_dir)
+    # THEN the two archives are byte for byte the same
     assert second.path != first.path
     assert second.sha256_b64 == first.sha256_b64
     assert second.path.read_bytes() == first.path.read_bytes()
@@ -115,14 +124,17 @@ def test_rebuilding_from_scratch_gives_the_identical_hash(tmp_path):
 
 def test_changing_the_code_changes_the_hash(tmp_path):
     target = BundleTarget.lambda_runtime("arm64")
-    first = _bundle(target)
-    build_dir = _build_dir_with_cached_dependencies(tmp_path / "build", target)
-    source = tmp_path / "functions"
-    shutil.copytree(FUNCTIONS_DIR, source, ignore=shutil.ignore_patterns("__pycache__"))
+    _bundle(target)
+    source = _copy_of_functions(tmp_path / "functions")
+    before = _quiet_build(
+        target, source, _build_dir_with_cached_dependencies(tmp_path / "a", target)
+    )
     with (source / "settings.py").open("a") as module:
         module.write("\n# changed\n")
-    changed = build_bundle(target, source_dir=source, build_dir=build_dir, progress=lambda _: None)
-    assert changed.sha256_b64 != first.sha256_b64
+    after = _quiet_build(
+        target, source, _build_dir_with_cached_dependencies(tmp_path / "b", target)
+    )
+    assert after.sha256_b64 != before.sha256_b64
 
 
 def test_unknown_architecture_and_target_are_rejected_by_name():
