@@ -53,6 +53,9 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         yield stack
     finally:
         local_command("down", "--stack", STACK, env=env, timeout_s=60)
+    # Teardown leaves nothing behind: no emulator, no function process, no listening port.
+    assert emulator.group_members(stack.pid) == [], "processes left after `local down`"
+    assert not emulator.port_in_use(port), f"port {port} still bound after `local down`"
 
 
 @pytest.fixture(scope="session")
