@@ -7,7 +7,7 @@ a retention period, the shared code bundle, and optionally the SQS trigger that 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
@@ -89,7 +89,7 @@ class TaskFunctionArgs:
     runtime: FunctionRuntime
     permissions: tuple[PolicyStatement, ...]
     trigger: QueueTrigger | None = None
-    description: str = field(default="")
+    description: str = ""
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.function_name) <= 64:
