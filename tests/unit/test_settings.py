@@ -1,0 +1,105 @@
+"""The settings model shared by the Pulumi program and the functions (pure)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from functions.settings import (
+    MAX_RETRY_DELAY_S,
+    REDRIVE_RECEIVE_MARGIN,
+    SettingsError,
+    StackSettings,
+    TaskPolicy,
+)
+
+
+@st.composite
+def valid_policies(draw: st.DrawFn) -> TaskPolicy:
+    max_delay_s = draw(st.integers(min_value=0, max_value=MAX_RETRY_DELAY_S))
+    return TaskPolicy(
+        maxAttempts=draw(st.integers(min_value=1, max_value=50)),
+        errorRate=draw(st.floats(min_value=0, max_value=1, allow_nan=False)),
+        backoffBaseSeconds=draw(st.integers(min_value=0, max_value=max_delay_s)),
+        maxDelaySeconds=max_delay_s,
+        jitter=draw(st.booleans()),
+        taskTtlDays=draw(st.integers(min_value=1, max_value=3650)),
+    )
+
+
+@given(policy=valid_policies())
+def test_the_policy_survives_the_round_trip_through_the_environment(policy: TaskPolicy) -> None:
+    assert TaskPolicy.from_env(policy.to_env()) == policy
+
+
+def test_environment_variable_names_are_prefixed_upper_snake_case() -> None:
+    env = TaskPolicy(jitter=True).to_env()
+
+    assert env["TASKS_MAX_ATTEMPTS"] == "2"
+    assert env["TASKS_BACKOFF_BASE_SECONDS"] == "2"
+    assert env["TASKS_JITTER"] == "true"
+    assert set(env) == {
+        "TASKS_MAX_ATTEMPTS",
+        "TASKS_ERROR_RATE",
+        "TASKS_BACKOFF_BASE_SECONDS",
+        "TASKS_MAX_DELAY_SECONDS",
+        "TASKS_JITTER",
+        "TASKS_TASK_TTL_DAYS",
+    }
+
+
+def test_unset_variables_take_the_defaults_and_others_are_ignored() -> None:
+    assert TaskPolicy.from_env({"PATH": "/bin", "TASKS_MAX_ATTEMPTS": "4"}) == TaskPolicy(
+        maxAttempts=4
+    )
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"TASKS_MAX_ATTEMPTS": "0"}, ["TASKS_MAX_ATTEMPTS='0'", "greater than or equal to 1"]),
+        ({"TASKS_ERROR_RATE": "1.5"}, ["TASKS_ERROR_RATE='1.5'", "less than or equal to 1"]),
+        ({"TASKS_MAX_DELAY_SECONDS": "1200"}, ["TASKS_MAX_DELAY_SECONDS='1200'", "900"]),
+        ({"TASKS_JITTER": "maybe"}, ["TASKS_JITTER='maybe'", "boolean"]),
+        ({"TASKS_MAX_ATTEMPTS": "two"}, ["TASKS_MAX_ATTEMPTS='two'", "integer"]),
+    ],
+)
+def test_a_bad_environment_variable_is_named_with_its_value_and_limit(
+    environ: dict[str, str], named: list[str]
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        TaskPolicy.from_env(environ)
+
+    for text in named:
+        assert text in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        ({"maxDelaySeconds": 1200}, ["maxDelaySeconds=1200", "900"]),
+        ({"backoffBaseSeconds": 60, "maxDelaySeconds": 30}, ["backoffBaseSeconds=60", "30"]),
+        ({"logRetentionDays": 10}, ["logRetentionDays=10", "14"]),
+        ({"functionTimeoutSeconds": 7201}, ["functionTimeoutSeconds", "900"]),
+        ({"workerMaxConcurrency": 1}, ["workerMaxConcurrency=1", "2"]),
+        ({"alarmEmail": "ops"}, ["alarmEmail='ops'", "e-mail"]),
+        ({"maxAtempts": 3}, ["maxAtempts", "not a setting"]),
+    ],
+)
+def test_a_bad_stack_config_key_is_named_with_its_value_and_limit(
+    config: dict[str, object], named: list[str]
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        StackSettings.from_config(config)
+
+    for text in named:
+        assert text in str(caught.value)
+
+
+def test_derived_queue_values_follow_the_function_timeout_and_attempts() -> None:
+    settings = StackSettings.from_config({"functionTimeoutSeconds": "45", "maxAttempts": "3"})
+
+    assert settings.visibility_timeout_s == 6 * 45
+    assert settings.max_receive_count == 3 + REDRIVE_RECEIVE_MARGIN
+    assert settings.policy == TaskPolicy(maxAttempts=3)
