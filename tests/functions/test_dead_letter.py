@@ -12,12 +12,19 @@ from aws_harness import FakeLambdaContext, Pipeline, json_body, submit_event
 from botocore.exceptions import ClientError
 
 from functions import api, dead_letter
+from functions.lifecycle import TaskRecord
 from functions.queue import task_message_body
 from functions.runtime import Runtime
 
 
 def submit(message: str) -> str:
     return json_body(api.handler(submit_event(message), FakeLambdaContext()))["taskId"]
+
+
+def record_of(rt: Runtime, task_id: str) -> TaskRecord:
+    stored = rt.store.get(task_id)
+    assert stored is not None
+    return stored.record
 
 
 def raw_item(rt: Runtime, task_id: str) -> dict[str, Any]:
@@ -77,13 +84,13 @@ def test_a_redriven_retrying_task_is_failed_with_the_reason(
     # GIVEN a task waiting to retry whose message the redrive policy moved to the DLQ
     task_id = submit("ERROR")
     pipeline.deliver(pipeline.receive())
-    assert rt.store.get(task_id).record.status == "RETRYING"  # type: ignore[union-attr]
+    assert record_of(rt, task_id).status == "RETRYING"
     dead_letter_directly(pipeline, task_message_body(task_id))
     pipeline.clock.advance(1)
 
     pipeline.drain_dead_letters()
 
-    record = rt.store.get(task_id).record  # type: ignore[union-attr]
+    record = record_of(rt, task_id)
     assert record.status == "FAILED"
     assert record.failedAt is not None and record.nextAttemptAt is None
     assert (record.lastError or "").startswith("dead-lettered after")
@@ -94,20 +101,20 @@ def test_a_redriven_task_stuck_processing_is_failed_and_its_open_attempt_closed_
     rt: Runtime, pipeline: Pipeline
 ) -> None:
     task_id = submit("SUCCESS")
-    seen = rt.store.get(task_id).record  # type: ignore[union-attr]
+    seen = record_of(rt, task_id)
     rt.store.claim(seen, 1, rt.clock(), rt.clock() + timedelta(seconds=30))
     dead_letter_directly(pipeline, task_message_body(task_id))
 
     pipeline.drain_dead_letters()
 
-    record = rt.store.get(task_id).record  # type: ignore[union-attr]
+    record = record_of(rt, task_id)
     assert record.status == "FAILED"
     assert [(h.attempt, h.outcome) for h in record.history] == [(1, "LOST")]
     assert record.history[0].finishedAt is not None
     # the late worker's result cannot make it a second terminal state
     with pytest.raises(Exception, match="no longer the one in progress"):
         rt.store.complete(task_id, 1, rt.clock())
-    assert rt.store.get(task_id).record.status == "FAILED"  # type: ignore[union-attr]
+    assert record_of(rt, task_id).status == "FAILED"
 
 
 def test_a_redriven_pending_task_is_failed(rt: Runtime, pipeline: Pipeline) -> None:
@@ -116,7 +123,7 @@ def test_a_redriven_pending_task_is_failed(rt: Runtime, pipeline: Pipeline) -> N
 
     pipeline.drain_dead_letters()
 
-    record = rt.store.get(task_id).record  # type: ignore[union-attr]
+    record = record_of(rt, task_id)
     assert (record.status, record.attempts) == ("FAILED", 0)
 
 
@@ -125,7 +132,7 @@ def test_a_task_completed_between_read_and_write_is_not_failed(
 ) -> None:
     # GIVEN a worker finishes the task just as the dead-letter function is about to fail it
     task_id = submit("SUCCESS")
-    seen = rt.store.get(task_id).record  # type: ignore[union-attr]
+    seen = record_of(rt, task_id)
     rt.store.claim(seen, 1, rt.clock(), rt.clock() + timedelta(seconds=30))
     dead_letter_directly(pipeline, task_message_body(task_id))
 
@@ -140,7 +147,7 @@ def test_a_task_completed_between_read_and_write_is_not_failed(
     pipeline.drain_dead_letters()
 
     # THEN the conditional write loses, the re-read sees COMPLETED, and it stays COMPLETED
-    record = rt.store.get(task_id).record  # type: ignore[union-attr]
+    record = record_of(rt, task_id)
     assert record.status == "COMPLETED"
     assert record.failedAt is None
 
@@ -213,6 +220,6 @@ def test_redrive_moves_a_message_that_keeps_crashing_the_worker_and_the_task_end
     (dead,) = pipeline.drain_dead_letters()
     assert json.loads(dead["Body"]) == {"taskId": task_id}
     # AND the dead-letter function failed the task, saying why
-    record = rt.store.get(task_id).record  # type: ignore[union-attr]
+    record = record_of(rt, task_id)
     assert record.status == "FAILED"
     assert f"after {max_receive_count + 1} receives" in (record.lastError or "")
