@@ -49,7 +49,9 @@ def up(
 
             def progress(message: str) -> None:
                 status.update(escape(message))
-                if message.startswith(("creating", "installing", "bundle", "starting")):
+                if message.startswith(
+                    ("creating", "installing", "compiling", "bundle", "starting", "warming")
+                ):
                     console.print(f"[dim]· {escape(message)}[/]")
 
             local = stack.bring_up(stack_name, port=port, foreground=not detach, progress=progress)

@@ -92,6 +92,9 @@ def ensure_emulator_venv(report: Callable[[str], None] = lambda _msg: None) -> P
                 str(EMULATOR_REQUIREMENTS),
             ],
         ),
+        # The first import compiles ministack's many modules; do it here, under the progress
+        # display, rather than inside the first start's health-check deadline.
+        ("compiling the emulator", [str(venv / "bin" / "python"), "-c", "import ministack.app"]),
     ]
     for label, command in steps:
         report(label)

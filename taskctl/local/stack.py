@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +24,7 @@ from taskctl.local.emulator import LocalStackError, RunningEmulator
 from taskctl.local.paths import REPO_ROOT, StackPaths
 
 DEFAULT_REGION = "us-east-1"
+WARM_UP_TIMEOUT_S = 60.0  # a cold api function imports Powertools and pydantic first
 # The outputs `pulumi stack output` shows for this program, in the order it shows them.
 OUTPUT_ORDER = ("apiUrl", "tasksEndpoint", "queueUrl", "dlqUrl", "tableName", "dashboardUrl")
 
@@ -93,13 +98,17 @@ def bring_up(stack: str, *, port: int, foreground: bool, progress: Progress) -> 
     running = emulator.start(paths, port=port, region=region, foreground=foreground)
     try:
         deployment = _deploy(stack, running, progress)
+        outputs = ordered_outputs(deployment.stack_outputs)
+        paths.deployment_file.write_text(deployment.to_json() + "\n")
+        if "apiUrl" in outputs:
+            progress("warming the API (its first request starts the api function)")
+            smoke_check_api(outputs["apiUrl"])
     except BaseException:
         emulator.stop(running)
         paths.pid_file.unlink(missing_ok=True)
         raise
-    outputs = ordered_outputs(deployment.stack_outputs)
+    # Written last: its existence means "ready" to scripts and tests that wait for it.
     paths.outputs_file.write_text(json.dumps(outputs, indent=2) + "\n")
-    paths.deployment_file.write_text(deployment.to_json() + "\n")
     return LocalStack(
         paths=paths,
         running=running,
@@ -122,6 +131,30 @@ def _deploy(stack: str, running: RunningEmulator, progress: Progress):
     )
     progress(f"deploying stack {stack!r} from __main__.py")
     return deploy(stack, context, on_created=lambda typ, name: progress(f"created {typ} {name}"))
+
+
+def smoke_check_api(api_url: str, timeout_s: float = WARM_UP_TIMEOUT_S) -> None:
+    """GET a task that cannot exist: proves API Gateway -> api function -> DynamoDB works, and
+    leaves the function warm so the user's first curl is fast. Anything but 404 is an error."""
+    url = urllib.parse.urlsplit(api_url)
+    # Python does not resolve `<id>.execute-api.localhost` (curl does): connect to 127.0.0.1 and
+    # route by the Host header, as API Gateway does.
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{url.port}{url.path}/tasks/{uuid.UUID(int=0)}",
+        headers={"Host": url.netloc},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as reply:
+            status, body = reply.status, reply.read()
+    except urllib.error.HTTPError as error:
+        status, body = error.code, error.read()
+    except OSError as error:
+        raise LocalStackError(f"the deployed API did not answer at {api_url}: {error}") from None
+    if status != 404:
+        raise LocalStackError(
+            f"the deployed API answered {status} for an unknown task (expected 404): "
+            f"{body[:300].decode(errors='replace')}; see `python -m taskctl local logs api`"
+        )
 
 
 def ordered_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
