@@ -24,6 +24,7 @@ from taskctl.bench.requests import Design, cost_table, measure, ratio
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 RESULTS_FILE = PROJECT_DIR / "bench" / "results.json"
 OURS, ORIGINAL = "ours", "original"
+REPORT_WIDTH = 120
 
 
 def bench(
@@ -41,6 +42,8 @@ def bench(
 ) -> None:
     """Measure and print; see the module docstring."""
     console = Console()
+    if not console.is_terminal:  # piped or logged: wide enough for the tables to stay readable
+        console = Console(width=max(console.width, REPORT_WIDTH))
     from taskctl.program import load_stack_settings
 
     settings = load_stack_settings(stack)
@@ -196,27 +199,54 @@ def _print(results: dict[str, Any], console: Console) -> None:
         f"as of {results['prices']['recorded']})"
     )
 
-    requests = Table(title="AWS requests per task (functions' own calls, counted under moto)")
-    requests.add_column("scenario")
-    requests.add_column("end")
-    requests.add_column("requests by function: service.Operation x count")
-    requests.add_column("WRU", justify="right")
-    requests.add_column("RRU", justify="right")
-    for m in results["requestsPerTask"].values():
-        calls = "; ".join(
-            f"{function}: "
-            + ", ".join(
-                f"{svc}.{op} x{n}" for svc, ops in services.items() for op, n in ops.items()
-            )
+    per_task = results["requestsPerTask"]
+    requests = Table(title="AWS requests per task (the functions' own calls, counted under moto)")
+    requests.add_column("function: call")
+    for m in per_task.values():
+        requests.add_column(
+            f"{m['description']}\n-> {m['finalStatus']} ({m['attempts']})", justify="right"
+        )
+    rows = sorted(
+        {
+            (function, f"{service}.{operation}")
+            for m in per_task.values()
             for function, services in m["requestsByFunction"].items()
-        )
+            for service, operations in services.items()
+            for operation in operations
+        }
+    )
+    for function, call in rows:
+        service, operation = call.split(".", 1)
         requests.add_row(
-            m["description"],
-            f"{m['finalStatus']} ({m['attempts']})",
-            calls,
-            f"{sum(m['dynamodbWriteUnits'].values()):g}",
-            f"{sum(m['dynamodbReadUnits'].values()):g}",
+            f"{function}: {call}",
+            *(
+                str(m["requestsByFunction"].get(function, {}).get(service, {}).get(operation, 0))
+                for m in per_task.values()
+            ),
         )
+    requests.add_row(
+        "DynamoDB write units",
+        *(f"{sum(m['dynamodbWriteUnits'].values()):g}" for m in per_task.values()),
+    )
+    requests.add_row(
+        "DynamoDB read units",
+        *(f"{sum(m['dynamodbReadUnits'].values()):g}" for m in per_task.values()),
+    )
+    requests.add_row(
+        "invocations api/worker/dead-letter",
+        *(
+            "/".join(str(m["invocations"][f]) for f in ("api", "worker", "dead-letter"))
+            for m in per_task.values()
+        ),
+    )
+    requests.add_row(
+        "handler ms (median, moto)",
+        *(
+            "/".join(f"{m['handlerMsMedian'][f]:.0f}" for f in ("api", "worker", "dead-letter"))
+            for m in per_task.values()
+        ),
+    )
+    requests.add_row("bytes logged", *(f"{sum(m['logBytes'].values())}" for m in per_task.values()))
     console.print(requests)
 
     costs = results["costPerMillionTasks"]

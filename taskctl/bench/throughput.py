@@ -23,6 +23,7 @@ from taskctl.load.runner import LoadOptions, default_timeout_s, run_load
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 UP_TIMEOUT_S = 600  # the first run builds the emulator's virtualenv and the bundle
 DOWN_TIMEOUT_S = 120
+WARM_UP_TASKS = 20
 
 
 def _free_port() -> int:
@@ -77,6 +78,20 @@ def measure_throughput(
             if found.returncode != 0 or not api_url:
                 return {"measured": False, "reason": f"no apiUrl output: {_last_line(found)}"}
             policy = policy_from_stack(stack)
+            # A few tasks first, so the figure is the warm stack's rate, not its cold starts.
+            progress(f"local load: warming up with {WARM_UP_TASKS} tasks")
+            try:
+                run_load(
+                    LoadOptions(
+                        url=api_url,
+                        count=WARM_UP_TASKS,
+                        concurrency=concurrency,
+                        timeout_s=default_timeout_s(policy),
+                        policy=policy,
+                    )
+                )
+            except LoadError as exc:
+                return {"measured": False, "reason": f"the warm-up run stopped: {exc}"}
             options = LoadOptions(
                 url=api_url,
                 count=tasks,
@@ -106,8 +121,9 @@ def measure_throughput(
                 "latencySeconds": report["latencySeconds"],
                 "failedFractionConsistent": report["failedFractionConsistent"],
                 "retryGapViolations": report["retryGapSeconds"]["violations"],
-                "note": "tasks/s = terminal tasks / (first submit -> last terminal seen), one "
-                "machine running the emulator, the functions and the client",
+                "warmUpTasks": WARM_UP_TASKS,
+                "note": "tasks/s = terminal tasks / (first submit -> last terminal seen), after "
+                "a warm-up run; one machine runs the emulator, the functions and the client",
             }
         finally:
             progress(f"local stack {stack}: stopping")
