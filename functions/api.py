@@ -281,13 +281,41 @@ def get_openapi() -> Response[dict[str, Any]]:
 
 def openapi_document() -> dict[str, Any]:
     """This API's OpenAPI document, generated from the routes and models above."""
-    return json.loads(
+    document = json.loads(
         app.get_openapi_json_schema(
             title="Fault-tolerant tasks",
             version="1.0.0",
             description=__doc__.split("\n\n")[0],
         )
     )
+    return _without_default_validation_reply(document)
+
+
+def _without_default_validation_reply(document: dict[str, Any]) -> dict[str, Any]:
+    """Powertools documents its own 422 `{"detail": ...}` on every route; this API never sends
+    it (validation errors become `ErrorReply`), so drop it where a route did not declare 422."""
+    default_ref = "#/components/schemas/HTTPValidationError"
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            reply = operation.get("responses", {}).get("422", {})
+            if reply.get("content", {}).get("application/json", {}).get("schema") == {
+                "$ref": default_ref
+            }:
+                del operation["responses"]["422"]
+    schemas = document.get("components", {}).get("schemas", {})
+    while unused := [
+        name
+        for name in schemas
+        if f'"#/components/schemas/{name}"'
+        not in json.dumps({**document, "components": {"schemas": _others(schemas, name)}})
+    ]:
+        for name in unused:
+            del schemas[name]
+    return document
+
+
+def _others(schemas: dict[str, Any], name: str) -> dict[str, Any]:
+    return {other: schema for other, schema in schemas.items() if other != name}
 
 
 # -- replies ----------------------------------------------------------------------------------

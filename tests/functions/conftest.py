@@ -35,6 +35,15 @@ class Resources:
     dlq_arn: str
 
 
+@pytest.fixture(scope="session")
+def boto_session() -> boto3.Session:
+    """One session for the whole run, so service models load once (a fresh one per test costs
+    ~0.1 s a client). Its credentials are fake and explicit; clients come only inside the mock."""
+    return boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+
+
 @pytest.fixture
 def aws(aws_credentials: None) -> Iterator[None]:
     with mock_aws():
@@ -42,10 +51,10 @@ def aws(aws_credentials: None) -> Iterator[None]:
 
 
 @pytest.fixture
-def resources(aws: None) -> Resources:
+def resources(aws: None, boto_session: boto3.Session) -> Resources:
     """The stack's table and queue pair, as the Pulumi program declares them."""
-    dynamodb = boto3.client("dynamodb")
-    sqs = boto3.client("sqs")
+    dynamodb = boto_session.client("dynamodb")
+    sqs = boto_session.client("sqs")
     table_name = "fault-tolerant-tasks-dev-tasks"
     dynamodb.create_table(
         TableName=table_name,
@@ -92,7 +101,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def make_runtime(
-    function_env: None, resources: Resources, clock: FakeClock
+    function_env: None, resources: Resources, clock: FakeClock, boto_session: boto3.Session
 ) -> Iterator[Callable[..., Runtime]]:
     """Install a runtime read from the environment, with the fake clock and a seeded random
     source; `policy=` overrides the environment's policy."""
@@ -102,11 +111,11 @@ def make_runtime(
         if policy is not None:
             settings = dataclasses.replace(settings, policy=policy)
             # as the stack derives it: redrive only after every attempt plus the margin
-            boto3.client("sqs").set_queue_attributes(
+            boto_session.client("sqs").set_queue_attributes(
                 QueueUrl=resources.queue_url,
                 Attributes={"RedrivePolicy": _redrive_policy(resources.dlq_arn, policy)},
             )
-        installed = Runtime(settings, clock=clock, rng=random.Random(seed))
+        installed = Runtime(settings, clock=clock, rng=random.Random(seed), session=boto_session)
         runtime.use(installed)
         return installed
 
@@ -121,12 +130,15 @@ def rt(make_runtime: Callable[..., Runtime]) -> Runtime:
 
 @pytest.fixture
 def pipeline(
-    make_runtime: Callable[..., Runtime], resources: Resources, clock: FakeClock
+    make_runtime: Callable[..., Runtime],
+    resources: Resources,
+    clock: FakeClock,
+    boto_session: boto3.Session,
 ) -> Pipeline:
     """Plays Lambda's SQS event source mapping. It has its own SQS client, so its spy sees only
     the worker's ChangeMessageVisibility calls."""
     return Pipeline(
-        boto3.client("sqs"),
+        boto_session.client("sqs"),
         resources.queue_url,
         resources.dlq_url,
         clock,
