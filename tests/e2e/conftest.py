@@ -1,6 +1,6 @@
 """The end-to-end tests' local stack: started once per session, talked to over HTTP.
 
-The session fixture runs the real command, `python -m taskctl.local up --detach`, on a free port
+The session fixture runs the real command, `python -m taskctl local up --detach`, on a free port
 with its own state directory (TASKS_LOCAL_DIR), reads the outputs the command wrote, and runs
 `local down` at the end. The emulator's virtualenv and the bundle cache are shared with `make
 local`, so only a cold machine pays for installing them.

@@ -29,10 +29,13 @@ UP_TIMEOUT_S = 240  # a cold machine builds the emulator venv and the bundle fir
 TERMINAL = frozenset({"COMPLETED", "FAILED"})
 
 
+LOCAL_COMMAND = (sys.executable, "-m", "taskctl", "local")
+
+
 def local_command(*args: str, env: dict[str, str], timeout_s: float) -> subprocess.CompletedProcess:
-    """Run `python -m taskctl.local <args>` as a user would, in the repository."""
+    """Run `python -m taskctl local <args>` as a user would, in the repository."""
     return subprocess.run(
-        [sys.executable, "-m", "taskctl.local", *args],
+        [*LOCAL_COMMAND, *args],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

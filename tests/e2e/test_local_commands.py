@@ -7,13 +7,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 from e2e_support import (
+    LOCAL_COMMAND,
     STACK,
     UP_TIMEOUT_S,
     LocalStackUnderTest,
@@ -97,7 +97,7 @@ def test_without_the_project_virtualenv_the_message_says_how_to_make_it(tmp_path
         pytest.fail(f"{bare_python} has the project's packages; this test needs a bare Python")
 
     refused = subprocess.run(
-        [bare_python, "-m", "taskctl.local", "up"],
+        [bare_python, "-m", "taskctl", "local", "up"],
         cwd=REPO_ROOT, env=environment_with_state(tmp_path), capture_output=True, text=True,
         timeout=30, check=False,
     )  # fmt: skip
@@ -111,7 +111,7 @@ def test_ctrl_c_on_a_foreground_up_leaves_no_process_and_no_bound_port(tmp_path:
     port = emulator.free_port()
     state = tmp_path / STACK
     foreground = subprocess.Popen(
-        [sys.executable, "-m", "taskctl.local", "up", "--port", str(port)],
+        [*LOCAL_COMMAND, "up", "--port", str(port)],
         cwd=REPO_ROOT,
         env=environment_with_state(tmp_path),
         stdout=subprocess.PIPE,

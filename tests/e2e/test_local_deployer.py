@@ -1,0 +1,121 @@
+"""The deployer's contracts that need no emulator: unknown types fail loudly, components pass
+through, numbers reach AWS as integers, and the launcher's API Gateway event fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pulumi.runtime import MockCallArgs, MockResourceArgs
+
+from taskctl.local import creators
+from taskctl.local.creators import Created, EmulatorContext
+from taskctl.local.deployer import DeploymentError, EmulatorMocks
+from taskctl.local.ministack_launcher import _with_stage_in_path
+
+
+@pytest.fixture
+def mocks() -> EmulatorMocks:
+    context = EmulatorContext(
+        endpoint_url="http://127.0.0.1:1", region="eu-west-1", account_id="000000000000",
+        port=1, stack="dev",
+    )  # fmt: skip
+    return EmulatorMocks(context, on_created=lambda _typ, _name: None)
+
+
+def test_an_unknown_resource_type_fails_loudly_with_its_token(mocks: EmulatorMocks) -> None:
+    args = MockResourceArgs(typ="aws:ec2/instance:Instance", name="box", inputs={}, custom=True)
+
+    with pytest.raises(DeploymentError, match="aws:ec2/instance:Instance"):
+        mocks.new_resource(args)
+    assert mocks.errors and "aws:ec2/instance:Instance" in mocks.errors[0]
+
+
+def test_an_unanswered_invoke_fails_loudly_with_its_token(mocks: EmulatorMocks) -> None:
+    args = MockCallArgs(token="aws:ec2/getAmi:getAmi", args={}, provider="")
+
+    with pytest.raises(DeploymentError, match="aws:ec2/getAmi:getAmi"):
+        mocks.call(args)
+
+
+def test_component_resources_pass_through_without_touching_the_emulator(
+    mocks: EmulatorMocks,
+) -> None:
+    args = MockResourceArgs(
+        typ="fault-tolerant-tasks:task_queues:TaskQueues", name="tasks", inputs={}, custom=False
+    )
+
+    resource_id, outputs = mocks.new_resource(args)
+
+    assert resource_id and outputs == {}
+    assert mocks.resources == []
+
+
+def test_created_resources_return_the_emulator_outputs_and_record_skipped_settings(
+    mocks: EmulatorMocks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def fake_creator(_ctx: EmulatorContext, logical: str, inputs: dict) -> Created:
+        seen.update(inputs)
+        return Created(id=f"{logical}-real", outputs={"arn": "arn:real"}, notes=["not here"])
+
+    monkeypatch.setitem(creators.CREATORS, "aws:test/thing:Thing", fake_creator)
+    args = MockResourceArgs(
+        typ="aws:test/thing:Thing", name="t", inputs={"count": 3.0, "rate": 0.5}, custom=True
+    )
+
+    resource_id, outputs = mocks.new_resource(args)
+
+    assert resource_id == "t-real"
+    assert outputs["arn"] == "arn:real"
+    # Pulumi hands numbers over as floats; whole ones reach AWS as integers
+    assert seen == {"count": 3, "rate": 0.5} and isinstance(seen["count"], int)
+    assert [(r.name, r.notes) for r in mocks.resources] == [("t", ["not here"])]
+
+
+def test_policy_document_invoke_renders_aws_json(mocks: EmulatorMocks) -> None:
+    statement = {
+        "effect": "Allow",
+        "actions": ["sqs:SendMessage"],
+        "resources": ["arn:aws:sqs:eu-west-1:000000000000:q"],
+        "principals": [{"type": "Service", "identifiers": ["lambda.amazonaws.com"]}],
+    }
+
+    result, _ = mocks.call(
+        MockCallArgs(
+            token="aws:iam/getPolicyDocument:getPolicyDocument",
+            args={"statements": [statement]},
+            provider="",
+        )
+    )
+
+    assert '"Action":"sqs:SendMessage"' in result["minifiedJson"]
+    assert '"Principal":{"Service":"lambda.amazonaws.com"}' in result["minifiedJson"]
+
+
+def _http_api_event(stage: str, raw_path: str) -> dict:
+    return {
+        "version": "2.0",
+        "rawPath": raw_path,
+        "requestContext": {"stage": stage, "http": {"method": "GET", "path": raw_path}},
+    }
+
+
+def test_launcher_puts_a_named_stage_in_the_path_as_aws_does() -> None:
+    fixed = _with_stage_in_path(_http_api_event("dev", "/tasks/1"))
+
+    assert fixed["rawPath"] == "/dev/tasks/1"
+    assert fixed["requestContext"]["http"]["path"] == "/dev/tasks/1"
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        _http_api_event("$default", "/tasks"),  # the default stage is not in the path on AWS
+        _http_api_event("dev", "/dev/tasks"),  # already AWS-shaped: left alone
+        {"Records": []},  # not an API Gateway event
+    ],
+)
+def test_launcher_leaves_other_events_unchanged(event: dict) -> None:
+    assert _with_stage_in_path(event) == event
