@@ -15,6 +15,7 @@ Contracts:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -77,6 +78,17 @@ def ensure_emulator_venv(report: Callable[[str], None] = lambda _msg: None) -> P
     if emulator_venv_ready():
         return emulator_python()
     venv = emulator_venv_dir()
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    # Two commands started together (`make local` and `make test`) must not build it twice.
+    with open(venv.parent / f".{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if emulator_venv_ready():  # built by whoever held the lock before us
+            return emulator_python()
+        _build_emulator_venv(venv, report)
+    return emulator_python()
+
+
+def _build_emulator_venv(venv: Path, report: Callable[[str], None]) -> None:
     steps = [
         ("creating the emulator virtualenv", [sys.executable, "-m", "venv", "--clear", str(venv)]),
         (
@@ -103,7 +115,6 @@ def ensure_emulator_venv(report: Callable[[str], None] = lambda _msg: None) -> P
             last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
             raise LocalStackError(f"{label} failed: {last[0]} (command: {' '.join(command)})")
     (venv / ".installed").write_text(_requirements_digest() + "\n")
-    return emulator_python()
 
 
 # -- ports and the running-emulator record -------------------------------------------------
