@@ -97,19 +97,31 @@ def _handle_delivery(record: SQSRecord, lambda_context: LambdaContext | None) ->
                 raise RetryScheduled(f"task {task_id} is not due for {delay_s} s")
             case FailLost(lost_attempt=attempt):
                 return _fail_lost_task(rt, task_id, attempt, now, record.body)
-            case Claim(attempt=attempt, lost_attempt=lost_attempt):
+            case Claim():
                 assert stored is not None  # plan_delivery claims only stored tasks
-                with logger.append_context_keys(attempt=attempt):
-                    lease_expires_at = now + _lease(lambda_context)
-                    try:
-                        rt.store.claim(stored.record, attempt, now, lease_expires_at, lost_attempt)
-                    except StaleClaim:
-                        logger.info("another delivery claimed this attempt first; acknowledged")
-                        return "acknowledged"
-                    if lost_attempt is not None:
-                        logger.warning("previous attempt was lost", extra={"lost": lost_attempt})
-                    return _run_attempt(rt, record, stored.record, attempt)
+                with logger.append_context_keys(attempt=action.attempt):
+                    return _claim_and_run(rt, record, stored.record, action, now, lambda_context)
     raise AssertionError(f"unplanned action {action!r}")
+
+
+def _claim_and_run(
+    rt: runtime.Runtime,
+    record: SQSRecord,
+    task: TaskRecord,
+    claim: Claim,
+    now: datetime,
+    lambda_context: LambdaContext | None,
+) -> str:
+    """Claim the attempt by conditional write; only the delivery that wins runs it."""
+    lease_expires_at = now + _lease(lambda_context)
+    try:
+        rt.store.claim(task, claim.attempt, now, lease_expires_at, claim.lost_attempt)
+    except StaleClaim:
+        logger.info("another delivery claimed this attempt first; acknowledged")
+        return "acknowledged"
+    if claim.lost_attempt is not None:
+        logger.warning("previous attempt was lost", extra={"lost": claim.lost_attempt})
+    return _run_attempt(rt, record, task, claim.attempt)
 
 
 def _run_attempt(rt: runtime.Runtime, record: SQSRecord, task: TaskRecord, attempt: int) -> str:
