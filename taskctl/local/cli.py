@@ -21,6 +21,7 @@ console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)
 
 StackOption = Annotated[str, typer.Option("--stack", "-s", help="Stack whose config to deploy.")]
+LAMBDA_PLATFORM_LINES = ("START RequestId:", "END RequestId:", "REPORT RequestId:")
 PREFIX_STYLES = ("cyan", "magenta", "yellow", "green", "blue", "red")
 
 
@@ -212,7 +213,10 @@ def _stream_logs(
         since_ms=start_ms,
         follow_new=follow_new,
     ):
+        # Lambda's own START/END/REPORT lines are dimmed so the functions' logs stand out.
+        text = escape(line.message)
+        if line.message.startswith(LAMBDA_PLATFORM_LINES):
+            text = f"[dim]{text}[/]"
         console.print(
-            f"[{styles[line.function]}]{line.function:>{width}} |[/] {escape(line.message)}",
-            soft_wrap=True,
+            f"[{styles[line.function]}]{line.function:>{width}} |[/] {text}", soft_wrap=True
         )
