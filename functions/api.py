@@ -322,7 +322,7 @@ def _others(schemas: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _accepted(task_id: str, created_at: str, *, replayed: bool = False) -> Response[TaskAccepted]:
-    headers = {"Location": f"/tasks/{task_id}"}
+    headers = {"Location": _task_location(task_id)}
     if replayed:
         headers[REPLAYED_HEADER] = "true"
     body = TaskAccepted(taskId=task_id, status=TaskStatus.PENDING, createdAt=created_at)
@@ -332,6 +332,14 @@ def _accepted(task_id: str, created_at: str, *, replayed: bool = False) -> Respo
         body=body.model_dump(mode="json"),
         headers=headers,
     )
+
+
+def _task_location(task_id: str) -> str:
+    """The task's URL path as this client reaches it: behind a named stage the path starts with
+    it (`/dev/tasks/...`), so a client can follow the Location as is."""
+    raw_path, routed_path = app.current_event.raw_path, app.current_event.path
+    base = raw_path[: len(raw_path) - len(routed_path)] if raw_path.endswith(routed_path) else ""
+    return f"{base}/tasks/{task_id}"
 
 
 def _replay(existing: StoredTask | None, fingerprint: str) -> Response[TaskAccepted]:

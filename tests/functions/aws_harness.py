@@ -39,7 +39,7 @@ def http_event(
     template = "apigw_v2_post_tasks.json" if body is not None else "apigw_v2_get_task.json"
     event = copy.deepcopy(load_event(template))
     event.pop("pathParameters", None)
-    raw_path = f"/{stage}{path}"
+    raw_path = path if stage == "$default" else f"/{stage}{path}"
     event["rawPath"] = raw_path
     event["routeKey"] = f"{method} {path}"
     event["requestContext"]["http"]["method"] = method

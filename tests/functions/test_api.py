@@ -53,7 +53,7 @@ def test_submit_accepts_a_task_stores_it_pending_and_queues_exactly_one_message(
     body = json_body(response)
     assert body["status"] == "PENDING"
     assert body["createdAt"] == "2026-11-29T06:00:00.000Z"
-    assert response["headers"]["Location"] == f"/tasks/{body['taskId']}"
+    assert response["headers"]["Location"] == f"/dev/tasks/{body['taskId']}"
     uuid.UUID(body["taskId"])
     # AND the record is stored PENDING with no attempts, and one message names it
     stored = rt.store.get(body["taskId"])
@@ -64,6 +64,16 @@ def test_submit_accepts_a_task_stores_it_pending_and_queues_exactly_one_message(
         rt.settings.policy.maxAttempts,
     )
     assert queued_task_ids(pipeline) == [body["taskId"]]
+
+
+def test_location_is_the_path_the_client_can_follow_with_or_without_a_stage(rt: Runtime) -> None:
+    for stage, prefix in (("dev", "/dev"), ("prod", "/prod"), ("$default", "")):
+        response = call(submit_event("SUCCESS", stage=stage))
+
+        task_id = json_body(response)["taskId"]
+        assert response["headers"]["Location"] == f"{prefix}/tasks/{task_id}"
+        followed = call(http_event("GET", f"/tasks/{task_id}", stage=stage))
+        assert followed["statusCode"] == 200
 
 
 def test_get_returns_the_stored_record(rt: Runtime) -> None:
