@@ -58,9 +58,8 @@ def up(
             local = stack.bring_up(stack_name, port=port, foreground=not detach, progress=progress)
     except LocalStackError as exc:
         raise _fail(str(exc)) from None
-    except KeyboardInterrupt:
-        stack.tear_down(stack_name)
-        errors.print("interrupted: the local stack was stopped")
+    except KeyboardInterrupt:  # bring_up has already stopped what it started
+        errors.print("interrupted: nothing was left running")
         raise typer.Exit(code=130) from None
     except Exception as exc:  # deployment failures: already cleaned up by bring_up
         raise _fail(f"{type(exc).__name__}: {exc}") from None
@@ -76,14 +75,17 @@ def up(
         console.print(f"stop it with: python -m taskctl local down --stack {stack_name}")
         return
     console.print("[dim]function logs follow; Ctrl-C stops everything[/]")
+    interrupted = False
     try:
         _stream_logs(stack_name, local.running, only=None, since_ms=None, follow_new=True)
     except KeyboardInterrupt:
-        pass
+        interrupted = True
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut cleanup short
         stack.tear_down(stack_name)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if not interrupted:  # the log stream ends by itself only when the emulator has died
+        raise _fail(f"the emulator exited unexpectedly; its log: {local.paths.emulator_log}")
     console.print(f"\nstopped: emulator and function processes ended, port {port} is free")
 
 

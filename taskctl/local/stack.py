@@ -163,11 +163,12 @@ def ordered_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_outputs(stack: str) -> dict[str, Any]:
+    """The outputs of the running local stack (a stopped stack has none: its URLs are dead)."""
     paths = StackPaths.for_stack(stack)
-    if not paths.outputs_file.exists():
+    if emulator.read_running(paths) is None or not paths.outputs_file.exists():
         raise LocalStackError(
-            f"local stack {stack!r} has no outputs yet; start it with "
-            f"`python -m taskctl local up --stack {stack}`"
+            f"local stack {stack!r} is not running; start it with "
+            f"`python -m taskctl local up --stack {stack}` (or `make local`)"
         )
     return json.loads(paths.outputs_file.read_text())
 
@@ -183,6 +184,7 @@ def tear_down(stack: str) -> RunningEmulator | None:
     if running is not None:
         emulator.stop(running)
     paths.pid_file.unlink(missing_ok=True)
+    paths.outputs_file.unlink(missing_ok=True)  # its URLs point at nothing any more
     return running
 
 

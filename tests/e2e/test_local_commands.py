@@ -142,6 +142,7 @@ def test_ctrl_c_on_a_foreground_up_leaves_no_process_and_no_bound_port(tmp_path:
     assert emulator.group_members(emulator_pid) == []
     assert not emulator.port_in_use(port)
     assert not (state / "emulator.json").exists()
+    assert not (state / "outputs.json").exists()  # a stopped stack has no outputs to show
     assert "stopped" in output
 
 
