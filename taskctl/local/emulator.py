@@ -1,10 +1,8 @@
-"""The ministack emulator as a managed child process, with its own virtualenv.
+"""The ministack emulator as a managed child process.
 
 Contracts:
-- The emulator runs from `.local/emulator-venv` (built on demand from
-  `requirements-emulator.txt`), never from the project's virtualenv: ministack pins a botocore
-  that conflicts with the project's boto3. Its interpreter also plays the Lambda runtime, so that
-  virtualenv holds boto3 (as AWS's runtime does) and nothing of ours.
+- The emulator runs from its own virtualenv, and the functions from another one that holds only
+  what AWS's Python runtime has (boto3); see `venvs.py`. Neither is the project's virtualenv.
 - It binds 127.0.0.1 only, starts in a new session (its pid is its process group id, which the
   functions' worker processes inherit), and `stop()` ends the whole group and waits for the
   port to be free: no process and no bound port are left behind.
@@ -15,14 +13,11 @@ Contracts:
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -30,7 +25,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from taskctl.local.paths import EMULATOR_REQUIREMENTS, StackPaths, emulator_venv_dir
+from taskctl.local.paths import StackPaths
+from taskctl.local.venvs import EMULATOR_VENV, LAMBDA_RUNTIME_VENV, VenvError
 
 BIND_HOST = "127.0.0.1"
 HEALTH_PATH = "/_ministack/health"
@@ -41,6 +37,7 @@ PORT_RELEASE_TIMEOUT_S = 10.0
 ACCOUNT_ID = "000000000000"
 # Runs ministack with our fidelity fixes; see that file for what and why.
 LAUNCHER = Path(__file__).with_name("ministack_launcher.py")
+LAMBDA_PYTHON_ENV = "TASKS_LAMBDA_PYTHON"
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 
 
@@ -48,73 +45,15 @@ class LocalStackError(RuntimeError):
     """A problem the user can act on; its message is one line and says what to do."""
 
 
-# -- the emulator's virtualenv -------------------------------------------------------------
+# -- virtualenvs -------------------------------------------------------------------------------
 
 
-def _requirements_digest() -> str:
-    return hashlib.sha256(EMULATOR_REQUIREMENTS.read_bytes()).hexdigest()[:16]
-
-
-def emulator_python() -> Path:
-    return emulator_venv_dir() / "bin" / "python"
-
-
-def emulator_venv_ready() -> bool:
-    """True when the venv exists and was installed from the current requirements file."""
-    marker = emulator_venv_dir() / ".installed"
-    return (
-        emulator_python().exists()
-        and marker.exists()
-        and marker.read_text().strip() == _requirements_digest()
-    )
-
-
-def ensure_emulator_venv(report: Callable[[str], None] = lambda _msg: None) -> Path:
-    """Create or update the emulator's virtualenv; return its interpreter.
-
-    The venv is made from this interpreter's base Python, so the emulator (the local Lambda
-    runtime) runs the same Python version the function bundles are built for.
-    """
-    if emulator_venv_ready():
-        return emulator_python()
-    venv = emulator_venv_dir()
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    # Two commands started together (`make local` and `make test`) must not build it twice.
-    with open(venv.parent / f".{venv.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if emulator_venv_ready():  # built by whoever held the lock before us
-            return emulator_python()
-        _build_emulator_venv(venv, report)
-    return emulator_python()
-
-
-def _build_emulator_venv(venv: Path, report: Callable[[str], None]) -> None:
-    steps = [
-        ("creating the emulator virtualenv", [sys.executable, "-m", "venv", "--clear", str(venv)]),
-        (
-            "installing ministack and the runtime's boto3",
-            [
-                str(venv / "bin" / "python"),
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-                str(EMULATOR_REQUIREMENTS),
-            ],
-        ),
-        # The first import compiles ministack's many modules; do it here, under the progress
-        # display, rather than inside the first start's health-check deadline.
-        ("compiling the emulator", [str(venv / "bin" / "python"), "-c", "import ministack.app"]),
-    ]
-    for label, command in steps:
-        report(label)
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
-            raise LocalStackError(f"{label} failed: {last[0]} (command: {' '.join(command)})")
-    (venv / ".installed").write_text(_requirements_digest() + "\n")
+def ensure_virtualenvs(report: Callable[[str], None] = lambda _message: None) -> tuple[Path, Path]:
+    """(emulator interpreter, Lambda runtime interpreter), building either venv if needed."""
+    try:
+        return EMULATOR_VENV.ensure(report), LAMBDA_RUNTIME_VENV.ensure(report)
+    except VenvError as error:
+        raise LocalStackError(str(error)) from None
 
 
 # -- ports and the running-emulator record -------------------------------------------------
@@ -192,7 +131,9 @@ def write_running(paths: StackPaths, running: RunningEmulator) -> None:
 # -- start / stop ----------------------------------------------------------------------------
 
 
-def _emulator_environment(paths: StackPaths, port: int, region: str) -> dict[str, str]:
+def _emulator_environment(
+    paths: StackPaths, port: int, region: str, lambda_python: Path
+) -> dict[str, str]:
     """A clean environment: the emulator passes it on to every function process."""
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -207,6 +148,7 @@ def _emulator_environment(paths: StackPaths, port: int, region: str) -> dict[str
         "PERSIST_STATE": "0",
         "LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
+        LAMBDA_PYTHON_ENV: str(lambda_python),  # read by the launcher
         **FAKE_CREDENTIALS,
     }
 
@@ -221,14 +163,14 @@ def start(paths: StackPaths, *, port: int, region: str, foreground: bool) -> Run
             f"port {port} on {BIND_HOST} is already in use; stop whatever holds it or pass "
             f"--port with another number"
         )
-    python = ensure_emulator_venv()
+    python, lambda_python = ensure_virtualenvs()
     paths.ensure()
     log = paths.emulator_log.open("ab")
     try:
         process = subprocess.Popen(
             [str(python), str(LAUNCHER)],
             cwd=paths.root,
-            env=_emulator_environment(paths, port, region),
+            env=_emulator_environment(paths, port, region, lambda_python),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,10 +1,15 @@
-"""Start ministack with the fidelity fixes the task API needs (run by the EMULATOR's interpreter).
+"""Start ministack with the fidelity fixes the local stack needs (run by the EMULATOR's Python).
 
 This file runs as a script under `.local/emulator-venv/bin/python` (it imports only ministack
 and the standard library, never the project). Lambda workers are separate processes started
 with their own script, so nothing here reaches the functions.
 
-Fix: API Gateway HTTP API, payload format 2.0, named stage. AWS puts the stage in `rawPath` and
+Fix 1: the Lambda runtime. ministack runs Python functions on its own interpreter, whose
+site-packages hold ministack and its dependencies (hypercorn, PyYAML, ...), none of which AWS's
+runtime has. With `TASKS_LAMBDA_PYTHON` set, functions run on that interpreter instead (a venv
+with boto3 only), so an import the bundle does not satisfy fails as it would in AWS.
+
+Fix 2: API Gateway HTTP API, payload format 2.0, named stage. AWS puts the stage in `rawPath` and
 `requestContext.http.path` (`/dev/tasks` on stage `dev`); ministack 1.5.33 leaves it out
 (`/tasks`). Code written for AWS - Powertools' `APIGatewayHttpResolver` strips the stage from
 `rawPath` - would then see `ks` and answer 404. The event is corrected just before the function
@@ -13,7 +18,10 @@ is invoked.
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+LAMBDA_PYTHON_ENV = "TASKS_LAMBDA_PYTHON"
 
 
 def _with_stage_in_path(event: Any) -> Any:
@@ -48,7 +56,25 @@ def _patch_http_api_events() -> None:
     lambda_svc._execute_function_with_config_scope = execute_with_aws_paths
 
 
+def _patch_lambda_python(lambda_python: str) -> None:
+    from ministack.core import lambda_runtime
+
+    original = lambda_runtime._detect_runtime_binary
+
+    def detect_runtime_binary(runtime: str) -> tuple[str, str]:
+        binary, worker_script = original(runtime)
+        return (
+            (lambda_python, worker_script)
+            if runtime.startswith("python")
+            else (binary, worker_script)
+        )
+
+    lambda_runtime._detect_runtime_binary = detect_runtime_binary
+
+
 if __name__ == "__main__":
+    if os.environ.get(LAMBDA_PYTHON_ENV):
+        _patch_lambda_python(os.environ[LAMBDA_PYTHON_ENV])
     _patch_http_api_events()
     from ministack.app import main
 

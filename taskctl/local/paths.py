@@ -1,7 +1,7 @@
 """Where the local stack keeps its state: everything lives under `.local/`, nothing elsewhere.
 
-`TASKS_LOCAL_DIR` moves a stack's state (the end-to-end tests use a temporary directory);
-`TASKS_EMULATOR_VENV` moves the emulator's virtualenv, which every state directory shares.
+`TASKS_LOCAL_DIR` moves a stack's state (the end-to-end tests use a temporary directory); the
+virtualenvs (`venvs.py`) stay in `<repo>/.local/`, shared by every state directory.
 """
 
 from __future__ import annotations
@@ -11,18 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-EMULATOR_REQUIREMENTS = Path(__file__).with_name("requirements-emulator.txt")
 
 
 def local_root() -> Path:
     """The directory holding every stack's state (default `<repo>/.local`)."""
     return Path(os.environ.get("TASKS_LOCAL_DIR") or REPO_ROOT / ".local").resolve()
-
-
-def emulator_venv_dir() -> Path:
-    """The emulator's own virtualenv (default `<repo>/.local/emulator-venv`)."""
-    default = REPO_ROOT / ".local" / "emulator-venv"
-    return Path(os.environ.get("TASKS_EMULATOR_VENV") or default).resolve()
 
 
 @dataclass(frozen=True)

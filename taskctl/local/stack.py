@@ -93,7 +93,7 @@ def bring_up(stack: str, *, port: int, foreground: bool, progress: Progress) -> 
         )
     paths.ensure()
     paths.outputs_file.unlink(missing_ok=True)
-    emulator.ensure_emulator_venv(progress)
+    emulator.ensure_virtualenvs(progress)
     progress(f"starting the emulator on 127.0.0.1:{port}")
     running = emulator.start(paths, port=port, region=region, foreground=foreground)
     try:

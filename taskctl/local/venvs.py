@@ -1,0 +1,108 @@
+"""The local stack's two virtualenvs, built on demand under `.local/` from pinned files.
+
+- the emulator's (`requirements-emulator.txt`): ministack, kept apart from the project's venv
+  because it pins a botocore that conflicts with the project's boto3;
+- the Lambda runtime's (`requirements-lambda-runtime.txt`): what AWS's Python runtime provides
+  besides the standard library, i.e. boto3, and nothing else. The functions run on this
+  interpreter with only their bundle on top, so a dependency missing from the bundle fails
+  here as it would in AWS (the emulator's own packages are not visible to them).
+
+Both are made from the running interpreter's base Python, the version the function bundles are
+built for (`components/packaging.py`, local target). A venv is rebuilt when its requirements
+file changes; a file lock keeps two commands started together from building it twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from taskctl.local.paths import REPO_ROOT
+
+HERE = Path(__file__).resolve().parent
+Report = Callable[[str], None]
+
+
+class VenvError(RuntimeError):
+    """A virtualenv could not be built; the message names the step and pip's last line."""
+
+
+@dataclass(frozen=True)
+class ManagedVenv:
+    """A virtualenv under `.local/` defined by one pinned requirements file."""
+
+    label: str
+    requirements: Path
+    default_dir: Path
+    dir_env: str  # environment variable that moves it (the tests share one across state dirs)
+    warm_import: str  # imported once after installing, so the first real start is not slower
+
+    @property
+    def directory(self) -> Path:
+        return Path(os.environ.get(self.dir_env) or self.default_dir).resolve()
+
+    @property
+    def python(self) -> Path:
+        return self.directory / "bin" / "python"
+
+    def _digest(self) -> str:
+        return hashlib.sha256(self.requirements.read_bytes()).hexdigest()[:16]
+
+    def ready(self) -> bool:
+        marker = self.directory / ".installed"
+        return (
+            self.python.exists()
+            and marker.exists()
+            and marker.read_text().strip() == self._digest()
+        )
+
+    def ensure(self, report: Report = lambda _message: None) -> Path:
+        """Build the venv unless it is current; return its interpreter."""
+        if self.ready():
+            return self.python
+        self.directory.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.directory.parent / f".{self.directory.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not self.ready():  # whoever held the lock before us may have built it
+                self._build(report)
+        return self.python
+
+    def _build(self, report: Report) -> None:
+        python = str(self.python)
+        steps = [
+            (f"creating the {self.label} virtualenv",
+             [sys.executable, "-m", "venv", "--clear", str(self.directory)]),
+            (f"installing the {self.label} ({self.requirements.name})",
+             [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+              "-r", str(self.requirements)]),
+            (f"compiling the {self.label}", [python, "-c", f"import {self.warm_import}"]),
+        ]  # fmt: skip
+        for label, command in steps:
+            report(label)
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
+                raise VenvError(f"{label} failed: {last[0]} (command: {' '.join(command)})")
+        (self.directory / ".installed").write_text(self._digest() + "\n")
+
+
+EMULATOR_VENV = ManagedVenv(
+    label="emulator",
+    requirements=HERE / "requirements-emulator.txt",
+    default_dir=REPO_ROOT / ".local" / "emulator-venv",
+    dir_env="TASKS_EMULATOR_VENV",
+    warm_import="ministack.app",
+)
+LAMBDA_RUNTIME_VENV = ManagedVenv(
+    label="Lambda runtime",
+    requirements=HERE / "requirements-lambda-runtime.txt",
+    default_dir=REPO_ROOT / ".local" / "lambda-runtime-venv",
+    dir_env="TASKS_LAMBDA_RUNTIME_VENV",
+    warm_import="boto3",
+)
