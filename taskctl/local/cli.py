@@ -33,7 +33,9 @@ def _fail(message: str) -> typer.Exit:
 @app.command()
 def up(
     stack_name: StackOption = "dev",
-    port: Annotated[int, typer.Option(help="Port the emulator listens on (127.0.0.1).")] = 4566,
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Port the emulator listens on (127.0.0.1).")
+    ] = 4566,
     detach: Annotated[
         bool, typer.Option("--detach", "-d", help="Leave it running; stop with `local down`.")
     ] = False,
