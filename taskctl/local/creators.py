@@ -345,7 +345,12 @@ def create_metric_alarm(ctx: EmulatorContext, logical: str, inputs: Mapping[str,
     if inputs.get("metricQueries"):
         request["Metrics"] = [_metric_query(query) for query in inputs["metricQueries"]]
     ctx.client("cloudwatch").put_metric_alarm(**request)
-    notes = []
+    # The emulator evaluates alarms only against PutMetricData: it emits no AWS/* service
+    # metrics and does not turn the functions' embedded-metric log lines into metrics.
+    notes = [
+        "alarms are created but never fire: the emulator produces no AWS/* metrics and does "
+        "not extract the functions' EMF metrics from their logs"
+    ]
     if request["AlarmActions"] or request["OKActions"]:
         notes.append("alarm actions are wired to SNS, whose e-mail delivery is a stub here")
     return Created(id=name, outputs={"arn": ctx.arn("cloudwatch", f"alarm:{name}"), "name": name},
