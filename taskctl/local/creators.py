@@ -223,9 +223,10 @@ def create_table(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) 
     if (inputs.get("serverSideEncryption") or {}).get("enabled"):
         notes.append("serverSideEncryption not applied: the emulator does not encrypt tables")
     return Created(
-        id=name, outputs={"name": name, "arn": arn, "streamArn": "", "hashKey": inputs["hashKey"]},
+        id=name,
+        outputs={"name": name, "arn": arn, "streamArn": "", "hashKey": inputs["hashKey"]},
         notes=notes,
-    )  # fmt: skip
+    )
 
 
 def _gsi(index: Mapping[str, Any]) -> dict[str, Any]:
@@ -290,8 +291,9 @@ def create_role_policy_attachment(
         notes.append(f"AWS-managed policy {policy_arn} recorded only (not present in the emulator)")
     else:
         ctx.client("iam").attach_role_policy(RoleName=role, PolicyArn=policy_arn)
-    return Created(id=f"{role}-{hashlib.sha1(policy_arn.encode()).hexdigest()[:8]}", outputs={},
-                   notes=notes)  # fmt: skip
+    return Created(
+        id=f"{role}-{hashlib.sha1(policy_arn.encode()).hexdigest()[:8]}", outputs={}, notes=notes
+    )
 
 
 def _role_name(role: Any) -> str:
@@ -353,8 +355,9 @@ def create_metric_alarm(ctx: EmulatorContext, logical: str, inputs: Mapping[str,
     ]
     if request["AlarmActions"] or request["OKActions"]:
         notes.append("alarm actions are wired to SNS, whose e-mail delivery is a stub here")
-    return Created(id=name, outputs={"arn": ctx.arn("cloudwatch", f"alarm:{name}"), "name": name},
-                   notes=notes)  # fmt: skip
+    return Created(
+        id=name, outputs={"arn": ctx.arn("cloudwatch", f"alarm:{name}"), "name": name}, notes=notes
+    )
 
 
 def _metric_query(query: Mapping[str, Any]) -> dict[str, Any]:
@@ -566,10 +569,13 @@ def create_event_source_mapping(
     mapping = ctx.client("lambda").create_event_source_mapping(**request)
     return Created(
         id=mapping["UUID"],
-        outputs={"uuid": mapping["UUID"], "arn": mapping.get("EventSourceMappingArn", ""),
-                 "functionArn": mapping.get("FunctionArn", "")},
+        outputs={
+            "uuid": mapping["UUID"],
+            "arn": mapping.get("EventSourceMappingArn", ""),
+            "functionArn": mapping.get("FunctionArn", ""),
+        },
         notes=notes,
-    )  # fmt: skip
+    )
 
 
 @creates("aws:lambda/permission:Permission")

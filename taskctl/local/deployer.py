@@ -182,8 +182,12 @@ def _region(ctx: EmulatorContext, _args: Mapping[str, Any]) -> dict:
 
 
 def _partition(_ctx: EmulatorContext, _args: Mapping[str, Any]) -> dict:
-    return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws",
-            "reverseDnsPrefix": "com.amazonaws"}  # fmt: skip
+    return {
+        "partition": "aws",
+        "dnsSuffix": "amazonaws.com",
+        "id": "aws",
+        "reverseDnsPrefix": "com.amazonaws",
+    }
 
 
 INVOKES: dict[str, Callable[[EmulatorContext, Mapping[str, Any]], dict]] = {

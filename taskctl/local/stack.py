@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from taskctl.local import emulator
 from taskctl.local.emulator import LocalStackError, RunningEmulator
-from taskctl.local.paths import REPO_ROOT, StackPaths
+from taskctl.local.paths import StackPaths
 
 DEFAULT_REGION = "us-east-1"
 WARM_UP_TIMEOUT_S = 60.0  # a cold api function imports Powertools and pydantic first
@@ -43,17 +41,14 @@ class LocalStack:
 
 
 def stack_region(stack: str) -> str:
-    """The stack's `aws:region` from `Pulumi.<stack>.yaml` (ARNs and URLs carry it)."""
-    stack_file = REPO_ROOT / f"Pulumi.{stack}.yaml"
-    if not stack_file.exists():
-        raise LocalStackError(f"stack {stack!r} has no {stack_file.name}; known stacks: "
-                              f"{', '.join(known_stacks()) or 'none'}")  # fmt: skip
-    config = (yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}
-    return str(config.get("aws:region") or DEFAULT_REGION)
+    """The stack's `aws:region`, read as the Pulumi CLI would (ARNs and URLs carry it)."""
+    from taskctl.program import StackConfigError, load_stack_config
 
-
-def known_stacks() -> list[str]:
-    return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in REPO_ROOT.glob("Pulumi.*.yaml"))
+    try:
+        config = load_stack_config(stack)
+    except StackConfigError as error:
+        raise LocalStackError(str(error)) from None
+    return config.get("aws:region") or DEFAULT_REGION
 
 
 def check_project_environment() -> None:
