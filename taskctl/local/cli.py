@@ -63,7 +63,7 @@ def up(
     except KeyboardInterrupt:  # bring_up has already stopped what it started
         errors.print("interrupted: nothing was left running")
         raise typer.Exit(code=130) from None
-    except Exception as exc:  # deployment failures: already cleaned up by bring_up
+    except Exception as exc:  # a bug in the program or here; bring_up has cleaned up
         raise _fail(f"{type(exc).__name__}: {exc}") from None
 
     _print_skipped(local.skipped)

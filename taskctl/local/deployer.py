@@ -22,13 +22,12 @@ from typing import Any
 import pulumi
 from pulumi.runtime import MockCallArgs, MockResourceArgs, Mocks
 
+from components.packaging import BUNDLE_TARGET_ENV, LOCAL_TARGET
 from taskctl.local.creators import CREATORS, EmulatorContext
-
-BUNDLE_TARGET_ENV = "TASKS_BUNDLE_TARGET"  # read by components/packaging.py
-PROJECT = "fault-tolerant-tasks"
+from taskctl.local.emulator import LocalStackError
 
 
-class DeploymentError(RuntimeError):
+class DeploymentError(LocalStackError):
     """The program could not be deployed into the emulator; the message names the resource."""
 
 
@@ -209,7 +208,7 @@ def deploy(
 
     mocks = EmulatorMocks(context, on_created)
     previous_target = os.environ.get(BUNDLE_TARGET_ENV)
-    os.environ[BUNDLE_TARGET_ENV] = "local"
+    os.environ[BUNDLE_TARGET_ENV] = LOCAL_TARGET  # bundle for this interpreter, not Lambda's
     try:
         outputs = run_program(stack, mocks)
     except Exception as exc:

@@ -52,10 +52,5 @@ class StackPaths:
         """The emulator's TMPDIR: its pid file and the functions' unpacked code land here."""
         return self.root / "tmp"
 
-    @property
-    def build_dir(self) -> Path:
-        """Where this stack's function bundles are built for the local interpreter."""
-        return self.root / "build"
-
     def ensure(self) -> None:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)

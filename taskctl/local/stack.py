@@ -14,7 +14,6 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from taskctl.local import emulator
@@ -181,7 +180,3 @@ def tear_down(stack: str) -> RunningEmulator | None:
     paths.pid_file.unlink(missing_ok=True)
     paths.outputs_file.unlink(missing_ok=True)  # its URLs point at nothing any more
     return running
-
-
-def state_dir(stack: str) -> Path:
-    return StackPaths.for_stack(stack).root

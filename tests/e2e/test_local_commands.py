@@ -26,7 +26,8 @@ from e2e_support import (
     wait_until,
 )
 
-from taskctl.local import emulator
+from taskctl.local import creators, emulator, stack
+from taskctl.local.emulator import LocalStackError
 from taskctl.local.paths import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
@@ -163,4 +164,23 @@ def test_down_stops_a_detached_stack_completely(tmp_path: Path) -> None:
     while emulator.group_members(emulator_pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert emulator.group_members(emulator_pid) == []
+    assert not emulator.port_in_use(port)
+
+
+def test_a_failed_deployment_names_the_resource_type_and_leaves_nothing_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a program declaring a resource type the local stack cannot create
+    monkeypatch.setenv("TASKS_LOCAL_DIR", str(tmp_path))
+    monkeypatch.delitem(creators.CREATORS, "aws:sns/topic:Topic")
+    port = emulator.free_port()
+
+    # WHEN it is brought up
+    with pytest.raises(LocalStackError, match="aws:sns/topic:Topic") as failure:
+        stack.bring_up(STACK, port=port, foreground=False, progress=lambda _message: None)
+
+    # THEN the error names the type, and the emulator it started is gone again
+    assert "creators.py" in str(failure.value)
+    assert not (tmp_path / STACK / "emulator.json").exists()
+    assert not (tmp_path / STACK / "outputs.json").exists()
     assert not emulator.port_in_use(port)
