@@ -26,8 +26,7 @@ from e2e_support import (
     wait_until,
 )
 
-from taskctl.local import creators, emulator, stack
-from taskctl.local.emulator import LocalStackError
+from taskctl.local import emulator
 from taskctl.local.paths import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
@@ -167,20 +166,37 @@ def test_down_stops_a_detached_stack_completely(tmp_path: Path) -> None:
     assert not emulator.port_in_use(port)
 
 
+# Run in a child process: a Pulumi program that failed leaves runtime state behind in its process.
+FAILING_DEPLOYMENT = """
+import sys
+from taskctl.local import creators, stack
+from taskctl.local.emulator import LocalStackError
+
+del creators.CREATORS["aws:sns/topic:Topic"]
+try:
+    stack.bring_up("dev", port=int(sys.argv[1]), foreground=False, progress=lambda _m: None)
+except LocalStackError as error:
+    print(error)
+    sys.exit(3)
+"""
+
+
 def test_a_failed_deployment_names_the_resource_type_and_leaves_nothing_running(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     # GIVEN a program declaring a resource type the local stack cannot create
-    monkeypatch.setenv("TASKS_LOCAL_DIR", str(tmp_path))
-    monkeypatch.delitem(creators.CREATORS, "aws:sns/topic:Topic")
     port = emulator.free_port()
 
     # WHEN it is brought up
-    with pytest.raises(LocalStackError, match="aws:sns/topic:Topic") as failure:
-        stack.bring_up(STACK, port=port, foreground=False, progress=lambda _message: None)
+    failed = subprocess.run(
+        [sys.executable, "-c", FAILING_DEPLOYMENT, str(port)],
+        cwd=REPO_ROOT, env=environment_with_state(tmp_path), capture_output=True, text=True,
+        timeout=UP_TIMEOUT_S, check=False,
+    )  # fmt: skip
 
     # THEN the error names the type, and the emulator it started is gone again
-    assert "creators.py" in str(failure.value)
+    assert failed.returncode == 3, failed.stdout + failed.stderr
+    assert "aws:sns/topic:Topic" in failed.stdout and "creators.py" in failed.stdout
     assert not (tmp_path / STACK / "emulator.json").exists()
     assert not (tmp_path / STACK / "outputs.json").exists()
     assert not emulator.port_in_use(port)
