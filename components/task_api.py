@@ -1,4 +1,5 @@
-"""The HTTP API: API Gateway v2 routes `POST /tasks` and `GET /tasks/{taskId}` to a function."""
+"""The HTTP API: API Gateway v2 routes `POST /tasks`, `GET /tasks/{taskId}` (and, for JSON errors
+and the OpenAPI document, everything else) to one function."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ import pulumi_aws as aws
 ROUTES = {
     "POST /tasks": "submit-task",
     "GET /tasks/{taskId}": "get-task",
+    # Everything else reaches the function too, so an unknown route or a wrong method is answered
+    # in the API's own JSON error shape (404/405 with a hint), not API Gateway's bare
+    # `{"message":"Not Found"}`, and the OpenAPI document is served at `GET /openapi.json`.
+    "$default": "default",
 }
 PAYLOAD_FORMAT_VERSION = "2.0"  # what functions.api parses (HTTP API event, version 2.0)
 # One JSON line per request: enough to trace a client's complaint to the function's logs.

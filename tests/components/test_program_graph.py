@@ -237,7 +237,7 @@ def test_function_environment_carries_the_policy_and_the_resources(program_run):
 # -- API -------------------------------------------------------------------------------------
 
 
-def test_api_routes_both_task_routes_to_the_api_function(program_run):
+def test_api_routes_both_task_routes_and_the_fallback_to_the_api_function(program_run):
     (api,) = program_run.created("aws:apigatewayv2/api:Api")
     assert api.inputs["protocolType"] == "HTTP"
     (integration,) = program_run.created("aws:apigatewayv2/integration:Integration")
@@ -246,6 +246,7 @@ def test_api_routes_both_task_routes_to_the_api_function(program_run):
     assert integration.inputs["integrationUri"] == program_run.function("api").outputs["arn"]
     routes = program_run.created("aws:apigatewayv2/route:Route")
     assert sorted(route.inputs["routeKey"] for route in routes) == [
+        "$default",
         "GET /tasks/{taskId}",
         "POST /tasks",
     ]

@@ -83,7 +83,25 @@ def test_reading_a_task_that_cannot_exist_is_a_json_4xx(
     assert reply.json()["error"]
 
 
-def test_an_unknown_route_is_a_404(api: httpx.Client) -> None:
+def test_an_unknown_route_is_a_404_in_the_api_error_shape(api: httpx.Client) -> None:
     reply = api.get("/admin")
 
     assert reply.status_code == 404
+    assert "/tasks" in reply.json()["error"]
+
+
+def test_a_wrong_method_is_a_405_naming_the_allowed_ones(api: httpx.Client) -> None:
+    reply = api.delete("/tasks")
+
+    assert reply.status_code == 405
+    assert "POST" in reply.headers["allow"]
+    assert reply.json()["error"]
+
+
+def test_the_openapi_document_is_served_and_describes_both_routes(api: httpx.Client) -> None:
+    reply = api.get("/openapi.json")
+
+    assert reply.status_code == 200
+    paths = reply.json()["paths"]
+    assert "post" in paths["/tasks"]
+    assert "get" in paths["/tasks/{taskId}"]
