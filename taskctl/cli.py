@@ -9,4 +9,4 @@ from taskctl.local.cli import app as local_app
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.add_typer(local_app, name="local", help="Run the whole stack on this machine (ministack).")
 app.command(help="Submit N tasks to a deployed API and check them against the retry policy.")(load)
-app.command(help="Print cost, cold-start and throughput figures (also to bench/results.json).")(bench)
+app.command(help="Print cost, cold-start and throughput figures; save bench/results.json.")(bench)
