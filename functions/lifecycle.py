@@ -16,6 +16,9 @@ Lifecycle (DESIGN §3):
 A PROCESSING task whose lease ran out (its worker crashed or timed out) may be claimed again; the
 lost attempt is closed with outcome LOST and still counts. The dead-letter function may move any
 task that is not terminal to FAILED.
+
+An operator may redrive a FAILED task from its record (`plan_redrive`): FAILED ──redrive──►
+RETRYING, due now, with more attempts allowed. The attempts made and their history are kept.
 """
 
 from __future__ import annotations
@@ -76,11 +79,22 @@ DEAD_LETTER_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
 }
 
 
-def can_transition(current: TaskStatus, target: TaskStatus, *, dead_letter: bool = False) -> bool:
+# An operator's redrive (`plan_redrive`): the only way out of a terminal status.
+REDRIVE_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    status: frozenset({TaskStatus.RETRYING}) if status == TaskStatus.FAILED else frozenset()
+    for status in TaskStatus
+}
+
+
+def can_transition(
+    current: TaskStatus, target: TaskStatus, *, dead_letter: bool = False, redrive: bool = False
+) -> bool:
     """True if `current -> target` is a transition the lifecycle allows."""
     allowed = WORKER_TRANSITIONS[current]
     if dead_letter:
         allowed = allowed | DEAD_LETTER_TRANSITIONS[current]
+    if redrive:
+        allowed = allowed | REDRIVE_TRANSITIONS[current]
     return target in allowed
 
 
@@ -134,6 +148,12 @@ class TaskRecord(BaseModel):
     lastError: str | None = None
     completedAt: str | None = None
     failedAt: str | None = None
+    redrivenAt: Annotated[
+        str | None, Field(description="When an operator last redrove the task after it FAILED")
+    ] = None
+    redriveCount: Annotated[
+        int | None, Field(ge=1, description="How many times the task was redriven (absent: never)")
+    ] = None
     history: list[AttemptRecord] = Field(default_factory=list)
 
     @property
@@ -296,3 +316,55 @@ def decide_after_attempt(
         return FailedForGood()
     delay_s = retry_delay_s(attempt, policy, rng)
     return RetryLater(retry_delay_s=delay_s, next_attempt_at=now + timedelta(seconds=delay_s))
+
+
+# -- redrive (an operator's decision, DESIGN §3: "a FAILED task can be redriven from its record") --
+
+
+@dataclass(frozen=True)
+class Redrive:
+    """Write `redriven` in place of `failed` (as read), then enqueue the task's message."""
+
+    failed: TaskRecord
+    redriven: TaskRecord
+
+
+@dataclass(frozen=True)
+class RedriveRefused:
+    """Nothing to write: `reason` says why, in one line."""
+
+    reason: str
+
+
+RedriveDecision = Redrive | RedriveRefused
+
+
+def plan_redrive(task: TaskRecord | None, extra_attempts: int, now: datetime) -> RedriveDecision:
+    """What redriving `task` (as just read) with `extra_attempts` more attempts means.
+
+    Only a FAILED task is redriven. It becomes RETRYING and due now (`nextAttemptAt = now`), so
+    the worker's next delivery claims attempt `attempts + 1` as for any retry. It may make exactly
+    `extra_attempts` more attempts: `maxAttempts = attempts + extra_attempts` (a task the
+    dead-letter function failed early has `attempts < maxAttempts`; "N more" still means N).
+    `attempts`, `history` and `lastError` are kept; `failedAt` goes; `redrivenAt` and
+    `redriveCount` record the redrive.
+    """
+    if extra_attempts < 1:
+        raise ValueError(f"extra_attempts={extra_attempts}: a redrive allows at least 1 attempt")
+    if task is None:
+        return RedriveRefused("not found")
+    if task.status != TaskStatus.FAILED:
+        return RedriveRefused(f"task is {task.status}; only a FAILED task can be redriven")
+    stamp = to_iso(now)
+    redriven = task.model_copy(
+        update={
+            "status": TaskStatus.RETRYING,
+            "maxAttempts": task.attempts + extra_attempts,
+            "nextAttemptAt": stamp,
+            "failedAt": None,
+            "updatedAt": stamp,
+            "redrivenAt": stamp,
+            "redriveCount": (task.redriveCount or 0) + 1,
+        }
+    )
+    return Redrive(failed=task, redriven=redriven)

@@ -107,6 +107,13 @@ def attempts_are(count: int) -> Condition:
     return Condition("#attempts = :attempts", {":attempts": count})
 
 
+def redrives_are(count: int) -> Condition:
+    """The task was redriven `count` times (0: never, so the attribute is absent)."""
+    if count == 0:
+        return Condition("attribute_not_exists(#redriveCount)", {})
+    return Condition("#redriveCount = :redrive_count", {":redrive_count": count})
+
+
 def lease_expired(now: datetime) -> Condition:
     return Condition(
         "attribute_not_exists(#leaseExpiresAt) OR #leaseExpiresAt < :lease_now",
@@ -314,6 +321,71 @@ class TaskStore:
             TaskChanged(record.taskId, f"no longer {record.status} after {record.attempts}"),
         )
 
+    # operator: redrive a FAILED task (`lifecycle.plan_redrive` decides the new record)
+
+    def redrive(self, failed: TaskRecord, redriven: TaskRecord, now: datetime) -> None:
+        """Replace FAILED `failed` (as read) by `redriven`; `TaskChanged` unless the task is
+        still FAILED with the same attempts and redrive count, so of two operators racing, one
+        redrives it and the other is refused."""
+        values: dict[str, Any] = {
+            ":retrying": TaskStatus.RETRYING.value,
+            ":max_attempts": redriven.maxAttempts,
+            ":next": redriven.nextAttemptAt,
+            ":redriven_at": redriven.redrivenAt,
+            ":redrives": redriven.redriveCount,
+        }
+        sets = [
+            "#status = :retrying",
+            "#maxAttempts = :max_attempts",
+            "#nextAttemptAt = :next",
+            "#redrivenAt = :redriven_at",
+            "#redriveCount = :redrives",
+            *self._touch(values, now),
+        ]
+        self._update(
+            failed.taskId,
+            f"SET {', '.join(sets)} REMOVE #failedAt",
+            values,
+            _unchanged_since(failed, TaskStatus.FAILED),
+            TaskChanged(failed.taskId, f"no longer FAILED after {failed.attempts} attempts"),
+        )
+
+    def undo_redrive(self, failed: TaskRecord, redriven: TaskRecord, now: datetime) -> bool:
+        """Put `failed` back after its message could not be enqueued. False if a worker already
+        claimed the redriven task (a stray message reached it), which then runs as redriven."""
+        values: dict[str, Any] = {
+            ":failed": TaskStatus.FAILED.value,
+            ":max_attempts": failed.maxAttempts,
+            ":updated_at": failed.updatedAt,
+            ":expires": self._expires_at(now),
+        }
+        sets = [
+            "#status = :failed",
+            "#maxAttempts = :max_attempts",
+            "#updatedAt = :updated_at",
+            "#expiresAt = :expires",
+        ]
+        removes = ["#nextAttemptAt"]
+        # Restore the attributes the redrive wrote or removed exactly as they were.
+        for name in ("failedAt", "redrivenAt", "redriveCount"):
+            previous = getattr(failed, name)
+            if previous is None:
+                removes.append(f"#{name}")
+            else:
+                values[f":previous_{name}"] = previous
+                sets.append(f"#{name} = :previous_{name}")
+        try:
+            self._update(
+                failed.taskId,
+                f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
+                values,
+                _unchanged_since(redriven, TaskStatus.RETRYING),
+                TaskChanged(failed.taskId, "claimed by a worker since its redrive"),
+            )
+        except TaskChanged:
+            return False
+        return True
+
     # helpers
 
     def _finish(
@@ -365,6 +437,11 @@ class TaskStore:
             if _condition_failed(error):
                 raise conflict from error
             raise
+
+
+def _unchanged_since(task: TaskRecord, status: TaskStatus) -> Condition:
+    """`task` (as read or as written) is still in `status` with the same attempts and redrives."""
+    return status_is(status) & attempts_are(task.attempts) & redrives_are(task.redriveCount or 0)
 
 
 def _lost_error(attempt: int) -> str:

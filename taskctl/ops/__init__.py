@@ -1,0 +1,1 @@
+"""Operations on a deployed (or local) stack's tasks: `python -m taskctl redrive`."""

@@ -1,0 +1,126 @@
+"""Redrive one FAILED task from its DynamoDB record: decide, write, enqueue, undo on failure.
+
+The table is the source of truth (DESIGN §3): `lifecycle.plan_redrive` decides the redriven
+record, `TaskStore.redrive` writes it conditionally (still FAILED, same attempts, same redrive
+count: two operators racing redrive a task once), and only then is `{"taskId": ...}` enqueued on
+the main queue, where the worker claims attempt `attempts + 1` as for any retry. If the enqueue
+fails, the record is put back (conditionally), so no task is left RETRYING without a message.
+
+The one gap: a process killed between the write and the enqueue leaves the task RETRYING with no
+message; redriving it again is refused (it is not FAILED). `python -m taskctl redrive` prints
+what it did per task, so an operator sees where it stopped.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from functions.lifecycle import Redrive, RedriveRefused, TaskRecord, plan_redrive
+from functions.store import TaskChanged, TaskStore
+
+Enqueue = Callable[[str], None]
+
+
+class RedriveOutcome(StrEnum):
+    REDRIVEN = "redriven"
+    REFUSED = "refused"
+    NOT_FOUND = "not found"
+    ENQUEUE_FAILED = "enqueue failed"  # the record was put back: the task is FAILED as before
+
+
+@dataclass(frozen=True)
+class RedriveResult:
+    """What happened to one task id; `before`/`after` are the records as read and as written."""
+
+    task_id: str
+    outcome: RedriveOutcome
+    detail: str
+    before: TaskRecord | None = None
+    after: TaskRecord | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.outcome == RedriveOutcome.REDRIVEN
+
+
+def canonical_task_id(text: str) -> str | None:
+    """The id as the API writes it (lowercase UUID), or None if `text` cannot be a task id."""
+    try:
+        return str(uuid.UUID(text.strip()))
+    except ValueError:
+        return None
+
+
+def redrive_task(
+    store: TaskStore, enqueue: Enqueue, task_id: str, extra_attempts: int, now: datetime
+) -> RedriveResult:
+    """Redrive `task_id` with `extra_attempts` more attempts.
+
+    AWS errors other than the enqueue's propagate (the caller stops: the table or the network is
+    the problem, not this task). An enqueue error is reported as ENQUEUE_FAILED after the undo.
+    """
+    canonical = canonical_task_id(task_id)
+    if canonical is None:
+        return RedriveResult(task_id, RedriveOutcome.NOT_FOUND, "not a task id (a UUID)")
+    stored = store.get(canonical)
+    before = stored.record if stored else None
+    decision = plan_redrive(before, extra_attempts, now)
+    if isinstance(decision, RedriveRefused):
+        outcome = RedriveOutcome.NOT_FOUND if before is None else RedriveOutcome.REFUSED
+        return RedriveResult(canonical, outcome, decision.reason, before=before)
+    return _write_and_enqueue(store, enqueue, decision, now)
+
+
+def _write_and_enqueue(
+    store: TaskStore, enqueue: Enqueue, decision: Redrive, now: datetime
+) -> RedriveResult:
+    failed, redriven = decision.failed, decision.redriven
+    task_id = failed.taskId
+    try:
+        store.redrive(failed, redriven, now)
+    except TaskChanged:
+        # Someone else redrove it (or it moved on) between our read and our write.
+        current = store.get(task_id)
+        status = current.record.status if current else "gone"
+        return RedriveResult(
+            task_id,
+            RedriveOutcome.REFUSED,
+            f"task changed while being redriven (now {status}); nothing written",
+            before=current.record if current else None,
+        )
+    try:
+        enqueue(task_id)
+    except (BotoCoreError, ClientError) as error:
+        if store.undo_redrive(failed, redriven, now):
+            return RedriveResult(
+                task_id,
+                RedriveOutcome.ENQUEUE_FAILED,
+                f"could not enqueue its message ({_one_line(error)}); record restored to FAILED",
+                before=failed,
+                after=failed,
+            )
+        # A stray message for the task reached a worker first: it runs as redriven.
+        return RedriveResult(
+            task_id,
+            RedriveOutcome.REDRIVEN,
+            f"enqueue failed ({_one_line(error)}) but a worker already claimed the task",
+            before=failed,
+            after=redriven,
+        )
+    return RedriveResult(
+        task_id,
+        RedriveOutcome.REDRIVEN,
+        f"{redriven.maxAttempts - failed.attempts} more attempt(s); message enqueued",
+        before=failed,
+        after=redriven,
+    )
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
