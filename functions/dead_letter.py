@@ -81,6 +81,11 @@ def _handle(record: SQSRecord) -> str:
                     extra={"status": stored.record.status, "reason": reason},
                 )
                 return "already terminal"
+            if stored.record.redriveCount and _sent_by_worker(record):
+                # The worker dead-letters a message only after making its task FAILED, so a
+                # task that is not FAILED now was redriven since: this message is the old one's.
+                logger.info("dead-lettered message predates the task's redrive; acknowledged")
+                return "redriven since"
             try:
                 rt.store.fail_dead_lettered(stored, reason, rt.clock())
             except TaskChanged:
@@ -91,6 +96,11 @@ def _handle(record: SQSRecord) -> str:
             )
             return "failed"
         raise TaskChanged(task_id, f"still changing after {MAX_WRITE_TRIES} tries")
+
+
+def _sent_by_worker(record: SQSRecord) -> bool:
+    """The worker states a reason; the queue's redrive policy moves messages without one."""
+    return record.message_attributes[REASON_ATTRIBUTE] is not None
 
 
 def _reason(record: SQSRecord) -> str:

@@ -1,0 +1,359 @@
+"""Redriving a FAILED task on moto: the record write, the enqueue, the undo, and the worker that
+then runs the task again (DESIGN §3: "a FAILED task can be redriven from its record").
+
+Tasks are submitted through the api handler and run by the worker through `Pipeline` (Lambda's
+event source mapping played on moto's queues), so a redriven task meets the real claim
+conditions. The command itself is run through Typer's runner against the same moto table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aws_harness import FakeLambdaContext, Pipeline, http_event, json_body, submit_event
+from botocore.exceptions import ClientError
+from conftest import Resources
+from typer.testing import CliRunner
+
+from functions import api
+from functions.lifecycle import TaskRecord, from_iso
+from functions.queue import TaskQueue
+from functions.runtime import Runtime
+from functions.settings import TaskPolicy
+from functions.store import StoredTask, TaskChanged, TaskStore
+from taskctl.ops import cli
+from taskctl.ops.redrive import RedriveOutcome, RedriveResult, redrive_task
+
+ALWAYS_FAILS = TaskPolicy(maxAttempts=2, errorRate=1.0, backoffBaseSeconds=2, maxDelaySeconds=900)
+NEVER_FAILS = ALWAYS_FAILS.model_copy(update={"errorRate": 0.0})
+
+
+def submit(message: str) -> str:
+    response = api.handler(submit_event(message), FakeLambdaContext())
+    assert response["statusCode"] == 202, response["body"]
+    return json_body(response)["taskId"]
+
+
+def record(rt: Runtime, task_id: str) -> TaskRecord:
+    stored = rt.store.get(task_id)
+    assert stored is not None
+    return stored.record
+
+
+def raw_item(rt: Runtime, task_id: str) -> dict[str, Any]:
+    """The whole stored item, internal attributes included: 'unchanged' means this."""
+    return rt.dynamodb.get_item(
+        TableName=rt.settings.table_name, Key={"taskId": {"S": task_id}}, ConsistentRead=True
+    )["Item"]
+
+
+def redrive(rt: Runtime, task_id: str, extra_attempts: int = 1, **kwargs: Any) -> RedriveResult:
+    store = kwargs.pop("store", rt.store)
+    enqueue = kwargs.pop("enqueue", rt.queue.enqueue)
+    return redrive_task(store, enqueue, task_id, extra_attempts, rt.clock())
+
+
+def queued_task_ids(pipeline: Pipeline) -> list[str]:
+    """Task ids of the messages now visible on the main queue (they become invisible)."""
+    return [json.loads(m["Body"])["taskId"] for m in pipeline.receive()]
+
+
+@pytest.fixture
+def failed_task(make_runtime: Callable[..., Runtime], pipeline: Pipeline) -> str:
+    """An ordinary task that FAILED after its 2 attempts, its DLQ message handled; the runtime
+    installed afterwards never fails an attempt (the cause was fixed)."""
+    make_runtime(policy=ALWAYS_FAILS)
+    task_id = submit("resize image 42")
+    pipeline.run_until_idle()
+    assert len(pipeline.drain_dead_letters()) == 1
+    make_runtime(policy=NEVER_FAILS)
+    return task_id
+
+
+# -- a redriven task runs again ---------------------------------------------------------------
+
+
+def test_a_redriven_failed_task_runs_again_and_completes_keeping_its_history(
+    make_runtime: Callable[..., Runtime], pipeline: Pipeline, failed_task: str
+) -> None:
+    rt = make_runtime(policy=NEVER_FAILS)
+    before = record(rt, failed_task)
+    assert (before.status, before.attempts) == ("FAILED", 2)
+
+    # WHEN an operator redrives it with one more attempt
+    result = redrive(rt, failed_task, extra_attempts=1)
+
+    # THEN its message is back on the main queue, and the worker's third attempt completes it
+    assert result.outcome == RedriveOutcome.REDRIVEN, result.detail
+    pipeline.run_until_idle()
+    after = record(rt, failed_task)
+    assert after.status == "COMPLETED"
+    assert after.attempts == 3
+    assert [(h.attempt, h.outcome) for h in after.history] == [
+        (1, "FAILED"),
+        (2, "FAILED"),
+        (3, "SUCCEEDED"),
+    ]
+    assert after.history[:2] == before.history
+    assert after.redriveCount == 1 and after.redrivenAt is not None
+    assert after.failedAt is None and after.completedAt is not None
+    assert pipeline.receive() == [] and pipeline.receive(pipeline.dlq_url) == []
+
+
+def test_get_shows_a_redriven_task_as_retrying_and_due(rt: Runtime, failed_task: str) -> None:
+    redrive(rt, failed_task, extra_attempts=2)
+
+    response = api.handler(http_event("GET", f"/tasks/{failed_task}"), FakeLambdaContext())
+
+    assert response["statusCode"] == 200
+    shown = json_body(response)
+    assert shown["status"] == "RETRYING"
+    assert (shown["attempts"], shown["maxAttempts"]) == (2, 4)
+    assert from_iso(shown["nextAttemptAt"]) == rt.clock()
+    assert shown["redriveCount"] == 1 and shown["redrivenAt"] == shown["nextAttemptAt"]
+    assert shown.get("failedAt") is None and shown["lastError"]
+    TaskRecord.model_validate(shown)  # the documented shape, nothing more
+
+
+def test_a_redriven_task_that_fails_again_uses_every_extra_attempt_with_backoff(
+    make_runtime: Callable[..., Runtime], pipeline: Pipeline, failed_task: str
+) -> None:
+    rt = make_runtime(policy=ALWAYS_FAILS)  # the cause was not fixed after all
+    redrive(rt, failed_task, extra_attempts=2)
+    redriven_at = rt.clock()
+
+    pipeline.run_until_idle()
+    dead = pipeline.drain_dead_letters()
+
+    after = record(rt, failed_task)
+    assert (after.status, after.attempts, after.maxAttempts) == ("FAILED", 4, 4)
+    assert [h.attempt for h in after.history] == [1, 2, 3, 4]
+    # attempt 3 ran as soon as it was redriven; attempt 4 waited for attempt 3's backoff
+    assert from_iso(after.history[2].startedAt) == redriven_at
+    gap_s = (from_iso(after.history[3].startedAt) - from_iso(after.history[2].finishedAt)).seconds
+    assert gap_s == after.history[2].retryDelaySeconds > 0
+    assert [json.loads(m["Body"])["taskId"] for m in dead] == [failed_task]
+
+
+# -- refusals ---------------------------------------------------------------------------------
+
+
+def test_a_task_that_is_not_failed_is_refused_and_left_unchanged(
+    rt: Runtime, pipeline: Pipeline
+) -> None:
+    completed = submit("SUCCESS")
+    pipeline.run_until_idle()
+    pending = submit("SUCCESS")  # its message stays queued: nobody runs the worker now
+    items_before = {task_id: raw_item(rt, task_id) for task_id in (completed, pending)}
+    enqueued: list[str] = []
+
+    results = [redrive(rt, task_id, enqueue=enqueued.append) for task_id in items_before]
+
+    assert [(r.outcome, r.before.status) for r in results] == [
+        (RedriveOutcome.REFUSED, "COMPLETED"),
+        (RedriveOutcome.REFUSED, "PENDING"),
+    ]
+    assert all("only a FAILED task can be redriven" in r.detail for r in results)
+    assert {task_id: raw_item(rt, task_id) for task_id in items_before} == items_before
+    assert enqueued == []
+
+
+def test_an_unknown_or_malformed_id_is_reported_not_found(rt: Runtime) -> None:
+    enqueued: list[str] = []
+
+    unknown = redrive(rt, "0b5e7a7e-6f0e-4c55-9a2e-8d0c4f1d2e3a", enqueue=enqueued.append)
+    malformed = redrive(rt, "not-a-uuid", enqueue=enqueued.append)
+
+    assert (unknown.outcome, unknown.detail) == (RedriveOutcome.NOT_FOUND, "not found")
+    assert malformed.outcome == RedriveOutcome.NOT_FOUND and "UUID" in malformed.detail
+    assert enqueued == []
+
+
+# -- races ------------------------------------------------------------------------------------
+
+
+class RivalAfterRead(TaskStore):
+    """A store whose first read lets a rival operator act right after it (the race window)."""
+
+    def __init__(self, rt: Runtime, rival: Callable[[], object]) -> None:
+        super().__init__(rt.dynamodb, rt.settings.table_name, rt.settings.policy.taskTtlDays)
+        self._rival: Callable[[], object] | None = rival
+
+    def get(self, task_id: str) -> StoredTask | None:
+        seen = super().get(task_id)
+        if self._rival is not None:
+            rival, self._rival = self._rival, None
+            rival()
+        return seen
+
+
+def test_two_operators_racing_redrive_a_task_once(
+    rt: Runtime, pipeline: Pipeline, failed_task: str
+) -> None:
+    # GIVEN operator B reads the FAILED task, then operator A redrives it before B writes
+    rival_results: list[RedriveResult] = []
+    racing_store = RivalAfterRead(
+        rt, lambda: rival_results.append(redrive(rt, failed_task, extra_attempts=1))
+    )
+
+    # WHEN B's redrive goes on with what it read
+    ours = redrive(rt, failed_task, extra_attempts=5, store=racing_store)
+
+    # THEN A's redrive stands, B's is refused naming the status, and one message was queued
+    assert [r.outcome for r in rival_results] == [RedriveOutcome.REDRIVEN]
+    assert ours.outcome == RedriveOutcome.REFUSED
+    assert "RETRYING" in ours.detail
+    after = record(rt, failed_task)
+    assert (after.redriveCount, after.maxAttempts) == (1, 3)
+    assert queued_task_ids(pipeline) == [failed_task]
+
+
+def test_a_redrive_planned_on_an_older_failure_is_refused(
+    make_runtime: Callable[..., Runtime], pipeline: Pipeline, failed_task: str
+) -> None:
+    from functions.lifecycle import Redrive, plan_redrive
+
+    rt = make_runtime(policy=ALWAYS_FAILS)
+    stale = plan_redrive(record(rt, failed_task), 1, rt.clock())
+    assert isinstance(stale, Redrive)
+    # the task is redriven, runs, and FAILS again (attempts 3) before the stale write lands
+    redrive(rt, failed_task, extra_attempts=1)
+    pipeline.run_until_idle()
+    failed_again = raw_item(rt, failed_task)
+    assert record(rt, failed_task).status == "FAILED"
+
+    with pytest.raises(TaskChanged):
+        rt.store.redrive(stale.failed, stale.redriven, rt.clock())
+
+    assert raw_item(rt, failed_task) == failed_again
+
+
+# -- enqueue failure --------------------------------------------------------------------------
+
+
+def test_an_enqueue_failure_puts_the_failed_record_back(
+    rt: Runtime, resources: Resources, pipeline: Pipeline, failed_task: str
+) -> None:
+    before = record(rt, failed_task)
+    gone = TaskQueue(rt.sqs, resources.queue_url + "-deleted", resources.dlq_url)
+
+    result = redrive(rt, failed_task, enqueue=gone.enqueue)
+
+    assert result.outcome == RedriveOutcome.ENQUEUE_FAILED
+    assert "restored to FAILED" in result.detail
+    assert record(rt, failed_task) == before
+    assert pipeline.receive() == []
+    # and a later redrive, once the queue is reachable, works as if nothing happened
+    assert redrive(rt, failed_task).outcome == RedriveOutcome.REDRIVEN
+    assert record(rt, failed_task).redriveCount == 1
+
+
+def test_an_enqueue_failure_after_a_worker_claimed_the_task_keeps_it_redriven(
+    rt: Runtime, pipeline: Pipeline, failed_task: str
+) -> None:
+    def stray_message_then_failure(task_id: str) -> None:
+        # A message for the task reaches a worker (a late duplicate, or a send that "failed"
+        # after all), and then the enqueue reports failure.
+        rt.queue.enqueue(task_id)
+        pipeline.deliver(pipeline.receive())
+        raise ClientError({"Error": {"Code": "ServiceUnavailable"}}, "SendMessage")
+
+    result = redrive(rt, failed_task, enqueue=stray_message_then_failure)
+
+    assert result.outcome == RedriveOutcome.REDRIVEN
+    assert "already claimed" in result.detail
+    after = record(rt, failed_task)
+    assert (after.status, after.attempts, after.redriveCount) == ("COMPLETED", 3, 1)
+
+
+# -- the dead-letter function after a redrive ----------------------------------------------------
+
+
+def test_the_old_failures_dead_letter_does_not_fail_the_redriven_task(
+    make_runtime: Callable[..., Runtime], pipeline: Pipeline
+) -> None:
+    # GIVEN a FAILED task whose DLQ message the dead-letter function has not handled yet
+    make_runtime(policy=ALWAYS_FAILS)
+    task_id = submit("resize image 43")
+    pipeline.run_until_idle()
+    rt = make_runtime(policy=NEVER_FAILS)
+
+    # WHEN it is redriven, and only then the dead-letter function gets the old message
+    redrive(rt, task_id)
+    assert len(pipeline.drain_dead_letters()) == 1
+
+    # THEN the redriven task is not failed by it, and completes
+    assert record(rt, task_id).status == "RETRYING"
+    pipeline.run_until_idle()
+    assert (record(rt, task_id).status, record(rt, task_id).attempts) == ("COMPLETED", 3)
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+def run_command(resources: Resources, *args: str) -> Any:
+    return CliRunner().invoke(
+        _app(),
+        [*args, "--table", resources.table_name, "--queue-url", resources.queue_url],
+        env={"COLUMNS": "200"},
+    )
+
+
+def _app() -> Any:
+    import typer
+
+    app = typer.Typer()
+    app.command()(cli.redrive)
+    return app
+
+
+def test_the_command_redrives_every_failed_id_and_exits_0(
+    rt: Runtime, resources: Resources, pipeline: Pipeline, failed_task: str
+) -> None:
+    outcome = run_command(resources, failed_task, "--extra-attempts", "3")
+
+    assert outcome.exit_code == 0, outcome.output
+    assert failed_task in outcome.stdout and "redriven" in outcome.stdout
+    assert (record(rt, failed_task).status, record(rt, failed_task).maxAttempts) == ("RETRYING", 5)
+    assert queued_task_ids(pipeline) == [failed_task]
+
+
+def test_the_command_defaults_to_the_stacks_max_attempts(
+    rt: Runtime, resources: Resources, failed_task: str
+) -> None:
+    from taskctl.program import load_stack_settings
+
+    outcome = run_command(resources, failed_task)
+
+    assert outcome.exit_code == 0, outcome.output
+    dev_max_attempts = load_stack_settings("dev").maxAttempts
+    assert record(rt, failed_task).maxAttempts == 2 + dev_max_attempts
+
+
+def test_the_command_exits_1_with_one_line_per_refused_id(
+    rt: Runtime, resources: Resources, pipeline: Pipeline, failed_task: str
+) -> None:
+    completed = submit("SUCCESS")
+    pipeline.run_until_idle()
+    unknown = "0b5e7a7e-6f0e-4c55-9a2e-8d0c4f1d2e3a"
+
+    outcome = run_command(resources, completed, failed_task, unknown, "--extra-attempts", "1")
+
+    assert outcome.exit_code == 1
+    errors = outcome.stderr.strip().splitlines()
+    assert len(errors) == 2
+    assert completed in errors[0] and "COMPLETED" in errors[0]
+    assert unknown in errors[1] and "not found" in errors[1]
+    assert record(rt, failed_task).status == "RETRYING"  # the others did not stop it
+
+
+def test_the_command_refuses_half_a_deployed_target(resources: Resources) -> None:
+    outcome = CliRunner().invoke(
+        _app(), ["0b5e7a7e-6f0e-4c55-9a2e-8d0c4f1d2e3a", "--table", resources.table_name]
+    )
+
+    assert outcome.exit_code == cli.EXIT_ERROR
+    assert "--queue-url" in outcome.stderr
