@@ -354,7 +354,7 @@ def plan_redrive(task: TaskRecord | None, extra_attempts: int, now: datetime) ->
     if task is None:
         return RedriveRefused("not found")
     if task.status != TaskStatus.FAILED:
-        return RedriveRefused(f"task is {task.status}; only a FAILED task can be redriven")
+        return RedriveRefused(f"it is {task.status}; only a FAILED task can be redriven")
     stamp = to_iso(now)
     redriven = task.model_copy(
         update={

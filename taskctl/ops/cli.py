@@ -93,9 +93,10 @@ def redrive(
         policy = _stack_policy(stack)
         target = _resolve_target(stack, local=local, table=table, queue_url=queue_url)
         attempts = extra_attempts if extra_attempts is not None else policy.maxAttempts
+        source = "" if extra_attempts is not None else f" (stack {stack}'s maxAttempts)"
         console.print(
             f"Redriving {len(task_ids)} task(s) in {target.description} "
-            f"with {attempts} more attempt(s) each"
+            f"with {attempts} more attempt(s) each{source}"
         )
         results = _redrive_all(target, policy, _unique(task_ids), attempts)
     except RedriveError as exc:
@@ -105,7 +106,7 @@ def redrive(
     console.print(_results_table(results))
     refused = [result for result in results if not result.succeeded]
     for result in refused:
-        typer.echo(f"error: task {result.task_id}: {result.outcome}: {result.detail}", err=True)
+        typer.echo(f"error: task {result.task_id}: {result.detail}", err=True)
     if refused:
         raise typer.Exit(EXIT_REFUSED)
 
