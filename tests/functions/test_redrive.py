@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -357,3 +358,15 @@ def test_the_command_refuses_half_a_deployed_target(resources: Resources) -> Non
 
     assert outcome.exit_code == cli.EXIT_ERROR
     assert "--queue-url" in outcome.stderr
+
+
+def test_the_command_without_a_running_local_stack_says_how_to_start_one_or_target_aws(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TASKS_LOCAL_DIR", str(tmp_path))  # a state directory with no stack
+
+    outcome = CliRunner().invoke(_app(), ["0b5e7a7e-6f0e-4c55-9a2e-8d0c4f1d2e3a", "--local"])
+
+    assert outcome.exit_code == cli.EXIT_ERROR
+    (line,) = outcome.stderr.strip().splitlines()
+    assert "not running" in line and "local up" in line and "--table" in line
