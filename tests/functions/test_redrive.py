@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from aws_harness import FakeLambdaContext, Pipeline, http_event, json_body, submit_event
 from botocore.exceptions import ClientError
-from conftest import Resources
 from typer.testing import CliRunner
 
 from functions import api
@@ -236,10 +235,10 @@ def test_a_redrive_planned_on_an_older_failure_is_refused(
 
 
 def test_an_enqueue_failure_puts_the_failed_record_back(
-    rt: Runtime, resources: Resources, pipeline: Pipeline, failed_task: str
+    rt: Runtime, pipeline: Pipeline, failed_task: str
 ) -> None:
     before = record(rt, failed_task)
-    gone = TaskQueue(rt.sqs, resources.queue_url + "-deleted", resources.dlq_url)
+    gone = TaskQueue(rt.sqs, rt.settings.queue_url + "-deleted", rt.settings.dead_letter_queue_url)
 
     result = redrive(rt, failed_task, enqueue=gone.enqueue)
 
@@ -295,10 +294,11 @@ def test_the_old_failures_dead_letter_does_not_fail_the_redriven_task(
 # -- the command ------------------------------------------------------------------------------
 
 
-def run_command(resources: Resources, *args: str) -> Any:
+def run_command(rt: Runtime, *args: str) -> Any:
+    """The command against the runtime's table and queue, as for a deployed stack."""
     return CliRunner().invoke(
         _app(),
-        [*args, "--table", resources.table_name, "--queue-url", resources.queue_url],
+        [*args, "--table", rt.settings.table_name, "--queue-url", rt.settings.queue_url],
         env={"COLUMNS": "200"},
     )
 
@@ -312,9 +312,9 @@ def _app() -> Any:
 
 
 def test_the_command_redrives_every_failed_id_and_exits_0(
-    rt: Runtime, resources: Resources, pipeline: Pipeline, failed_task: str
+    rt: Runtime, pipeline: Pipeline, failed_task: str
 ) -> None:
-    outcome = run_command(resources, failed_task, "--extra-attempts", "3")
+    outcome = run_command(rt, failed_task, "--extra-attempts", "3")
 
     assert outcome.exit_code == 0, outcome.output
     assert failed_task in outcome.stdout and "redriven" in outcome.stdout
@@ -322,12 +322,10 @@ def test_the_command_redrives_every_failed_id_and_exits_0(
     assert queued_task_ids(pipeline) == [failed_task]
 
 
-def test_the_command_defaults_to_the_stacks_max_attempts(
-    rt: Runtime, resources: Resources, failed_task: str
-) -> None:
+def test_the_command_defaults_to_the_stacks_max_attempts(rt: Runtime, failed_task: str) -> None:
     from taskctl.program import load_stack_settings
 
-    outcome = run_command(resources, failed_task)
+    outcome = run_command(rt, failed_task)
 
     assert outcome.exit_code == 0, outcome.output
     dev_max_attempts = load_stack_settings("dev").maxAttempts
@@ -335,13 +333,13 @@ def test_the_command_defaults_to_the_stacks_max_attempts(
 
 
 def test_the_command_exits_1_with_one_line_per_refused_id(
-    rt: Runtime, resources: Resources, pipeline: Pipeline, failed_task: str
+    rt: Runtime, pipeline: Pipeline, failed_task: str
 ) -> None:
     completed = submit("SUCCESS")
     pipeline.run_until_idle()
     unknown = "0b5e7a7e-6f0e-4c55-9a2e-8d0c4f1d2e3a"
 
-    outcome = run_command(resources, completed, failed_task, unknown, "--extra-attempts", "1")
+    outcome = run_command(rt, completed, failed_task, unknown, "--extra-attempts", "1")
 
     assert outcome.exit_code == 1
     errors = outcome.stderr.strip().splitlines()
@@ -351,9 +349,9 @@ def test_the_command_exits_1_with_one_line_per_refused_id(
     assert record(rt, failed_task).status == "RETRYING"  # the others did not stop it
 
 
-def test_the_command_refuses_half_a_deployed_target(resources: Resources) -> None:
+def test_the_command_refuses_half_a_deployed_target(rt: Runtime) -> None:
     outcome = CliRunner().invoke(
-        _app(), ["0b5e7a7e-6f0e-4c55-9a2e-8d0c4f1d2e3a", "--table", resources.table_name]
+        _app(), ["0b5e7a7e-6f0e-4c55-9a2e-8d0c4f1d2e3a", "--table", rt.settings.table_name]
     )
 
     assert outcome.exit_code == cli.EXIT_ERROR
