@@ -27,7 +27,7 @@ from functions.queue import TaskQueue
 from functions.runtime import utc_now
 from functions.settings import SettingsError, TaskPolicy
 from functions.store import TaskStore
-from taskctl.ops.redrive import RedriveOutcome, RedriveResult, redrive_task
+from taskctl.ops.redrive import RedriveOutcome, RedriveResult, canonical_task_id, redrive_task
 
 EXIT_REFUSED = 1
 EXIT_ERROR = 2
@@ -184,7 +184,11 @@ def _redrive_all(
 
 
 def _unique(task_ids: list[str]) -> list[str]:
-    return list(dict.fromkeys(task_ids))
+    """Each task once, in the order given (`ABC...` and `abc...` name the same task)."""
+    by_task: dict[str, str] = {}
+    for task_id in task_ids:
+        by_task.setdefault(canonical_task_id(task_id) or task_id, task_id)
+    return list(by_task.values())
 
 
 def _results_table(results: list[RedriveResult]) -> Table:

@@ -322,6 +322,16 @@ def test_the_command_redrives_every_failed_id_and_exits_0(
     assert queued_task_ids(pipeline) == [failed_task]
 
 
+def test_the_command_redrives_a_task_named_twice_once(
+    rt: Runtime, pipeline: Pipeline, failed_task: str
+) -> None:
+    outcome = run_command(rt, failed_task, failed_task.upper(), "--extra-attempts", "1")
+
+    assert outcome.exit_code == 0, outcome.output
+    assert record(rt, failed_task).redriveCount == 1
+    assert queued_task_ids(pipeline) == [failed_task]
+
+
 def test_the_command_defaults_to_the_stacks_max_attempts(rt: Runtime, failed_task: str) -> None:
     from taskctl.program import load_stack_settings
 
