@@ -66,19 +66,16 @@ def up(
     except Exception as exc:  # a bug in the program or here; bring_up has cleaned up
         raise _fail(f"{type(exc).__name__}: {exc}") from None
 
-    _print_skipped(local.skipped)
-    _print_outputs(local.outputs)
-    console.print(
-        f"\n[green]ready[/] in {local.ready_after_s:.1f} s: stack [bold]{stack_name}[/] on the "
-        f"emulator at {local.running.endpoint_url} (pid {local.running.pid}); state in "
-        f"{local.paths.root}"
-    )
     if detach:
+        _print_ready(local, stack_name)
         console.print(f"stop it with: python -m taskctl local down --stack {stack_name}")
         return
-    console.print("[dim]function logs follow; Ctrl-C stops everything[/]")
+    # From here on the stack is ours to stop: a Ctrl-C at any point, even while the outputs are
+    # still being printed, goes through the teardown below.
     interrupted = False
     try:
+        _print_ready(local, stack_name)
+        console.print("[dim]function logs follow; Ctrl-C stops everything[/]")
         _stream_logs(stack_name, local.running, only=None, since_ms=None, follow_new=True)
     except KeyboardInterrupt:
         interrupted = True
@@ -89,6 +86,16 @@ def up(
     if not interrupted:  # the log stream ends by itself only when the emulator has died
         raise _fail(f"the emulator exited unexpectedly; its log: {local.paths.emulator_log}")
     console.print(f"\nstopped: emulator and function processes ended, port {port} is free")
+
+
+def _print_ready(local: stack.LocalStack, stack_name: str) -> None:
+    _print_skipped(local.skipped)
+    _print_outputs(local.outputs)
+    console.print(
+        f"\n[green]ready[/] in {local.ready_after_s:.1f} s: stack [bold]{stack_name}[/] on the "
+        f"emulator at {local.running.endpoint_url} (pid {local.running.pid}); state in "
+        f"{local.paths.root}"
+    )
 
 
 @app.command()

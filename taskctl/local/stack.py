@@ -97,12 +97,14 @@ def bring_up(stack: str, *, port: int, foreground: bool, progress: Progress) -> 
         if "apiUrl" in outputs:
             progress("warming the API (its first request starts the api function)")
             smoke_check_api(outputs["apiUrl"])
+        # Written last: its existence means "ready" to scripts and tests that wait for it.
+        # Inside the try, so a Ctrl-C that lands right after it still stops the emulator.
+        paths.outputs_file.write_text(json.dumps(outputs, indent=2) + "\n")
     except BaseException:
+        paths.outputs_file.unlink(missing_ok=True)
         emulator.stop(running)
         paths.pid_file.unlink(missing_ok=True)
         raise
-    # Written last: its existence means "ready" to scripts and tests that wait for it.
-    paths.outputs_file.write_text(json.dumps(outputs, indent=2) + "\n")
     return LocalStack(
         paths=paths,
         running=running,
