@@ -9,7 +9,8 @@ and the stack (never the task id: one metric per task would cost a fortune and a
 
 The message is then deleted from the DLQ (acknowledged): DynamoDB is the source of truth, and a
 FAILED task can be redriven from its record. An unreadable message is logged loudly with its
-body, counted, and acknowledged too: there is no task to fail.
+body, counted, and acknowledged too: there is no task to fail. So is a worker's message for a
+task that is not FAILED any more: it was redriven (`taskctl redrive`) after that message was sent.
 """
 
 from __future__ import annotations
