@@ -1,0 +1,160 @@
+"""Schemathesis fuzzes the api handler on moto, from the document the handler serves.
+
+The fast twin of tests/e2e/test_api_fuzz.py: no emulator, so more examples per operation and two
+checks the live stack cannot make exactly (its worker consumes the queue): a rejected request
+queues nothing, an accepted one queues exactly one message. Requests reach `functions.api.handler`
+as API Gateway would hand them over (HTTP API payload 2.0 events, built by `aws_harness`), through
+a `requests` adapter, so schemathesis sends and checks them as it would over the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+import schemathesis
+from aws_harness import FakeLambdaContext, http_event
+from hypothesis import HealthCheck, Phase, given, settings
+from requests.adapters import BaseAdapter, HTTPAdapter
+from schemathesis import GenerationMode
+from urllib3 import HTTPResponse
+from urllib3._collections import HTTPHeaderDict
+
+from functions import api
+from functions.runtime import Runtime
+
+EXAMPLES_PER_OPERATION = 80
+STAGE = "dev"
+BASE_URL = f"https://api.example.test/{STAGE}"
+SCHEMATHESIS_CONFIG = {"checks": {"negative_data_rejection": {"expected-statuses": ["4XX"]}}}
+FUZZ_SETTINGS = settings(
+    max_examples=EXAMPLES_PER_OPERATION,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.generate, Phase.shrink],
+    suppress_health_check=list(HealthCheck),
+)
+
+
+class ApiHandlerAdapter(BaseAdapter):
+    """A `requests` transport whose server is the api Lambda handler behind an HTTP API stage."""
+
+    def send(self, request: requests.PreparedRequest, **_: Any) -> requests.Response:
+        url = urlsplit(request.url)
+        assert url.path.startswith(f"/{STAGE}/"), url.path
+        body = request.body.encode() if isinstance(request.body, str) else request.body
+        event = http_event(
+            request.method,
+            url.path.removeprefix(f"/{STAGE}"),
+            body=body,
+            headers=dict(request.headers),
+            # API Gateway hands a body that is not text to the function base64-encoded
+            base64_body=body is not None and not _is_utf8(body),
+            stage=STAGE,
+        )
+        reply = api.handler(event, FakeLambdaContext(function_name="fault-tolerant-tasks-dev-api"))
+        content = reply.get("body", "").encode()
+        if reply.get("isBase64Encoded"):
+            content = base64.b64decode(content)
+        raw = HTTPResponse(
+            body=io.BytesIO(content),
+            headers=HTTPHeaderDict(reply.get("headers", {})),
+            status=reply["statusCode"],
+            version=11,
+            preload_content=False,
+        )
+        return HTTPAdapter().build_response(request, raw)
+
+    def close(self) -> None:
+        pass
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@pytest.fixture
+def session(rt: Runtime) -> requests.Session:
+    session = requests.Session()
+    session.mount("https://", ApiHandlerAdapter())
+    return session
+
+
+@pytest.fixture
+def served_schema(session: requests.Session) -> schemathesis.BaseSchema:
+    reply = session.get(f"{BASE_URL}/openapi.json")
+    assert reply.status_code == 200, reply.text
+    config = schemathesis.Config.from_dict(SCHEMATHESIS_CONFIG)
+    return schemathesis.openapi.from_dict(reply.json(), config=config)
+
+
+def stored_tasks(rt: Runtime) -> int:
+    # Select=COUNT: moto serializes no items, which keeps a scan per example cheap.
+    return rt.dynamodb.scan(TableName=rt.settings.table_name, Select="COUNT")["Count"]
+
+
+def queued_messages(rt: Runtime) -> int:
+    attributes = rt.sqs.get_queue_attributes(
+        QueueUrl=rt.settings.queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return sum(int(count) for count in attributes.values())
+
+
+def _error_text(response: schemathesis.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("error") if isinstance(body, dict) else None
+
+
+def _header(response: schemathesis.Response, name: str) -> str | None:
+    values = response.headers.get(name.lower())
+    return values[0] if values else None
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
+def test_fuzzed_requests_get_documented_replies_and_rejected_ones_store_and_queue_nothing(
+    mode: GenerationMode,
+    rt: Runtime,
+    session: requests.Session,
+    served_schema: schemathesis.BaseSchema,
+) -> None:
+    operations = [result.ok() for result in served_schema.get_all_operations()]
+    assert len(operations) == 2, [operation.label for operation in operations]
+    for operation in operations:
+
+        @FUZZ_SETTINGS
+        @given(case=operation.as_strategy(generation_mode=mode))
+        def send_and_check(case: schemathesis.Case) -> None:
+            # GIVEN what the table and the queue hold before the request
+            stored_before, queued_before = stored_tasks(rt), queued_messages(rt)
+
+            # WHEN the generated request reaches the handler
+            response = case.call(base_url=BASE_URL, session=session)
+
+            # THEN the reply is what the document promises (no 5xx among them)
+            case.validate_response(response)
+            stored = stored_tasks(rt) - stored_before
+            queued = queued_messages(rt) - queued_before
+            if 400 <= response.status_code < 500:
+                # AND a refusal is a JSON error, with nothing stored or queued
+                error = _error_text(response)
+                assert isinstance(error, str) and error.strip(), response.text[:300]
+                assert (stored, queued) == (0, 0)
+            if response.status_code == 202:
+                # AND an accepted task is stored and queued once (a replay: not again)
+                expected = 0 if _header(response, api.REPLAYED_HEADER) == "true" else 1
+                assert (stored, queued) == (expected, expected)
+
+        send_and_check()
