@@ -272,15 +272,19 @@ def get_task(
 
 @app.get("/openapi.json", include_in_schema=False)
 def get_openapi() -> Response[dict[str, Any]]:
+    # A tool that loads the document from this URL (a fuzzer, Swagger UI, a client generator)
+    # resolves the paths against `servers`: behind a named stage that must be the stage, or it
+    # would call /tasks instead of /dev/tasks and meet the gateway's own 404.
     return Response(
         status_code=HTTPStatus.OK,
         content_type=content_types.APPLICATION_JSON,
-        body=openapi_document(),
+        body=openapi_document(server_url=_stage_prefix() or "/"),
     )
 
 
-def openapi_document() -> dict[str, Any]:
-    """This API's OpenAPI document, generated from the routes and models above."""
+def openapi_document(server_url: str = "/") -> dict[str, Any]:
+    """This API's OpenAPI document, generated from the routes and models above, its paths
+    relative to `server_url` (the stage prefix when served)."""
     document = json.loads(
         app.get_openapi_json_schema(
             title="Fault-tolerant tasks",
@@ -288,6 +292,7 @@ def openapi_document() -> dict[str, Any]:
             description=__doc__.split("\n\n")[0],
         )
     )
+    document["servers"] = [{"url": server_url}]
     return _without_default_validation_reply(document)
 
 
@@ -337,9 +342,14 @@ def _accepted(task_id: str, created_at: str, *, replayed: bool = False) -> Respo
 def _task_location(task_id: str) -> str:
     """The task's URL path as this client reaches it: behind a named stage the path starts with
     it (`/dev/tasks/...`), so a client can follow the Location as is."""
+    return f"{_stage_prefix()}/tasks/{task_id}"
+
+
+def _stage_prefix() -> str:
+    """What the request's path has before the routed path: `/dev` behind the dev stage, empty
+    behind `$default`."""
     raw_path, routed_path = app.current_event.raw_path, app.current_event.path
-    base = raw_path[: len(raw_path) - len(routed_path)] if raw_path.endswith(routed_path) else ""
-    return f"{base}/tasks/{task_id}"
+    return raw_path[: len(raw_path) - len(routed_path)] if raw_path.endswith(routed_path) else ""
 
 
 def _replay(existing: StoredTask | None, fingerprint: str) -> Response[TaskAccepted]:

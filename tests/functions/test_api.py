@@ -361,7 +361,7 @@ def test_the_openapi_document_is_served_at_openapi_json(rt: Runtime) -> None:
     response = call(http_event("GET", "/openapi.json"))
 
     assert response["statusCode"] == 200
-    assert json_body(response) == api.openapi_document()
+    assert json_body(response) == api.openapi_document(server_url="/dev")
 
 
 def test_every_reference_in_the_openapi_document_resolves_and_every_schema_is_used() -> None:
