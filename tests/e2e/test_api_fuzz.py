@@ -50,12 +50,14 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 class Target:
-    """Where fuzzed requests go: 127.0.0.1 with the apiUrl's host in `Host` (see the `api`
-    fixture: Python does not resolve `*.execute-api.localhost`)."""
+    """Where fuzzed requests go: the served document's server on the apiUrl's origin, as a tool
+    reading the document from its URL would resolve it; connected to 127.0.0.1 with the
+    apiUrl's host in `Host` (see the `api` fixture: Python does not resolve
+    `*.execute-api.localhost`)."""
 
-    def __init__(self, api_url: str) -> None:
+    def __init__(self, api_url: str, server_url: str) -> None:
         url = httpx.URL(api_url)
-        self.base_url = str(url.copy_with(host="127.0.0.1")).rstrip("/")
+        self.base_url = str(url.copy_with(host="127.0.0.1", path=server_url)).rstrip("/")
         self.headers = {"Host": url.netloc.decode()}
         self.session = requests.Session()
         self.session.trust_env = False  # no proxy from the environment for a loopback API
@@ -65,8 +67,8 @@ class Target:
 
 
 @pytest.fixture(scope="module")
-def target(local_stack: LocalStackUnderTest) -> Iterator[Target]:
-    target = Target(local_stack.api_url)
+def target(local_stack: LocalStackUnderTest, served_document: dict[str, Any]) -> Iterator[Target]:
+    target = Target(local_stack.api_url, served_document["servers"][0]["url"])
     yield target
     target.session.close()
 
@@ -130,6 +132,17 @@ def test_served_document_describes_both_routes_and_their_client_errors(
                 schema = reply["content"]["application/json"]["schema"]
                 assert schema == {"$ref": "#/components/schemas/ErrorReply"}, status
     assert "error" in served_document["components"]["schemas"]["ErrorReply"]["required"]
+
+
+def test_served_document_names_the_stage_so_a_tool_reaching_it_by_url_calls_the_api(
+    served_document: dict[str, Any], local_stack: LocalStackUnderTest
+) -> None:
+    # GIVEN the document served at <apiUrl>/openapi.json
+    servers = served_document["servers"]
+
+    # THEN its one server is the stage the apiUrl ends in: a tool that resolves the paths
+    # against it calls /dev/tasks, not the gateway's 404 at /tasks
+    assert [server["url"] for server in servers] == [httpx.URL(local_stack.api_url).path]
 
 
 def _error_text(response: schemathesis.Response) -> str | None:
