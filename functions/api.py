@@ -512,6 +512,17 @@ def _on_undecodable_body(_: UnicodeDecodeError) -> Response[ErrorReply]:
     return _on_api_error(ApiError(HTTPStatus.BAD_REQUEST, "the request body is not UTF-8 text"))
 
 
+@app.exception_handler(ValueError)
+def _on_value_error(error: ValueError) -> Response[ErrorReply]:
+    """Powertools parses a multipart body before any route code runs and raises a bare
+    ValueError for `Content-Type: multipart/form-data` without a boundary: the client's mistake,
+    a 415 like any other body that is not JSON. Any other ValueError is a bug."""
+    problem = _content_type_problem()
+    if problem is not None and app.current_event.http_method.upper() == "POST":
+        return _on_api_error(problem)
+    return _on_bug(error)
+
+
 @app.not_found
 def _on_no_route(_: NotFoundError) -> Response[ErrorReply]:
     method = app.current_event.http_method.upper()
