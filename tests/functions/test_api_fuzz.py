@@ -139,24 +139,49 @@ def test_fuzzed_requests_get_documented_replies_and_rejected_ones_store_and_queu
         @FUZZ_SETTINGS
         @given(case=operation.as_strategy(generation_mode=mode))
         def send_and_check(case: schemathesis.Case) -> None:
-            # GIVEN what the table and the queue hold before the request
-            stored_before, queued_before = stored_tasks(rt), queued_messages(rt)
-
-            # WHEN the generated request reaches the handler
-            response = case.call(base_url=f"{ORIGIN}/{STAGE}", session=session)
-
-            # THEN the reply is what the document promises (no 5xx among them)
-            case.validate_response(response)
-            stored = stored_tasks(rt) - stored_before
-            queued = queued_messages(rt) - queued_before
-            if 400 <= response.status_code < 500:
-                # AND a refusal is a JSON error, with nothing stored or queued
-                error = _error_text(response)
-                assert isinstance(error, str) and error.strip(), response.text[:300]
-                assert (stored, queued) == (0, 0)
-            if response.status_code == 202:
-                # AND an accepted task is stored and queued once (a replay: not again)
-                expected = 0 if _header(response, api.REPLAYED_HEADER) == "true" else 1
-                assert (stored, queued) == (expected, expected)
+            _send_and_check(case, rt, session)
 
         send_and_check()
+
+
+def test_boundary_values_wrong_methods_and_media_types_get_documented_replies(
+    rt: Runtime, session: requests.Session, served_schema: schemathesis.BaseSchema
+) -> None:
+    # GIVEN schemathesis's coverage cases for every operation: deterministic boundary values,
+    # methods the route does not have (OPTIONS included), undeclared media types
+    methods: set[str] = set()
+    for result in served_schema.get_all_operations():
+        operation = result.ok()
+        cases = served_schema.iter_coverage_cases(
+            operation,
+            generation_modes=list(GenerationMode),
+            generation_config=served_schema.config.generation_for(operation=operation),
+        )
+        for case in cases:
+            methods.add(case.method)
+            _send_and_check(case, rt, session)
+    assert {"OPTIONS", "PUT", "DELETE"} <= methods, methods
+
+
+def _send_and_check(case: schemathesis.Case, rt: Runtime, session: requests.Session) -> None:
+    # GIVEN what the table and the queue hold before the request
+    stored_before, queued_before = stored_tasks(rt), queued_messages(rt)
+
+    # WHEN the generated request reaches the handler
+    transport = {"base_url": f"{ORIGIN}/{STAGE}", "session": session}
+    response = case.call(**transport)
+
+    # THEN the reply is what the document promises (no 5xx among them); a check that sends a
+    # control request sends it to the handler too
+    case.validate_response(response, transport_kwargs=transport)
+    stored = stored_tasks(rt) - stored_before
+    queued = queued_messages(rt) - queued_before
+    if 400 <= response.status_code < 500:
+        # AND a refusal is a JSON error, with nothing stored or queued
+        error = _error_text(response)
+        assert isinstance(error, str) and error.strip(), response.text[:300]
+        assert (stored, queued) == (0, 0)
+    if response.status_code == 202:
+        # AND an accepted task is stored and queued once (a replay: not again)
+        expected = 0 if _header(response, api.REPLAYED_HEADER) == "true" else 1
+        assert (stored, queued) == (expected, expected)
