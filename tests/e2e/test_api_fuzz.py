@@ -16,7 +16,7 @@ types (its coverage phase), sent through the emulator's API Gateway HTTP API. Ea
 
 Bounded and reproducible: derandomized generation, a fixed number of examples per operation and
 mode, no database of past failures. The same checks run against the handler on moto, with more
-examples, in tests/functions/test_api_fuzz.py.
+examples, in tests/functions/test_api_handler_fuzz.py.
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ def _send_and_check(
 def _answered_by_the_emulator(case: schemathesis.Case, response: schemathesis.Response) -> bool:
     """ministack answers OPTIONS itself (403 `{"message": "CORS not configured"}`) for an HTTP
     API without CORS configuration; in AWS such an API's `$default` route carries OPTIONS to
-    the function, which answers 405 in the error shape (tests/functions/test_api_fuzz.py)."""
+    the function, which answers 405 in the error shape (tests/functions/test_api_handler_fuzz.py)."""
     return case.method == "OPTIONS" and response.status_code == 403
 
 
