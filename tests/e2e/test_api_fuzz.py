@@ -235,7 +235,7 @@ def _send_and_check(
 def _answered_by_the_emulator(case: schemathesis.Case, response: schemathesis.Response) -> bool:
     """ministack answers OPTIONS itself (403 `{"message": "CORS not configured"}`) for an HTTP
     API without CORS configuration; in AWS such an API's `$default` route carries OPTIONS to
-    the function, which answers 405 in the error shape (tests/functions/test_api_handler_fuzz.py)."""
+    the function, which answers 405 in the error shape (see test_api_handler_fuzz.py)."""
     return case.method == "OPTIONS" and response.status_code == 403
 
 
