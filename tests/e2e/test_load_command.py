@@ -32,6 +32,9 @@ TASK_COUNT = 60
 # 99.99 % the chance is checked below to stay under MAX_FALSE_ALARM_PROBABILITY.
 CONFIDENCE = 0.9999
 MAX_FALSE_ALARM_PROBABILITY = 1e-3
+# The command's own wait after the last submit: dev tasks finish within seconds (one 2 s backoff),
+# so a stuck task shows as the command's "unfinished" verdict, well before RUN_TIMEOUT_S.
+WAIT_FOR_TASKS_S = 60
 RUN_TIMEOUT_S = 180
 
 
@@ -100,6 +103,7 @@ def test_load_report_agrees_with_the_table_and_the_deployed_policy(
         "--count", str(TASK_COUNT),
         "--stack", STACK,
         "--confidence", str(CONFIDENCE),
+        "--timeout", str(WAIT_FOR_TASKS_S),
         "--report", str(report_file),
         env=local_stack.env,
     )  # fmt: skip
