@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from functions import dead_letter, runtime, worker
+from functions import api, dead_letter, runtime, worker
+from functions.lifecycle import TaskRecord
 
 EVENTS_DIR = Path(__file__).resolve().parent.parent / "events"
 MAIN_QUEUE_VISIBILITY_S = 180  # as deployed: 6 x the 30 s function timeout
@@ -267,6 +268,27 @@ class Pipeline:
                 )
             handled += messages
         return handled
+
+
+def submit(message: str) -> str:
+    """POST a task through the api handler; its id (the submit must be accepted)."""
+    response = api.handler(submit_event(message), FakeLambdaContext())
+    assert response["statusCode"] == 202, response["body"]
+    return json_body(response)["taskId"]
+
+
+def record_of(rt: Any, task_id: str) -> TaskRecord:
+    """The task's public record as stored (it must exist)."""
+    stored = rt.store.get(task_id)
+    assert stored is not None, f"task {task_id} is not stored"
+    return stored.record
+
+
+def raw_item(rt: Any, task_id: str) -> dict[str, Any]:
+    """The whole stored item, internal attributes included: 'changes nothing' means this."""
+    return rt.dynamodb.get_item(
+        TableName=rt.settings.table_name, Key={"taskId": {"S": task_id}}, ConsistentRead=True
+    )["Item"]
 
 
 def scan_items(rt: Any) -> list[dict[str, Any]]:

@@ -8,29 +8,18 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from aws_harness import FakeLambdaContext, Pipeline, json_body, submit_event
+from aws_harness import (
+    FakeLambdaContext,
+    Pipeline,
+    raw_item,
+    record_of,
+    submit,
+)
 from botocore.exceptions import ClientError
 
-from functions import api, dead_letter
-from functions.lifecycle import TaskRecord
+from functions import dead_letter
 from functions.queue import task_message_body
 from functions.runtime import Runtime
-
-
-def submit(message: str) -> str:
-    return json_body(api.handler(submit_event(message), FakeLambdaContext()))["taskId"]
-
-
-def record_of(rt: Runtime, task_id: str) -> TaskRecord:
-    stored = rt.store.get(task_id)
-    assert stored is not None
-    return stored.record
-
-
-def raw_item(rt: Runtime, task_id: str) -> dict[str, Any]:
-    return rt.dynamodb.get_item(
-        TableName=rt.settings.table_name, Key={"taskId": {"S": task_id}}, ConsistentRead=True
-    )["Item"]
 
 
 def emf_blobs(captured: str) -> list[dict[str, Any]]:

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_harness import FakeLambdaContext, Pipeline, http_event, json_body, submit_event
+from aws_harness import (
+    FakeLambdaContext,
+    Pipeline,
+    http_event,
+    json_body,
+    raw_item,
+    record_of,
+    submit,
+)
 from botocore.exceptions import ClientError
 from typer.testing import CliRunner
 
@@ -29,25 +37,6 @@ from taskctl.ops.redrive import RedriveOutcome, RedriveResult, redrive_task
 
 ALWAYS_FAILS = TaskPolicy(maxAttempts=2, errorRate=1.0, backoffBaseSeconds=2, maxDelaySeconds=900)
 NEVER_FAILS = ALWAYS_FAILS.model_copy(update={"errorRate": 0.0})
-
-
-def submit(message: str) -> str:
-    response = api.handler(submit_event(message), FakeLambdaContext())
-    assert response["statusCode"] == 202, response["body"]
-    return json_body(response)["taskId"]
-
-
-def record(rt: Runtime, task_id: str) -> TaskRecord:
-    stored = rt.store.get(task_id)
-    assert stored is not None
-    return stored.record
-
-
-def raw_item(rt: Runtime, task_id: str) -> dict[str, Any]:
-    """The whole stored item, internal attributes included: 'unchanged' means this."""
-    return rt.dynamodb.get_item(
-        TableName=rt.settings.table_name, Key={"taskId": {"S": task_id}}, ConsistentRead=True
-    )["Item"]
 
 
 def redrive(rt: Runtime, task_id: str, extra_attempts: int = 1, **kwargs: Any) -> RedriveResult:
@@ -80,7 +69,7 @@ def test_a_redriven_failed_task_runs_again_and_completes_keeping_its_history(
     make_runtime: Callable[..., Runtime], pipeline: Pipeline, failed_task: str
 ) -> None:
     rt = make_runtime(policy=NEVER_FAILS)
-    before = record(rt, failed_task)
+    before = record_of(rt, failed_task)
     assert (before.status, before.attempts) == ("FAILED", 2)
 
     # WHEN an operator redrives it with one more attempt
@@ -89,7 +78,7 @@ def test_a_redriven_failed_task_runs_again_and_completes_keeping_its_history(
     # THEN its message is back on the main queue, and the worker's third attempt completes it
     assert result.outcome == RedriveOutcome.REDRIVEN, result.detail
     pipeline.run_until_idle()
-    after = record(rt, failed_task)
+    after = record_of(rt, failed_task)
     assert after.status == "COMPLETED"
     assert after.attempts == 3
     assert [(h.attempt, h.outcome) for h in after.history] == [
@@ -128,7 +117,7 @@ def test_a_redriven_task_that_fails_again_uses_every_extra_attempt_with_backoff(
     pipeline.run_until_idle()
     dead = pipeline.drain_dead_letters()
 
-    after = record(rt, failed_task)
+    after = record_of(rt, failed_task)
     assert (after.status, after.attempts, after.maxAttempts) == ("FAILED", 4, 4)
     assert [h.attempt for h in after.history] == [1, 2, 3, 4]
     # attempt 3 ran as soon as it was redriven; attempt 4 waited for attempt 3's backoff
@@ -206,7 +195,7 @@ def test_two_operators_racing_redrive_a_task_once(
     assert [r.outcome for r in rival_results] == [RedriveOutcome.REDRIVEN]
     assert ours.outcome == RedriveOutcome.REFUSED
     assert "RETRYING" in ours.detail
-    after = record(rt, failed_task)
+    after = record_of(rt, failed_task)
     assert (after.redriveCount, after.maxAttempts) == (1, 3)
     assert queued_task_ids(pipeline) == [failed_task]
 
@@ -217,13 +206,13 @@ def test_a_redrive_planned_on_an_older_failure_is_refused(
     from functions.lifecycle import Redrive, plan_redrive
 
     rt = make_runtime(policy=ALWAYS_FAILS)
-    stale = plan_redrive(record(rt, failed_task), 1, rt.clock())
+    stale = plan_redrive(record_of(rt, failed_task), 1, rt.clock())
     assert isinstance(stale, Redrive)
     # the task is redriven, runs, and FAILS again (attempts 3) before the stale write lands
     redrive(rt, failed_task, extra_attempts=1)
     pipeline.run_until_idle()
     failed_again = raw_item(rt, failed_task)
-    assert record(rt, failed_task).status == "FAILED"
+    assert record_of(rt, failed_task).status == "FAILED"
 
     with pytest.raises(TaskChanged):
         rt.store.redrive(stale.failed, stale.redriven, rt.clock())
@@ -237,18 +226,18 @@ def test_a_redrive_planned_on_an_older_failure_is_refused(
 def test_an_enqueue_failure_puts_the_failed_record_back(
     rt: Runtime, pipeline: Pipeline, failed_task: str
 ) -> None:
-    before = record(rt, failed_task)
+    before = record_of(rt, failed_task)
     gone = TaskQueue(rt.sqs, rt.settings.queue_url + "-deleted", rt.settings.dead_letter_queue_url)
 
     result = redrive(rt, failed_task, enqueue=gone.enqueue)
 
     assert result.outcome == RedriveOutcome.ENQUEUE_FAILED
     assert "restored to FAILED" in result.detail
-    assert record(rt, failed_task) == before
+    assert record_of(rt, failed_task) == before
     assert pipeline.receive() == []
     # and a later redrive, once the queue is reachable, works as if nothing happened
     assert redrive(rt, failed_task).outcome == RedriveOutcome.REDRIVEN
-    assert record(rt, failed_task).redriveCount == 1
+    assert record_of(rt, failed_task).redriveCount == 1
 
 
 def test_an_enqueue_failure_after_a_worker_claimed_the_task_keeps_it_redriven(
@@ -265,7 +254,7 @@ def test_an_enqueue_failure_after_a_worker_claimed_the_task_keeps_it_redriven(
 
     assert result.outcome == RedriveOutcome.REDRIVEN
     assert "already claimed" in result.detail
-    after = record(rt, failed_task)
+    after = record_of(rt, failed_task)
     assert (after.status, after.attempts, after.redriveCount) == ("COMPLETED", 3, 1)
 
 
@@ -286,9 +275,9 @@ def test_the_old_failures_dead_letter_does_not_fail_the_redriven_task(
     assert len(pipeline.drain_dead_letters()) == 1
 
     # THEN the redriven task is not failed by it, and completes
-    assert record(rt, task_id).status == "RETRYING"
+    assert record_of(rt, task_id).status == "RETRYING"
     pipeline.run_until_idle()
-    assert (record(rt, task_id).status, record(rt, task_id).attempts) == ("COMPLETED", 3)
+    assert (record_of(rt, task_id).status, record_of(rt, task_id).attempts) == ("COMPLETED", 3)
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -318,7 +307,8 @@ def test_the_command_redrives_every_failed_id_and_exits_0(
 
     assert outcome.exit_code == 0, outcome.output
     assert failed_task in outcome.stdout and "redriven" in outcome.stdout
-    assert (record(rt, failed_task).status, record(rt, failed_task).maxAttempts) == ("RETRYING", 5)
+    redriven = record_of(rt, failed_task)
+    assert (redriven.status, redriven.maxAttempts) == ("RETRYING", 5)
     assert queued_task_ids(pipeline) == [failed_task]
 
 
@@ -328,7 +318,7 @@ def test_the_command_redrives_a_task_named_twice_once(
     outcome = run_command(rt, failed_task, failed_task.upper(), "--extra-attempts", "1")
 
     assert outcome.exit_code == 0, outcome.output
-    assert record(rt, failed_task).redriveCount == 1
+    assert record_of(rt, failed_task).redriveCount == 1
     assert queued_task_ids(pipeline) == [failed_task]
 
 
@@ -339,7 +329,7 @@ def test_the_command_defaults_to_the_stacks_max_attempts(rt: Runtime, failed_tas
 
     assert outcome.exit_code == 0, outcome.output
     dev_max_attempts = load_stack_settings("dev").maxAttempts
-    assert record(rt, failed_task).maxAttempts == 2 + dev_max_attempts
+    assert record_of(rt, failed_task).maxAttempts == 2 + dev_max_attempts
 
 
 def test_the_command_exits_1_with_one_line_per_refused_id(
@@ -356,7 +346,7 @@ def test_the_command_exits_1_with_one_line_per_refused_id(
     assert len(errors) == 2
     assert completed in errors[0] and "COMPLETED" in errors[0]
     assert unknown in errors[1] and "not found" in errors[1]
-    assert record(rt, failed_task).status == "RETRYING"  # the others did not stop it
+    assert record_of(rt, failed_task).status == "RETRYING"  # the others did not stop it
 
 
 def test_the_command_refuses_half_a_deployed_target(rt: Runtime) -> None:

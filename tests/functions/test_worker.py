@@ -16,14 +16,12 @@ from typing import Any
 
 import pytest
 from aws_harness import (
-    FakeLambdaContext,
     Pipeline,
-    json_body,
-    submit_event,
+    raw_item,
+    submit,
 )
 from botocore.exceptions import ClientError
 
-from functions import api
 from functions.lifecycle import backoff_ceiling_s, from_iso, retry_delay_s, to_iso
 from functions.queue import REASON_ATTRIBUTE, task_message_body
 from functions.runtime import Runtime
@@ -31,23 +29,10 @@ from functions.settings import TaskPolicy
 from functions.store import StoredTask
 
 
-def submit(message: str) -> str:
-    response = api.handler(submit_event(message), FakeLambdaContext())
-    assert response["statusCode"] == 202, response["body"]
-    return json_body(response)["taskId"]
-
-
 def task(rt: Runtime, task_id: str) -> StoredTask:
     stored = rt.store.get(task_id)
     assert stored is not None
     return stored
-
-
-def raw_item(rt: Runtime, task_id: str) -> dict[str, Any]:
-    """The whole stored item, internal attributes included: 'changes nothing' means this."""
-    return rt.dynamodb.get_item(
-        TableName=rt.settings.table_name, Key={"taskId": {"S": task_id}}, ConsistentRead=True
-    )["Item"]
 
 
 def duplicate(pipeline: Pipeline, task_id: str) -> None:
