@@ -72,7 +72,7 @@ def up(
         return
     # From here on the stack is ours to stop: a Ctrl-C at any point, even while the outputs are
     # still being printed, goes through the teardown below.
-    interrupted = False
+    interrupted = stopped_by_down = False
     try:
         _print_ready(local, stack_name)
         console.print("[dim]function logs follow; Ctrl-C stops everything[/]")
@@ -81,8 +81,13 @@ def up(
         interrupted = True
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut cleanup short
+        # `local down` from another terminal removes the pid file before stopping the emulator.
+        stopped_by_down = not local.paths.pid_file.exists()
         stack.tear_down(stack_name)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if stopped_by_down:
+        console.print(f"\nstopped by `local down`: nothing left running, port {port} is free")
+        return
     if not interrupted:  # the log stream ends by itself only when the emulator has died
         raise _fail(f"the emulator exited unexpectedly; its log: {local.paths.emulator_log}")
     console.print(f"\nstopped: emulator and function processes ended, port {port} is free")

@@ -177,8 +177,10 @@ def tear_down(stack: str) -> RunningEmulator | None:
     """Stop the stack's emulator if it runs; return what was stopped (None if nothing was)."""
     paths = StackPaths.for_stack(stack)
     running = emulator.read_running(paths)
-    if running is not None:
-        emulator.stop(running)
+    # Files first: a foreground `up` watching this stack sees the pid file gone when its
+    # emulator dies, and knows it was `down`, not a crash.
     paths.pid_file.unlink(missing_ok=True)
     paths.outputs_file.unlink(missing_ok=True)  # its URLs point at nothing any more
+    if running is not None:
+        emulator.stop(running)
     return running

@@ -107,14 +107,18 @@ def test_without_the_project_virtualenv_the_message_says_how_to_make_it(tmp_path
     assert "Traceback" not in refused.stderr
 
 
-def test_ctrl_c_on_a_foreground_up_leaves_no_process_and_no_bound_port(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stopped_by", ["ctrl-c", "local down"])
+def test_stopping_a_foreground_up_leaves_no_process_and_no_bound_port(
+    tmp_path: Path, stopped_by: str
+) -> None:
     # GIVEN a foreground `local up`, in its own session as a terminal would run it
     port = emulator.free_port()
     state = tmp_path / STACK
+    env = environment_with_state(tmp_path)
     foreground = subprocess.Popen(
         [*LOCAL_COMMAND, "up", "--port", str(port)],
         cwd=REPO_ROOT,
-        env=environment_with_state(tmp_path),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -130,20 +134,27 @@ def test_ctrl_c_on_a_foreground_up_leaves_no_process_and_no_bound_port(tmp_path:
         emulator_pid = json.loads((state / "emulator.json").read_text())["pid"]
         assert emulator.group_members(emulator_pid), "the emulator should be running"
 
-        # WHEN the user presses Ctrl-C
-        os.kill(foreground.pid, signal.SIGINT)
+        # WHEN the user presses Ctrl-C, or runs `local down` in another terminal
+        if stopped_by == "ctrl-c":
+            os.kill(foreground.pid, signal.SIGINT)
+        else:
+            local_command("down", env=env, timeout_s=60)
         output, _ = foreground.communicate(timeout=60)
     finally:
         if foreground.poll() is None:
             foreground.kill()
+        if (state / "emulator.json").exists():  # a failed run must not leave its emulator behind
+            local_command("down", env=env, timeout_s=60)
 
-    # THEN the command ends, and neither the emulator nor a function process nor the port is left
+    # THEN the command ends cleanly, saying so, and neither the emulator nor a function process
+    # nor the port is left
     assert foreground.returncode == 0, output
     assert emulator.group_members(emulator_pid) == []
     assert not emulator.port_in_use(port)
     assert not (state / "emulator.json").exists()
     assert not (state / "outputs.json").exists()  # a stopped stack has no outputs to show
     assert "stopped" in output
+    assert ("`local down`" in output) == (stopped_by == "local down")
 
 
 def test_down_stops_a_detached_stack_completely(tmp_path: Path) -> None:
