@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -184,7 +183,7 @@ def _cold_start(artifacts: dict[str, Any], runs: int, step) -> dict[str, Any]:
             return {"measured": False, "reason": str(exc)}
     return {
         "measured": True,
-        "pythonPath": f"the local bundle, extracted; boto3 from the environment ({sys.executable})",
+        "pythonPath": "the local bundle, extracted; boto3 from the project virtualenv",
         **figures,
     }
 
