@@ -39,10 +39,17 @@ from aws_lambda_powertools.event_handler.openapi.params import Header, Path
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from functions import runtime
-from functions.lifecycle import MESSAGE_MAX_CHARS, TaskRecord, TaskStatus, new_task
+from functions.lifecycle import (
+    MESSAGE_MAX_CHARS,
+    TaskId,
+    TaskRecord,
+    TaskStatus,
+    Timestamp,
+    new_task,
+)
 from functions.store import StoredTask, TaskAlreadyExists
 
 # A body holding a maximal message always fits: 4096 characters of the longest JSON escape
@@ -149,9 +156,9 @@ class SubmitTask(BaseModel):
 class TaskAccepted(BaseModel):
     """The reply to an accepted submit (202)."""
 
-    taskId: str
+    taskId: TaskId
     status: TaskStatus
-    createdAt: str
+    createdAt: Timestamp
 
 
 class ErrorReply(BaseModel):
@@ -166,6 +173,7 @@ _ERRORS = {
     for status in (
         HTTPStatus.BAD_REQUEST,
         HTTPStatus.NOT_FOUND,
+        HTTPStatus.METHOD_NOT_ALLOWED,
         HTTPStatus.CONFLICT,
         HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
         HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
@@ -176,8 +184,43 @@ _ERRORS = {
 }
 
 
+# The 405 is the reply to a method the path does not have (see `_on_no_route`); it is listed on
+# every operation so the document says which status and header that call gets.
+_ERRORS[HTTPStatus.METHOD_NOT_ALLOWED.value]["headers"] = {
+    "Allow": {
+        "description": "The methods this path has, comma-separated",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+
+_ACCEPTED_HEADERS = {
+    "Location": {
+        "description": "Where to read the task: `GET` this path (it includes the stage)",
+        "required": True,
+        "schema": {"type": "string", "format": "uri-reference"},
+    },
+    REPLAYED_HEADER: {
+        "description": "`true` on the reply to a repeated Idempotency-Key; absent otherwise",
+        "required": False,
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+}
+
+
+# An absent header is None to the handler, but a header is never null on the wire: documented as
+# the optional string it is, not `anyOf [string, null]`. The `Header(...)` constraints validate.
+_OptionalHeaderText = Annotated[
+    str | None,
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX_CHARS}),
+]
+
+
 def _error_responses(*statuses: HTTPStatus) -> dict[int, dict[str, Any]]:
-    return {status.value: _ERRORS[status.value] for status in statuses}
+    """The documented error replies of an operation: `statuses` and, for every operation, 405."""
+    return {
+        status.value: _ERRORS[status.value] for status in (*statuses, HTTPStatus.METHOD_NOT_ALLOWED)
+    }
 
 
 # -- routes -----------------------------------------------------------------------------------
@@ -194,6 +237,7 @@ def _error_responses(*statuses: HTTPStatus) -> dict[int, dict[str, Any]]:
     responses={
         202: {
             "description": "Accepted; poll the Location",
+            "headers": _ACCEPTED_HEADERS,
             "content": {"application/json": {"model": TaskAccepted}},
         },
         **_error_responses(
@@ -209,7 +253,7 @@ def _error_responses(*statuses: HTTPStatus) -> dict[int, dict[str, Any]]:
 def submit_task(
     task: SubmitTask,
     idempotency_key: Annotated[
-        str | None,
+        _OptionalHeaderText,
         Header(
             alias="idempotency-key",
             min_length=1,

@@ -116,6 +116,12 @@ def to_epoch_ms(moment: datetime) -> int:
 
 # -- the task record --------------------------------------------------------------------------
 
+# Documentation only: both stay plain strings on the wire and in the table (a task id is stored
+# in its canonical lowercase form, a timestamp as `to_iso` writes it); the `format` tells the
+# OpenAPI document's readers (clients, fuzzers) what the strings hold.
+TaskId = Annotated[str, Field(json_schema_extra={"format": "uuid"})]
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
 
 class AttemptRecord(BaseModel):
     """One attempt in a task's history; `outcome` is None while the attempt runs."""
@@ -123,8 +129,8 @@ class AttemptRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     attempt: Annotated[int, Field(ge=1, description="1-based attempt number")]
-    startedAt: str
-    finishedAt: str | None = None
+    startedAt: Timestamp
+    finishedAt: Timestamp | None = None
     outcome: AttemptOutcome | None = None
     error: str | None = None
     retryDelaySeconds: Annotated[
@@ -137,19 +143,20 @@ class TaskRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    taskId: str
+    taskId: TaskId
     status: TaskStatus
     message: str
     attempts: Annotated[int, Field(ge=0, description="Attempts started so far")]
     maxAttempts: Annotated[int, Field(ge=1)]
-    createdAt: str
-    updatedAt: str
-    nextAttemptAt: Annotated[str | None, Field(description="Set while RETRYING")] = None
+    createdAt: Timestamp
+    updatedAt: Timestamp
+    nextAttemptAt: Annotated[Timestamp | None, Field(description="Set while RETRYING")] = None
     lastError: str | None = None
-    completedAt: str | None = None
-    failedAt: str | None = None
+    completedAt: Timestamp | None = None
+    failedAt: Timestamp | None = None
     redrivenAt: Annotated[
-        str | None, Field(description="When an operator last redrove the task after it FAILED")
+        Timestamp | None,
+        Field(description="When an operator last redrove the task after it FAILED"),
     ] = None
     redriveCount: Annotated[
         int | None, Field(ge=1, description="How many times the task was redriven (absent: never)")

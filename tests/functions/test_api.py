@@ -357,6 +357,72 @@ def test_openapi_document_lists_both_routes_and_the_request_schema() -> None:
     assert {"200", "400", "404"} <= set(get["responses"])
 
 
+def _string_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The string branch of a property's schema (an optional field is `anyOf [string, null]`)."""
+    branches = schema.get("anyOf", [schema])
+    (string_branch,) = [branch for branch in branches if branch.get("type") == "string"]
+    return string_branch
+
+
+def test_openapi_document_gives_task_ids_and_timestamps_their_formats() -> None:
+    schemas = api.openapi_document()["components"]["schemas"]
+    properties = {
+        (model, name): prop
+        for model in ("TaskAccepted", "TaskRecord", "AttemptRecord")
+        for name, prop in schemas[model]["properties"].items()
+    }
+    timestamps = {key for key in properties if key[1].endswith("At")}
+    # GIVEN the timestamps of the reply and the record (every property named ...At)
+    assert {
+        ("TaskAccepted", "createdAt"),
+        ("TaskRecord", "updatedAt"),
+        ("TaskRecord", "nextAttemptAt"),
+        ("TaskRecord", "completedAt"),
+        ("TaskRecord", "failedAt"),
+        ("TaskRecord", "redrivenAt"),
+        ("AttemptRecord", "startedAt"),
+        ("AttemptRecord", "finishedAt"),
+    } <= timestamps
+    # THEN each is a date-time string, and every task id a UUID string
+    for key in timestamps:
+        assert _string_schema(properties[key]).get("format") == "date-time", key
+    for model in ("TaskAccepted", "TaskRecord"):
+        assert _string_schema(properties[(model, "taskId")]).get("format") == "uuid", model
+
+
+def test_openapi_document_describes_the_reply_headers_and_the_405() -> None:
+    paths = api.openapi_document()["paths"]
+    accepted = paths["/tasks"]["post"]["responses"]["202"]
+
+    assert accepted["headers"]["Location"]["required"] is True
+    assert accepted["headers"]["Location"]["schema"]["type"] == "string"
+    assert accepted["headers"][api.REPLAYED_HEADER]["required"] is False
+    assert accepted["headers"][api.REPLAYED_HEADER]["schema"]["enum"] == ["true"]
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            not_allowed = operation["responses"].get("405")
+            assert not_allowed is not None, f"{method} {path} does not document 405"
+            assert not_allowed["headers"]["Allow"]["required"] is True
+            assert not_allowed["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/ErrorReply"
+            }
+
+
+def test_openapi_document_makes_the_idempotency_key_an_optional_string_of_1_to_255() -> None:
+    (parameter,) = [
+        parameter
+        for parameter in api.openapi_document()["paths"]["/tasks"]["post"]["parameters"]
+        if parameter["name"].lower() == "idempotency-key"
+    ]
+
+    assert parameter["in"] == "header"
+    assert parameter["required"] is False
+    assert "anyOf" not in parameter["schema"]
+    assert parameter["schema"]["type"] == "string"
+    assert parameter["schema"]["minLength"] == 1
+    assert parameter["schema"]["maxLength"] == api.IDEMPOTENCY_KEY_MAX_CHARS
+
+
 def test_the_openapi_document_is_served_at_openapi_json(rt: Runtime) -> None:
     response = call(http_event("GET", "/openapi.json"))
 
