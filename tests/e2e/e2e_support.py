@@ -29,13 +29,14 @@ UP_TIMEOUT_S = 240  # a cold machine builds the emulator venv and the bundle fir
 TERMINAL = frozenset({"COMPLETED", "FAILED"})
 
 
-LOCAL_COMMAND = (sys.executable, "-m", "taskctl", "local")
+TASKCTL = (sys.executable, "-m", "taskctl")
+LOCAL_COMMAND = (*TASKCTL, "local")
 
 
-def local_command(*args: str, env: dict[str, str], timeout_s: float) -> subprocess.CompletedProcess:
-    """Run `python -m taskctl local <args>` as a user would, in the repository."""
+def taskctl(*args: str, env: dict[str, str], timeout_s: float) -> subprocess.CompletedProcess:
+    """Run `python -m taskctl <args>` as a user would, in the repository."""
     return subprocess.run(
-        [*LOCAL_COMMAND, *args],
+        [*TASKCTL, *args],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -43,6 +44,11 @@ def local_command(*args: str, env: dict[str, str], timeout_s: float) -> subproce
         timeout=timeout_s,
         check=False,
     )
+
+
+def local_command(*args: str, env: dict[str, str], timeout_s: float) -> subprocess.CompletedProcess:
+    """Run `python -m taskctl local <args>`."""
+    return taskctl("local", *args, env=env, timeout_s=timeout_s)
 
 
 def environment_with_state(state_dir: Path) -> dict[str, str]:

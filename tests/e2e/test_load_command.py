@@ -11,18 +11,16 @@ import json
 import math
 import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import STACK, TERMINAL, LocalStackUnderTest
+from e2e_support import STACK, TERMINAL, LocalStackUnderTest, taskctl
 
 from functions.settings import TaskPolicy
 from taskctl.load.stats import wilson_interval
 from taskctl.local import emulator
-from taskctl.local.paths import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -39,15 +37,7 @@ RUN_TIMEOUT_S = 180
 
 
 def taskctl_load(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "taskctl", "load", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        check=False,
-    )
+    return taskctl("load", *args, env=env, timeout_s=RUN_TIMEOUT_S)
 
 
 def false_alarm_probability(count: int, failed_fraction: float, confidence: float) -> float:

@@ -4,14 +4,12 @@ the deployed worker really runs it (DESIGN §3: "a FAILED task can be redriven f
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import httpx
 import pytest
-from e2e_support import STACK, LocalStackUnderTest, submit, wait_terminal
+from e2e_support import STACK, LocalStackUnderTest, submit, taskctl, wait_terminal
 
 from functions.settings import TaskPolicy
-from taskctl.local.paths import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 COMMAND_TIMEOUT_S = 60
@@ -22,14 +20,8 @@ def redrive_command(
 ) -> subprocess.CompletedProcess[str]:
     """`python -m taskctl redrive <args>` as an operator runs it; the state directory in the
     environment (TASKS_LOCAL_DIR) is how it finds this session's stack, as `local` commands do."""
-    return subprocess.run(
-        [sys.executable, "-m", "taskctl", "redrive", *args, "--stack", STACK],
-        cwd=REPO_ROOT,
-        env=local_stack.env,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT_S,
-        check=False,
+    return taskctl(
+        "redrive", *args, "--stack", STACK, env=local_stack.env, timeout_s=COMMAND_TIMEOUT_S
     )
 
 
