@@ -1,23 +1,25 @@
 """The fault-tolerant task pipeline: one Pulumi stack per environment (`dev`, `prod`).
 
-    client ──HTTP──► TaskApi (stage = stack) ──► api function ──► TaskTable
-                                                   │                  ▲
-                                                   └──► main queue ──► worker function
-                                                          │ redrive       │ last failed attempt
-                                                          ▼               ▼
-                                                         DLQ ──► dead-letter function ──► TaskTable
+    client ──HTTP──► TaskApi (stage = stack) ──► api function ──► TaskTable ◄── reconciler
+                                                   │                  ▲         (schedule) │
+                                                   └──► main queue ──► worker function      │
+                                                     ▲    │ redrive       │ last failed     │
+                                                     │    ▼               ▼ attempt         │
+                                                     │   DLQ ──► dead-letter function       │
+                                                     └── overdue tasks, returned messages ──┘
 
 This file only wires: it reads the stack's settings once, builds the components in the order of
 the picture, and exports what `pulumi stack output` shows. Every difference between stacks lives
 in Pulumi.<stack>.yaml.
 """
 
+import dataclasses
 import os
 
 import pulumi
 import pulumi_aws as aws
 
-from components.iam import queue_consume, queue_send, table_access
+from components.iam import index_query, queue_consume, queue_send, table_access
 from components.monitoring import Monitoring, MonitoringArgs, healthy_message_age_s
 from components.packaging import BundleTarget, build_bundle
 from components.stack_settings import read_stack_settings
@@ -25,6 +27,7 @@ from components.task_api import TaskApi, TaskApiArgs
 from components.task_function import (
     FunctionRuntime,
     QueueTrigger,
+    ScheduleTrigger,
     TaskFunction,
     TaskFunctionArgs,
     function_environment,
@@ -72,7 +75,7 @@ function_runtime = FunctionRuntime(
     log_retention_days=settings.logRetentionDays,
     environment=function_environment(
         policy=settings.policy,
-        table_name=table.table.name,
+        table_name=table.name,
         queue_url=queues.queue.url,
         dlq_url=queues.dead_letter_queue.url,
         stack=stack,
@@ -85,10 +88,10 @@ api_function = TaskFunction(
         service="api",
         handler="functions.api.handler",
         description="Accepts tasks and answers their status",
-        runtime=function_runtime,
+        # Its own timeout: API Gateway gives up after 30 s (the settings model checks it).
+        runtime=dataclasses.replace(function_runtime, timeout_s=settings.apiTimeoutSeconds),
         permissions=(
-            # DeleteItem: a task whose message could not be enqueued is removed again.
-            table_access(table.table.arn, extra_actions=("dynamodb:DeleteItem",)),
+            table_access(table.arn, "GetItem", "PutItem"),
             queue_send(queues.queue.arn, sid="EnqueueTasks"),
         ),
     ),
@@ -102,7 +105,7 @@ worker_function = TaskFunction(
         description="Runs task attempts, retries with backoff, dead-letters the last failure",
         runtime=function_runtime,
         permissions=(
-            table_access(table.table.arn),
+            table_access(table.arn, "GetItem", "UpdateItem"),
             queue_consume(queues.queue.arn, sid="ConsumeTasks"),
             queue_send(queues.dead_letter_queue.arn, sid="DeadLetterFailedTasks"),
         ),
@@ -119,17 +122,36 @@ dead_letter_function = TaskFunction(
         function_name=f"{name_prefix}-dead-letter",
         service="dead-letter",
         handler="functions.dead_letter.handler",
-        description="Marks dead-lettered tasks FAILED and counts them",
+        description="Returns dead letters of unfinished tasks to the queue; fails poisonous ones",
         runtime=function_runtime,
         permissions=(
-            table_access(table.table.arn),
+            table_access(table.arn, "GetItem", "UpdateItem"),
             queue_consume(queues.dead_letter_queue.arn, sid="ConsumeDeadLetters"),
+            queue_send(queues.queue.arn, sid="ReturnToMainQueue"),
         ),
         trigger=QueueTrigger(
             queue_arn=queues.dead_letter_queue.arn,
             batch_size=settings.workerBatchSize,
             maximum_concurrency=settings.workerMaxConcurrency,
         ),
+    ),
+)
+
+reconciler_function = TaskFunction(
+    "reconciler",
+    TaskFunctionArgs(
+        function_name=f"{name_prefix}-reconciler",
+        service="reconciler",
+        handler="functions.reconciler.handler",
+        description="Re-enqueues every unfinished task whose progress is overdue",
+        runtime=function_runtime,
+        permissions=(
+            # GetItem/PutItem: its cursor; BatchGetItem: the due tasks; UpdateItem: their checks.
+            table_access(table.arn, "GetItem", "PutItem", "BatchGetItem", "UpdateItem"),
+            index_query(table.check_index_arn),
+            queue_send(queues.queue.arn, sid="RequeueOverdueTasks"),
+        ),
+        trigger=ScheduleTrigger(interval_minutes=settings.reconcileIntervalMinutes),
     ),
 )
 
@@ -158,6 +180,7 @@ monitoring = Monitoring(
         queue_name=queues.queue.name,
         dead_letter_queue_name=queues.dead_letter_queue.name,
         worker_function_name=worker_function.function.name,
+        reconciler_function_name=reconciler_function.function.name,
         api_id=api.api.id,
         api_stage_name=stack,
         healthy_message_age_s=healthy_message_age_s(
@@ -171,5 +194,5 @@ pulumi.export("apiUrl", api.url)
 pulumi.export("tasksEndpoint", pulumi.Output.format("{0}/tasks", api.url))
 pulumi.export("queueUrl", queues.queue.url)
 pulumi.export("dlqUrl", queues.dead_letter_queue.url)
-pulumi.export("tableName", table.table.name)
+pulumi.export("tableName", table.name)
 pulumi.export("dashboardUrl", monitoring.dashboard_url)

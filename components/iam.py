@@ -59,7 +59,6 @@ class PolicyStatement:
 
 # -- the grants the task functions are built from ------------------------------------------------
 
-TASK_RECORD_ACTIONS = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
 QUEUE_CONSUMER_ACTIONS = (
     "sqs:ReceiveMessage",
     "sqs:DeleteMessage",
@@ -68,13 +67,18 @@ QUEUE_CONSUMER_ACTIONS = (
 )
 
 
-def table_access(
-    table_arn: pulumi.Input[str], *, extra_actions: tuple[str, ...] = ()
-) -> PolicyStatement:
-    """Read and conditionally write task records in exactly this table."""
+def table_access(table_arn: pulumi.Input[str], *operations: str) -> PolicyStatement:
+    """Exactly these DynamoDB `operations` (`"GetItem"`, ...) on task records in this table."""
     return PolicyStatement(
-        sid="TaskTable", actions=(*TASK_RECORD_ACTIONS, *extra_actions), resources=(table_arn,)
+        sid="TaskTable",
+        actions=tuple(f"dynamodb:{operation}" for operation in operations),
+        resources=(table_arn,),
     )
+
+
+def index_query(index_arn: pulumi.Input[str]) -> PolicyStatement:
+    """Query exactly this index of the task table."""
+    return PolicyStatement(sid="CheckIndex", actions=("dynamodb:Query",), resources=(index_arn,))
 
 
 def queue_send(queue_arn: pulumi.Input[str], *, sid: str) -> PolicyStatement:

@@ -16,6 +16,7 @@ from functions.settings import TaskPolicy
 
 METRICS_NAMESPACE = "FaultTolerantTasks"  # POWERTOOLS_METRICS_NAMESPACE of the functions
 DEAD_LETTERED_METRIC = "DeadLetteredTasks"  # emitted by functions.dead_letter, one per task
+RECOVERED_METRIC = "RecoveredTasks"  # emitted by functions.reconciler on every pass
 ALARM_PERIOD_S = 60
 # Margin on the oldest-message age before it alarms: a healthy queue may hold a message for its
 # whole retry schedule; this leaves time for a cold start and a busy worker on top.
@@ -45,6 +46,7 @@ class MonitoringArgs:
     queue_name: pulumi.Input[str]
     dead_letter_queue_name: pulumi.Input[str]
     worker_function_name: pulumi.Input[str]
+    reconciler_function_name: pulumi.Input[str]
     api_id: pulumi.Input[str]
     api_stage_name: str
     healthy_message_age_s: int
@@ -184,6 +186,32 @@ def alarm_specs(args: MonitoringArgs) -> tuple[AlarmSpec, ...]:
             threshold=1,
             evaluation_periods=1,
             description="The worker was throttled: account concurrency is exhausted.",
+        ),
+        AlarmSpec(
+            key="recovered-tasks",
+            title="Tasks the reconciler recovered",
+            namespace=METRICS_NAMESPACE,
+            metric=RECOVERED_METRIC,
+            dimensions={"service": "reconciler", "stack": args.stack},
+            statistic="Sum",
+            threshold=1,
+            evaluation_periods=1,
+            description=(
+                "An unfinished task made no progress for longer than recoveryGraceSeconds and its "
+                "message was re-enqueued: a process died mid-task, a message was lost or deleted, "
+                "or AWS was out. See the README's 'When the recovery alarm fires'."
+            ),
+        ),
+        AlarmSpec(
+            key="reconciler-errors",
+            title="Reconciler errors",
+            namespace="AWS/Lambda",
+            metric="Errors",
+            dimensions={"FunctionName": args.reconciler_function_name},
+            statistic="Sum",
+            threshold=1,
+            evaluation_periods=1,
+            description="The reconciler failed a pass: stuck tasks are not being recovered.",
         ),
         AlarmSpec(
             key="api-5xx",

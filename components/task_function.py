@@ -1,7 +1,8 @@
-"""One Lambda function of the system (api, worker or dead-letter) with everything it owns.
+"""One Lambda function of the system (api, worker, dead-letter, reconciler) with all it owns.
 
 Each function gets its own IAM role with an inline least-privilege policy, its own log group with
-a retention period, the shared code bundle, and optionally the SQS trigger that feeds it.
+a retention period, the shared code bundle, and optionally the trigger that runs it: an SQS queue
+(`QueueTrigger`) or a schedule (`ScheduleTrigger`).
 """
 
 from __future__ import annotations
@@ -80,15 +81,31 @@ class QueueTrigger:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ScheduleTrigger:
+    """An EventBridge schedule that invokes the function every `interval_minutes`."""
+
+    interval_minutes: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.interval_minutes <= 1440:
+            raise ValueError(f"interval_minutes={self.interval_minutes} is outside 1..1440")
+
+    @property
+    def expression(self) -> str:
+        unit = "minute" if self.interval_minutes == 1 else "minutes"
+        return f"rate({self.interval_minutes} {unit})"
+
+
+@dataclass(frozen=True, kw_only=True)
 class TaskFunctionArgs:
-    """`service` names the function (`api`, `worker`, `dead-letter`) in logs and metrics."""
+    """`service` names the function (`api`, `worker`, ...) in logs and metrics."""
 
     function_name: str
     service: str
     handler: str
     runtime: FunctionRuntime
     permissions: tuple[PolicyStatement, ...]
-    trigger: QueueTrigger | None = None
+    trigger: QueueTrigger | ScheduleTrigger | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -104,7 +121,7 @@ class TaskFunction(pulumi.ComponentResource):
     function: aws.lambda_.Function
     role: aws.iam.Role
     log_group: aws.cloudwatch.LogGroup
-    trigger: aws.lambda_.EventSourceMapping | None
+    trigger: aws.lambda_.EventSourceMapping | aws.cloudwatch.EventRule | None
 
     def __init__(
         self, name: str, args: TaskFunctionArgs, opts: pulumi.ResourceOptions | None = None
@@ -119,7 +136,13 @@ class TaskFunction(pulumi.ComponentResource):
         )
         role_policy = self._role_policy(name, args)
         self.function = self._function(name, args, role_policy)
-        self.trigger = self._trigger(name, args.trigger, role_policy) if args.trigger else None
+        match args.trigger:
+            case QueueTrigger():
+                self.trigger = self._queue_trigger(name, args.trigger, role_policy)
+            case ScheduleTrigger():
+                self.trigger = self._schedule(name, args.trigger)
+            case None:
+                self.trigger = None
         self.register_outputs(
             {
                 "functionName": self.function.name,
@@ -171,7 +194,31 @@ class TaskFunction(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.log_group, role_policy]),
         )
 
-    def _trigger(
+    def _schedule(self, name: str, trigger: ScheduleTrigger) -> aws.cloudwatch.EventRule:
+        rule = aws.cloudwatch.EventRule(
+            f"{name}-schedule",
+            schedule_expression=trigger.expression,
+            description=f"Runs {name} {trigger.expression}",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        # EventBridge may invoke exactly this function, for exactly this rule.
+        permission = aws.lambda_.Permission(
+            f"{name}-schedule-invoke",
+            action="lambda:InvokeFunction",
+            function=self.function.name,
+            principal="events.amazonaws.com",
+            source_arn=rule.arn,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        aws.cloudwatch.EventTarget(
+            f"{name}-schedule-target",
+            rule=rule.name,
+            arn=self.function.arn,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[permission]),
+        )
+        return rule
+
+    def _queue_trigger(
         self, name: str, trigger: QueueTrigger, role_policy: aws.iam.RolePolicy
     ) -> aws.lambda_.EventSourceMapping:
         return aws.lambda_.EventSourceMapping(

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-DLQ_RETENTION_S = 1_209_600  # 14 days, SQS's maximum: time to inspect and redrive dead letters
-# 4 days (SQS's default), written out because the DLQ's retention must exceed it: a message keeps
-# its original enqueue time when it moves to the DLQ, so a shorter DLQ retention would drop it.
-MAIN_QUEUE_RETENTION_S = 345_600
+# 14 days, SQS's maximum, for both. The main queue: no message of an unfinished task may expire
+# before the reconciler can act (it re-enqueues any overdue task anyway, so even an expired message
+# strands nothing). The DLQ: time for the dead-letter function to work through an outage. A message
+# keeps its original enqueue time when it moves to the DLQ, so the DLQ cannot keep it longer.
+MAIN_QUEUE_RETENTION_S = 1_209_600
+DLQ_RETENTION_S = 1_209_600
 
 
 @dataclass(frozen=True, kw_only=True)

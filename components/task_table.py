@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-HASH_KEY = "taskId"
-TTL_ATTRIBUTE = "expiresAt"  # epoch seconds; the functions set it when a task is written
+from functions.store import CHECK_AFTER_ATTRIBUTE, CHECK_INDEX, CHECK_SHARD_ATTRIBUTE, TASK_KEY
+
+HASH_KEY = TASK_KEY
+TTL_ATTRIBUTE = "expiresAt"  # epoch seconds; set only when a task ends (COMPLETED or FAILED)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -18,9 +20,13 @@ class TaskTableArgs:
 
 
 class TaskTable(pulumi.ComponentResource):
-    """On-demand DynamoDB table keyed by `taskId`, with TTL on `expiresAt`."""
+    """On-demand DynamoDB table keyed by `taskId`, with TTL on `expiresAt` and the reconciler's
+    sparse check index."""
 
     table: aws.dynamodb.Table
+    name: pulumi.Output[str]
+    arn: pulumi.Output[str]
+    check_index_arn: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: TaskTableArgs, opts: pulumi.ResourceOptions | None = None
@@ -31,8 +37,24 @@ class TaskTable(pulumi.ComponentResource):
             # On demand: task traffic is bursty and small, and there is no capacity to tune.
             billing_mode="PAY_PER_REQUEST",
             hash_key=HASH_KEY,
-            attributes=[aws.dynamodb.TableAttributeArgs(name=HASH_KEY, type="S")],
-            # Expired records are deleted by DynamoDB at no cost, so finished tasks age out.
+            attributes=[
+                aws.dynamodb.TableAttributeArgs(name=HASH_KEY, type="S"),
+                aws.dynamodb.TableAttributeArgs(name=CHECK_SHARD_ATTRIBUTE, type="S"),
+                aws.dynamodb.TableAttributeArgs(name=CHECK_AFTER_ATTRIBUTE, type="N"),
+            ],
+            # The reconciler's index: which tasks to look at when. KEYS_ONLY, and written once per
+            # task (the worker's writes never touch its keys), so it costs one small index write
+            # per task; finished tasks' entries go with their records when TTL deletes them.
+            global_secondary_indexes=[
+                aws.dynamodb.TableGlobalSecondaryIndexArgs(
+                    name=CHECK_INDEX,
+                    hash_key=CHECK_SHARD_ATTRIBUTE,
+                    range_key=CHECK_AFTER_ATTRIBUTE,
+                    projection_type="KEYS_ONLY",
+                )
+            ],
+            # Expired records are deleted by DynamoDB at no cost, so finished tasks age out; an
+            # unfinished task has no expiry at all.
             ttl=aws.dynamodb.TableTtlArgs(attribute_name=TTL_ATTRIBUTE, enabled=True),
             point_in_time_recovery=aws.dynamodb.TablePointInTimeRecoveryArgs(
                 enabled=args.point_in_time_recovery
@@ -40,4 +62,7 @@ class TaskTable(pulumi.ComponentResource):
             deletion_protection_enabled=args.deletion_protection,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.register_outputs({"tableName": self.table.name, "tableArn": self.table.arn})
+        self.name = self.table.name
+        self.arn = self.table.arn
+        self.check_index_arn = pulumi.Output.format("{0}/index/{1}", self.table.arn, CHECK_INDEX)
+        self.register_outputs({"tableName": self.name, "tableArn": self.arn})

@@ -15,8 +15,9 @@ validation errors). Client mistakes get a 4xx and store nothing:
     422  well-formed JSON that is not {"message": "<text>"} (array, missing/null/number/empty
          message, unknown fields)
 
-503 means the task could not be queued (nothing was kept: the record is deleted again, "undo");
-500 is a bug.
+503 means the task store did not answer: the task may or may not be stored (a retry with the
+same Idempotency-Key tells which). A 202 means the task is stored and will run: if its message
+could not be queued, the reconciler queues it after `recoveryGraceSeconds`. 500 is a bug.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from functions.lifecycle import (
     TaskRecord,
     TaskStatus,
     Timestamp,
+    first_check_at,
     new_task,
 )
 from functions.store import StoredTask, TaskAlreadyExists
@@ -232,7 +234,9 @@ def _error_responses(*statuses: HTTPStatus) -> dict[int, dict[str, Any]]:
     description=(
         f"Accepts a task for asynchronous processing. The body is at most {MAX_BODY_BYTES} bytes "
         f"and `message` 1..{MESSAGE_MAX_CHARS} characters. With an `Idempotency-Key`, a repeat "
-        "with the same body returns the same task; a different body is a 409."
+        "with the same body returns the same task; a different body is a 409. A 202 means the "
+        "task is stored and will run; a 503 means the store did not answer, and a retry with the "
+        "same key tells whether the task was kept."
     ),
     responses={
         202: {
@@ -271,21 +275,22 @@ def submit_task(
     )
     record = new_task(task_id, task.message, rt.settings.policy, now)
     try:
-        rt.store.create(record, now, request_hash=fingerprint if idempotency_key else None)
+        rt.store.create(
+            record,
+            now,
+            check_after=first_check_at(now, rt.settings.policy),
+            request_hash=fingerprint if idempotency_key else None,
+        )
     except TaskAlreadyExists:
         return _replay(rt.store.get(task_id), fingerprint)
     logger.append_keys(taskId=task_id)
     try:
         rt.queue.enqueue(task_id)
     except (ClientError, BotoCoreError):
-        logger.exception("enqueue failed; undoing the submit")
-        if rt.store.delete_if_pending(task_id):
-            raise ApiError(
-                HTTPStatus.SERVICE_UNAVAILABLE,
-                "the task could not be queued and was not kept; submit it again",
-            ) from None
-        # A worker already started the task, so the message did go out despite the error.
-        logger.warning("enqueue reported failure but the task is already running; accepted")
+        # The task is stored, so it is accepted: the reconciler finds it PENDING with no
+        # progress and queues it after the grace period. A 5xx here would invite a retry that,
+        # without an Idempotency-Key, creates a second task.
+        logger.exception("enqueue failed; the reconciler will queue the task")
     logger.info("task accepted")
     return _accepted(record.taskId, record.createdAt)
 
@@ -295,7 +300,9 @@ def submit_task(
     summary="Read a task",
     responses={
         200: {"description": "The task", "content": {"application/json": {"model": TaskRecord}}},
-        **_error_responses(HTTPStatus.BAD_REQUEST, HTTPStatus.NOT_FOUND),
+        **_error_responses(
+            HTTPStatus.BAD_REQUEST, HTTPStatus.NOT_FOUND, HTTPStatus.SERVICE_UNAVAILABLE
+        ),
     },
 )
 def get_task(
@@ -590,6 +597,22 @@ def _on_no_route(_: NotFoundError) -> Response[ErrorReply]:
             HTTPStatus.NOT_FOUND,
             f"no route {method} {path}; this API has POST /tasks and GET /tasks/{{taskId}}",
         )
+    )
+
+
+@app.exception_handler(ClientError)
+@app.exception_handler(BotoCoreError)
+def _on_aws_unavailable(error: Exception) -> Response[ErrorReply]:
+    """DynamoDB or SQS did not answer (after the SDK's retries): an outage, not a bug."""
+    logger.exception("AWS call failed")
+    message = "the task store did not answer; retry in a few seconds"
+    if app.current_event.http_method.upper() == "POST":
+        message += (
+            ". The task may have been stored: a retry with the same Idempotency-Key returns it "
+            "if so; without a key, a retry may create a second task"
+        )
+    return _on_api_error(
+        ApiError(HTTPStatus.SERVICE_UNAVAILABLE, message, headers={"Retry-After": "2"})
     )
 
 

@@ -1,16 +1,21 @@
-"""The dead-letter function: every message that reaches the DLQ ends its task FAILED.
+"""The dead-letter function: every message on the DLQ ends with its task finished or running.
 
-A message gets to the DLQ two ways: the worker sends it after the last attempt failed (the task is
-already FAILED; the `reason` attribute says why), or the main queue's redrive policy moves it
-after `maxReceiveCount` receives (the worker kept crashing on it; the task may be in any state).
-For each one: make the task FAILED if it is not terminal yet (conditional write; `lastError`
-says why), and count it in the `DeadLetteredTasks` metric, whose only dimensions are the service
-and the stack (never the task id: one metric per task would cost a fortune and alarm on nothing).
+A message gets to the DLQ two ways:
+- the worker sends it after the last attempt failed (the task is already FAILED; the `reason`
+  attribute says why): it is counted and acknowledged;
+- the main queue's redrive policy moves it after `maxReceiveCount` receives. Receives are not
+  attempts (throttling, an outage, deferred duplicates), and DynamoDB keeps the attempt budget, so
+  while the task is unfinished its message goes back to the main queue. Only a message that comes
+  back `MAX_DEAD_LETTER_RETURNS` times in a row without a new attempt is poisonous (it stops the
+  worker before any claim): its task is made FAILED so that it ends.
+`lifecycle.plan_dead_letter` decides; this handler carries it out. Every FAILED it writes is
+counted in the `DeadLetteredTasks` metric (as is every other message that ends here, but not the
+returned ones: `ReturnedDeadLetters`), whose only dimensions are the service and the stack
+(never the task id: one metric per task would cost a fortune and alarm on nothing).
 
 The message is then deleted from the DLQ (acknowledged): DynamoDB is the source of truth, and a
 FAILED task can be redriven from its record. An unreadable message is logged loudly with its
-body, counted, and acknowledged too: there is no task to fail. So is a worker's message for a
-task that is not FAILED any more: it was redriven (`taskctl redrive`) after that message was sent.
+body, counted, and acknowledged too: there is no task to fail.
 """
 
 from __future__ import annotations
@@ -28,11 +33,18 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions import runtime
+from functions.lifecycle import (
+    Acknowledge,
+    FailDeadLettered,
+    ReturnToQueue,
+    plan_dead_letter,
+)
 from functions.queue import REASON_ATTRIBUTE, UnreadableMessage, parse_task_message
 from functions.store import TaskChanged
 
 DEAD_LETTERED_METRIC = "DeadLetteredTasks"
 UNREADABLE_METRIC = "UnreadableDeadLetters"
+RETURNED_METRIC = "ReturnedDeadLetters"
 STACK_DIMENSION = "stack"
 # A task that keeps changing under us is retried through SQS (the record is reported failed).
 MAX_WRITE_TRIES = 3
@@ -69,33 +81,48 @@ def _handle(record: SQSRecord) -> str:
         return "unreadable"
 
     with logger.append_context_keys(taskId=task_id, messageId=record.message_id):
-        metrics.add_metric(name=DEAD_LETTERED_METRIC, unit=MetricUnit.Count, value=1)
         reason = _reason(record)
         for _ in range(MAX_WRITE_TRIES):
             stored = rt.store.get(task_id)
-            if stored is None:
-                logger.warning("dead-lettered message for a task that does not exist")
-                return "no such task"
-            if stored.record.is_terminal:
-                logger.info(
-                    "dead-lettered task is already terminal",
-                    extra={"status": stored.record.status, "reason": reason},
-                )
-                return "already terminal"
-            if stored.record.redriveCount and _sent_by_worker(record):
-                # The worker dead-letters a message only after making its task FAILED, so a
-                # task that is not FAILED now was redriven since: this message is the old one's.
-                logger.info("dead-lettered message predates the task's redrive; acknowledged")
-                return "redriven since"
+            action = plan_dead_letter(
+                stored.record if stored else None,
+                stored.returns_without_progress if stored else 0,
+                _sent_by_worker(record),
+                reason,
+            )
             try:
-                rt.store.fail_dead_lettered(stored, reason, rt.clock())
+                match action:
+                    case Acknowledge(reason=why):
+                        metrics.add_metric(
+                            name=DEAD_LETTERED_METRIC, unit=MetricUnit.Count, value=1
+                        )
+                        logger.info("dead letter acknowledged", extra={"why": why})
+                        return "acknowledged"
+                    case ReturnToQueue(returns=returns):
+                        assert stored is not None
+                        # Send first: a crash after it leaves a duplicate (harmless), whereas
+                        # counting first could make a task look poisonous when it is not.
+                        rt.queue.enqueue(task_id)
+                        rt.store.count_dead_letter_return(stored, returns, rt.clock())
+                        metrics.add_metric(name=RETURNED_METRIC, unit=MetricUnit.Count, value=1)
+                        logger.warning(
+                            "task unfinished with attempts left; message returned to the queue",
+                            extra={"returns": returns, "reason": reason},
+                        )
+                        return "returned"
+                    case FailDeadLettered(reason=why):
+                        assert stored is not None
+                        rt.store.fail_dead_lettered(stored, why, rt.clock())
+                        metrics.add_metric(
+                            name=DEAD_LETTERED_METRIC, unit=MetricUnit.Count, value=1
+                        )
+                        logger.error(
+                            "task FAILED by the dead-letter function",
+                            extra={"previousStatus": stored.record.status, "reason": why},
+                        )
+                        return "failed"
             except TaskChanged:
                 continue  # a worker moved it on between our read and write: look again
-            logger.error(
-                "task FAILED by the dead-letter function",
-                extra={"previousStatus": stored.record.status, "reason": reason},
-            )
-            return "failed"
         raise TaskChanged(task_id, f"still changing after {MAX_WRITE_TRIES} tries")
 
 

@@ -31,7 +31,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from functions.settings import TaskPolicy
+from functions.settings import MAX_DEAD_LETTER_RETURNS, TaskPolicy
 
 MESSAGE_MAX_CHARS = 4096  # a task's message; documented in the API and the OpenAPI document
 ALWAYS_SUCCEEDS = "SUCCESS"
@@ -238,9 +238,12 @@ class Acknowledge:
 
 @dataclass(frozen=True)
 class Defer:
-    """An early duplicate of a retrying task: hide the message until the retry is due."""
+    """Not this delivery's turn: hide the message for `delay_s` and report it failed, so SQS
+    delivers it again then. Never acknowledged: the task is unfinished, and this copy may be the
+    only one left (DESIGN §3: only the delivery that finishes a task deletes its message)."""
 
     delay_s: int
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -277,16 +280,27 @@ def plan_delivery(
     if task.status == TaskStatus.RETRYING and task.nextAttemptAt is not None:
         wait_s = (from_iso(task.nextAttemptAt) - now).total_seconds()
         if wait_s > 0:
-            # Round up: redelivering a fraction of a second early would just defer again.
-            return Defer(delay_s=int(-(-wait_s // 1)))
+            return Defer(_whole_seconds(wait_s), "the retry is not due yet")
     if task.status == TaskStatus.PROCESSING:
         if lease_expires_at is not None and lease_expires_at > now:
-            return Acknowledge("another worker holds a live lease on this task")
+            # Another delivery runs the attempt. If it fails, its own message handle may be
+            # gone (SQS may have handed this copy the newer one): come back when its lease ends.
+            wait_s = (lease_expires_at - now).total_seconds() + LEASE_MARGIN_S
+            return Defer(_whole_seconds(wait_s), "another delivery holds a live lease")
         # The attempt in flight was lost: it counts, like any attempt.
         if task.attempts >= task.maxAttempts:
             return FailLost(lost_attempt=task.attempts)
         return Claim(attempt=task.attempts + 1, lost_attempt=task.attempts)
     return Claim(attempt=task.attempts + 1)
+
+
+# Come back this long after another delivery's lease ends, so the lease has surely run out.
+LEASE_MARGIN_S = 1
+
+
+def _whole_seconds(seconds: float) -> int:
+    """Round up: redelivering a fraction of a second early would just defer again."""
+    return max(1, int(-(-seconds // 1)))
 
 
 @dataclass(frozen=True)
@@ -375,3 +389,127 @@ def plan_redrive(task: TaskRecord | None, extra_attempts: int, now: datetime) ->
         }
     )
     return Redrive(failed=task, redriven=redriven)
+
+
+# -- the reconciler's decision (DESIGN §3: no task is left unfinished without a message) ----------
+
+# A task recovered again and again (its worker keeps failing before it can claim) is looked at
+# less and less often: grace x 2^recoveries, at most this long.
+MAX_RECHECK_S = 6 * 3_600
+
+
+@dataclass(frozen=True)
+class Recover:
+    """The task is overdue: re-enqueue its message and look again at `next_check_at`."""
+
+    overdue_s: float
+    next_check_at: datetime
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """The task is unfinished but on schedule: look again when it would be overdue."""
+
+    next_check_at: datetime
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Nothing to watch: the task is COMPLETED or FAILED."""
+
+
+RecoveryDecision = Recover | Recheck | Finished
+
+
+def progress_due_at(task: TaskRecord, lease_expires_at: datetime | None) -> datetime:
+    """When the unfinished `task` should next make progress: PENDING ones when created,
+    RETRYING ones at their retry time, PROCESSING ones when their lease ends."""
+    if task.status == TaskStatus.RETRYING and task.nextAttemptAt is not None:
+        return from_iso(task.nextAttemptAt)
+    if task.status == TaskStatus.PROCESSING and lease_expires_at is not None:
+        return lease_expires_at
+    return from_iso(task.updatedAt if task.status != TaskStatus.PENDING else task.createdAt)
+
+
+def plan_recovery(
+    task: TaskRecord,
+    lease_expires_at: datetime | None,
+    recoveries: int,
+    grace_s: int,
+    now: datetime,
+) -> RecoveryDecision:
+    """What the reconciler does with a task whose check time has come.
+
+    Overdue means `grace_s` past `progress_due_at` with no progress since: the task's message
+    is missing (never sent, deleted, expired) or its worker keeps dying. A duplicate message is
+    harmless, so recovering one that was merely slow costs one extra delivery.
+    """
+    if task.is_terminal:
+        return Finished()
+    due = progress_due_at(task, lease_expires_at)
+    overdue_at = due + timedelta(seconds=grace_s)
+    if now < overdue_at:
+        return Recheck(next_check_at=overdue_at)
+    recheck_s = min(MAX_RECHECK_S, grace_s * 2 ** min(recoveries, 16))
+    return Recover(
+        overdue_s=(now - due).total_seconds(),
+        next_check_at=now + timedelta(seconds=recheck_s),
+    )
+
+
+def first_check_at(created: datetime, policy: TaskPolicy) -> datetime:
+    """When the reconciler first looks at a task created (or redriven) at `created`."""
+    return created + timedelta(seconds=policy.recoveryGraceSeconds)
+
+
+# -- the dead-letter function's decision ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReturnToQueue:
+    """Receives that were not attempts brought the message here: send it back to the main queue,
+    the `returns`-th time in a row without a new attempt."""
+
+    returns: int
+
+
+@dataclass(frozen=True)
+class FailDeadLettered:
+    """Make the task FAILED, with `reason`."""
+
+    reason: str
+
+
+DeadLetterAction = Acknowledge | ReturnToQueue | FailDeadLettered
+
+
+def plan_dead_letter(
+    task: TaskRecord | None,
+    returns_without_progress: int,
+    sent_by_worker: bool,
+    reason: str,
+) -> DeadLetterAction:
+    """What the dead-letter function does with one DLQ message for `task` (as just read).
+
+    The worker dead-letters a message only after making its task FAILED. A message the queue's
+    redrive policy moved got there on receives, and receives are not attempts (throttling, an
+    outage, deferrals, duplicates): while the task is unfinished it goes back to the main queue,
+    where the attempt budget in DynamoDB decides. Only a message that came back
+    `MAX_DEAD_LETTER_RETURNS` times without any new attempt is poisonous: it kills the worker
+    before a claim, and the task is FAILED so that it ends.
+    """
+    if task is None:
+        return Acknowledge("no such task")
+    if task.is_terminal:
+        return Acknowledge(f"task is already {task.status}")
+    if sent_by_worker:
+        if task.redriveCount:
+            # Not FAILED any more, so redriven after the worker sent this message.
+            return Acknowledge("the message predates the task's redrive")
+        return FailDeadLettered(reason)
+    if returns_without_progress < MAX_DEAD_LETTER_RETURNS:
+        return ReturnToQueue(returns=returns_without_progress + 1)
+    return FailDeadLettered(
+        f"{reason}; its message reached the DLQ {returns_without_progress + 1} times without a "
+        "new attempt (it stops the worker before an attempt can start)"
+    )

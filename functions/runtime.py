@@ -17,9 +17,16 @@ from functools import cached_property
 from typing import Any
 
 import boto3
+from botocore.config import Config
 
 from functions.queue import TaskQueue
-from functions.settings import SettingsError, TaskPolicy
+from functions.settings import (
+    SDK_CONNECT_TIMEOUT_S,
+    SDK_MAX_ATTEMPTS,
+    SDK_READ_TIMEOUT_S,
+    SettingsError,
+    TaskPolicy,
+)
 from functions.store import TaskStore
 
 TABLE_NAME_ENV = "TASKS_TABLE_NAME"
@@ -29,6 +36,16 @@ STACK_ENV = "TASKS_STACK"
 SERVICE_ENV = "POWERTOOLS_SERVICE_NAME"
 METRICS_NAMESPACE_ENV = "POWERTOOLS_METRICS_NAMESPACE"
 DEFAULT_METRICS_NAMESPACE = "FaultTolerantTasks"
+
+
+# boto3's defaults (60 s timeouts, legacy retries) could outlive the function making the call; these
+# bound one call, retries included, by `settings.SDK_CALL_BUDGET_S` (the settings model checks
+# every function timeout against it). Standard mode retries throttling and 5xx with backoff.
+CLIENT_CONFIG = Config(
+    connect_timeout=SDK_CONNECT_TIMEOUT_S,
+    read_timeout=SDK_READ_TIMEOUT_S,
+    retries={"mode": "standard", "total_max_attempts": SDK_MAX_ATTEMPTS},
+)
 
 
 def utc_now() -> datetime:
@@ -80,11 +97,11 @@ class Runtime:
 
     @cached_property
     def dynamodb(self) -> Any:
-        return (self.session or boto3).client("dynamodb")
+        return (self.session or boto3).client("dynamodb", config=CLIENT_CONFIG)
 
     @cached_property
     def sqs(self) -> Any:
-        return (self.session or boto3).client("sqs")
+        return (self.session or boto3).client("sqs", config=CLIENT_CONFIG)
 
     @cached_property
     def store(self) -> TaskStore:

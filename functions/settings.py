@@ -26,6 +26,22 @@ VISIBILITY_TO_TIMEOUT_RATIO = 6  # AWS's guidance for a queue feeding a Lambda f
 # without consuming an attempt, so redrive must allow for them or it would dead-letter a task
 # that still has attempts left.
 REDRIVE_RECEIVE_MARGIN = 5
+# A message that reaches the DLQ through the redrive policy while its task still has attempts left
+# went there on receives that were not attempts (an outage, throttling, deferrals, duplicates): the
+# dead-letter function returns it to the main queue. Only this many trips in a row without a new
+# attempt in between mark it poisonous (it crashes the worker before any claim): FAILED.
+MAX_DEAD_LETTER_RETURNS = 3
+API_GATEWAY_TIMEOUT_S = 30  # an HTTP API gives up on its integration after 30 s
+# Every AWS call the functions make: connect and read timeouts and the SDK's retry budget (standard
+# mode: up to 3 tries, a random backoff of at most 1 s then 2 s between them). One call, retries
+# included, ends within SDK_CALL_BUDGET_S, so it never outlives the function that makes it.
+SDK_CONNECT_TIMEOUT_S = 1
+SDK_READ_TIMEOUT_S = 2
+SDK_MAX_ATTEMPTS = 3
+SDK_MAX_BACKOFF_TOTAL_S = 3
+SDK_CALL_BUDGET_S = (
+    SDK_MAX_ATTEMPTS * (SDK_CONNECT_TIMEOUT_S + SDK_READ_TIMEOUT_S) + SDK_MAX_BACKOFF_TOTAL_S
+)
 # CloudWatch Logs accepts only these retention periods.
 LOG_RETENTION_DAYS_ALLOWED = (
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
@@ -63,6 +79,14 @@ class TaskPolicy(BaseModel):
     taskTtlDays: Annotated[
         int, Field(ge=1, le=3650, description="Days a finished task's record is kept")
     ] = 30
+    recoveryGraceSeconds: Annotated[
+        int,
+        Field(
+            ge=10,
+            le=86_400,
+            description="How long an unfinished task may be overdue before it is re-enqueued",
+        ),
+    ] = 300
 
     @model_validator(mode="after")
     def _base_within_cap(self) -> Self:
@@ -103,6 +127,10 @@ class StackSettings(TaskPolicy):
     ] = 5
     functionMemoryMb: Annotated[int, Field(ge=128, le=10_240)] = 256
     functionTimeoutSeconds: Annotated[int, Field(ge=1, le=LAMBDA_MAX_TIMEOUT_S)] = 30
+    apiTimeoutSeconds: Annotated[int, Field(ge=1, le=LAMBDA_MAX_TIMEOUT_S)] = 15
+    reconcileIntervalMinutes: Annotated[
+        int, Field(ge=1, le=1440, description="How often the reconciler looks for stuck tasks")
+    ] = 5
     functionArchitecture: Literal["arm64", "x86_64"] = "arm64"
     logRetentionDays: int = 14
     apiThrottleRateLimit: Annotated[float, Field(gt=0, le=10_000)] = 20.0
@@ -123,6 +151,18 @@ class StackSettings(TaskPolicy):
                 f"functionTimeoutSeconds={self.functionTimeoutSeconds} needs a queue visibility "
                 f"timeout of {self.visibility_timeout_s} s, above SQS's "
                 f"{SQS_MAX_VISIBILITY_TIMEOUT_S} s limit"
+            )
+        for key in ("functionTimeoutSeconds", "apiTimeoutSeconds"):
+            if getattr(self, key) < SDK_CALL_BUDGET_S:
+                raise ValueError(
+                    f"{key}={getattr(self, key)} is shorter than one AWS call with its retries "
+                    f"({SDK_CALL_BUDGET_S} s); a function must outlive the calls it makes"
+                )
+        if self.apiTimeoutSeconds >= API_GATEWAY_TIMEOUT_S:
+            raise ValueError(
+                f"apiTimeoutSeconds={self.apiTimeoutSeconds} reaches API Gateway's "
+                f"{API_GATEWAY_TIMEOUT_S} s integration timeout; the client would get a 503 while "
+                f"the function still runs (use at most {API_GATEWAY_TIMEOUT_S - 1})"
             )
         if self.alarmEmail is not None and not re.fullmatch(
             r"[^@\s]+@[^@\s]+\.[^@\s]+", self.alarmEmail

@@ -5,15 +5,29 @@ Every state change is one conditional write. Conditions are composed from small 
 exception (`TaskAlreadyExists`, `StaleClaim`, `AttemptSuperseded`, `TaskChanged`); no other
 error is caught here. Which write to make is decided by `functions.lifecycle`.
 
+A write that was applied but whose response was lost is retried by the SDK, and the retry then
+fails its own condition. So every write carries a fresh `writeToken` and asks for the item as it
+is when a condition fails (`ReturnValuesOnConditionCheckFailure=ALL_OLD`): if the item holds our
+token, the earlier try was ours and the write succeeded. Only a foreign token is a conflict.
+
 Item layout: the public `TaskRecord` fields, plus internal attributes that `GET` never shows:
-`expiresAt` (TTL, epoch seconds, `taskTtlDays` after the last change), `leaseExpiresAt` (epoch
-milliseconds, while PROCESSING) and `requestHash` (SHA-256 of the canonical submit body, for
-`Idempotency-Key`).
+- `writeToken`: the token of the last write (see above);
+- `expiresAt` (TTL, epoch seconds): set only by a terminal write, `taskTtlDays` later, and
+  removed by a redrive, so TTL never deletes an unfinished task;
+- `leaseExpiresAt` (epoch milliseconds, while PROCESSING);
+- `requestHash` (SHA-256 of the canonical submit body, for `Idempotency-Key`);
+- `checkShard` / `checkAfter` (epoch seconds): the task's entry in the sparse `CHECK_INDEX`,
+  when the reconciler looks at it next (see `functions.reconciler`);
+- `recoveries`: how often the reconciler re-enqueued the task;
+- `deadLetterReturns` / `deadLetterReturnAttempts`: trips through the DLQ without a new attempt.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
+import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -32,8 +46,19 @@ from functions.lifecycle import (
     to_iso,
 )
 
-SECONDS_PER_DAY = 86_400
-
+# The reconciler's index: KEYS_ONLY, keyed by shard and next check time. The entry is written once
+# with the task and moves only when the reconciler (or a redrive) reschedules an unfinished task;
+# the worker's writes never touch it, so it costs one index write per task.
+CHECK_INDEX = "by-check-time"
+CHECK_SHARD_ATTRIBUTE = "checkShard"
+CHECK_AFTER_ATTRIBUTE = "checkAfter"
+# 16 shards spread 1,000 submits/s to ~63 index writes/s per partition key, far from DynamoDB's
+# 1,000 writes/s per partition; the reconciler queries each shard's due range in turn.
+CHECK_SHARDS = 16
+# The reconciler's progress through the index: one item, not a task (its key is not a UUID, so
+# `GET /tasks/{taskId}` can never reach it, and it has no `checkShard`, so it is not indexed).
+RECONCILER_CURSOR_KEY = "reconciler-cursor"
+TASK_KEY = "taskId"
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -69,6 +94,17 @@ class StoredTask:
     record: TaskRecord
     lease_expires_at: datetime | None = None
     request_hash: str | None = None
+    check_after_s: int | None = None
+    recoveries: int = 0
+    dead_letter_returns: int = 0
+    dead_letter_return_attempts: int | None = None
+
+    @property
+    def returns_without_progress(self) -> int:
+        """Trips through the DLQ since the task last started an attempt."""
+        if self.dead_letter_return_attempts != self.record.attempts:
+            return 0
+        return self.dead_letter_returns
 
 
 # -- condition pieces -------------------------------------------------------------------------
@@ -92,10 +128,6 @@ class Condition:
 
 def task_absent() -> Condition:
     return Condition("attribute_not_exists(#taskId)", {})
-
-
-def task_exists() -> Condition:
-    return Condition("attribute_exists(#taskId)", {})
 
 
 def status_is(*statuses: TaskStatus) -> Condition:
@@ -124,6 +156,11 @@ def lease_expired(now: datetime) -> Condition:
 # -- the adapter ------------------------------------------------------------------------------
 
 
+def check_shard(task_id: str) -> str:
+    """The task's shard of the check index: stable, and uniform over random task ids."""
+    return f"{zlib.crc32(task_id.encode()) % CHECK_SHARDS:02d}"
+
+
 class TaskStore:
     """Reads and conditionally writes task records in one table."""
 
@@ -144,37 +181,35 @@ class TaskStore:
 
     # submit
 
-    def create(self, task: TaskRecord, now: datetime, request_hash: str | None = None) -> None:
-        """Store a new PENDING task; `TaskAlreadyExists` if the id is taken."""
-        item = task.model_dump(mode="json", exclude_none=True)
-        item["expiresAt"] = self._expires_at(now)
+    def create(
+        self,
+        task: TaskRecord,
+        now: datetime,
+        check_after: datetime,
+        request_hash: str | None = None,
+    ) -> None:
+        """Store a new PENDING task, first checked by the reconciler at `check_after`;
+        `TaskAlreadyExists` if the id is taken (by anyone but this very call)."""
+        item: dict[str, Any] = task.model_dump(mode="json", exclude_none=True)
+        token = _new_token()
+        item["writeToken"] = token
+        item[CHECK_SHARD_ATTRIBUTE] = check_shard(task.taskId)
+        item[CHECK_AFTER_ATTRIBUTE] = _epoch_s(check_after)
         if request_hash is not None:
             item["requestHash"] = request_hash
-        condition = task_absent()
         try:
             self._client.put_item(
                 TableName=self._table_name,
                 Item={name: _serializer.serialize(value) for name, value in item.items()},
-                **_condition_args(condition),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                **_condition_args(task_absent()),
             )
         except ClientError as error:
             if _condition_failed(error):
+                if _written_by(error, token):
+                    return
                 raise TaskAlreadyExists(task.taskId, "already exists") from error
             raise
-
-    def delete_if_pending(self, task_id: str) -> bool:
-        """Undo a submit whose enqueue failed. False if a worker already started the task
-        (so the message did go out after all) or it no longer exists."""
-        condition = status_is(TaskStatus.PENDING) & attempts_are(0)
-        try:
-            self._client.delete_item(
-                TableName=self._table_name, Key=_key(task_id), **_condition_args(condition)
-            )
-        except ClientError as error:
-            if _condition_failed(error):
-                return False
-            raise
-        return True
 
     # worker: claim and finish an attempt
 
@@ -204,7 +239,7 @@ class TaskStore:
             "#status = :processing",
             "#attempts = :attempt",
             "#leaseExpiresAt = :lease",
-            *self._touch(values, now),
+            *_touch(values, now),
         ]
         if lost_attempt is None:
             condition = status_is(*sorted(CLAIMABLE_STATUSES)) & attempts_are(attempt - 1)
@@ -230,7 +265,8 @@ class TaskStore:
             sets += ["#history = :history", "#lastError = :error"]
         self._update(
             task.taskId,
-            f"SET {', '.join(sets)} REMOVE #nextAttemptAt",
+            sets,
+            ["#nextAttemptAt"],
             values,
             condition,
             StaleClaim(task.taskId, f"attempt {attempt} was claimed by another delivery"),
@@ -239,7 +275,7 @@ class TaskStore:
     def complete(self, task_id: str, attempt: int, now: datetime) -> None:
         """Attempt `attempt` succeeded: COMPLETED (the only way there)."""
         values: dict[str, Any] = {":completed": TaskStatus.COMPLETED.value, ":now": to_iso(now)}
-        sets = ["#status = :completed", "#completedAt = :now", *self._touch(values, now)]
+        sets = ["#status = :completed", "#completedAt = :now", *self._finished(values, now)]
         sets += _close_attempt(attempt, AttemptOutcome.SUCCEEDED, values, now)
         self._finish(task_id, attempt, sets, values)
 
@@ -263,7 +299,7 @@ class TaskStore:
             "#status = :retrying",
             "#nextAttemptAt = :next",
             "#lastError = :error",
-            *self._touch(values, now),
+            *_touch(values, now),
             *_close_attempt(attempt, AttemptOutcome.FAILED, values, now),
             f"#history[{attempt - 1}].#error = :error",
             f"#history[{attempt - 1}].#retryDelaySeconds = :delay",
@@ -283,7 +319,7 @@ class TaskStore:
         sets = [
             "#status = :failed",
             "#lastError = :error",
-            *self._touch(values, now),
+            *self._finished(values, now),
             "#failedAt = :now",
             *_close_attempt(attempt, outcome, values, now),
             f"#history[{attempt - 1}].#error = :error",
@@ -306,7 +342,7 @@ class TaskStore:
         sets = [
             "#status = :failed",
             "#lastError = :error",
-            *self._touch(values, now),
+            *self._finished(values, now),
             "#failedAt = :now",
         ]
         open_attempt = record.history[-1] if record.history else None
@@ -315,7 +351,27 @@ class TaskStore:
             sets.append(f"#history[{open_attempt.attempt - 1}].#error = :error")
         self._update(
             record.taskId,
-            f"SET {', '.join(sets)} REMOVE #leaseExpiresAt, #nextAttemptAt",
+            sets,
+            ["#leaseExpiresAt", "#nextAttemptAt"],
+            values,
+            status_is(record.status) & attempts_are(record.attempts),
+            TaskChanged(record.taskId, f"no longer {record.status} after {record.attempts}"),
+        )
+
+    def count_dead_letter_return(self, seen: StoredTask, returns: int, now: datetime) -> None:
+        """Record that the task's message went back from the DLQ to the main queue, the
+        `returns`-th time since its last attempt; `TaskChanged` if the task moved since `seen`."""
+        record = seen.record
+        values: dict[str, Any] = {":returns": returns, ":return_attempts": record.attempts}
+        sets = [
+            "#deadLetterReturns = :returns",
+            "#deadLetterReturnAttempts = :return_attempts",
+            *_touch(values, now),
+        ]
+        self._update(
+            record.taskId,
+            sets,
+            [],
             values,
             status_is(record.status) & attempts_are(record.attempts),
             TaskChanged(record.taskId, f"no longer {record.status} after {record.attempts}"),
@@ -323,16 +379,22 @@ class TaskStore:
 
     # operator: redrive a FAILED task (`lifecycle.plan_redrive` decides the new record)
 
-    def redrive(self, failed: TaskRecord, redriven: TaskRecord, now: datetime) -> None:
+    def redrive(
+        self, failed: TaskRecord, redriven: TaskRecord, now: datetime, check_after: datetime
+    ) -> None:
         """Replace FAILED `failed` (as read) by `redriven`; `TaskChanged` unless the task is
         still FAILED with the same attempts and redrive count, so of two operators racing, one
-        redrives it and the other is refused."""
+        redrives it and the other is refused. The task is unfinished again: TTL no longer
+        applies, and the reconciler checks it at `check_after` (so a redrive whose enqueue never
+        happened still runs)."""
         values: dict[str, Any] = {
             ":retrying": TaskStatus.RETRYING.value,
             ":max_attempts": redriven.maxAttempts,
             ":next": redriven.nextAttemptAt,
             ":redriven_at": redriven.redrivenAt,
             ":redrives": redriven.redriveCount,
+            ":check_after": _epoch_s(check_after),
+            ":shard": check_shard(failed.taskId),
         }
         sets = [
             "#status = :retrying",
@@ -340,51 +402,111 @@ class TaskStore:
             "#nextAttemptAt = :next",
             "#redrivenAt = :redriven_at",
             "#redriveCount = :redrives",
-            *self._touch(values, now),
+            f"#{CHECK_AFTER_ATTRIBUTE} = :check_after",
+            f"#{CHECK_SHARD_ATTRIBUTE} = :shard",
+            *_touch(values, now),
         ]
         self._update(
             failed.taskId,
-            f"SET {', '.join(sets)} REMOVE #failedAt",
+            sets,
+            ["#failedAt", "#expiresAt"],
             values,
             _unchanged_since(failed, TaskStatus.FAILED),
             TaskChanged(failed.taskId, f"no longer FAILED after {failed.attempts} attempts"),
         )
 
-    def undo_redrive(self, failed: TaskRecord, redriven: TaskRecord, now: datetime) -> bool:
-        """Put `failed` back after its message could not be enqueued. False if a worker already
-        claimed the redriven task (a stray message reached it), which then runs as redriven."""
-        values: dict[str, Any] = {
-            ":failed": TaskStatus.FAILED.value,
-            ":max_attempts": failed.maxAttempts,
-            ":updated_at": failed.updatedAt,
-            ":expires": self._expires_at(now),
+    # reconciler: walk the check index
+
+    def due_for_check(self, shard: str, after_s: int, until_s: int) -> Iterator[tuple[str, int]]:
+        """`(taskId, checkAfter)` of the tasks in `shard` whose check time is in
+        [after_s, until_s], oldest first.
+        The index is eventually consistent: an entry written moments ago may be missing."""
+        args: dict[str, Any] = {
+            "TableName": self._table_name,
+            "IndexName": CHECK_INDEX,
+            "KeyConditionExpression": "#shard = :shard AND #check BETWEEN :after AND :until",
+            "ExpressionAttributeNames": {
+                "#shard": CHECK_SHARD_ATTRIBUTE,
+                "#check": CHECK_AFTER_ATTRIBUTE,
+            },
+            "ExpressionAttributeValues": {
+                ":shard": {"S": shard},
+                ":after": {"N": str(after_s)},
+                ":until": {"N": str(until_s)},
+            },
         }
-        sets = [
-            "#status = :failed",
-            "#maxAttempts = :max_attempts",
-            "#updatedAt = :updated_at",
-            "#expiresAt = :expires",
-        ]
-        removes = ["#nextAttemptAt"]
-        # Restore the attributes the redrive wrote or removed exactly as they were.
-        for name in ("failedAt", "redrivenAt", "redriveCount"):
-            previous = getattr(failed, name)
-            if previous is None:
-                removes.append(f"#{name}")
-            else:
-                values[f":previous_{name}"] = previous
-                sets.append(f"#{name} = :previous_{name}")
-        try:
-            self._update(
-                failed.taskId,
-                f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
-                values,
-                _unchanged_since(redriven, TaskStatus.RETRYING),
-                TaskChanged(failed.taskId, "claimed by a worker since its redrive"),
+        while True:
+            page = self._client.query(**args)
+            for item in page.get("Items", []):
+                yield item[TASK_KEY]["S"], int(item[CHECK_AFTER_ATTRIBUTE]["N"])
+            if "LastEvaluatedKey" not in page:
+                return
+            args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def get_many(self, task_ids: Sequence[str]) -> list[StoredTask]:
+        """The tasks that exist among `task_ids` (at most 100), read eventually consistently:
+        the reconciler only needs to know which are unfinished, and a stale read only delays
+        a recovery to its next check."""
+        if len(task_ids) > BATCH_GET_MAX_KEYS:
+            raise ValueError(f"{len(task_ids)} ids; BatchGetItem takes {BATCH_GET_MAX_KEYS}")
+        keys = [_key(task_id) for task_id in dict.fromkeys(task_ids)]
+        found: list[StoredTask] = []
+        while keys:
+            reply = self._client.batch_get_item(
+                RequestItems={self._table_name: {"Keys": keys, "ConsistentRead": False}}
             )
-        except TaskChanged:
-            return False
+            found += [_from_item(item) for item in reply["Responses"].get(self._table_name, [])]
+            # Unprocessed keys (throttling) are asked for again; the SDK's backoff paces it.
+            keys = reply.get("UnprocessedKeys", {}).get(self._table_name, {}).get("Keys", [])
+        return found
+
+    def reschedule_check(
+        self, task_id: str, seen_check_after_s: int, check_after: datetime, *, recovered: bool
+    ) -> bool:
+        """Move the task's next check from `seen_check_after_s` to `check_after` (and count a
+        recovery). False if someone else moved it first; their schedule stands."""
+        new_s = _epoch_s(check_after)
+        values: dict[str, Any] = {":new": new_s, ":seen": seen_check_after_s}
+        update = f"SET #{CHECK_AFTER_ATTRIBUTE} = :new"
+        if recovered:
+            values[":one"] = 1
+            values[":zero"] = 0
+            update += ", #recoveries = if_not_exists(#recoveries, :zero) + :one"
+        condition = Condition(f"#{CHECK_AFTER_ATTRIBUTE} = :seen", {})
+        try:
+            self._client.update_item(
+                TableName=self._table_name,
+                Key=_key(task_id),
+                UpdateExpression=update,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                **_condition_args(condition, update, values),
+            )
+        except ClientError as error:
+            if not _condition_failed(error):
+                raise
+            # Our own earlier try (response lost, retried) left exactly the value we write.
+            old = error.response.get("Item", {})
+            return old.get(CHECK_AFTER_ATTRIBUTE, {}).get("N") == str(new_s)
         return True
+
+    def read_cursor(self) -> dict[str, int]:
+        """The reconciler's progress per shard (epoch seconds); empty before its first run."""
+        reply = self._client.get_item(
+            TableName=self._table_name, Key=_key(RECONCILER_CURSOR_KEY), ConsistentRead=True
+        )
+        shards = reply.get("Item", {}).get("shards", {}).get("M", {})
+        return {shard: int(value["N"]) for shard, value in shards.items()}
+
+    def write_cursor(self, cursor: dict[str, int]) -> None:
+        """Save the reconciler's progress. Unconditional: a slower concurrent run may move it
+        back, which only makes the next run look at some entries again."""
+        self._client.put_item(
+            TableName=self._table_name,
+            Item={
+                TASK_KEY: {"S": RECONCILER_CURSOR_KEY},
+                "shards": {"M": {shard: {"N": str(s)} for shard, s in cursor.items()}},
+            },
+        )
 
     # helpers
 
@@ -404,39 +526,69 @@ class TaskStore:
             condition = condition & extra
         self._update(
             task_id,
-            f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
+            sets,
+            list(removes),
             values,
             condition,
             AttemptSuperseded(task_id, f"attempt {attempt} is no longer the one in progress"),
         )
 
-    def _touch(self, values: dict[str, Any], now: datetime) -> list[str]:
-        values[":now"] = to_iso(now)
-        values[":expires"] = self._expires_at(now)
-        return ["#updatedAt = :now", "#expiresAt = :expires"]
-
-    def _expires_at(self, now: datetime) -> int:
-        return int((now + self._ttl).timestamp())
+    def _finished(self, values: dict[str, Any], now: datetime) -> list[str]:
+        """SET clauses of a terminal write: touched, and from now on subject to TTL."""
+        values[":expires"] = int((now + self._ttl).timestamp())
+        return [*_touch(values, now), "#expiresAt = :expires"]
 
     def _update(
         self,
         task_id: str,
-        update_expression: str,
+        sets: list[str],
+        removes: list[str],
         values: dict[str, Any],
         condition: Condition,
         conflict: StoreConflict,
     ) -> None:
+        """One conditional UpdateItem; `conflict` is raised if the condition fails, unless the
+        item carries this call's token (the SDK retried a try that had been applied)."""
+        token = _new_token()
+        values[":write_token"] = token
+        update = "SET " + ", ".join([*sets, "#writeToken = :write_token"])
+        if removes:
+            update += " REMOVE " + ", ".join(removes)
         try:
             self._client.update_item(
                 TableName=self._table_name,
                 Key=_key(task_id),
-                UpdateExpression=update_expression,
-                **_condition_args(condition, update_expression, values),
+                UpdateExpression=update,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                **_condition_args(condition, update, values),
             )
         except ClientError as error:
             if _condition_failed(error):
+                if _written_by(error, token):
+                    return
                 raise conflict from error
             raise
+
+
+BATCH_GET_MAX_KEYS = 100
+
+
+def _new_token() -> str:
+    return uuid.uuid4().hex
+
+
+def _written_by(error: ClientError, token: str) -> bool:
+    """True if the item a failed condition returned (ALL_OLD) was last written with `token`."""
+    return error.response.get("Item", {}).get("writeToken", {}).get("S") == token
+
+
+def _touch(values: dict[str, Any], now: datetime) -> list[str]:
+    values[":now"] = to_iso(now)
+    return ["#updatedAt = :now"]
+
+
+def _epoch_s(moment: datetime) -> int:
+    return int(moment.timestamp())
 
 
 def _unchanged_since(task: TaskRecord, status: TaskStatus) -> Condition:
@@ -462,7 +614,7 @@ def _close_attempt(
 
 
 def _key(task_id: str) -> dict[str, Any]:
-    return {"taskId": {"S": task_id}}
+    return {TASK_KEY: {"S": task_id}}
 
 
 _NAME_TOKEN = re.compile(r"#(\w+)")
@@ -509,12 +661,27 @@ def _plain(value: Any) -> Any:
 def _from_item(item: dict[str, Any]) -> StoredTask:
     data = _plain({name: _deserializer.deserialize(value) for name, value in item.items()})
     lease_ms = data.pop("leaseExpiresAt", None)
-    request_hash = data.pop("requestHash", None)
-    data.pop("expiresAt", None)
+    internal = {name: data.pop(name, None) for name in _INTERNAL_ATTRIBUTES}
     return StoredTask(
         record=TaskRecord.model_validate(data),
         lease_expires_at=(
             datetime.fromtimestamp(lease_ms / 1000, tz=UTC) if lease_ms is not None else None
         ),
-        request_hash=request_hash,
+        request_hash=internal["requestHash"],
+        check_after_s=internal[CHECK_AFTER_ATTRIBUTE],
+        recoveries=internal["recoveries"] or 0,
+        dead_letter_returns=internal["deadLetterReturns"] or 0,
+        dead_letter_return_attempts=internal["deadLetterReturnAttempts"],
     )
+
+
+_INTERNAL_ATTRIBUTES = (
+    "requestHash",
+    "expiresAt",
+    "writeToken",
+    CHECK_SHARD_ATTRIBUTE,
+    CHECK_AFTER_ATTRIBUTE,
+    "recoveries",
+    "deadLetterReturns",
+    "deadLetterReturnAttempts",
+)

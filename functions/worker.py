@@ -10,6 +10,12 @@ changes nothing), run the simulated work, and record the outcome:
   the delay. (Returning success here would delete the message: no retry at all.)
 - last failure -> FAILED, then the message is sent to the DLQ and acknowledged.
 
+Only a delivery that finishes its task (or finds it finished, or missing) lets Lambda delete the
+message. Any other copy - an early duplicate, one that meets another delivery's live lease, one
+that lost the claim race or whose attempt was superseded - reads the task again and, if it is
+still unfinished, hides its message until the retry or the lease is due and reports it failed: the
+message of an unfinished task is never deleted by a delivery that did not finish it.
+
 Errors from AWS propagate: the record is reported failed and SQS redelivers it after the queue's
 visibility timeout; the conditional writes make that replay safe.
 """
@@ -44,10 +50,13 @@ from functions.lifecycle import (
     simulate_work,
 )
 from functions.queue import UnreadableMessage, parse_task_message
-from functions.store import AttemptSuperseded, StaleClaim
+from functions.store import AttemptSuperseded, StaleClaim, StoreConflict
 
 # Without a Lambda context (a direct call), a claim's lease lasts this long.
 DEFAULT_LEASE_S = 60
+# A delivery that keeps meeting conflicting writes gives up after this many reads; it is reported
+# failed and SQS delivers it again later.
+MAX_PLANS_PER_DELIVERY = 3
 
 logger = Logger()
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -81,82 +90,79 @@ def _handle_delivery(record: SQSRecord, lambda_context: LambdaContext | None) ->
         return "unreadable"
 
     with logger.append_context_keys(taskId=task_id, messageId=record.message_id):
-        now = rt.clock()
-        stored = rt.store.get(task_id)
-        action = plan_delivery(
-            stored.record if stored else None, now, stored.lease_expires_at if stored else None
-        )
-        match action:
-            case Acknowledge(reason=reason):
-                logger.info("acknowledged without running", extra={"reason": reason})
-                return "acknowledged"
-            case Defer(delay_s=delay_s):
-                # An early duplicate of a retrying task: hide it until the retry is due.
-                rt.queue.hide(record.receipt_handle, delay_s)
-                logger.info("early delivery deferred", extra={"delaySeconds": delay_s})
-                raise RetryScheduled(f"task {task_id} is not due for {delay_s} s")
-            case FailLost(lost_attempt=attempt):
-                return _fail_lost_task(rt, task_id, attempt, now, record.body)
-            case Claim():
-                assert stored is not None  # plan_delivery claims only stored tasks
-                with logger.append_context_keys(attempt=action.attempt):
-                    return _claim_and_run(rt, record, stored.record, action, now, lambda_context)
+        for _ in range(MAX_PLANS_PER_DELIVERY):
+            try:
+                return _plan_and_act(rt, record, task_id, lambda_context)
+            except (StaleClaim, AttemptSuperseded) as conflict:
+                # Another delivery or function moved the task on: read it again and decide anew.
+                logger.info(
+                    "task changed under this delivery; reading it again",
+                    extra={"conflict": str(conflict)},
+                )
+        raise StoreConflict(task_id, f"still changing after {MAX_PLANS_PER_DELIVERY} reads")
+
+
+def _plan_and_act(
+    rt: runtime.Runtime, record: SQSRecord, task_id: str, lambda_context: LambdaContext | None
+) -> str:
+    now = rt.clock()
+    stored = rt.store.get(task_id)
+    action = plan_delivery(
+        stored.record if stored else None, now, stored.lease_expires_at if stored else None
+    )
+    match action:
+        case Acknowledge(reason=reason):
+            logger.info("acknowledged without running", extra={"reason": reason})
+            return "acknowledged"
+        case Defer(delay_s=delay_s, reason=reason):
+            rt.queue.hide(record.receipt_handle, delay_s)
+            logger.info("delivery deferred", extra={"delaySeconds": delay_s, "reason": reason})
+            raise RetryScheduled(f"task {task_id}: {reason}; back in {delay_s} s")
+        case FailLost(lost_attempt=attempt):
+            return _fail_lost_task(rt, task_id, attempt, now, record.body)
+        case Claim():
+            assert stored is not None  # plan_delivery claims only stored tasks
+            with logger.append_context_keys(attempt=action.attempt):
+                lease_expires_at = now + _lease(lambda_context)
+                rt.store.claim(
+                    stored.record, action.attempt, now, lease_expires_at, action.lost_attempt
+                )
+                if action.lost_attempt is not None:
+                    logger.warning("previous attempt was lost", extra={"lost": action.lost_attempt})
+                return _run_attempt(rt, record, stored.record, action.attempt)
     raise AssertionError(f"unplanned action {action!r}")
 
 
-def _claim_and_run(
-    rt: runtime.Runtime,
-    record: SQSRecord,
-    task: TaskRecord,
-    claim: Claim,
-    now: datetime,
-    lambda_context: LambdaContext | None,
-) -> str:
-    """Claim the attempt by conditional write; only the delivery that wins runs it."""
-    lease_expires_at = now + _lease(lambda_context)
-    try:
-        rt.store.claim(task, claim.attempt, now, lease_expires_at, claim.lost_attempt)
-    except StaleClaim:
-        logger.info("another delivery claimed this attempt first; acknowledged")
-        return "acknowledged"
-    if claim.lost_attempt is not None:
-        logger.warning("previous attempt was lost", extra={"lost": claim.lost_attempt})
-    return _run_attempt(rt, record, task, claim.attempt)
-
-
 def _run_attempt(rt: runtime.Runtime, record: SQSRecord, task: TaskRecord, attempt: int) -> str:
-    """Run claimed attempt `attempt` of `task` and record its outcome."""
+    """Run claimed attempt `attempt` of `task` and record its outcome. `AttemptSuperseded` if
+    the task moved on meanwhile (our result is void; the caller reads it again)."""
     task_id = task.taskId
     policy = rt.settings.policy
     result = simulate_work(task.message, policy.errorRate, rt.rng)
     finished = rt.clock()
     decision = decide_after_attempt(attempt, task.maxAttempts, result, policy, rt.rng, finished)
-    try:
-        match decision:
-            case Completed():
-                rt.store.complete(task_id, attempt, finished)
-                logger.info("attempt succeeded; task COMPLETED")
-                return "completed"
-            case RetryLater(retry_delay_s=delay_s, next_attempt_at=next_attempt_at):
-                error = result.error or "attempt failed"
-                rt.store.schedule_retry(task_id, attempt, finished, error, delay_s, next_attempt_at)
-                rt.queue.hide(record.receipt_handle, delay_s)
-                logger.info(
-                    "attempt failed; retry scheduled",
-                    extra={"error": error, "retryDelaySeconds": delay_s},
-                )
-                raise RetryScheduled(f"task {task_id} retries in {delay_s} s")
-            case FailedForGood():
-                error = result.error or "attempt failed"
-                rt.store.fail(task_id, attempt, finished, error)
-                rt.queue.dead_letter(record.body, f"FAILED after {attempt} attempts: {error}")
-                logger.warning("last attempt failed; task FAILED and sent to the DLQ")
-                return "failed"
-    except AttemptSuperseded:
-        # The dead-letter function (or a reclaim after our lease) moved the task on; our
-        # result is void and the task's record already says what happened.
-        logger.warning("attempt superseded while running; result discarded")
-        return "superseded"
+    match decision:
+        case Completed():
+            rt.store.complete(task_id, attempt, finished)
+            logger.info("attempt succeeded; task COMPLETED")
+            return "completed"
+        case RetryLater(retry_delay_s=delay_s, next_attempt_at=next_attempt_at):
+            error = result.error or "attempt failed"
+            rt.store.schedule_retry(task_id, attempt, finished, error, delay_s, next_attempt_at)
+            # If this fails (SQS down, or the handle went stale), the record says RETRYING and
+            # the message comes back after the queue's visibility timeout: later, never early.
+            rt.queue.hide(record.receipt_handle, delay_s)
+            logger.info(
+                "attempt failed; retry scheduled",
+                extra={"error": error, "retryDelaySeconds": delay_s},
+            )
+            raise RetryScheduled(f"task {task_id} retries in {delay_s} s")
+        case FailedForGood():
+            error = result.error or "attempt failed"
+            rt.store.fail(task_id, attempt, finished, error)
+            rt.queue.dead_letter(record.body, f"FAILED after {attempt} attempts: {error}")
+            logger.warning("last attempt failed; task FAILED and sent to the DLQ")
+            return "failed"
     raise AssertionError(f"unplanned decision {decision!r}")
 
 
@@ -164,11 +170,7 @@ def _fail_lost_task(
     rt: runtime.Runtime, task_id: str, attempt: int, now: datetime, body: str
 ) -> str:
     error = f"attempt {attempt} was lost (worker crash or timeout) and no attempts remain"
-    try:
-        rt.store.fail(task_id, attempt, now, error, outcome=AttemptOutcome.LOST)
-    except AttemptSuperseded:
-        logger.info("lost attempt already handled by another delivery; acknowledged")
-        return "acknowledged"
+    rt.store.fail(task_id, attempt, now, error, outcome=AttemptOutcome.LOST)
     rt.queue.dead_letter(body, f"FAILED: {error}")
     logger.warning("last attempt was lost; task FAILED and sent to the DLQ")
     return "failed"

@@ -176,7 +176,9 @@ def _redrive_all(
     results = []
     for task_id in task_ids:
         try:
-            results.append(redrive_task(store, queue.enqueue, task_id, extra_attempts, utc_now()))
+            results.append(
+                redrive_task(store, queue.enqueue, task_id, extra_attempts, utc_now(), policy)
+            )
         except (BotoCoreError, ClientError) as exc:
             done = f" after {len(results)} of {len(task_ids)} task(s)" if results else ""
             raise RedriveError(f"task {task_id}: {' '.join(str(exc).split())}{done}") from None

@@ -1,14 +1,14 @@
-"""Redrive one FAILED task from its DynamoDB record: decide, write, enqueue, undo on failure.
+"""Redrive one FAILED task from its DynamoDB record: decide, write, enqueue.
 
 The table is the source of truth (DESIGN §3): `lifecycle.plan_redrive` decides the redriven
 record, `TaskStore.redrive` writes it conditionally (still FAILED, same attempts, same redrive
-count: two operators racing redrive a task once), and only then is `{"taskId": ...}` enqueued on
-the main queue, where the worker claims attempt `attempts + 1` as for any retry. If the enqueue
-fails, the record is put back (conditionally), so no task is left RETRYING without a message.
+count: two operators racing redrive a task once; a write whose response was lost and that the SDK
+retried is recognised as ours), and only then is `{"taskId": ...}` enqueued on the main queue,
+where the worker claims attempt `attempts + 1` as for any retry.
 
-The one gap: a process killed between the write and the enqueue leaves the task RETRYING with no
-message; redriving it again is refused (it is not FAILED). `python -m taskctl redrive` prints
-what it did per task, so an operator sees where it stopped.
+The write also schedules the task's next check by the reconciler. So if the enqueue fails, or the
+command is killed between the write and the enqueue, the task is still redriven: the reconciler
+finds it RETRYING and overdue after `recoveryGraceSeconds` and queues its message. No undo.
 """
 
 from __future__ import annotations
@@ -21,7 +21,14 @@ from enum import StrEnum
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from functions.lifecycle import Redrive, RedriveRefused, TaskRecord, plan_redrive
+from functions.lifecycle import (
+    Redrive,
+    RedriveRefused,
+    TaskRecord,
+    first_check_at,
+    plan_redrive,
+)
+from functions.settings import TaskPolicy
 from functions.store import TaskChanged, TaskStore
 
 Enqueue = Callable[[str], None]
@@ -31,7 +38,8 @@ class RedriveOutcome(StrEnum):
     REDRIVEN = "redriven"
     REFUSED = "refused"
     NOT_FOUND = "not found"
-    ENQUEUE_FAILED = "enqueue failed"  # the record was put back: the task is FAILED as before
+    # Redriven, but its message could not be sent: the reconciler sends it after the grace.
+    ENQUEUE_FAILED = "enqueue failed"
 
 
 @dataclass(frozen=True)
@@ -58,12 +66,19 @@ def canonical_task_id(text: str) -> str | None:
 
 
 def redrive_task(
-    store: TaskStore, enqueue: Enqueue, task_id: str, extra_attempts: int, now: datetime
+    store: TaskStore,
+    enqueue: Enqueue,
+    task_id: str,
+    extra_attempts: int,
+    now: datetime,
+    policy: TaskPolicy,
 ) -> RedriveResult:
-    """Redrive `task_id` with `extra_attempts` more attempts.
+    """Redrive `task_id` with `extra_attempts` more attempts (`policy`: the stack's, for the
+    reconciler's grace period).
 
     AWS errors other than the enqueue's propagate (the caller stops: the table or the network is
-    the problem, not this task). An enqueue error is reported as ENQUEUE_FAILED after the undo.
+    the problem, not this task). An enqueue error is reported as ENQUEUE_FAILED: the task is
+    redriven all the same, and the reconciler queues it.
     """
     canonical = canonical_task_id(task_id)
     if canonical is None:
@@ -74,16 +89,16 @@ def redrive_task(
     if isinstance(decision, RedriveRefused):
         outcome = RedriveOutcome.NOT_FOUND if before is None else RedriveOutcome.REFUSED
         return RedriveResult(canonical, outcome, decision.reason, before=before)
-    return _write_and_enqueue(store, enqueue, decision, now)
+    return _write_and_enqueue(store, enqueue, decision, now, first_check_at(now, policy))
 
 
 def _write_and_enqueue(
-    store: TaskStore, enqueue: Enqueue, decision: Redrive, now: datetime
+    store: TaskStore, enqueue: Enqueue, decision: Redrive, now: datetime, check_after: datetime
 ) -> RedriveResult:
     failed, redriven = decision.failed, decision.redriven
     task_id = failed.taskId
     try:
-        store.redrive(failed, redriven, now)
+        store.redrive(failed, redriven, now, check_after)
     except TaskChanged:
         # Someone else redrove it (or it moved on) between our read and our write.
         current = store.get(task_id)
@@ -97,19 +112,11 @@ def _write_and_enqueue(
     try:
         enqueue(task_id)
     except (BotoCoreError, ClientError) as error:
-        if store.undo_redrive(failed, redriven, now):
-            return RedriveResult(
-                task_id,
-                RedriveOutcome.ENQUEUE_FAILED,
-                f"could not enqueue its message ({_one_line(error)}); record restored to FAILED",
-                before=failed,
-                after=failed,
-            )
-        # A stray message for the task reached a worker first: it runs as redriven.
         return RedriveResult(
             task_id,
-            RedriveOutcome.REDRIVEN,
-            f"enqueue failed ({_one_line(error)}) but a worker already claimed the task",
+            RedriveOutcome.ENQUEUE_FAILED,
+            f"redriven, but its message could not be sent ({_one_line(error)}); the reconciler "
+            f"queues it after {(check_after - now).total_seconds():.0f} s",
             before=failed,
             after=redriven,
         )

@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from functions import api, dead_letter, runtime, worker
 from functions.lifecycle import TaskRecord
 
@@ -213,17 +215,20 @@ class Pipeline:
                     QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
                 )
         for call in self.visibility_spy.calls[calls_before:]:
-            self.hidden[call["ReceiptHandle"]] = self.clock.now + timedelta(
-                seconds=call["VisibilityTimeout"]
-            )
             if self.pin_hidden:
                 # moto counts visibility in wall time, the worker in fake time: keep the message
                 # hidden until the fake clock reaches its time (`advance_to_next_retry`).
-                self.sqs.change_message_visibility(
-                    QueueUrl=self.queue_url,
-                    ReceiptHandle=call["ReceiptHandle"],
-                    VisibilityTimeout=PINNED_VISIBILITY_S,
-                )
+                try:
+                    self.sqs.change_message_visibility(
+                        QueueUrl=self.queue_url,
+                        ReceiptHandle=call["ReceiptHandle"],
+                        VisibilityTimeout=PINNED_VISIBILITY_S,
+                    )
+                except ClientError:
+                    continue  # a stale handle: the worker's own call failed the same way
+            self.hidden[call["ReceiptHandle"]] = self.clock.now + timedelta(
+                seconds=call["VisibilityTimeout"]
+            )
         delivery = Delivery([m["MessageId"] for m in messages], failed)
         self.runs.append(delivery)
         return delivery
@@ -237,10 +242,13 @@ class Pipeline:
         self.clock.now = max(self.clock.now, due)
         for handle, at in list(self.hidden.items()):
             if at <= self.clock.now:
-                self.sqs.change_message_visibility(
-                    QueueUrl=self.queue_url, ReceiptHandle=handle, VisibilityTimeout=0
-                )
                 del self.hidden[handle]
+                try:
+                    self.sqs.change_message_visibility(
+                        QueueUrl=self.queue_url, ReceiptHandle=handle, VisibilityTimeout=0
+                    )
+                except ClientError:
+                    continue  # superseded by a newer receive of the same message
         return True
 
     def run_until_idle(self, max_invocations: int = 1_000) -> int:

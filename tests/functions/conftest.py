@@ -17,11 +17,13 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 from aws_harness import MAIN_QUEUE_VISIBILITY_S, CallSpy, FakeClock, Pipeline
+from botocore.retries.standard import ExponentialBackoff
 from moto import mock_aws
 
 from functions import runtime
 from functions.runtime import FunctionSettings, Runtime
 from functions.settings import REDRIVE_RECEIVE_MARGIN, TaskPolicy
+from functions.store import CHECK_AFTER_ATTRIBUTE, CHECK_INDEX, CHECK_SHARD_ATTRIBUTE
 
 DEV_POLICY = TaskPolicy(maxAttempts=2, errorRate=0.3, backoffBaseSeconds=2, maxDelaySeconds=900)
 START = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
@@ -33,6 +35,13 @@ class Resources:
     queue_url: str
     dlq_url: str
     dlq_arn: str
+
+
+@pytest.fixture(autouse=True)
+def no_sdk_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore's retries (as configured for the functions) wait up to seconds of real time
+    between tries; the tests keep the retries but not the waiting."""
+    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0)
 
 
 @pytest.fixture(scope="session")
@@ -58,8 +67,22 @@ def resources(aws: None, boto_session: boto3.Session) -> Resources:
     table_name = "fault-tolerant-tasks-dev-tasks"
     dynamodb.create_table(
         TableName=table_name,
-        AttributeDefinitions=[{"AttributeName": "taskId", "AttributeType": "S"}],
+        AttributeDefinitions=[
+            {"AttributeName": "taskId", "AttributeType": "S"},
+            {"AttributeName": CHECK_SHARD_ATTRIBUTE, "AttributeType": "S"},
+            {"AttributeName": CHECK_AFTER_ATTRIBUTE, "AttributeType": "N"},
+        ],
         KeySchema=[{"AttributeName": "taskId", "KeyType": "HASH"}],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": CHECK_INDEX,
+                "KeySchema": [
+                    {"AttributeName": CHECK_SHARD_ATTRIBUTE, "KeyType": "HASH"},
+                    {"AttributeName": CHECK_AFTER_ATTRIBUTE, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }
+        ],
         BillingMode="PAY_PER_REQUEST",
     )
     dlq_url = sqs.create_queue(QueueName="fault-tolerant-tasks-dev-dlq")["QueueUrl"]

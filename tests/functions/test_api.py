@@ -8,19 +8,23 @@ import uuid
 from typing import Any
 
 import pytest
+from aws_faults import fail_calls, lose_response
 from aws_harness import (
+    FakeClock,
     FakeLambdaContext,
     Pipeline,
     http_event,
     json_body,
+    record_of,
     scan_items,
     submit_event,
 )
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from functions import api
+from functions import api, reconciler, runtime
 from functions.lifecycle import MESSAGE_MAX_CHARS
 from functions.runtime import Runtime
+from functions.settings import SDK_MAX_ATTEMPTS
 
 
 def call(event: dict[str, Any]) -> dict[str, Any]:
@@ -290,18 +294,25 @@ def _send_fails(error: Exception, before: Any = None):
     ],
     ids=["sqs-5xx", "network"],
 )
-def test_enqueue_failure_is_503_and_leaves_no_task(
-    rt: Runtime, pipeline: Pipeline, error: Exception
+def test_enqueue_failure_is_accepted_and_the_reconciler_queues_the_task(
+    rt: Runtime, pipeline: Pipeline, clock: FakeClock, error: Exception
 ) -> None:
     # GIVEN SQS refuses the message
-    rt.sqs.meta.events.register("before-call.sqs.SendMessage", _send_fails(error))
+    refuse = _send_fails(error)
+    rt.sqs.meta.events.register("before-call.sqs.SendMessage", refuse)
 
     # WHEN a task is submitted
     response = call(submit_event("SUCCESS"))
 
-    # THEN the client is told to retry, and no PENDING orphan is left behind
-    assert "submit it again" in assert_json_error(response, 503)["error"]
-    assert scan_items(rt) == []
+    # THEN it is accepted: the record is stored (a 5xx would invite a duplicate) ...
+    assert response["statusCode"] == 202
+    task_id = json_body(response)["taskId"]
+    assert pipeline.receive() == []
+    rt.sqs.meta.events.unregister("before-call.sqs.SendMessage", refuse)
+    # ... and the reconciler queues it once it is overdue, so it runs
+    run_reconciler_after(clock, rt.settings.policy.recoveryGraceSeconds + 1)
+    pipeline.run_until_idle()
+    assert record_of(rt, task_id).status == "COMPLETED"
 
 
 def test_enqueue_that_reports_failure_after_a_worker_started_the_task_is_accepted(
@@ -323,18 +334,83 @@ def test_enqueue_that_reports_failure_after_a_worker_started_the_task_is_accepte
 
     response = call(submit_event("SUCCESS"))
 
-    # THEN the undo does not delete a running task, and the client gets its 202
+    # THEN the client gets its 202 and the running task is untouched
     assert response["statusCode"] == 202
     stored = rt.store.get(json_body(response)["taskId"])
     assert stored is not None and stored.record.status == "PROCESSING"
 
 
-def test_an_outage_of_the_table_is_a_5xx_json_error(rt: Runtime) -> None:
-    rt.dynamodb.delete_table(TableName=rt.settings.table_name)
+@pytest.mark.parametrize("operation", ["PutItem", "GetItem"])
+def test_an_outage_of_the_table_is_a_503_that_says_what_to_do(rt: Runtime, operation: str) -> None:
+    # GIVEN DynamoDB answers every try with 503 (the SDK's retries included)
+    tries = fail_calls(rt.dynamodb, operation)
+    event = (
+        submit_event("SUCCESS")
+        if operation == "PutItem"
+        else http_event("GET", f"/tasks/{uuid.uuid4()}")
+    )
 
-    body = assert_json_error(call(submit_event("SUCCESS")), 500)
+    # WHEN a client calls  THEN a JSON 503 that tells it how to retry safely, never a 500
+    body = assert_json_error(call(event), 503)
 
-    assert "internal error" in body["error"]
+    assert "retry" in body["error"]
+    assert tries.count == SDK_MAX_ATTEMPTS
+    if operation == "PutItem":
+        assert "Idempotency-Key" in body["error"]
+
+
+# -- a write applied whose reply was lost, a process that died between two writes ---------------
+
+
+@pytest.mark.parametrize("key", ["order-42", None], ids=["with-key", "without-key"])
+def test_a_create_whose_reply_was_lost_is_a_fresh_202_and_the_task_is_queued(
+    rt: Runtime, pipeline: Pipeline, key: str | None
+) -> None:
+    # GIVEN the PutItem is applied but its reply is lost, and botocore retries it
+    lost = lose_response(rt.dynamodb, "PutItem")
+
+    # WHEN a task is submitted
+    response = call(submit_event("SUCCESS", headers={"Idempotency-Key": key}))
+
+    # THEN it is accepted as new (no "replayed", no 409 about a key never sent) and queued
+    assert lost.lost
+    assert response["statusCode"] == 202, response["body"]
+    assert api.REPLAYED_HEADER not in response["headers"]
+    assert queued_task_ids(pipeline) == [json_body(response)["taskId"]]
+
+
+class ProcessDied(BaseException):
+    """The function's process ends here (a timeout, a crash): no handler catches it."""
+
+
+def test_a_submit_that_died_before_its_enqueue_is_replayed_and_still_runs(
+    rt: Runtime, pipeline: Pipeline, clock: FakeClock
+) -> None:
+    # GIVEN the api process dies after writing the record and before sending the message
+    def die(**_: Any) -> None:
+        raise ProcessDied
+
+    rt.sqs.meta.events.register("before-call.sqs.SendMessage", die)
+    headers = {"Idempotency-Key": "order-43"}
+    with pytest.raises(ProcessDied):
+        call(submit_event("SUCCESS", headers=headers))
+    rt.sqs.meta.events.unregister("before-call.sqs.SendMessage", die)
+
+    # WHEN the client retries with its key (it saw a 502)
+    retry = call(submit_event("SUCCESS", headers=headers))
+
+    # THEN it gets the task, and the reconciler makes sure it runs
+    assert retry["statusCode"] == 202
+    assert retry["headers"][api.REPLAYED_HEADER] == "true"
+    task_id = json_body(retry)["taskId"]
+    run_reconciler_after(clock, rt.settings.policy.recoveryGraceSeconds + 1)
+    pipeline.run_until_idle()
+    assert record_of(rt, task_id).status == "COMPLETED"
+
+
+def run_reconciler_after(clock: FakeClock, seconds: float) -> None:
+    clock.advance(seconds)
+    reconciler.reconcile(runtime.current())
 
 
 # -- OpenAPI ----------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The dead-letter function on moto: every task whose message reaches the DLQ ends FAILED, once,
-and each dead letter is counted in one low-cardinality metric."""
+"""The dead-letter function on moto: a task the worker failed stays FAILED and is counted in one
+low-cardinality metric; a task whose message got there on receives that were not attempts goes
+back to the main queue and still runs; only a poisonous message ends its task FAILED."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from aws_faults import fail_calls
 from aws_harness import (
     FakeLambdaContext,
     Pipeline,
@@ -20,6 +22,7 @@ from botocore.exceptions import ClientError
 from functions import dead_letter
 from functions.queue import task_message_body
 from functions.runtime import Runtime
+from functions.settings import MAX_DEAD_LETTER_RETURNS, REDRIVE_RECEIVE_MARGIN
 
 
 def emf_blobs(captured: str) -> list[dict[str, Any]]:
@@ -67,7 +70,13 @@ def test_a_task_the_worker_failed_stays_as_it_is_and_is_counted_once(
     assert task_id not in json.dumps(directive)
 
 
-def test_a_redriven_retrying_task_is_failed_with_the_reason(
+def run_to_the_end(pipeline: Pipeline) -> None:
+    """Main queue and DLQ, until both are quiet (a returned dead letter runs again)."""
+    while pipeline.run_until_idle() + len(pipeline.drain_dead_letters()):
+        pass
+
+
+def test_a_retrying_task_moved_by_the_redrive_policy_goes_back_and_uses_its_attempts(
     rt: Runtime, pipeline: Pipeline
 ) -> None:
     # GIVEN a task waiting to retry whose message the redrive policy moved to the DLQ
@@ -77,43 +86,63 @@ def test_a_redriven_retrying_task_is_failed_with_the_reason(
     dead_letter_directly(pipeline, task_message_body(task_id))
     pipeline.clock.advance(1)
 
+    # WHEN the dead-letter function handles it
     pipeline.drain_dead_letters()
 
+    # THEN the task is not FAILED with an attempt left: its message is back on the main queue,
+    # and the task ends as its attempts decide
+    assert record_of(rt, task_id).status == "RETRYING"
+    run_to_the_end(pipeline)
     record = record_of(rt, task_id)
-    assert record.status == "FAILED"
-    assert record.failedAt is not None and record.nextAttemptAt is None
-    assert (record.lastError or "").startswith("dead-lettered after")
-    assert record.attempts == 1
+    assert (record.status, record.attempts) == ("FAILED", 2)
 
 
-def test_a_redriven_task_stuck_processing_is_failed_and_its_open_attempt_closed_lost(
+def test_a_task_stuck_processing_goes_back_and_its_lost_attempt_counts(
     rt: Runtime, pipeline: Pipeline
 ) -> None:
     task_id = submit("SUCCESS")
     seen = record_of(rt, task_id)
     rt.store.claim(seen, 1, rt.clock(), rt.clock() + timedelta(seconds=30))
+    for message in pipeline.receive():  # the original copy is gone; only the dead letter is left
+        pipeline.sqs.delete_message(
+            QueueUrl=pipeline.queue_url, ReceiptHandle=message["ReceiptHandle"]
+        )
     dead_letter_directly(pipeline, task_message_body(task_id))
 
     pipeline.drain_dead_letters()
+    pipeline.clock.advance(31)  # the stuck attempt's lease runs out
+    run_to_the_end(pipeline)
 
     record = record_of(rt, task_id)
-    assert record.status == "FAILED"
-    assert [(h.attempt, h.outcome) for h in record.history] == [(1, "LOST")]
-    assert record.history[0].finishedAt is not None
-    # the late worker's result cannot make it a second terminal state
-    with pytest.raises(Exception, match="no longer the one in progress"):
-        rt.store.complete(task_id, 1, rt.clock())
-    assert record_of(rt, task_id).status == "FAILED"
+    assert (record.status, record.attempts) == ("COMPLETED", 2)
+    assert [(h.attempt, h.outcome) for h in record.history] == [(1, "LOST"), (2, "SUCCEEDED")]
 
 
-def test_a_redriven_pending_task_is_failed(rt: Runtime, pipeline: Pipeline) -> None:
+def test_hours_of_dynamodb_outage_fail_no_task_that_never_got_an_attempt(
+    rt: Runtime, pipeline: Pipeline
+) -> None:
+    # GIVEN DynamoDB is down for longer than maxReceiveCount receives of a pending task
     task_id = submit("SUCCESS")
-    dead_letter_directly(pipeline, task_message_body(task_id))
+    outage = fail_calls(rt.dynamodb, "GetItem", code="ServiceUnavailable")
+    receives = 0
+    while messages := pipeline.receive():
+        receives += 1
+        assert pipeline.deliver(messages).failed_ids
+        pipeline.sqs.change_message_visibility(
+            QueueUrl=pipeline.queue_url,
+            ReceiptHandle=messages[0]["ReceiptHandle"],
+            VisibilityTimeout=0,
+        )
+    assert receives == rt.settings.policy.maxAttempts + REDRIVE_RECEIVE_MARGIN
+    assert outage.count > 0
 
-    pipeline.drain_dead_letters()
+    # WHEN it comes back and the dead letter is handled
+    outage.stop()
+    run_to_the_end(pipeline)
 
+    # THEN the task ran: COMPLETED on its first attempt
     record = record_of(rt, task_id)
-    assert (record.status, record.attempts) == ("FAILED", 0)
+    assert (record.status, record.attempts) == ("COMPLETED", 1)
 
 
 def test_a_task_completed_between_read_and_write_is_not_failed(
@@ -180,35 +209,40 @@ def test_a_dynamodb_failure_reports_the_dead_letter_failed_for_redelivery(
     ]
 
 
-def test_redrive_moves_a_message_that_keeps_crashing_the_worker_and_the_task_ends_failed(
+def test_a_poisonous_message_ends_its_task_failed_after_bounded_trips_through_the_dlq(
     rt: Runtime, pipeline: Pipeline
 ) -> None:
     # GIVEN a task whose every delivery crashes the worker before it can claim an attempt
     task_id = submit("SUCCESS")
+    max_receive_count = rt.settings.policy.maxAttempts + REDRIVE_RECEIVE_MARGIN
 
-    def crash(**_: Any) -> None:
+    def crash_the_worker(**_: Any) -> None:
         raise ClientError({"Error": {"Code": "InternalServerError"}}, "GetItem")
 
-    rt.dynamodb.meta.events.register("before-call.dynamodb.GetItem", crash)
-    max_receive_count = rt.settings.policy.maxAttempts + 5  # as the stack derives it
+    trips = 0
+    while record_of(rt, task_id).status != "FAILED":
+        assert trips <= MAX_DEAD_LETTER_RETURNS, "a poisonous message must end its task"
+        # WHEN SQS delivers it again each time its visibility runs out ...
+        rt.dynamodb.meta.events.register("before-call.dynamodb.GetItem", crash_the_worker)
+        receives = 0
+        while messages := pipeline.receive():
+            receives += 1
+            assert pipeline.deliver(messages).failed_ids == {messages[0]["MessageId"]}
+            pipeline.sqs.change_message_visibility(
+                QueueUrl=pipeline.queue_url,
+                ReceiptHandle=messages[0]["ReceiptHandle"],
+                VisibilityTimeout=0,
+            )
+        # ... the redrive policy moves it to the DLQ after maxReceiveCount receives
+        assert receives == max_receive_count
+        rt.dynamodb.meta.events.unregister("before-call.dynamodb.GetItem", crash_the_worker)
+        (dead,) = pipeline.drain_dead_letters()
+        assert json.loads(dead["Body"]) == {"taskId": task_id}
+        trips += 1
 
-    # WHEN SQS delivers it again each time its visibility runs out
-    receives = 0
-    while messages := pipeline.receive():
-        receives += 1
-        assert pipeline.deliver(messages).failed_ids == {messages[0]["MessageId"]}
-        pipeline.sqs.change_message_visibility(
-            QueueUrl=pipeline.queue_url,
-            ReceiptHandle=messages[0]["ReceiptHandle"],
-            VisibilityTimeout=0,
-        )
-
-    # THEN after maxReceiveCount receives the redrive policy moved it to the DLQ
-    assert receives == max_receive_count
-    rt.dynamodb.meta.events.unregister("before-call.dynamodb.GetItem", crash)
-    (dead,) = pipeline.drain_dead_letters()
-    assert json.loads(dead["Body"]) == {"taskId": task_id}
-    # AND the dead-letter function failed the task, saying why
+    # THEN it went back MAX_DEAD_LETTER_RETURNS times, then its task was FAILED, saying why
+    assert trips == MAX_DEAD_LETTER_RETURNS + 1
     record = record_of(rt, task_id)
-    assert record.status == "FAILED"
+    assert record.attempts == 0
     assert f"after {max_receive_count + 1} receives" in (record.lastError or "")
+    assert "without a new attempt" in (record.lastError or "")

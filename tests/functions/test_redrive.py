@@ -1,5 +1,6 @@
-"""Redriving a FAILED task on moto: the record write, the enqueue, the undo, and the worker that
-then runs the task again (DESIGN §3: "a FAILED task can be redriven from its record").
+"""Redriving a FAILED task on moto: the record write, the enqueue, the reconciler behind a failed
+or interrupted enqueue, and the worker that then runs the task again (DESIGN §3: "a FAILED task
+can be redriven from its record").
 
 Tasks are submitted through the api handler and run by the worker through `Pipeline` (Lambda's
 event source mapping played on moto's queues), so a redriven task meets the real claim
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_faults import lose_response
 from aws_harness import (
+    FakeClock,
     FakeLambdaContext,
     Pipeline,
     http_event,
@@ -23,10 +26,9 @@ from aws_harness import (
     record_of,
     submit,
 )
-from botocore.exceptions import ClientError
 from typer.testing import CliRunner
 
-from functions import api
+from functions import api, reconciler
 from functions.lifecycle import TaskRecord, from_iso
 from functions.queue import TaskQueue
 from functions.runtime import Runtime
@@ -42,7 +44,7 @@ NEVER_FAILS = ALWAYS_FAILS.model_copy(update={"errorRate": 0.0})
 def redrive(rt: Runtime, task_id: str, extra_attempts: int = 1, **kwargs: Any) -> RedriveResult:
     store = kwargs.pop("store", rt.store)
     enqueue = kwargs.pop("enqueue", rt.queue.enqueue)
-    return redrive_task(store, enqueue, task_id, extra_attempts, rt.clock())
+    return redrive_task(store, enqueue, task_id, extra_attempts, rt.clock(), rt.settings.policy)
 
 
 def queued_task_ids(pipeline: Pipeline) -> list[str]:
@@ -215,7 +217,7 @@ def test_a_redrive_planned_on_an_older_failure_is_refused(
     assert record_of(rt, failed_task).status == "FAILED"
 
     with pytest.raises(TaskChanged):
-        rt.store.redrive(stale.failed, stale.redriven, rt.clock())
+        rt.store.redrive(stale.failed, stale.redriven, rt.clock(), rt.clock())
 
     assert raw_item(rt, failed_task) == failed_again
 
@@ -223,39 +225,68 @@ def test_a_redrive_planned_on_an_older_failure_is_refused(
 # -- enqueue failure --------------------------------------------------------------------------
 
 
-def test_an_enqueue_failure_puts_the_failed_record_back(
-    rt: Runtime, pipeline: Pipeline, failed_task: str
+def test_an_enqueue_failure_leaves_the_task_redriven_and_the_reconciler_queues_it(
+    rt: Runtime, pipeline: Pipeline, clock: FakeClock, failed_task: str
 ) -> None:
-    before = record_of(rt, failed_task)
     gone = TaskQueue(rt.sqs, rt.settings.queue_url + "-deleted", rt.settings.dead_letter_queue_url)
 
     result = redrive(rt, failed_task, enqueue=gone.enqueue)
 
     assert result.outcome == RedriveOutcome.ENQUEUE_FAILED
-    assert "restored to FAILED" in result.detail
-    assert record_of(rt, failed_task) == before
+    assert "the reconciler queues it" in result.detail
+    assert record_of(rt, failed_task).status == "RETRYING"
     assert pipeline.receive() == []
-    # and a later redrive, once the queue is reachable, works as if nothing happened
-    assert redrive(rt, failed_task).outcome == RedriveOutcome.REDRIVEN
-    assert record_of(rt, failed_task).redriveCount == 1
-
-
-def test_an_enqueue_failure_after_a_worker_claimed_the_task_keeps_it_redriven(
-    rt: Runtime, pipeline: Pipeline, failed_task: str
-) -> None:
-    def stray_message_then_failure(task_id: str) -> None:
-        # A message for the task reaches a worker (a late duplicate, or a send that "failed"
-        # after all), and then the enqueue reports failure.
-        rt.queue.enqueue(task_id)
-        pipeline.deliver(pipeline.receive())
-        raise ClientError({"Error": {"Code": "ServiceUnavailable"}}, "SendMessage")
-
-    result = redrive(rt, failed_task, enqueue=stray_message_then_failure)
-
-    assert result.outcome == RedriveOutcome.REDRIVEN
-    assert "already claimed" in result.detail
+    clock.advance(rt.settings.policy.recoveryGraceSeconds + 1)
+    reconciler.reconcile(rt)
+    pipeline.run_until_idle()
     after = record_of(rt, failed_task)
     assert (after.status, after.attempts, after.redriveCount) == ("COMPLETED", 3, 1)
+
+
+def test_a_redrive_killed_between_its_write_and_its_enqueue_still_runs(
+    rt: Runtime, pipeline: Pipeline, clock: FakeClock, failed_task: str
+) -> None:
+    class Killed(BaseException):
+        pass
+
+    def killed(task_id: str) -> None:
+        raise Killed
+
+    with pytest.raises(Killed):
+        redrive(rt, failed_task, enqueue=killed)
+
+    clock.advance(rt.settings.policy.recoveryGraceSeconds + 1)
+    reconciler.reconcile(rt)
+    pipeline.run_until_idle()
+    assert record_of(rt, failed_task).status == "COMPLETED"
+
+
+def test_a_redrive_whose_write_reply_was_lost_is_redriven_and_queued(
+    rt: Runtime, pipeline: Pipeline, failed_task: str
+) -> None:
+    lose_response(rt.dynamodb, "UpdateItem")
+
+    result = redrive(rt, failed_task)
+
+    assert result.outcome == RedriveOutcome.REDRIVEN, result.detail
+    assert queued_task_ids(pipeline) == [failed_task]
+
+
+def test_a_redrive_grants_exactly_its_extra_attempts_however_many_receives_they_take(
+    make_runtime: Callable[..., Runtime], pipeline: Pipeline, failed_task: str
+) -> None:
+    # GIVEN a redrive of 10 more attempts, more than maxReceiveCount receives of one message
+    rt = make_runtime(policy=ALWAYS_FAILS)
+    redrive(rt, failed_task, extra_attempts=10)
+
+    # WHEN every one of them fails
+    while pipeline.run_until_idle() + len(pipeline.drain_dead_letters()):
+        pass
+
+    # THEN the task made exactly 10 more attempts (2 + 10), not as many as the receives allowed
+    record = record_of(rt, failed_task)
+    assert (record.status, record.attempts) == ("FAILED", 12)
+    assert [h.attempt for h in record.history] == list(range(1, 13))
 
 
 # -- the dead-letter function after a redrive ----------------------------------------------------

@@ -1,14 +1,24 @@
-"""The DynamoDB adapter on moto: every state change is conditional, and a lost condition is a
-domain exception, never a silent overwrite."""
+"""The DynamoDB adapter on moto: every state change is conditional, a lost condition is a
+domain exception, never a silent overwrite, and a write the SDK retried after losing its reply is
+recognised as the caller's own (botocore's real retry, through `aws_faults.lose_response`)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import pytest
+from aws_faults import lose_response
 from aws_harness import FakeClock
 
-from functions.lifecycle import AttemptOutcome, TaskRecord, TaskStatus, new_task, to_epoch_ms
+from functions.lifecycle import (
+    AttemptOutcome,
+    TaskRecord,
+    TaskStatus,
+    first_check_at,
+    new_task,
+    plan_redrive,
+    to_epoch_ms,
+)
 from functions.runtime import Runtime
 from functions.store import (
     AttemptSuperseded,
@@ -27,8 +37,12 @@ LEASE = timedelta(seconds=30)
 @pytest.fixture
 def pending(rt: Runtime) -> TaskRecord:
     task = new_task(TASK_ID, "hello", rt.settings.policy, rt.clock())
-    rt.store.create(task, rt.clock())
+    rt.store.create(task, rt.clock(), check_after=first_check_at(rt.clock(), rt.settings.policy))
     return task
+
+
+def create(rt: Runtime, task: TaskRecord) -> None:
+    rt.store.create(task, rt.clock(), check_after=first_check_at(rt.clock(), rt.settings.policy))
 
 
 def current(rt: Runtime) -> TaskRecord:
@@ -52,25 +66,44 @@ def test_create_then_get_round_trips_the_record(rt: Runtime, pending: TaskRecord
 
 def test_a_second_create_with_the_same_id_is_refused(rt: Runtime, pending: TaskRecord) -> None:
     with pytest.raises(TaskAlreadyExists):
-        rt.store.create(pending.model_copy(update={"message": "other"}), rt.clock())
+        create(rt, pending.model_copy(update={"message": "other"}))
 
     assert current(rt).message == "hello"
 
 
-def test_records_expire_ttl_days_after_their_last_change(
+def expires_at(rt: Runtime) -> int | None:
+    item = rt.dynamodb.get_item(TableName=rt.settings.table_name, Key={"taskId": {"S": TASK_ID}})
+    value = item["Item"].get("expiresAt")
+    return int(value["N"]) if value else None
+
+
+def test_an_unfinished_task_never_expires_and_a_finished_one_expires_ttl_days_later(
     rt: Runtime, pending: TaskRecord, clock: FakeClock
 ) -> None:
-    def expires_at() -> int:
-        item = rt.dynamodb.get_item(
-            TableName=rt.settings.table_name, Key={"taskId": {"S": TASK_ID}}
-        )
-        return int(item["Item"]["expiresAt"]["N"])
-
-    ttl = timedelta(days=rt.settings.policy.taskTtlDays)
-    assert expires_at() == int((rt.clock() + ttl).timestamp())
+    assert expires_at(rt) is None
     clock.advance(3600)
     claimed(rt)
-    assert expires_at() == int((rt.clock() + ttl).timestamp())
+    rt.store.schedule_retry(TASK_ID, 1, rt.clock(), "boom", 2, rt.clock())
+    assert expires_at(rt) is None
+
+    claimed(rt, attempt=2)
+    rt.store.complete(TASK_ID, 2, rt.clock())
+
+    ttl = timedelta(days=rt.settings.policy.taskTtlDays)
+    assert expires_at(rt) == int((rt.clock() + ttl).timestamp())
+
+
+def test_a_redriven_task_is_unfinished_again_and_loses_its_expiry(
+    rt: Runtime, pending: TaskRecord
+) -> None:
+    claimed(rt)
+    rt.store.fail(TASK_ID, 1, rt.clock(), "boom")
+    assert expires_at(rt) is not None
+    plan = plan_redrive(current(rt), 1, rt.clock())
+
+    rt.store.redrive(plan.failed, plan.redriven, rt.clock(), rt.clock())  # type: ignore[union-attr]
+
+    assert expires_at(rt) is None
 
 
 def test_claim_starts_the_attempt_with_a_lease_and_an_open_history_entry(
@@ -155,19 +188,6 @@ def test_schedule_retry_records_the_delay_and_when_the_next_attempt_is_due(
     assert stored is not None and stored.lease_expires_at is None
 
 
-def test_undo_deletes_a_pending_task_but_never_one_a_worker_started(
-    rt: Runtime, pending: TaskRecord
-) -> None:
-    claimed(rt)
-    assert rt.store.delete_if_pending(TASK_ID) is False
-    assert current(rt).status == "PROCESSING"
-
-
-def test_undo_of_a_pending_task_removes_it(rt: Runtime, pending: TaskRecord) -> None:
-    assert rt.store.delete_if_pending(TASK_ID) is True
-    assert rt.store.get(TASK_ID) is None
-
-
 def test_dead_letter_failure_is_refused_if_the_task_changed_since_it_was_read(
     rt: Runtime, pending: TaskRecord
 ) -> None:
@@ -185,7 +205,9 @@ def test_other_errors_are_not_mistaken_for_a_lost_condition(rt: Runtime) -> None
     rt.dynamodb.delete_table(TableName=rt.settings.table_name)
 
     with pytest.raises(rt.dynamodb.exceptions.ResourceNotFoundException):
-        rt.store.delete_if_pending(TASK_ID)
+        rt.store.claim(
+            new_task(TASK_ID, "x", rt.settings.policy, rt.clock()), 1, rt.clock(), rt.clock()
+        )
 
 
 def test_condition_pieces_compose_and_refuse_clashing_placeholders() -> None:
@@ -210,3 +232,89 @@ def test_lease_is_stored_in_epoch_milliseconds(rt: Runtime, pending: TaskRecord)
     item = rt.dynamodb.get_item(TableName=rt.settings.table_name, Key={"taskId": {"S": TASK_ID}})
 
     assert int(item["Item"]["leaseExpiresAt"]["N"]) == to_epoch_ms(rt.clock() + LEASE)
+
+
+# -- a write applied whose reply was lost: the SDK retries it, and the retry is recognised ------
+
+
+def test_a_create_whose_reply_was_lost_is_taken_as_done_not_as_a_duplicate(rt: Runtime) -> None:
+    task = new_task(TASK_ID, "hello", rt.settings.policy, rt.clock())
+    lost = lose_response(rt.dynamodb, "PutItem")
+
+    create(rt, task)  # no TaskAlreadyExists: the item that exists is this very call's
+
+    assert lost.lost and current(rt) == task
+
+
+def test_a_create_meeting_someone_elses_task_is_still_refused_after_a_lost_reply(
+    rt: Runtime, pending: TaskRecord
+) -> None:
+    lose_response(rt.dynamodb, "PutItem")  # the retry meets the item the first try wrote...
+
+    with pytest.raises(TaskAlreadyExists):  # ...but the first try failed its condition too
+        create(rt, pending.model_copy(update={"message": "other"}))
+
+
+def test_a_claim_whose_reply_was_lost_is_the_callers_claim(
+    rt: Runtime, pending: TaskRecord
+) -> None:
+    lose_response(rt.dynamodb, "UpdateItem")
+
+    rt.store.claim(pending, 1, rt.clock(), rt.clock() + LEASE)  # no StaleClaim
+
+    assert (current(rt).status, current(rt).attempts) == ("PROCESSING", 1)
+
+
+@pytest.mark.parametrize("finish", ["complete", "schedule_retry", "fail"])
+def test_a_finishing_write_whose_reply_was_lost_is_not_superseded(
+    rt: Runtime, pending: TaskRecord, finish: str
+) -> None:
+    claimed(rt)
+    lose_response(rt.dynamodb, "UpdateItem")
+
+    match finish:
+        case "complete":
+            rt.store.complete(TASK_ID, 1, rt.clock())
+        case "schedule_retry":
+            rt.store.schedule_retry(TASK_ID, 1, rt.clock(), "boom", 2, rt.clock())
+        case "fail":
+            rt.store.fail(TASK_ID, 1, rt.clock(), "boom")
+
+    expected = {"complete": "COMPLETED", "schedule_retry": "RETRYING", "fail": "FAILED"}[finish]
+    assert current(rt).status == expected
+
+
+def test_a_redrive_whose_reply_was_lost_is_the_callers_redrive(
+    rt: Runtime, pending: TaskRecord
+) -> None:
+    claimed(rt)
+    rt.store.fail(TASK_ID, 1, rt.clock(), "boom")
+    plan = plan_redrive(current(rt), 1, rt.clock())
+    lose_response(rt.dynamodb, "UpdateItem")
+
+    rt.store.redrive(plan.failed, plan.redriven, rt.clock(), rt.clock())  # type: ignore[union-attr]
+
+    assert current(rt).status == "RETRYING"
+
+
+def test_a_dead_letter_failure_whose_reply_was_lost_is_done(
+    rt: Runtime, pending: TaskRecord
+) -> None:
+    seen = rt.store.get(TASK_ID)
+    assert seen is not None
+    lose_response(rt.dynamodb, "UpdateItem")
+
+    rt.store.fail_dead_lettered(seen, "dead-lettered", rt.clock())
+
+    assert current(rt).status == "FAILED"
+
+
+def test_a_conflict_after_a_lost_reply_is_still_a_conflict_when_someone_else_wrote_last(
+    rt: Runtime, pending: TaskRecord
+) -> None:
+    """The first try lost its condition too (another claim won): the retry's failure is real."""
+    rt.store.claim(pending, 1, rt.clock(), rt.clock() + LEASE)
+    lose_response(rt.dynamodb, "UpdateItem")
+
+    with pytest.raises(StaleClaim):
+        rt.store.claim(pending, 1, rt.clock(), rt.clock() + LEASE)

@@ -15,13 +15,16 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from aws_faults import lose_response
 from aws_harness import (
     Pipeline,
     raw_item,
     submit,
 )
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from botocore.exceptions import ClientError
 
+from functions import worker
 from functions.lifecycle import backoff_ceiling_s, from_iso, retry_delay_s, to_iso
 from functions.queue import REASON_ATTRIBUTE, task_message_body
 from functions.runtime import Runtime
@@ -207,20 +210,93 @@ def test_two_copies_in_one_batch_run_the_task_once(rt: Runtime, pipeline: Pipeli
     assert (record.status, record.attempts, len(record.history)) == ("COMPLETED", 1, 1)
 
 
-def test_a_delivery_during_another_workers_live_lease_is_acknowledged_untouched(
+def test_a_delivery_during_another_workers_live_lease_is_kept_hidden_until_the_lease_ends(
     rt: Runtime, pipeline: Pipeline
 ) -> None:
     # GIVEN another worker claimed attempt 1 and is still running (lease in the future)
     task_id = submit("SUCCESS")
-    rt.store.claim(task(rt, task_id).record, 1, rt.clock(), rt.clock() + timedelta(seconds=30))
+    lease_s = 30
+    rt.store.claim(task(rt, task_id).record, 1, rt.clock(), rt.clock() + timedelta(seconds=lease_s))
     before = raw_item(rt, task_id)
 
     # WHEN a duplicate arrives
     delivery = pipeline.deliver(pipeline.receive())
 
-    # THEN it is acknowledged and the running attempt is left alone
-    assert delivery.failed_ids == set()
+    # THEN the running attempt is left alone, and the message is not deleted: it is hidden until
+    # the lease has run out (if that worker dies, this copy is the task's only message)
+    assert delivery.failed_ids == set(delivery.message_ids)
     assert raw_item(rt, task_id) == before
+    assert pipeline.visibility_spy.calls[-1]["VisibilityTimeout"] == lease_s + 1
+
+
+def test_two_copies_of_one_message_at_once_never_strand_the_task(
+    rt: Runtime, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an ERROR task (its first attempt fails and needs a retry) whose message SQS hands
+    # out twice at the same time, the second time with the newer receipt handle
+    task_id = submit("ERROR")
+    (first,) = pipeline.receive()
+    pipeline.sqs.change_message_visibility(
+        QueueUrl=pipeline.queue_url, ReceiptHandle=first["ReceiptHandle"], VisibilityTimeout=0
+    )
+    (second,) = pipeline.receive()
+    assert second["MessageId"] == first["MessageId"]
+    inner: list[Any] = []
+
+    def second_copy_arrives_mid_attempt(**_: Any) -> None:
+        rt.dynamodb.meta.events.unregister(
+            "after-call.dynamodb.UpdateItem", second_copy_arrives_mid_attempt
+        )
+        with monkeypatch.context() as patch:  # a second invocation has its own batch processor
+            patch.setattr(worker, "processor", BatchProcessor(EventType.SQS, None, False))
+            inner.append(pipeline.deliver([second]))
+
+    rt.dynamodb.meta.events.register(
+        "after-call.dynamodb.UpdateItem", second_copy_arrives_mid_attempt
+    )
+
+    # WHEN the first copy claims attempt 1 and the second arrives right then
+    pipeline.deliver([first])
+
+    # THEN the second copy was not acknowledged (the message lives on), and the task still gets
+    # its retry: FAILED after 2 attempts, not RETRYING forever with no message
+    assert inner[0].failed_ids == {second["MessageId"]}
+    pipeline.run_until_idle()
+    record = task(rt, task_id).record
+    assert (record.status, record.attempts) == ("FAILED", 2)
+    assert [h.outcome for h in record.history] == ["FAILED", "FAILED"]
+
+
+def test_a_claim_whose_reply_was_lost_still_runs_the_attempt(
+    rt: Runtime, pipeline: Pipeline
+) -> None:
+    # GIVEN the claim is applied but its reply is lost (botocore retries it)
+    task_id = submit("SUCCESS")
+    lose_response(rt.dynamodb, "UpdateItem", nth=1)
+
+    # WHEN the worker runs
+    pipeline.run_until_idle()
+
+    # THEN it recognises its own claim and completes the task (not PROCESSING forever)
+    record = task(rt, task_id).record
+    assert (record.status, record.attempts) == ("COMPLETED", 1)
+
+
+def test_a_retry_whose_reply_was_lost_still_hides_the_message_for_the_delay(
+    rt: Runtime, pipeline: Pipeline
+) -> None:
+    # GIVEN the RETRYING write (the 2nd UpdateItem: claim, then retry) loses its reply
+    task_id = submit("ERROR")
+    lose_response(rt.dynamodb, "UpdateItem", nth=2)
+
+    # WHEN the first attempt fails
+    delivery = pipeline.deliver(pipeline.receive())
+
+    # THEN the message is kept and hidden for the promised delay, and the retry happens
+    assert delivery.failed_ids == set(delivery.message_ids)
+    assert pipeline.visibility_spy.calls[-1]["VisibilityTimeout"] == 2
+    pipeline.run_until_idle()
+    assert (task(rt, task_id).record.status, task(rt, task_id).record.attempts) == ("FAILED", 2)
 
 
 def test_an_early_duplicate_of_a_retrying_task_is_hidden_until_the_retry_is_due(
@@ -264,7 +340,7 @@ def test_a_message_for_a_task_that_does_not_exist_is_acknowledged(
     assert pipeline.receive() == []
 
 
-def test_a_duplicate_that_loses_the_claim_race_is_acknowledged(
+def test_a_duplicate_that_loses_the_claim_race_is_hidden_not_acknowledged(
     rt: Runtime, pipeline: Pipeline
 ) -> None:
     # GIVEN another delivery claims attempt 1 between this worker's read and its claim
@@ -276,16 +352,16 @@ def test_a_duplicate_that_loses_the_claim_race_is_acknowledged(
         rt.store.claim(seen, 1, rt.clock(), rt.clock() + timedelta(seconds=30))
 
     rt.dynamodb.meta.events.register("before-call.dynamodb.UpdateItem", rival_claims_first)
-    before_claim_calls = len(pipeline.visibility_spy.calls)
 
     # WHEN this worker tries
     delivery = pipeline.deliver(pipeline.receive())
 
-    # THEN its conditional claim fails, it runs nothing and acknowledges
-    assert delivery.failed_ids == set()
+    # THEN its conditional claim fails and it runs nothing; it reads the task again, finds the
+    # rival's live lease, and keeps the message hidden until that lease ends
+    assert delivery.failed_ids == set(delivery.message_ids)
     record = task(rt, task_id).record
     assert (record.status, record.attempts, len(record.history)) == ("PROCESSING", 1, 1)
-    assert len(pipeline.visibility_spy.calls) == before_claim_calls
+    assert pipeline.visibility_spy.calls[-1]["VisibilityTimeout"] == 31
 
 
 # -- partial batches --------------------------------------------------------------------------

@@ -13,15 +13,21 @@ from hypothesis import strategies as st
 from functions.lifecycle import (
     ALWAYS_FAILS,
     ALWAYS_SUCCEEDS,
+    MAX_RECHECK_S,
     TERMINAL_STATUSES,
     Acknowledge,
     AttemptRecord,
     Claim,
     Completed,
     Defer,
+    FailDeadLettered,
     FailedForGood,
     FailLost,
+    Finished,
+    Recheck,
+    Recover,
     RetryLater,
+    ReturnToQueue,
     TaskRecord,
     TaskStatus,
     WorkResult,
@@ -30,12 +36,14 @@ from functions.lifecycle import (
     decide_after_attempt,
     from_iso,
     new_task,
+    plan_dead_letter,
     plan_delivery,
+    plan_recovery,
     retry_delay_s,
     simulate_work,
     to_iso,
 )
-from functions.settings import MAX_RETRY_DELAY_S, TaskPolicy
+from functions.settings import MAX_DEAD_LETTER_RETURNS, MAX_RETRY_DELAY_S, TaskPolicy
 
 NOW = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
 DEV = TaskPolicy(maxAttempts=2, errorRate=0.3, backoffBaseSeconds=2, maxDelaySeconds=900)
@@ -259,16 +267,95 @@ def test_an_early_delivery_of_a_retrying_task_is_deferred_rounded_up() -> None:
     due = NOW + timedelta(seconds=7, milliseconds=200)
     task = task_in(TaskStatus.RETRYING, attempts=1, nextAttemptAt=to_iso(due))
 
-    assert plan_delivery(task, NOW, None) == Defer(delay_s=8)
+    assert plan_delivery(task, NOW, None) == Defer(delay_s=8, reason="the retry is not due yet")
 
 
-def test_a_processing_task_with_a_live_lease_is_left_to_its_worker() -> None:
+def test_a_processing_task_with_a_live_lease_is_deferred_until_the_lease_has_ended() -> None:
+    """Never acknowledged: if that worker dies, this copy may be the task's only message."""
     task = task_in(TaskStatus.PROCESSING, attempts=1)
 
-    action = plan_delivery(task, NOW, NOW + timedelta(seconds=1))
+    action = plan_delivery(task, NOW, NOW + timedelta(seconds=12, milliseconds=300))
 
-    assert isinstance(action, Acknowledge)
+    assert isinstance(action, Defer)
+    assert action.delay_s == 14  # rounded up, plus the margin past the lease
     assert "lease" in action.reason
+
+
+# -- the reconciler's decision -----------------------------------------------------------------
+
+GRACE_S = 60
+
+
+@pytest.mark.parametrize("status", [TaskStatus.COMPLETED, TaskStatus.FAILED])
+def test_a_finished_task_needs_no_recovery(status: TaskStatus) -> None:
+    assert plan_recovery(task_in(status, attempts=1), None, 0, GRACE_S, NOW) == Finished()
+
+
+def test_a_pending_task_is_overdue_only_a_grace_after_it_was_created() -> None:
+    task = task_in(TaskStatus.PENDING, attempts=0)
+    created = from_iso(task.createdAt)
+
+    on_time = plan_recovery(task, None, 0, GRACE_S, created + timedelta(seconds=GRACE_S - 1))
+    late = plan_recovery(task, None, 0, GRACE_S, created + timedelta(seconds=GRACE_S + 5))
+
+    assert on_time == Recheck(next_check_at=created + timedelta(seconds=GRACE_S))
+    assert isinstance(late, Recover) and late.overdue_s == GRACE_S + 5
+
+
+def test_a_retrying_task_is_due_at_its_retry_and_a_processing_one_when_its_lease_ends() -> None:
+    retry_at = NOW + timedelta(seconds=600)
+    retrying = task_in(TaskStatus.RETRYING, attempts=1, nextAttemptAt=to_iso(retry_at))
+    processing = task_in(TaskStatus.PROCESSING, attempts=1)
+    lease = NOW + timedelta(seconds=30)
+
+    assert plan_recovery(retrying, None, 0, GRACE_S, NOW) == Recheck(
+        next_check_at=retry_at + timedelta(seconds=GRACE_S)
+    )
+    assert isinstance(
+        plan_recovery(processing, lease, 0, GRACE_S, lease + timedelta(seconds=61)), Recover
+    )
+    assert isinstance(
+        plan_recovery(processing, lease, 0, GRACE_S, lease + timedelta(seconds=59)), Recheck
+    )
+
+
+def test_a_task_recovered_again_and_again_is_looked_at_less_and_less_often() -> None:
+    task = task_in(TaskStatus.PENDING, attempts=0)
+    late = from_iso(task.createdAt) + timedelta(days=1)
+
+    gaps = [
+        (decision.next_check_at - late).total_seconds()
+        for recoveries in range(12)
+        if isinstance(decision := plan_recovery(task, None, recoveries, GRACE_S, late), Recover)
+    ]
+
+    assert gaps[:3] == [GRACE_S, 2 * GRACE_S, 4 * GRACE_S]
+    assert gaps == sorted(gaps) and max(gaps) == MAX_RECHECK_S
+
+
+# -- the dead-letter function's decision -------------------------------------------------------
+
+
+def test_a_dead_letter_of_an_unfinished_task_goes_back_until_it_proves_poisonous() -> None:
+    task = task_in(TaskStatus.PENDING, attempts=0)
+
+    decisions = [
+        plan_dead_letter(task, returns, sent_by_worker=False, reason="moved after 8 receives")
+        for returns in range(MAX_DEAD_LETTER_RETURNS + 1)
+    ]
+
+    assert decisions[:-1] == [ReturnToQueue(returns=n + 1) for n in range(MAX_DEAD_LETTER_RETURNS)]
+    assert isinstance(decisions[-1], FailDeadLettered)
+    assert "without a new attempt" in decisions[-1].reason
+
+
+def test_the_workers_own_dead_letter_of_a_failed_or_redriven_task_changes_nothing() -> None:
+    failed = task_in(TaskStatus.FAILED, attempts=2)
+    redriven = task_in(TaskStatus.RETRYING, attempts=2, redriveCount=1)
+
+    assert isinstance(plan_dead_letter(failed, 0, sent_by_worker=True, reason="x"), Acknowledge)
+    assert isinstance(plan_dead_letter(redriven, 0, sent_by_worker=True, reason="x"), Acknowledge)
+    assert isinstance(plan_dead_letter(None, 0, sent_by_worker=False, reason="x"), Acknowledge)
 
 
 def test_a_processing_task_whose_lease_ran_out_is_reclaimed_and_the_lost_attempt_counts() -> None:

@@ -46,6 +46,7 @@ def test_environment_variable_names_are_prefixed_upper_snake_case() -> None:
         "TASKS_MAX_DELAY_SECONDS",
         "TASKS_JITTER",
         "TASKS_TASK_TTL_DAYS",
+        "TASKS_RECOVERY_GRACE_SECONDS",
     }
 
 
@@ -103,3 +104,13 @@ def test_derived_queue_values_follow_the_function_timeout_and_attempts() -> None
     assert settings.visibility_timeout_s == 6 * 45
     assert settings.max_receive_count == 3 + REDRIVE_RECEIVE_MARGIN
     assert settings.policy == TaskPolicy(maxAttempts=3)
+
+
+def test_the_api_function_must_end_before_api_gateway_gives_up() -> None:
+    with pytest.raises(SettingsError, match=r"apiTimeoutSeconds=30 reaches API Gateway's 30 s"):
+        StackSettings.from_config({"apiTimeoutSeconds": 30})
+
+
+def test_no_function_may_time_out_inside_one_aws_call_and_its_retries() -> None:
+    with pytest.raises(SettingsError, match=r"functionTimeoutSeconds=5 is shorter than one AWS"):
+        StackSettings.from_config({"functionTimeoutSeconds": 5})

@@ -1,0 +1,73 @@
+"""Faults injected at one exact AWS call, through botocore's own event hooks, so the SDK's real
+retry logic runs: "applied, response lost, retried" is what botocore does after a 500 or a reset.
+
+`lose_response(client, "UpdateItem", nth=1)`: the nth matching call is applied by moto, then its
+reply is replaced by a 500 (as a reset connection or a lost reply looks to the caller); botocore
+retries it as it would in Lambda, and the retry meets the world the first try already changed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.awsrequest import AWSResponse
+from moto.core.botocore_stubber import MockRawResponse
+from moto.core.models import botocore_stubber
+
+
+@dataclass
+class LostResponses:
+    """Which calls had their response lost, for the test's own assertions."""
+
+    operation: str
+    nth: set[int]
+    seen: int = 0
+    lost: list[dict[str, Any]] = field(default_factory=list)  # the real replies, never seen
+
+    def __call__(self, request: Any, **_: Any) -> AWSResponse | None:
+        self.seen += 1
+        if self.seen not in self.nth:
+            return None  # let moto answer as usual
+        # The call really reaches the table (and is applied, or refused by its condition)...
+        reply = botocore_stubber("before-send", request)
+        assert reply is not None, "moto must be active"
+        self.lost.append({"status": reply.status_code})
+        # ...and its reply never reaches the caller.
+        body = json.dumps({"__type": "InternalServerError", "message": "reply lost in transit"})
+        return AWSResponse(request.url, 500, {}, MockRawResponse(body))
+
+
+def lose_response(client: Any, operation: str, nth: int | set[int] = 1) -> LostResponses:
+    """Apply the `nth` call(s) of `operation` on `client`, then lose the reply (a 500)."""
+    service = client.meta.service_model.endpoint_prefix
+    hook = LostResponses(operation, {nth} if isinstance(nth, int) else set(nth))
+    client.meta.events.register_first(f"before-send.{service}.{operation}", hook)
+    return hook
+
+
+@dataclass
+class FailingCalls:
+    """An outage of one operation: every try answered with a 503 `code` until `stop()`."""
+
+    client: Any
+    event: str
+    code: str
+    count: int = 0
+
+    def __call__(self, request: Any, **_: Any) -> AWSResponse:
+        self.count += 1
+        body = json.dumps({"__type": self.code, "message": "injected outage"})
+        return AWSResponse(request.url, 503, {}, MockRawResponse(body))
+
+    def stop(self) -> None:
+        self.client.meta.events.unregister(self.event, self)
+
+
+def fail_calls(client: Any, operation: str, code: str = "ServiceUnavailable") -> FailingCalls:
+    """Answer every try of `operation` on `client` with a 503 until the returned `stop()`."""
+    service = client.meta.service_model.endpoint_prefix
+    outage = FailingCalls(client, f"before-send.{service}.{operation}", code)
+    client.meta.events.register_first(outage.event, outage)
+    return outage

@@ -1,0 +1,132 @@
+"""The reconciler on moto: every unfinished task whose message is gone is found through the check
+index (never a scan), re-enqueued once it is overdue, and then finishes; finished and on-schedule
+tasks are left alone; the pass emits its metrics."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from aws_faults import lose_response
+from aws_harness import FakeClock, FakeLambdaContext, Pipeline, record_of, submit
+from test_dead_letter_handler import emf_blobs, metric_total
+
+from functions import reconciler
+from functions.runtime import Runtime
+
+
+def lose_message(pipeline: Pipeline) -> None:
+    """The task's message disappears (deleted by hand, expired, never sent)."""
+    for message in pipeline.receive():
+        pipeline.sqs.delete_message(
+            QueueUrl=pipeline.queue_url, ReceiptHandle=message["ReceiptHandle"]
+        )
+
+
+def queued(pipeline: Pipeline) -> list[str]:
+    return [json.loads(message["Body"])["taskId"] for message in pipeline.receive()]
+
+
+def test_a_pending_task_without_a_message_is_requeued_once_overdue_and_completes(
+    rt: Runtime, pipeline: Pipeline, clock: FakeClock
+) -> None:
+    # GIVEN a submitted task whose message is gone
+    task_id = submit("SUCCESS")
+    lose_message(pipeline)
+    grace_s = rt.settings.policy.recoveryGraceSeconds
+
+    # WHEN the reconciler runs before the grace is over, THEN it leaves the task alone
+    clock.advance(grace_s - 1)
+    assert reconciler.reconcile(rt).recovered == 0
+    assert queued(pipeline) == []
+
+    # WHEN it runs after the grace, THEN the task's message is back and the task runs
+    clock.advance(2)
+    sweep = reconciler.reconcile(rt)
+    assert (sweep.recovered, sweep.oldest_overdue_s) == (1, grace_s + 1)
+    pipeline.run_until_idle()
+    assert record_of(rt, task_id).status == "COMPLETED"
+
+
+def test_a_retrying_task_whose_message_was_deleted_is_recovered_after_its_retry_time(
+    rt: Runtime, pipeline: Pipeline, clock: FakeClock
+) -> None:
+    task_id = submit("ERROR")
+    pipeline.deliver(pipeline.receive())  # attempt 1 fails: RETRYING, due in 2 s
+    pipeline.hidden.clear()
+    pipeline.sqs.purge_queue(QueueUrl=pipeline.queue_url)
+
+    clock.advance(rt.settings.policy.recoveryGraceSeconds + 3)
+    reconciler.reconcile(rt)
+    pipeline.run_until_idle()
+
+    record = record_of(rt, task_id)
+    assert (record.status, record.attempts) == ("FAILED", 2)
+
+
+def test_a_task_whose_worker_died_mid_attempt_is_recovered_after_its_lease(
+    rt: Runtime, pipeline: Pipeline, clock: FakeClock
+) -> None:
+    task_id = submit("SUCCESS")
+    rt.store.claim(record_of(rt, task_id), 1, rt.clock(), rt.clock())  # ... and died
+    lose_message(pipeline)
+
+    clock.advance(rt.settings.policy.recoveryGraceSeconds + 1)
+    reconciler.reconcile(rt)
+    pipeline.run_until_idle()
+
+    record = record_of(rt, task_id)
+    assert (record.status, record.attempts) == ("COMPLETED", 2)
+    assert [h.outcome for h in record.history] == ["LOST", "SUCCEEDED"]
+
+
+def test_finished_and_on_schedule_tasks_are_left_alone_and_each_entry_is_read_once(
+    rt: Runtime, pipeline: Pipeline, clock: FakeClock
+) -> None:
+    finished = submit("SUCCESS")
+    pipeline.run_until_idle()
+    waiting = submit("SUCCESS")  # still PENDING with its message on the queue
+    clock.advance(rt.settings.policy.recoveryGraceSeconds - 1)
+    late = submit("SUCCESS")
+
+    clock.advance(2)
+    first = reconciler.reconcile(rt)
+    second = reconciler.reconcile(rt)
+
+    assert (first.checked, first.recovered) == (2, 1)  # `late` is not due for a check yet
+    assert record_of(rt, finished).status == "COMPLETED"
+    assert second.checked == 0  # the cursor moved past both entries
+    assert sorted(queued(pipeline)) == sorted([waiting, late, waiting])
+
+
+def test_a_recovery_whose_reschedule_reply_was_lost_still_requeues(
+    rt: Runtime, pipeline: Pipeline, clock: FakeClock
+) -> None:
+    task_id = submit("SUCCESS")
+    lose_message(pipeline)
+    clock.advance(rt.settings.policy.recoveryGraceSeconds + 1)
+    lose_response(rt.dynamodb, "UpdateItem")
+
+    assert reconciler.reconcile(rt).recovered == 1
+    assert queued(pipeline) == [task_id]
+
+
+def test_the_handler_emits_recovered_tasks_and_the_oldest_overdue_age(
+    rt: Runtime, pipeline: Pipeline, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    submit("SUCCESS")
+    lose_message(pipeline)
+    clock.advance(rt.settings.policy.recoveryGraceSeconds + 10)
+    capsys.readouterr()
+
+    result: dict[str, Any] = reconciler.handler({"source": "aws.events"}, FakeLambdaContext())
+
+    assert result["recovered"] == 1
+    blobs = emf_blobs(capsys.readouterr().out)
+    assert metric_total(blobs, reconciler.RECOVERED_METRIC) == 1
+    assert metric_total(blobs, reconciler.OLDEST_OVERDUE_METRIC) == (
+        rt.settings.policy.recoveryGraceSeconds + 10
+    )
+    directive = blobs[0]["_aws"]["CloudWatchMetrics"][0]
+    assert [sorted(dimensions) for dimensions in directive["Dimensions"]] == [["service", "stack"]]
