@@ -214,6 +214,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 f"arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/{arn}/invocations"
             )
             outputs |= {"name": physical, "arn": arn, "invokeArn": invoke}
+        elif type_token == "aws:cloudwatch/eventRule:EventRule":
+            # A rule on the default event bus is identified by its name.
+            outputs |= {
+                "name": physical,
+                "arn": f"arn:aws:events:{region}:{account}:rule/{physical}",
+            }
         elif type_token == "aws:apigatewayv2/api:Api":
             resource_id = suffix
             outputs |= {

@@ -23,6 +23,7 @@ from taskctl.bench.requests import Design, cost_table, measure, ratio
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 RESULTS_FILE = PROJECT_DIR / "bench" / "results.json"
 OURS, ORIGINAL = "ours", "original"
+OURS_WITHOUT_BACKSTOP = "ours without the reconciler"
 REPORT_WIDTH = 120
 
 
@@ -92,6 +93,15 @@ def bench(
                 memory_mb=settings.functionMemoryMb,
                 architecture=settings.functionArchitecture,
                 original_writes=False,
+                reconciler=True,
+            ),
+            Design(
+                name=OURS_WITHOUT_BACKSTOP,
+                api_kind="http",
+                batch_size=settings.workerBatchSize,
+                memory_mb=settings.functionMemoryMb,
+                architecture=settings.functionArchitecture,
+                original_writes=False,
             ),
             Design(
                 name=ORIGINAL,
@@ -130,6 +140,8 @@ def bench(
         ours_total = costs[OURS]["mix"]["costPerMillionTasks"]["total"]
         original_total = costs[ORIGINAL]["mix"]["costPerMillionTasks"]["total"]
         results["costRatioOriginalToOurs"] = ratio(original_total, ours_total)
+        without = costs[OURS_WITHOUT_BACKSTOP]["mix"]["costPerMillionTasks"]["total"]
+        results["reconcilerCostIncrease"] = ratio(ours_total - without, without)
 
         # 2. Artifacts and the cold-start proxy.
         artifacts = coldstart.build_bundles(step)
@@ -272,6 +284,12 @@ def _print(results: dict[str, Any], console: Console) -> None:
             f"The original design costs {results['costRatioOriginalToOurs']:.2f}x ours "
             "per million tasks (policy mix)."
         )
+    without = costs[OURS_WITHOUT_BACKSTOP]["mix"]["costPerMillionTasks"]["total"]
+    console.print(
+        f"The reconciler backstop (check index, status reads, cursor, compute) adds "
+        f"{_money(ours['mix']['costPerMillionTasks']['total'] - without)} per million tasks: "
+        f"{results['reconcilerCostIncrease']:.1%} over {_money(without)} without it."
+    )
 
     cold = results["coldStart"]
     if cold.get("measured"):

@@ -26,6 +26,22 @@ ORIGINAL_ARCHITECTURE = "x86_64"
 ORIGINAL_WRITES_PER_ATTEMPT = 2  # PROCESSING, then the outcome; items under 1 KB: 1 WRU each
 FUNCTIONS = ("api", "worker", "dead-letter")
 
+# The reconciler's backstop (functions/reconciler.py), per task. Its costs are per pass and per
+# entry; at scale (1,000 submits/s, a pass every few minutes) the per-pass part vanishes, so a
+# task costs what its own index entry costs. Derived from the design, not measured under moto
+# (a pass over the benchmark's handful of tasks would be all per-pass overhead):
+# - the index entry written with the task: KEYS_ONLY, under 1 KB, 1 WRU (the worker never touches
+#   its keys, and TTL's delete of a finished record and its entry is free);
+CHECK_INDEX_WRU = 1.0
+# - reading it back from the index: ~80 bytes of a query page, eventually consistent (4 KB/0.5 RRU);
+CHECK_QUERY_RRU = 80 / 4096 * 0.5
+# - reading the task's status: BatchGetItem, eventually consistent, an item under 4 KB;
+CHECK_READ_RRU = 0.5
+# - the cursor, saved once per batch of 100 entries;
+CURSOR_WRU = 1 / 100
+# - the reconciler's own compute: about one BatchGetItem of 100 items (~20 ms) per 100 tasks.
+RECONCILER_BILLED_MS = 20 / 100
+
 
 def scenarios(max_attempts: int) -> list[harness.Scenario]:
     """The three task lives priced; a draw of 0.0 fails an attempt, 0.99 passes it."""
@@ -164,6 +180,7 @@ class Design:
     memory_mb: int
     architecture: str
     original_writes: bool  # True: two 1-WRU status writes per attempt instead of the measured
+    reconciler: bool = False  # the scheduled backstop and its check index
 
 
 def usage(m: ScenarioMeasurement, design: Design, *, ttl_days: float) -> TaskUsage:
@@ -201,6 +218,11 @@ def usage(m: ScenarioMeasurement, design: Design, *, ttl_days: float) -> TaskUsa
             + m.wru.get("dead-letter", 0)
             + ORIGINAL_WRITES_PER_ATTEMPT * m.attempts
         )
+    rru = float(sum(m.rru.values()))
+    if design.reconciler:
+        wru += CHECK_INDEX_WRU + CURSOR_WRU
+        rru += CHECK_QUERY_RRU + CHECK_READ_RRU
+        billed_ms_per_task["reconciler"] = RECONCILER_BILLED_MS
     log_bytes = sum(m.log_bytes.values()) + harness.PLATFORM_LOG_BYTES_PER_INVOCATION * sum(
         invocations.values()
     )
@@ -214,7 +236,7 @@ def usage(m: ScenarioMeasurement, design: Design, *, ttl_days: float) -> TaskUsa
         sqs_handler_requests=float(sqs_handler),
         sqs_event_source_requests=event_source,
         dynamodb_wru=float(wru),
-        dynamodb_rru=float(sum(m.rru.values())),
+        dynamodb_rru=rru,
         log_bytes=float(log_bytes),
         stored_bytes=float(m.item_bytes),
         stored_days=float(ttl_days),

@@ -10,6 +10,7 @@ from functions.settings import StackSettings
 from taskctl.program import CreatedResource, RecordingMocks, load_stack_settings, run_program
 
 STACKS = ("dev", "prod")
+EVENT_RULE = "aws:cloudwatch/eventRule:EventRule"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from components.iam import PolicyError, PolicyStatement
+from components.iam import PolicyError, PolicyStatement, index_query, table_access
 
 
 @pytest.mark.parametrize("action", ["sqs:*", "*", "dynamodb:Get*", "GetItem"])
@@ -32,3 +32,36 @@ def test_statement_renders_the_iam_json_shape():
         "Action": ["sqs:SendMessage"],
         "Resource": ["arn:aws:sqs:eu-west-1:1:q"],
     }
+
+
+TABLE_ARN = "arn:aws:dynamodb:eu-west-1:1:table/tasks"
+
+
+def test_table_access_grants_exactly_the_named_operations_on_the_table_only():
+    statement = table_access(TABLE_ARN, "GetItem", "UpdateItem")
+    assert statement.to_document() == {
+        "Sid": "TaskTable",
+        "Effect": "Allow",
+        "Action": ["dynamodb:GetItem", "dynamodb:UpdateItem"],
+        "Resource": [TABLE_ARN],
+    }
+
+
+def test_table_access_with_no_operation_is_refused():
+    with pytest.raises(PolicyError, match="allows no action"):
+        table_access(TABLE_ARN)
+
+
+def test_index_query_allows_only_query_on_the_index():
+    index_arn = f"{TABLE_ARN}/index/by-check-time"
+    assert index_query(index_arn).to_document() == {
+        "Sid": "CheckIndex",
+        "Effect": "Allow",
+        "Action": ["dynamodb:Query"],
+        "Resource": [index_arn],
+    }
+
+
+def test_table_access_refuses_a_wildcard_operation():
+    with pytest.raises(PolicyError, match=r"action 'dynamodb:\*'"):
+        table_access(TABLE_ARN, "*")

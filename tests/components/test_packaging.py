@@ -21,7 +21,12 @@ from components.packaging import (
     build_bundle,
 )
 
-HANDLER_MODULES = ("functions/api.py", "functions/worker.py", "functions/dead_letter.py")
+HANDLER_MODULES = (
+    "functions/api.py",
+    "functions/worker.py",
+    "functions/dead_letter.py",
+    "functions/reconciler.py",
+)
 MACHINES = {"arm64": "aarch64", "x86_64": "x86_64"}
 # What the Lambda runtime provides and the bundle must not carry (boto3 and its dependencies).
 RUNTIME_PROVIDED = (
@@ -176,11 +181,12 @@ def test_handlers_import_from_the_local_bundle_in_a_clean_interpreter(tmp_path):
         archive.extractall(task_root)
     runtime_packages = _runtime_provided_packages(tmp_path / "runtime")
     # WHEN an isolated interpreter without site-packages imports every handler
+    handlers = [module.removesuffix(".py").replace("/", ".") for module in HANDLER_MODULES]
     probe = (
-        "import sys; sys.path[:0] = sys.argv[1:3]\n"
-        "import functions.api, functions.worker, functions.dead_letter, pydantic_core\n"
-        "assert all(callable(m.handler) for m in "
-        "(functions.api, functions.worker, functions.dead_letter))\n"
+        "import importlib, sys; sys.path[:0] = sys.argv[1:3]\n"
+        "import pydantic_core\n"
+        f"modules = [importlib.import_module(name) for name in {handlers!r}]\n"
+        "assert all(callable(module.handler) for module in modules)\n"
         "print(pydantic_core.__file__)\n"
     )
     result = subprocess.run(

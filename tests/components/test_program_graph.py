@@ -10,16 +10,23 @@ from pathlib import Path
 import pulumi
 from stack_runs import ProgramRun, run_stack
 
-from functions.settings import REDRIVE_RECEIVE_MARGIN, TaskPolicy
+from functions import reconciler
+from functions.settings import REDRIVE_RECEIVE_MARGIN, SDK_CALL_BUDGET_S, TaskPolicy
+from functions.store import CHECK_AFTER_ATTRIBUTE, CHECK_INDEX, CHECK_SHARD_ATTRIBUTE
 from taskctl.program import run_program
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
-SERVICES = ("api", "worker", "dead-letter")
+SERVICES = ("api", "worker", "dead-letter", "reconciler")
 QUEUE = "aws:sqs/queue:Queue"
 FUNCTION = "aws:lambda/function:Function"
 MAPPING = "aws:lambda/eventSourceMapping:EventSourceMapping"
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+RULE = "aws:cloudwatch/eventRule:EventRule"
+TARGET = "aws:cloudwatch/eventTarget:EventTarget"
+PERMISSION = "aws:lambda/permission:Permission"
+SQS_MAX_RETENTION_S = 14 * 24 * 3600  # 1,209,600 s: the longest SQS keeps a message
+API_GATEWAY_INTEGRATION_TIMEOUT_S = 30  # an HTTP API answers 503 once its integration takes this
 
 
 def _main_queue(run: ProgramRun):
@@ -32,6 +39,21 @@ def _dlq(run: ProgramRun):
 
 def _table(run: ProgramRun):
     return run.one("aws:dynamodb/table:Table", "tasks-table")
+
+
+def _check_index_arn(run: ProgramRun) -> str:
+    return f"{_table(run).outputs['arn']}/index/by-check-time"
+
+
+def _grants(run: ProgramRun, service: str) -> set[tuple[str, str]]:
+    """Every (action, resource) pair the function's policy allows, except writing its own logs."""
+    return {
+        (action, resource)
+        for statement in run.policy_of(service)["Statement"]
+        for action in statement["Action"]
+        for resource in statement["Resource"]
+        if not action.startswith("logs:")
+    }
 
 
 # -- queues ----------------------------------------------------------------------------------
@@ -64,12 +86,17 @@ def test_every_queue_a_function_consumes_hides_a_batch_for_six_of_its_timeouts(p
         assert queue.inputs["visibilityTimeoutSeconds"] >= 6 * function.inputs["timeout"]
 
 
-def test_both_queues_are_encrypted_and_the_dlq_keeps_messages_longer(program_run):
+def test_both_queues_are_encrypted_and_keep_messages_for_sqs_maximum_of_14_days(program_run):
     main, dlq = _main_queue(program_run), _dlq(program_run)
     assert main.inputs["sqsManagedSseEnabled"] is True
     assert dlq.inputs["sqsManagedSseEnabled"] is True
-    assert dlq.inputs["messageRetentionSeconds"] == 14 * 24 * 3600
-    assert dlq.inputs["messageRetentionSeconds"] > main.inputs["messageRetentionSeconds"]
+    # THEN no message of an unfinished task expires before the reconciler can act (DESIGN §3:
+    # main queue retention 14 days), which is as long as SQS keeps anything
+    assert main.inputs["messageRetentionSeconds"] >= 14 * 24 * 3600
+    assert main.inputs["messageRetentionSeconds"] == SQS_MAX_RETENTION_S
+    # AND a dead letter keeps its first enqueue time, so the DLQ keeps messages at least as long
+    assert dlq.inputs["messageRetentionSeconds"] == SQS_MAX_RETENTION_S
+    assert dlq.inputs["messageRetentionSeconds"] >= main.inputs["messageRetentionSeconds"]
 
 
 def test_dlq_accepts_redrive_only_from_the_main_queue(program_run):
@@ -99,13 +126,63 @@ def test_worker_consumes_the_main_queue_reporting_batch_item_failures(program_ru
     )
 
 
-def test_dead_letter_function_consumes_the_dlq_and_the_api_consumes_nothing(program_run):
-    by_function = {m.inputs["functionName"]: m for m in program_run.created(MAPPING)}
-    assert len(by_function) == 2
+def test_dead_letter_function_consumes_the_dlq_and_api_and_reconciler_consume_nothing(
+    program_run,
+):
+    mappings = program_run.created(MAPPING)
+    by_function = {m.inputs["functionName"]: m for m in mappings}
+    assert len(mappings) == len(by_function) == 2
     dead_letter = by_function[program_run.function("dead-letter").outputs["arn"]]
     assert dead_letter.inputs["eventSourceArn"] == _dlq(program_run).outputs["arn"]
     assert dead_letter.inputs["functionResponseTypes"] == ["ReportBatchItemFailures"]
     assert program_run.function("api").outputs["arn"] not in by_function
+    assert program_run.function("reconciler").outputs["arn"] not in by_function
+
+
+# -- the reconciler's schedule -----------------------------------------------------------------
+
+
+def _rate(minutes: int) -> str:
+    """EventBridge's rate grammar: the unit is singular for 1 and plural otherwise."""
+    return f"rate({minutes} minute)" if minutes == 1 else f"rate({minutes} minutes)"
+
+
+def test_reconciler_runs_on_a_schedule_at_the_stack_interval(program_run):
+    # GIVEN the stack's reconcileIntervalMinutes WHEN the program runs THEN one schedule exists
+    (rule,) = program_run.created(RULE)
+    # AND it fires at that interval, in a rate expression EventBridge accepts
+    assert rule.inputs["scheduleExpression"] == _rate(program_run.settings.reconcileIntervalMinutes)
+    assert "eventPattern" not in rule.inputs
+    assert rule.inputs.get("state", "ENABLED") == "ENABLED"
+    assert rule.inputs.get("isEnabled", True) is True
+
+
+def test_dev_reconciles_every_minute_and_prod_every_five_minutes():
+    # The two stacks also exercise both forms of the unit EventBridge accepts.
+    (dev_rule,) = run_stack("dev").created(RULE)
+    (prod_rule,) = run_stack("prod").created(RULE)
+    assert dev_rule.inputs["scheduleExpression"] == "rate(1 minute)"
+    assert prod_rule.inputs["scheduleExpression"] == "rate(5 minutes)"
+
+
+def test_reconciler_schedule_target_and_invoke_permission_are_wired_to_each_other(program_run):
+    (rule,) = program_run.created(RULE)
+    reconciler_function = program_run.function("reconciler")
+    # THEN the schedule's only target is the reconciler function
+    (target,) = program_run.created(TARGET)
+    assert target.inputs["rule"] == rule.outputs["name"]
+    assert target.inputs["arn"] == reconciler_function.outputs["arn"]
+    assert "roleArn" not in target.inputs  # Lambda targets use a resource policy, not a role
+    # AND EventBridge may invoke the reconciler for exactly this rule, and nothing else
+    (permission,) = [
+        p
+        for p in program_run.created(PERMISSION)
+        if p.inputs["principal"] == "events.amazonaws.com"
+    ]
+    assert permission.inputs["action"] == "lambda:InvokeFunction"
+    assert permission.inputs["function"] == reconciler_function.outputs["name"]
+    assert permission.inputs["sourceArn"] == rule.outputs["arn"]
+    assert "qualifier" not in permission.inputs
 
 
 # -- table -----------------------------------------------------------------------------------
@@ -115,9 +192,34 @@ def test_table_is_on_demand_keyed_by_task_id_with_ttl(program_run):
     table = _table(program_run).inputs
     assert table["billingMode"] == "PAY_PER_REQUEST"
     assert table["hashKey"] == "taskId"
-    assert table["attributes"] == [{"name": "taskId", "type": "S"}]
     assert "rangeKey" not in table
     assert table["ttl"] == {"attributeName": "expiresAt", "enabled": True}
+    # THEN it defines exactly the key attributes of the table and its index (DynamoDB rejects an
+    # attribute definition that no key uses); the TTL attribute is no key
+    assert sorted(table["attributes"], key=lambda attribute: attribute["name"]) == [
+        {"name": "checkAfter", "type": "N"},
+        {"name": "checkShard", "type": "S"},
+        {"name": "taskId", "type": "S"},
+    ]
+
+
+def test_table_declares_only_the_reconcilers_keys_only_check_index(program_run):
+    table = _table(program_run).inputs
+    # THEN there is one global index, by shard and check time, projecting only the keys
+    (index,) = table["globalSecondaryIndexes"]
+    assert index == {
+        "name": "by-check-time",
+        "hashKey": "checkShard",
+        "rangeKey": "checkAfter",
+        "projectionType": "KEYS_ONLY",
+    }
+    assert "localSecondaryIndexes" not in table
+    # AND the names are the ones the functions write and query
+    assert (index["name"], index["hashKey"], index["rangeKey"]) == (
+        CHECK_INDEX,
+        CHECK_SHARD_ATTRIBUTE,
+        CHECK_AFTER_ATTRIBUTE,
+    )
 
 
 def test_table_protection_follows_the_stack_settings(program_run):
@@ -139,6 +241,7 @@ def test_prod_table_has_point_in_time_recovery_and_deletion_protection():
 def test_every_statement_names_exact_actions_and_resources(program_run):
     exact_arns = {
         _table(program_run).outputs["arn"],
+        _check_index_arn(program_run),
         _main_queue(program_run).outputs["arn"],
         _dlq(program_run).outputs["arn"],
     }
@@ -158,25 +261,61 @@ def test_every_statement_names_exact_actions_and_resources(program_run):
                 assert resources == [f"{log_group_arn}:*"], (service, statement)
 
 
-def test_each_function_may_do_only_its_own_job(program_run):
-    def grants(service: str) -> set[tuple[str, str]]:
-        return {
-            (action, resource)
-            for statement in program_run.policy_of(service)["Statement"]
-            for action in statement["Action"]
-            for resource in statement["Resource"]
-        }
-
+def test_each_function_may_do_exactly_its_own_job(program_run):
+    table = _table(program_run).outputs["arn"]
     main = _main_queue(program_run).outputs["arn"]
     dlq = _dlq(program_run).outputs["arn"]
-    api, worker, dead_letter = grants("api"), grants("worker"), grants("dead-letter")
-    assert ("sqs:SendMessage", main) in api
-    assert not any(action == "sqs:ReceiveMessage" for action, _ in api)
-    assert ("sqs:ReceiveMessage", main) in worker
-    assert ("sqs:ChangeMessageVisibility", main) in worker  # the backoff delay
-    assert ("sqs:SendMessage", dlq) in worker  # the last failed attempt
-    assert ("sqs:ReceiveMessage", dlq) in dead_letter
-    assert not any(resource == main for _, resource in dead_letter)
+
+    def on_table(*operations: str) -> set[tuple[str, str]]:
+        return {(f"dynamodb:{operation}", table) for operation in operations}
+
+    def consume(queue: str) -> set[tuple[str, str]]:
+        # ChangeMessageVisibility: the worker's backoff delay; GetQueueAttributes: Lambda's poller
+        actions = (
+            "ReceiveMessage",
+            "DeleteMessage",
+            "GetQueueAttributes",
+            "ChangeMessageVisibility",
+        )
+        return {(f"sqs:{action}", queue) for action in actions}
+
+    expected = {
+        # create and read tasks, enqueue them; nothing to delete: the reconciler covers a lost send
+        "api": on_table("GetItem", "PutItem") | {("sqs:SendMessage", main)},
+        # claim and finish attempts; the last failed attempt goes to the DLQ
+        "worker": on_table("GetItem", "UpdateItem") | consume(main) | {("sqs:SendMessage", dlq)},
+        # fail poisonous tasks; return the dead letters of unfinished tasks to the main queue
+        "dead-letter": on_table("GetItem", "UpdateItem")
+        | consume(dlq)
+        | {("sqs:SendMessage", main)},
+        # its cursor (GetItem/PutItem), the due tasks (BatchGetItem), their checks (UpdateItem)
+        "reconciler": on_table("GetItem", "PutItem", "BatchGetItem", "UpdateItem")
+        | {("dynamodb:Query", _check_index_arn(program_run)), ("sqs:SendMessage", main)},
+    }
+    for service in SERVICES:
+        assert _grants(program_run, service) == expected[service], service
+
+
+def test_only_the_reconciler_may_query_and_only_the_check_index(program_run):
+    index_arn = _check_index_arn(program_run)
+    for service in SERVICES:
+        queried = {
+            resource
+            for action, resource in _grants(program_run, service)
+            if action == "dynamodb:Query"
+        }
+        assert queried == ({index_arn} if service == "reconciler" else set()), service
+    (statement,) = [
+        s
+        for s in program_run.policy_of("reconciler")["Statement"]
+        if "dynamodb:Query" in s["Action"]
+    ]
+    assert statement["Action"] == ["dynamodb:Query"]
+    assert statement["Resource"] == [index_arn]
+    # AND no function may scan the table or delete a task: only TTL removes (finished) records
+    for service in SERVICES:
+        actions = {action for action, _ in _grants(program_run, service)}
+        assert not actions & {"dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
 
 
 def test_each_function_has_its_own_role_assumable_only_by_lambda(program_run):
@@ -211,7 +350,22 @@ def test_functions_run_their_handler_on_python_312_sized_from_the_settings(progr
         assert function["runtime"] == "python3.12"
         assert function["architectures"] == [settings.functionArchitecture]
         assert function["memorySize"] == settings.functionMemoryMb
-        assert function["timeout"] == settings.functionTimeoutSeconds
+        expected_timeout_s = (
+            settings.apiTimeoutSeconds if service == "api" else settings.functionTimeoutSeconds
+        )
+        assert function["timeout"] == expected_timeout_s, service
+        # AND every function outlives one AWS call with its SDK retries
+        assert function["timeout"] >= SDK_CALL_BUDGET_S, service
+
+
+def test_api_function_times_out_on_its_own_setting_before_api_gateway_gives_up(program_run):
+    timeout_s = program_run.function("api").inputs["timeout"]
+    assert timeout_s == program_run.settings.apiTimeoutSeconds
+    assert timeout_s < API_GATEWAY_INTEGRATION_TIMEOUT_S
+    # AND the other functions keep the shared timeout the queues' visibility is derived from
+    for service in ("worker", "dead-letter", "reconciler"):
+        timeout_s = program_run.function(service).inputs["timeout"]
+        assert timeout_s == program_run.settings.functionTimeoutSeconds, service
 
 
 def test_function_code_is_the_bundle_whose_hash_it_declares(program_run):
@@ -230,6 +384,7 @@ def test_function_environment_carries_the_policy_and_the_resources(program_run):
         assert env["TASKS_QUEUE_URL"] == _main_queue(program_run).outputs["url"]
         assert env["TASKS_DLQ_URL"] == _dlq(program_run).outputs["url"]
         assert env["TASKS_STACK"] == program_run.stack
+        assert env["TASKS_RECOVERY_GRACE_SECONDS"] == str(program_run.settings.recoveryGraceSeconds)
         assert env["POWERTOOLS_SERVICE_NAME"] == service
         assert env["POWERTOOLS_METRICS_NAMESPACE"] == "FaultTolerantTasks"
 
@@ -270,7 +425,10 @@ def test_stage_is_named_after_the_stack_throttled_and_access_logged(program_run)
 
 
 def test_only_this_api_stage_may_invoke_the_api_function(program_run):
-    (permission,) = program_run.created("aws:lambda/permission:Permission")
+    api_function_name = program_run.function("api").outputs["name"]
+    (permission,) = [
+        p for p in program_run.created(PERMISSION) if p.inputs["function"] == api_function_name
+    ]
     (api,) = program_run.created("aws:apigatewayv2/api:Api")
     assert permission.inputs["action"] == "lambda:InvokeFunction"
     assert permission.inputs["principal"] == "apigateway.amazonaws.com"
@@ -280,12 +438,24 @@ def test_only_this_api_stage_may_invoke_the_api_function(program_run):
     )
 
 
+def test_only_the_api_and_the_reconciler_may_be_invoked_by_another_service(program_run):
+    invocable = {
+        (p.inputs["function"], p.inputs["principal"]) for p in program_run.created(PERMISSION)
+    }
+    assert len(invocable) == len(program_run.created(PERMISSION))
+    assert invocable == {
+        (program_run.function("api").outputs["name"], "apigateway.amazonaws.com"),
+        (program_run.function("reconciler").outputs["name"], "events.amazonaws.com"),
+    }
+
+
 # -- monitoring ------------------------------------------------------------------------------
 
 
-def test_alarms_watch_dead_letters_queue_age_worker_health_and_api_errors(program_run):
+def test_alarms_watch_dead_letters_queue_age_worker_reconciler_and_api_errors(program_run):
     (topic,) = program_run.created("aws:sns/topic:Topic")
     worker_name = program_run.function("worker").outputs["name"]
+    reconciler_name = program_run.function("reconciler").outputs["name"]
     (api,) = program_run.created("aws:apigatewayv2/api:Api")
     watched = {
         (
@@ -317,10 +487,45 @@ def test_alarms_watch_dead_letters_queue_age_worker_health_and_api_errors(progra
         ),
         key("AWS/Lambda", "Errors", {"FunctionName": worker_name}),
         key("AWS/Lambda", "Throttles", {"FunctionName": worker_name}),
+        key(
+            "FaultTolerantTasks",
+            "RecoveredTasks",
+            {"service": "reconciler", "stack": program_run.stack},
+        ),
+        key("AWS/Lambda", "Errors", {"FunctionName": reconciler_name}),
         key("AWS/ApiGateway", "5xx", {"ApiId": api.resource_id, "Stage": program_run.stack}),
     }
+    assert len(program_run.created(ALARM)) == len(watched)
     for alarm in program_run.created(ALARM):
         assert alarm.inputs["alarmActions"] == [topic.outputs["arn"]]
+
+
+def test_one_recovered_task_raises_the_recovery_alarm(program_run):
+    alarm = program_run.one(ALARM, "tasks-recovered-tasks").inputs
+    assert (alarm["namespace"], alarm["metricName"]) == ("FaultTolerantTasks", "RecoveredTasks")
+    assert alarm["dimensions"] == {"service": "reconciler", "stack": program_run.stack}
+    assert alarm["statistic"] == "Sum"
+    assert alarm["comparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert alarm["threshold"] == 1
+    # THEN it watches the series the reconciler emits: its metric name, its service and stack
+    env = program_run.function("reconciler").inputs["environment"]["variables"]
+    assert alarm["metricName"] == reconciler.RECOVERED_METRIC
+    assert alarm["namespace"] == env["POWERTOOLS_METRICS_NAMESPACE"]
+    assert alarm["dimensions"] == {
+        "service": env["POWERTOOLS_SERVICE_NAME"],
+        reconciler.STACK_DIMENSION: env["TASKS_STACK"],
+    }
+
+
+def test_a_failed_reconciler_pass_raises_the_reconciler_errors_alarm(program_run):
+    alarm = program_run.one(ALARM, "tasks-reconciler-errors").inputs
+    assert (alarm["namespace"], alarm["metricName"]) == ("AWS/Lambda", "Errors")
+    assert alarm["dimensions"] == {
+        "FunctionName": program_run.function("reconciler").outputs["name"]
+    }
+    assert alarm["statistic"] == "Sum"
+    assert alarm["comparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert alarm["threshold"] == 1
 
 
 def test_oldest_message_alarm_allows_a_whole_retry_schedule(program_run):
@@ -341,11 +546,23 @@ def test_oldest_message_alarm_allows_a_whole_retry_schedule(program_run):
 
 
 def test_dashboard_graphs_every_alarmed_metric(program_run):
+    # Dimensions included: the worker's and the reconciler's Errors share namespace and name.
     (dashboard,) = program_run.created("aws:cloudwatch/dashboard:Dashboard")
     body = json.loads(dashboard.inputs["dashboardBody"])
-    graphed = {tuple(widget["properties"]["metrics"][0][:2]) for widget in body["widgets"]}
-    alarmed = {(a.inputs["namespace"], a.inputs["metricName"]) for a in program_run.created(ALARM)}
-    assert graphed == alarmed
+    graphed = []
+    for widget in body["widgets"]:
+        namespace, metric, *dimensions = widget["properties"]["metrics"][0]
+        dimension_pairs = dict(zip(dimensions[::2], dimensions[1::2], strict=True))
+        graphed.append((namespace, metric, json.dumps(dimension_pairs, sort_keys=True)))
+    alarmed = [
+        (
+            a.inputs["namespace"],
+            a.inputs["metricName"],
+            json.dumps(a.inputs["dimensions"], sort_keys=True),
+        )
+        for a in program_run.created(ALARM)
+    ]
+    assert sorted(graphed) == sorted(alarmed)
 
 
 def test_no_alarm_email_means_no_subscription(program_run):

@@ -130,6 +130,15 @@ BAD_VALUES = [
     ("maxAttempts", "0", "1"),
     ("backoffBaseSeconds", "901", "900"),
     ("functionTimeoutSeconds", "901", "900"),
+    # below one AWS call with its SDK retries (SDK_CALL_BUDGET_S = 12 s)
+    ("functionTimeoutSeconds", "5", "12"),
+    ("apiTimeoutSeconds", "11", "12"),
+    # at API Gateway's 30 s integration timeout ("30 s": the limit, not the echoed value)
+    ("apiTimeoutSeconds", "30", "30 s"),
+    ("recoveryGraceSeconds", "5", "10"),
+    ("recoveryGraceSeconds", "86401", "86400"),
+    ("reconcileIntervalMinutes", "0", "1"),
+    ("reconcileIntervalMinutes", "1441", "1440"),
     ("workerMaxConcurrency", "1", "2"),
     ("workerBatchSize", "11", "10"),
     ("logRetentionDays", "10", "14"),
@@ -151,6 +160,47 @@ def test_bad_config_value_fails_the_program_naming_key_value_and_limit(key, valu
     assert value in message
     assert limit in message
     assert mocks.resources == []  # nothing is declared from settings that failed validation
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "pattern"),
+    [
+        # the limit is API Gateway's, and the message says what would still be accepted
+        ("apiTimeoutSeconds", "30", r"apiTimeoutSeconds=30 .*API Gateway's 30 s .*at most 29"),
+        ("functionTimeoutSeconds", "5", r"functionTimeoutSeconds=5 .*\(12 s\)"),
+    ],
+)
+def test_function_timeouts_outside_their_aws_limits_name_key_value_and_limit_together(
+    key, value, pattern
+):
+    mocks = RecordingMocks()
+    with pytest.raises(pulumi.RunError, match=pattern):
+        run_program("dev", mocks, config_overrides={f"{NAMESPACE}:{key}": value})
+    assert mocks.resources == []
+
+
+def test_function_timeouts_at_their_limits_are_accepted():
+    # GIVEN the longest api timeout under API Gateway's and the shortest one AWS call allows
+    mocks = RecordingMocks()
+    run_program(
+        "dev",
+        mocks,
+        config_overrides={
+            f"{NAMESPACE}:apiTimeoutSeconds": "29",
+            f"{NAMESPACE}:functionTimeoutSeconds": "12",
+        },
+    )
+    # THEN the program runs and the functions get exactly those timeouts
+    timeouts = {
+        function.name: function.inputs["timeout"]
+        for function in mocks.created("aws:lambda/function:Function")
+    }
+    assert timeouts == {
+        "api-function": 29,
+        "worker-function": 12,
+        "dead-letter-function": 12,
+        "reconciler-function": 12,
+    }
 
 
 def test_backoff_base_above_the_stack_cap_is_rejected_with_both_values():
