@@ -181,6 +181,7 @@ monitoring = Monitoring(
         dead_letter_queue_name=queues.dead_letter_queue.name,
         worker_function_name=worker_function.function.name,
         reconciler_function_name=reconciler_function.function.name,
+        reconcile_interval_minutes=settings.reconcileIntervalMinutes,
         api_id=api.api.id,
         api_stage_name=stack,
         healthy_message_age_s=healthy_message_age_s(

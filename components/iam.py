@@ -69,6 +69,9 @@ QUEUE_CONSUMER_ACTIONS = (
 
 def table_access(table_arn: pulumi.Input[str], *operations: str) -> PolicyStatement:
     """Exactly these DynamoDB `operations` (`"GetItem"`, ...) on task records in this table."""
+    for operation in operations:
+        if not operation.isalnum():
+            raise PolicyError(f"operation {operation!r} must be a bare DynamoDB operation name")
     return PolicyStatement(
         sid="TaskTable",
         actions=tuple(f"dynamodb:{operation}" for operation in operations),

@@ -47,6 +47,7 @@ class MonitoringArgs:
     dead_letter_queue_name: pulumi.Input[str]
     worker_function_name: pulumi.Input[str]
     reconciler_function_name: pulumi.Input[str]
+    reconcile_interval_minutes: int
     api_id: pulumi.Input[str]
     api_stage_name: str
     healthy_message_age_s: int
@@ -54,7 +55,8 @@ class MonitoringArgs:
 
 @dataclass(frozen=True, kw_only=True)
 class AlarmSpec:
-    """One alarm: `statistic` of `metric` >= `threshold` for `evaluation_periods` minutes."""
+    """One alarm: `statistic` of `metric` >= `threshold` (or below it, with `below_threshold`)
+    for `evaluation_periods` periods of `period_s`."""
 
     key: str
     title: str
@@ -65,6 +67,10 @@ class AlarmSpec:
     threshold: float
     evaluation_periods: int
     description: str
+    period_s: int = ALARM_PERIOD_S
+    # Most alarms fire on too much of something, and no data means nothing happened. An alarm on
+    # too little (a heartbeat) fires below its threshold, and on no data at all.
+    below_threshold: bool = False
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -114,12 +120,15 @@ class Monitoring(pulumi.ComponentResource):
             metric_name=spec.metric,
             dimensions=dict(spec.dimensions),
             statistic=spec.statistic,
-            period=ALARM_PERIOD_S,
+            period=spec.period_s,
             evaluation_periods=spec.evaluation_periods,
             threshold=spec.threshold,
-            comparison_operator="GreaterThanOrEqualToThreshold",
-            # No data means nothing happened (no errors, no dead letters): not an alarm.
-            treat_missing_data="notBreaching",
+            comparison_operator=(
+                "LessThanThreshold" if spec.below_threshold else "GreaterThanOrEqualToThreshold"
+            ),
+            # No data means nothing happened (no errors, no dead letters): not an alarm; for a
+            # heartbeat, no data is exactly the alarm.
+            treat_missing_data="breaching" if spec.below_threshold else "notBreaching",
             alarm_actions=[self.topic.arn],
             ok_actions=[self.topic.arn],
             opts=pulumi.ResourceOptions(parent=self),
@@ -214,6 +223,22 @@ def alarm_specs(args: MonitoringArgs) -> tuple[AlarmSpec, ...]:
             description="The reconciler failed a pass: stuck tasks are not being recovered.",
         ),
         AlarmSpec(
+            key="reconciler-stalled",
+            title="Reconciler passes",
+            namespace="AWS/Lambda",
+            metric="Invocations",
+            dimensions={"FunctionName": args.reconciler_function_name},
+            statistic="Sum",
+            threshold=1,
+            period_s=args.reconcile_interval_minutes * 60,
+            evaluation_periods=3,
+            below_threshold=True,
+            description=(
+                "The reconciler has not run for 3 of its intervals (its schedule is disabled or "
+                "cannot invoke it): stuck tasks are not being recovered."
+            ),
+        ),
+        AlarmSpec(
             key="api-5xx",
             title="API 5xx responses",
             namespace="AWS/ApiGateway",
@@ -245,7 +270,7 @@ def _dashboard_body(specs: tuple[AlarmSpec, ...], region: str) -> pulumi.Output[
                     "region": region,
                     "view": "timeSeries",
                     "stat": spec.statistic,
-                    "period": ALARM_PERIOD_S,
+                    "period": spec.period_s,
                     "metrics": [[spec.namespace, spec.metric, *dimensions]],
                     "annotations": {"horizontal": [{"label": "alarm", "value": spec.threshold}]},
                 },

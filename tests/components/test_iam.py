@@ -63,5 +63,11 @@ def test_index_query_allows_only_query_on_the_index():
 
 
 def test_table_access_refuses_a_wildcard_operation():
-    with pytest.raises(PolicyError, match=r"action 'dynamodb:\*'"):
+    with pytest.raises(PolicyError, match=r"operation '\*' must be a bare DynamoDB operation"):
         table_access(TABLE_ARN, "*")
+
+
+def test_table_access_refuses_an_operation_already_prefixed_with_the_service():
+    """`dynamodb:dynamodb:GetItem` would pass IAM's syntax and grant nothing."""
+    with pytest.raises(PolicyError, match=r"operation 'dynamodb:GetItem' must be a bare"):
+        table_access(TABLE_ARN, "dynamodb:GetItem")

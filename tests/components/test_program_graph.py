@@ -493,6 +493,7 @@ def test_alarms_watch_dead_letters_queue_age_worker_reconciler_and_api_errors(pr
             {"service": "reconciler", "stack": program_run.stack},
         ),
         key("AWS/Lambda", "Errors", {"FunctionName": reconciler_name}),
+        key("AWS/Lambda", "Invocations", {"FunctionName": reconciler_name}),
         key("AWS/ApiGateway", "5xx", {"ApiId": api.resource_id, "Stage": program_run.stack}),
     }
     assert len(program_run.created(ALARM)) == len(watched)
@@ -515,6 +516,19 @@ def test_one_recovered_task_raises_the_recovery_alarm(program_run):
         "service": env["POWERTOOLS_SERVICE_NAME"],
         reconciler.STACK_DIMENSION: env["TASKS_STACK"],
     }
+
+
+def test_a_reconciler_that_stops_running_raises_the_stalled_alarm(program_run):
+    """A heartbeat: fewer than 1 invocation per interval, 3 intervals running, or no data."""
+    alarm = program_run.one(ALARM, "tasks-reconciler-stalled").inputs
+    interval_s = program_run.settings.reconcileIntervalMinutes * 60
+    assert (alarm["namespace"], alarm["metricName"]) == ("AWS/Lambda", "Invocations")
+    assert alarm["dimensions"] == {
+        "FunctionName": program_run.function("reconciler").inputs["name"]
+    }
+    assert (alarm["period"], alarm["evaluationPeriods"]) == (interval_s, 3)
+    assert (alarm["comparisonOperator"], alarm["threshold"]) == ("LessThanThreshold", 1)
+    assert alarm["treatMissingData"] == "breaching"
 
 
 def test_a_failed_reconciler_pass_raises_the_reconciler_errors_alarm(program_run):
