@@ -190,6 +190,7 @@ class TaskStore:
     ) -> None:
         """Store a new PENDING task, first checked by the reconciler at `check_after`;
         `TaskAlreadyExists` if the id is taken (by anyone but this very call)."""
+        _require_future_check(check_after, now)
         item: dict[str, Any] = task.model_dump(mode="json", exclude_none=True)
         token = _new_token()
         item["writeToken"] = token
@@ -387,6 +388,7 @@ class TaskStore:
         redrives it and the other is refused. The task is unfinished again: TTL no longer
         applies, and the reconciler checks it at `check_after` (so a redrive whose enqueue never
         happened still runs)."""
+        _require_future_check(check_after, now)
         values: dict[str, Any] = {
             ":retrying": TaskStatus.RETRYING.value,
             ":max_attempts": redriven.maxAttempts,
@@ -571,6 +573,13 @@ class TaskStore:
 
 
 BATCH_GET_MAX_KEYS = 100
+
+
+def _require_future_check(check_after: datetime, now: datetime) -> None:
+    """The reconciler walks check times forward from where its last pass stopped, so a check
+    time that is not in the future could fall behind it and never be looked at."""
+    if check_after <= now:
+        raise ValueError(f"check_after={check_after} must be after now={now}")
 
 
 def _new_token() -> str:

@@ -96,6 +96,7 @@ def up(
 def _print_ready(local: stack.LocalStack, stack_name: str) -> None:
     _print_skipped(local.skipped)
     _print_outputs(local.outputs)
+    _print_schedules(local.schedules)
     console.print(
         f"\n[green]ready[/] in {local.ready_after_s:.1f} s: stack [bold]{stack_name}[/] on the "
         f"emulator at {local.running.endpoint_url} (pid {local.running.pid}); state in "
@@ -191,6 +192,24 @@ def _print_outputs(values: dict) -> None:
             markup=False,
         )
         console.print(f"  curl -s {endpoint}/<taskId>", soft_wrap=True, markup=False)
+
+
+def _print_schedules(schedules: list[stack.Schedule]) -> None:
+    """Which functions run on a schedule, and what runs them here."""
+    if not schedules:
+        return
+    console.print(
+        "\nScheduled functions (the emulator's EventBridge scheduler fires their rules, as "
+        "EventBridge does in AWS; the first run comes one interval after deployment):"
+    )
+    width = max(len(s.function) for s in schedules) + 2
+    for schedule in schedules:
+        console.print(
+            f"    {schedule.function:<{width}} {escape(schedule.expression)}  "
+            f"[dim](rule {escape(schedule.rule)}; logs: python -m taskctl local logs "
+            f"{escape(schedule.function)})[/]",
+            soft_wrap=True,
+        )
 
 
 def _print_skipped(skipped: list[tuple[str, str, str]]) -> None:

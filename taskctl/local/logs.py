@@ -22,7 +22,7 @@ LAMBDA_FUNCTION_TYPE = "aws:lambda/function:Function"
 
 @dataclass(frozen=True)
 class LogLine:
-    function: str  # the function's service name (api, worker, dead-letter)
+    function: str  # the function's service name (api, worker, dead-letter, reconciler)
     timestamp_ms: int
     message: str
 
@@ -30,19 +30,22 @@ class LogLine:
 def functions_of(deployment: dict[str, Any]) -> dict[str, str]:
     """{label: log group} for every function the deployment created.
 
-    The label is the function's service name (POWERTOOLS_SERVICE_NAME: api, worker, dead-letter),
-    else its logical name in the program.
+    Labels are `function_label`s: api, worker, dead-letter, reconciler.
     """
     groups = {}
     for resource in deployment.get("resources", []):
         if resource["type"] == LAMBDA_FUNCTION_TYPE:
-            inputs = resource["inputs"]
-            variables = (inputs.get("environment") or {}).get("variables") or {}
-            label = variables.get("POWERTOOLS_SERVICE_NAME") or resource["name"]
-            logging_config = inputs.get("loggingConfig") or {}
+            logging_config = resource["inputs"].get("loggingConfig") or {}
             default_group = f"/aws/lambda/{resource['outputs']['name']}"
-            groups[label] = logging_config.get("logGroup") or default_group
+            groups[function_label(resource)] = logging_config.get("logGroup") or default_group
     return groups
+
+
+def function_label(resource: dict[str, Any]) -> str:
+    """A deployed function's label: its service name (POWERTOOLS_SERVICE_NAME), else its
+    logical name in the program."""
+    variables = (resource["inputs"].get("environment") or {}).get("variables") or {}
+    return variables.get("POWERTOOLS_SERVICE_NAME") or resource["name"]
 
 
 def follow(

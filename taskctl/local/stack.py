@@ -18,14 +18,27 @@ from typing import Any
 
 from taskctl.local import emulator
 from taskctl.local.emulator import LocalStackError, RunningEmulator
+from taskctl.local.logs import LAMBDA_FUNCTION_TYPE, function_label
 from taskctl.local.paths import StackPaths
 
 DEFAULT_REGION = "us-east-1"
 WARM_UP_TIMEOUT_S = 60.0  # a cold api function imports Powertools and pydantic first
 # The outputs `pulumi stack output` shows for this program, in the order it shows them.
 OUTPUT_ORDER = ("apiUrl", "tasksEndpoint", "queueUrl", "dlqUrl", "tableName", "dashboardUrl")
+EVENT_RULE_TYPE = "aws:cloudwatch/eventRule:EventRule"
+EVENT_TARGET_TYPE = "aws:cloudwatch/eventTarget:EventTarget"
 
 Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A function that an EventBridge rule of the stack runs on a schedule. In the emulator its
+    EventBridge scheduler fires the rule, as EventBridge does in AWS; nothing else runs it."""
+
+    function: str  # its label (service name): reconciler
+    expression: str  # the rule's schedule: rate(1 minute)
+    rule: str  # the rule's name
 
 
 @dataclass(frozen=True)
@@ -36,7 +49,28 @@ class LocalStack:
     running: RunningEmulator
     outputs: dict[str, Any]
     skipped: list[tuple[str, str, str]]
+    schedules: list[Schedule]
     ready_after_s: float
+
+
+def schedules_of(deployment: dict[str, Any]) -> list[Schedule]:
+    """The scheduled functions of a deployment (`deployment.json`'s content)."""
+    resources = deployment.get("resources", [])
+    rules = {r["outputs"]["name"]: r for r in resources if r["type"] == EVENT_RULE_TYPE}
+    functions = {r["outputs"]["arn"]: r for r in resources if r["type"] == LAMBDA_FUNCTION_TYPE}
+    schedules = []
+    for target in (r for r in resources if r["type"] == EVENT_TARGET_TYPE):
+        rule = rules.get(target["inputs"].get("rule"))
+        function = functions.get(target["inputs"].get("arn"))
+        if rule is not None and function is not None and rule["inputs"].get("scheduleExpression"):
+            schedules.append(
+                Schedule(
+                    function=function_label(function),
+                    expression=rule["inputs"]["scheduleExpression"],
+                    rule=rule["outputs"]["name"],
+                )
+            )
+    return schedules
 
 
 def stack_region(stack: str) -> str:
@@ -93,7 +127,8 @@ def bring_up(stack: str, *, port: int, foreground: bool, progress: Progress) -> 
     try:
         deployment = _deploy(stack, running, progress)
         outputs = ordered_outputs(deployment.stack_outputs)
-        paths.deployment_file.write_text(deployment.to_json() + "\n")
+        deployment_json = deployment.to_json()
+        paths.deployment_file.write_text(deployment_json + "\n")
         if "apiUrl" in outputs:
             progress("warming the API (its first request starts the api function)")
             smoke_check_api(outputs["apiUrl"])
@@ -110,6 +145,7 @@ def bring_up(stack: str, *, port: int, foreground: bool, progress: Progress) -> 
         running=running,
         outputs=outputs,
         skipped=deployment.notes,
+        schedules=schedules_of(json.loads(deployment_json)),
         ready_after_s=time.monotonic() - started_at,
     )
 

@@ -4,10 +4,16 @@ The session fixture runs the real command, `python -m taskctl local up --detach`
 with its own state directory (TASKS_LOCAL_DIR), reads the outputs the command wrote, and runs
 `local down` at the end. The emulator's virtualenv and the bundle cache are shared with `make
 local`, so only a cold machine pays for installing them.
+
+Right after `up` it strands one task (stored, never queued: see `strand_task`). The reconciler's
+first scheduled run comes one interval after deployment; planting the task first lets that wait
+overlap the other tests instead of adding to the suite's time. `test_recovery_on_local_stack`
+checks that the task was recovered and finished.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 
@@ -19,6 +25,7 @@ from e2e_support import (
     LocalStackUnderTest,
     environment_with_state,
     local_command,
+    strand_task,
 )
 
 from functions.settings import TaskPolicy
@@ -50,6 +57,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         up_output=started.stdout,
     )
     try:
+        stack = dataclasses.replace(stack, stranded_task=strand_task(stack, "SUCCESS"))
         yield stack
     finally:
         local_command("down", "--stack", STACK, env=env, timeout_s=60)
@@ -79,6 +87,4 @@ def api(local_stack: LocalStackUnderTest) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="session")
 def deployed_policy(local_stack: LocalStackUnderTest) -> TaskPolicy:
     """The retry policy the deployed worker really runs with (from its environment)."""
-    lam = local_stack.client("lambda")
-    config = lam.get_function_configuration(FunctionName=local_stack.function_name("worker"))
-    return TaskPolicy.from_env(config["Environment"]["Variables"])
+    return local_stack.deployed_policy()

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,10 @@ import boto3
 import httpx
 import pytest
 
+from functions.lifecycle import new_task
+from functions.settings import TaskPolicy
+from functions.store import TaskStore
+from taskctl.local.creators import EMULATOR_SCHEDULER_TICK_S
 from taskctl.local.paths import REPO_ROOT
 
 STACK = "dev"
@@ -58,6 +65,15 @@ def environment_with_state(state_dir: Path) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class StrandedTask:
+    """A task stored without a message, as an api crash between PutItem and SendMessage leaves
+    it; `stranded_at` is time.monotonic() when it was written."""
+
+    task_id: str
+    stranded_at: float
+
+
+@dataclass(frozen=True)
 class LocalStackUnderTest:
     state_dir: Path
     env: dict[str, str]
@@ -66,6 +82,8 @@ class LocalStackUnderTest:
     region: str
     outputs: dict[str, Any]
     up_output: str
+    # Planted by the session fixture as soon as the stack is up (see conftest.py).
+    stranded_task: StrandedTask | None = None
 
     @property
     def api_url(self) -> str:
@@ -97,6 +115,86 @@ class LocalStackUnderTest:
         matches = [f for f in functions if f["name"] == f"{logical_prefix}-function"]
         assert len(matches) == 1, [f["name"] for f in functions]
         return matches[0]["outputs"]["name"]
+
+    def deployed_policy(self) -> TaskPolicy:
+        """The policy the deployed worker really runs with (from its environment)."""
+        config = self.client("lambda").get_function_configuration(
+            FunctionName=self.function_name("worker")
+        )
+        return TaskPolicy.from_env(config["Environment"]["Variables"])
+
+    def stored_item(self, task_id: str) -> dict[str, Any]:
+        """The task's item as DynamoDB holds it, internal attributes included (typed values)."""
+        reply = self.client("dynamodb").get_item(
+            TableName=self.outputs["tableName"], Key={"taskId": {"S": task_id}}, ConsistentRead=True
+        )
+        return reply["Item"]
+
+    def stored_task_count(self) -> int:
+        """How many tasks the table holds. Only tasks: the reconciler keeps its cursor in the
+        table too, an item without a `status`, written on its first scheduled run."""
+        pages = (
+            self.client("dynamodb")
+            .get_paginator("scan")
+            .paginate(
+                TableName=self.outputs["tableName"],
+                Select="COUNT",
+                FilterExpression="attribute_exists(#status)",
+                ExpressionAttributeNames={"#status": "status"},
+            )
+        )
+        return sum(page["Count"] for page in pages)
+
+    def schedule_interval_s(self, function_logical_prefix: str) -> int:
+        """The interval of the deployed `rate(...)` rule that runs the function."""
+        function_arn = next(
+            f["outputs"]["arn"]
+            for f in self.deployed("aws:lambda/function:Function")
+            if f["name"] == f"{function_logical_prefix}-function"
+        )
+        (rule_name,) = (
+            t["inputs"]["rule"]
+            for t in self.deployed("aws:cloudwatch/eventTarget:EventTarget")
+            if t["inputs"]["arn"] == function_arn
+        )
+        expression = self.client("events").describe_rule(Name=rule_name)["ScheduleExpression"]
+        return rate_seconds(expression)
+
+
+def rate_seconds(expression: str) -> int:
+    """`rate(1 minute)` -> 60, as EventBridge reads it."""
+    match = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", expression)
+    assert match, f"not a rate() expression: {expression!r}"
+    unit_s = {"minute": 60, "hour": 3600, "day": 86_400}[match[2].rstrip("s")]
+    return int(match[1]) * unit_s
+
+
+def strand_task(local_stack: LocalStackUnderTest, message: str) -> StrandedTask:
+    """Store a PENDING task exactly as the api does, and send no message: an api that crashed
+    between PutItem and SendMessage (DESIGN §8) leaves this. Only the scheduled reconciler can
+    get it to run.
+
+    It was created (so the api would have crashed) more than `recoveryGraceSeconds` ago, so the
+    reconciler's first look finds it overdue. Its first check is due now rather than in the
+    past: the reconciler walks check times from where its previous run stopped, so a check time
+    before that run would never be looked at (the api's are always in the future).
+    """
+    policy = local_stack.deployed_policy()
+    now = datetime.now(UTC)
+    created = now - timedelta(seconds=policy.recoveryGraceSeconds + 5)
+    record = new_task(str(uuid.uuid4()), message, policy, created)
+    store = TaskStore(
+        local_stack.client("dynamodb"), local_stack.outputs["tableName"], policy.taskTtlDays
+    )
+    store.create(record, created, check_after=now)
+    return StrandedTask(task_id=record.taskId, stranded_at=time.monotonic())
+
+
+def scheduled_run_budget_s(interval_s: int) -> float:
+    """How long after a moment the first scheduled run after it may take to finish a task: one
+    interval, the emulator scheduler's look-up period, and cold starts of the scheduled function
+    and of the worker on a busy machine."""
+    return interval_s + EMULATOR_SCHEDULER_TICK_S + 20
 
 
 def submit(api: httpx.Client, message: str, **headers: str) -> str:

@@ -11,11 +11,6 @@ from e2e_support import LocalStackUnderTest, submit
 pytestmark = pytest.mark.e2e
 
 
-def _stored_task_count(local_stack: LocalStackUnderTest) -> int:
-    table = local_stack.outputs["tableName"]
-    return local_stack.client("dynamodb").scan(TableName=table, Select="COUNT")["Count"]
-
-
 def test_same_idempotency_key_and_body_returns_the_same_task(api: httpx.Client) -> None:
     key = f"e2e-{uuid.uuid4()}"
     first = api.post("/tasks", json={"message": "SUCCESS"}, headers={"Idempotency-Key": key})
@@ -57,13 +52,13 @@ def test_hostile_submission_gets_a_json_4xx_and_stores_nothing(
     api: httpx.Client, local_stack: LocalStackUnderTest, case: str
 ) -> None:
     body, content_type = HOSTILE_SUBMISSIONS[case]
-    before = _stored_task_count(local_stack)
+    before = local_stack.stored_task_count()
 
     reply = api.post("/tasks", content=body, headers={"Content-Type": content_type})
 
     assert 400 <= reply.status_code < 500, f"{case}: {reply.status_code} {reply.text[:200]}"
     assert reply.json()["error"], case
-    assert _stored_task_count(local_stack) == before, f"{case} stored a task"
+    assert local_stack.stored_task_count() == before, f"{case} stored a task"
 
 
 @pytest.mark.parametrize(

@@ -99,23 +99,19 @@ def served_schema(served_document: dict[str, Any]) -> schemathesis.BaseSchema:
 
 
 class StoredTasks:
-    """Counts the table's items; `added()` is the change since the previous call.
+    """Counts the table's tasks; `added()` is the change since the previous call.
 
-    One scan per request instead of two: nothing else writes new items while the module runs
-    (pytest runs tests one at a time; the worker and dead-letter function only update records).
+    One scan per request instead of two: nothing else creates tasks while the module runs
+    (pytest runs tests one at a time; the worker, the dead-letter function and the reconciler
+    only update them, and the reconciler's cursor item is not a task).
     """
 
     def __init__(self, local_stack: LocalStackUnderTest) -> None:
-        self._table = local_stack.outputs["tableName"]
-        self._dynamodb = local_stack.client("dynamodb")
-        self._last_count = self._count()
-
-    def _count(self) -> int:
-        pages = self._dynamodb.get_paginator("scan").paginate(TableName=self._table, Select="COUNT")
-        return sum(page["Count"] for page in pages)
+        self._local_stack = local_stack
+        self._last_count = local_stack.stored_task_count()
 
     def added(self) -> int:
-        count = self._count()
+        count = self._local_stack.stored_task_count()
         added, self._last_count = count - self._last_count, count
         return added
 

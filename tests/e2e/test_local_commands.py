@@ -56,6 +56,18 @@ def test_up_prints_the_outputs_and_a_curl_line(local_stack: LocalStackUnderTest)
     assert "Not emulated" in local_stack.up_output
 
 
+def test_up_says_which_functions_run_on_a_schedule_and_what_runs_them(
+    local_stack: LocalStackUnderTest,
+) -> None:
+    (rule,) = local_stack.deployed("aws:cloudwatch/eventRule:EventRule")
+    expression = rule["inputs"]["scheduleExpression"]
+
+    assert "EventBridge scheduler" in local_stack.up_output
+    assert re.search(rf"^\s+reconciler\s+{re.escape(expression)}\s", local_stack.up_output, re.M), (
+        local_stack.up_output
+    )
+
+
 def test_logs_show_each_function_with_its_prefix(
     api: httpx.Client, local_stack: LocalStackUnderTest
 ) -> None:

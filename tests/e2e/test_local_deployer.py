@@ -1,5 +1,6 @@
-"""The deployer's contracts that need no emulator: unknown types fail loudly, components pass
-through, numbers reach AWS as integers, and the launcher's API Gateway event fix."""
+"""The deployer's contracts that need no emulator: unknown types and inputs fail loudly,
+components pass through, numbers reach AWS as integers, schedules are found in a deployment, and
+the launcher's API Gateway event fix."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from taskctl.local import creators
 from taskctl.local.creators import Created, EmulatorContext
 from taskctl.local.deployer import DeploymentError, EmulatorMocks
 from taskctl.local.ministack_launcher import _with_stage_in_path
+from taskctl.local.stack import Schedule, schedules_of
 
 
 @pytest.fixture
@@ -72,6 +74,77 @@ def test_created_resources_return_the_emulator_outputs_and_record_skipped_settin
     # Pulumi hands numbers over as floats; whole ones reach AWS as integers
     assert seen == {"count": 3, "rate": 0.5} and isinstance(seen["count"], int)
     assert [(r.name, r.notes) for r in mocks.resources] == [("t", ["not here"])]
+
+
+@pytest.mark.parametrize(
+    ("typ", "inputs", "refused"),
+    [
+        (
+            "aws:cloudwatch/eventRule:EventRule",
+            {"scheduleExpression": "rate(1 minute)", "eventPattern": '{"source": ["x"]}'},
+            "eventPattern",
+        ),
+        (
+            "aws:cloudwatch/eventTarget:EventTarget",
+            {"rule": "r", "arn": "arn:aws:lambda:eu-west-1:0:function:f", "input": "{}"},
+            "input",
+        ),
+        (
+            "aws:dynamodb/table:Table",
+            {
+                "hashKey": "id",
+                "attributes": [{"name": "id", "type": "S"}],
+                "globalSecondaryIndexes": [
+                    {"name": "ix", "keySchemas": [{"attributeName": "id", "keyType": "HASH"}]}
+                ],
+            },
+            "hashKey",
+        ),
+    ],
+)
+def test_a_declared_input_the_local_stack_would_not_apply_fails_loudly(
+    mocks: EmulatorMocks, typ: str, inputs: dict, refused: str
+) -> None:
+    args = MockResourceArgs(typ=typ, name="thing", inputs=inputs, custom=True)
+
+    with pytest.raises(DeploymentError, match=refused):
+        mocks.new_resource(args)
+
+
+def _deployed(typ: str, name: str, inputs: dict, outputs: dict) -> dict:
+    return {"type": typ, "name": name, "id": name, "inputs": inputs, "outputs": outputs}
+
+
+def test_schedules_are_the_rules_whose_targets_are_functions_of_the_deployment() -> None:
+    function_arn = "arn:aws:lambda:eu-west-1:000000000000:function:tasks-reconciler"
+    deployment = {
+        "resources": [
+            _deployed(
+                "aws:lambda/function:Function",
+                "reconciler-function",
+                {"environment": {"variables": {"POWERTOOLS_SERVICE_NAME": "reconciler"}}},
+                {"name": "tasks-reconciler", "arn": function_arn},
+            ),
+            _deployed(
+                "aws:cloudwatch/eventRule:EventRule",
+                "reconciler-schedule",
+                {"scheduleExpression": "rate(5 minutes)"},
+                {"name": "reconciler-schedule-1a2b3c4", "arn": "arn:aws:events:::rule/x"},
+            ),
+            _deployed(
+                "aws:cloudwatch/eventTarget:EventTarget",
+                "reconciler-schedule-target",
+                {"rule": "reconciler-schedule-1a2b3c4", "arn": function_arn},
+                {"targetId": "t"},
+            ),
+        ]
+    }
+
+    assert schedules_of(deployment) == [
+        Schedule(
+            function="reconciler", expression="rate(5 minutes)", rule="reconciler-schedule-1a2b3c4"
+        )
+    ]
 
 
 def test_policy_document_invoke_renders_aws_json(mocks: EmulatorMocks) -> None:

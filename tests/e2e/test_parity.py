@@ -137,9 +137,112 @@ def test_table_has_the_declared_key_billing_and_ttl(
     assert description["KeySchema"] == [
         {"AttributeName": table.inputs["hashKey"], "KeyType": "HASH"}
     ]
+    assert _attribute_types(description["AttributeDefinitions"]) == {
+        a["name"]: a["type"] for a in table.inputs["attributes"]
+    }
     assert description["BillingModeSummary"]["BillingMode"] == table.inputs["billingMode"]
     assert ttl["TimeToLiveStatus"] == "ENABLED"
     assert ttl["AttributeName"] == table.inputs["ttl"]["attributeName"]
+
+
+def _attribute_types(definitions: list[dict]) -> dict[str, str]:
+    return {d["AttributeName"]: d["AttributeType"] for d in definitions}
+
+
+def test_table_has_the_declared_secondary_indexes_and_they_answer_queries(
+    declared: RecordingMocks, local_stack: LocalStackUnderTest
+) -> None:
+    dynamodb = local_stack.client("dynamodb")
+    (table,) = declared.created("aws:dynamodb/table:Table")
+    name = local_stack.outputs["tableName"]
+    declared_indexes = {i["name"]: i for i in table.inputs["globalSecondaryIndexes"]}
+    assert declared_indexes  # the reconciler's check index
+
+    description = dynamodb.describe_table(TableName=name)["Table"]
+    deployed_indexes = {i["IndexName"]: i for i in description.get("GlobalSecondaryIndexes", [])}
+
+    assert set(deployed_indexes) == set(declared_indexes)
+    for index_name, index in declared_indexes.items():
+        got = deployed_indexes[index_name]
+        assert got["KeySchema"] == [
+            {"AttributeName": index["hashKey"], "KeyType": "HASH"},
+            {"AttributeName": index["rangeKey"], "KeyType": "RANGE"},
+        ]
+        assert got["Projection"]["ProjectionType"] == index["projectionType"]
+        assert got["IndexStatus"] == "ACTIVE"
+
+    # and the index really holds the tasks, with what it projects: the stranded task (stored as
+    # the api stores one) is found by a query on its shard, the reconciler's query
+    (check_index,) = declared_indexes.values()
+    stranded = local_stack.stranded_task
+    assert stranded is not None
+    keys = dynamodb.get_item(
+        TableName=name,
+        Key={table.inputs["hashKey"]: {"S": stranded.task_id}},
+        ProjectionExpression="#shard",
+        ExpressionAttributeNames={"#shard": check_index["hashKey"]},
+    )["Item"]
+    found = dynamodb.query(
+        TableName=name,
+        IndexName=check_index["name"],
+        KeyConditionExpression="#shard = :shard AND #check >= :zero",
+        ExpressionAttributeNames={
+            "#shard": check_index["hashKey"],
+            "#check": check_index["rangeKey"],
+        },
+        ExpressionAttributeValues={":shard": keys[check_index["hashKey"]], ":zero": {"N": "0"}},
+    )["Items"]
+    (entry,) = [i for i in found if i[table.inputs["hashKey"]]["S"] == stranded.task_id]
+    if check_index["projectionType"] == "KEYS_ONLY":
+        assert set(entry) == {
+            table.inputs["hashKey"],
+            check_index["hashKey"],
+            check_index["rangeKey"],
+        }
+
+
+def test_schedules_invoke_the_declared_function_at_the_declared_rate(
+    declared: RecordingMocks, local_stack: LocalStackUnderTest
+) -> None:
+    events = local_stack.client("events")
+    lam = local_stack.client("lambda")
+    declared_rules = declared.created("aws:cloudwatch/eventRule:EventRule")
+    deployed_rules = _deployed_by_name(local_stack, "aws:cloudwatch/eventRule:EventRule")
+    deployed_targets = _deployed_by_name(local_stack, "aws:cloudwatch/eventTarget:EventTarget")
+    deployed_permissions = _deployed_by_name(local_stack, "aws:lambda/permission:Permission")
+    assert declared_rules  # the reconciler's schedule
+    assert set(deployed_rules) == {r.name for r in declared_rules}
+
+    for rule in declared_rules:
+        deployed_rule = deployed_rules[rule.name]
+        got_rule = events.describe_rule(Name=deployed_rule["id"])
+        assert got_rule["ScheduleExpression"] == rule.inputs["scheduleExpression"]
+        assert got_rule["State"] == "ENABLED"
+        # The target and the permission are declared next to their rule (same component);
+        # their references to it are unknown to the recording mocks, so they are checked here
+        # by what the emulator holds.
+        (target,) = _siblings(declared, rule, "aws:cloudwatch/eventTarget:EventTarget")
+        (permission,) = _siblings(declared, rule, "aws:lambda/permission:Permission")
+        (got_target,) = events.list_targets_by_rule(Rule=deployed_rule["id"])["Targets"]
+        assert got_target["Id"] == deployed_targets[target.name]["outputs"]["targetId"]
+        function_name = target.inputs["arn"].rsplit(":", 1)[-1]
+        function = lam.get_function_configuration(FunctionName=function_name)
+        assert got_target["Arn"] == function["FunctionArn"]
+
+        assert permission.inputs["function"] == function_name
+        policy = json.loads(lam.get_policy(FunctionName=function_name)["Policy"])
+        (statement,) = [
+            s
+            for s in policy["Statement"]
+            if s["Sid"] == deployed_permissions[permission.name]["id"]
+        ]
+        assert statement["Principal"] == {"Service": permission.inputs["principal"]}
+        assert statement["Action"] == permission.inputs["action"]
+        assert statement["Condition"]["ArnLike"]["AWS:SourceArn"] == got_rule["Arn"]
+
+
+def _siblings(mocks: RecordingMocks, resource: Any, type_token: str) -> list[Any]:
+    return [r for r in mocks.created(type_token) if r.parent_urn == resource.parent_urn]
 
 
 def test_api_has_the_declared_routes_stage_and_integration(

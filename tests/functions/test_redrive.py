@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from taskctl.ops.redrive import RedriveOutcome, RedriveResult, redrive_task
 
 ALWAYS_FAILS = TaskPolicy(maxAttempts=2, errorRate=1.0, backoffBaseSeconds=2, maxDelaySeconds=900)
 NEVER_FAILS = ALWAYS_FAILS.model_copy(update={"errorRate": 0.0})
+GRACE = timedelta(seconds=ALWAYS_FAILS.recoveryGraceSeconds)
 
 
 def redrive(rt: Runtime, task_id: str, extra_attempts: int = 1, **kwargs: Any) -> RedriveResult:
@@ -217,7 +219,7 @@ def test_a_redrive_planned_on_an_older_failure_is_refused(
     assert record_of(rt, failed_task).status == "FAILED"
 
     with pytest.raises(TaskChanged):
-        rt.store.redrive(stale.failed, stale.redriven, rt.clock(), rt.clock())
+        rt.store.redrive(stale.failed, stale.redriven, rt.clock(), rt.clock() + GRACE)
 
     assert raw_item(rt, failed_task) == failed_again
 

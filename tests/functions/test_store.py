@@ -101,7 +101,7 @@ def test_a_redriven_task_is_unfinished_again_and_loses_its_expiry(
     assert expires_at(rt) is not None
     plan = plan_redrive(current(rt), 1, rt.clock())
 
-    rt.store.redrive(plan.failed, plan.redriven, rt.clock(), rt.clock())  # type: ignore[union-attr]
+    rt.store.redrive(plan.failed, plan.redriven, rt.clock(), rt.clock() + LEASE)  # type: ignore[union-attr]
 
     assert expires_at(rt) is None
 
@@ -292,7 +292,7 @@ def test_a_redrive_whose_reply_was_lost_is_the_callers_redrive(
     plan = plan_redrive(current(rt), 1, rt.clock())
     lose_response(rt.dynamodb, "UpdateItem")
 
-    rt.store.redrive(plan.failed, plan.redriven, rt.clock(), rt.clock())  # type: ignore[union-attr]
+    rt.store.redrive(plan.failed, plan.redriven, rt.clock(), rt.clock() + LEASE)  # type: ignore[union-attr]
 
     assert current(rt).status == "RETRYING"
 
@@ -318,3 +318,14 @@ def test_a_conflict_after_a_lost_reply_is_still_a_conflict_when_someone_else_wro
 
     with pytest.raises(StaleClaim):
         rt.store.claim(pending, 1, rt.clock(), rt.clock() + LEASE)
+
+
+def test_a_check_time_that_is_not_in_the_future_is_refused(rt: Runtime) -> None:
+    """The reconciler walks check times forward from its cursor: one in the past could be
+    behind it and never looked at."""
+    task = new_task(TASK_ID, "hello", rt.settings.policy, rt.clock())
+
+    with pytest.raises(ValueError, match="must be after now"):
+        rt.store.create(task, rt.clock(), check_after=rt.clock())
+
+    assert rt.store.get(TASK_ID) is None
