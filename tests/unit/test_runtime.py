@@ -68,3 +68,24 @@ def test_clients_are_built_on_first_use_from_the_standard_aws_environment(
     # no request is made: building a client only resolves its endpoint
     assert runtime.sqs.meta.endpoint_url == "http://127.0.0.1:4566"
     assert runtime.dynamodb.meta.region_name == "eu-west-1"
+
+
+def test_every_aws_call_is_bounded_well_inside_the_shortest_function_timeout() -> None:
+    """boto3's defaults (60 s reads, legacy retries) could outlive a 15 s function."""
+    import boto3
+
+    from functions.settings import SDK_CALL_BUDGET_S, StackSettings
+
+    session = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="eu-west-1"
+    )
+    rt = Runtime(FunctionSettings.from_env(COMPLETE_ENV), session=session)
+
+    for client in (rt.dynamodb, rt.sqs):
+        config = client.meta.config
+        assert (config.connect_timeout, config.read_timeout) == (1, 2)
+        assert config.retries == {"mode": "standard", "total_max_attempts": 3}
+    worst_case_s = 3 * (1 + 2) + 1 + 2  # three tries, backoff of at most 1 s then 2 s
+    assert worst_case_s == SDK_CALL_BUDGET_S
+    shortest = StackSettings.model_fields["apiTimeoutSeconds"].default
+    assert shortest > SDK_CALL_BUDGET_S
