@@ -22,6 +22,7 @@ could not be queued, the reconciler queues it after `recoveryGraceSeconds`. 500 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -335,7 +336,17 @@ def get_openapi() -> Response[dict[str, Any]]:
 
 def openapi_document(server_url: str = "/") -> dict[str, Any]:
     """This API's OpenAPI document, generated from the routes and models above, its paths
-    relative to `server_url` (the stage prefix when served)."""
+    relative to `server_url` (the stage prefix when served). A new dict on every call."""
+    document = json.loads(_generated_openapi_json())
+    document["servers"] = [{"url": server_url}]
+    return document
+
+
+@functools.cache
+def _generated_openapi_json() -> str:
+    """The document as JSON text, generated on first use and only once: generating it imports
+    Powertools' OpenAPI models and schema generator, which no other route needs, so a cold start
+    that serves tasks never pays for it."""
     document = json.loads(
         app.get_openapi_json_schema(
             title="Fault-tolerant tasks",
@@ -343,8 +354,7 @@ def openapi_document(server_url: str = "/") -> dict[str, Any]:
             description=__doc__.split("\n\n")[0],
         )
     )
-    document["servers"] = [{"url": server_url}]
-    return _without_default_validation_reply(document)
+    return json.dumps(_without_default_validation_reply(document))
 
 
 def _without_default_validation_reply(document: dict[str, Any]) -> dict[str, Any]:

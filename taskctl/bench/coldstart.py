@@ -1,92 +1,229 @@
 """Cold-start proxy and artifact sizes.
 
-Import time of each handler module against a bare `import boto3`, each the median of fresh
-interpreters. The handlers import from the deployment bundle built for this machine (the same
-builder and requirements as the Lambda bundles, extracted, first on `sys.path`), and boto3 from
-the environment, as Lambda's runtime provides it. No bytecode is written: the bundle carries none
-and Lambda's code directory is read-only, so the handlers' code is compiled on every cold start
-there too, while boto3 (installed with bytecode here and in the runtime) is not. A proxy: compare
+Import time of each handler module against a bare `import boto3`, the median of fresh
+interpreters, in two variants of the same bundle: as built (with bytecode) and with its bytecode
+left out (source only, what a Lambda bundle is when no interpreter of its Python version was at
+hand to compile it). The bundle is the one built for this machine's interpreter, by the same
+builder and requirements as the Lambda bundles, extracted.
+
+Each import runs as Lambda runs it: an interpreter without site-packages (`-I -S`) whose path
+is the bundle (Lambda's `/var/task`), then the packages the Lambda runtime provides (boto3 and its
+dependencies, linked from this environment, with their bytecode, as in the runtime), and which
+never writes bytecode (`-B`: Lambda's code directory is read-only). boto3 alone is measured
+without the bundle. Runs are interleaved (per round: boto3, then each handler in both variants)
+so drift in machine load spreads over all figures alike.
+
+Each import is timed twice: the CPU time of the importing process (the figure reported first:
+on a busy machine it hardly depends on what else runs) and the wall-clock time (what a cold start
+waits, but here inflated by every other process waiting for the same cores). A proxy: compare
 the ratios, not the absolute times.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import platform
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from functions.metrics import METRICS_NAMESPACE
+
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 BASELINE_MODULE = "boto3"
-HANDLER_MODULES = ("functions.api", "functions.worker", "functions.dead_letter")
+HANDLER_MODULES = (
+    "functions.api",
+    "functions.worker",
+    "functions.dead_letter",
+    "functions.reconciler",
+)
+SOURCE_ONLY, BYTECODE = "sourceOnly", "bytecode"
+# What the Lambda Python runtime provides besides the standard library: boto3 and its
+# dependencies. The bundle does not carry the first three (the runtime's own are used).
+LAMBDA_RUNTIME_PROVIDED = (
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "jmespath",
+    "python-dateutil",
+    "urllib3",
+    "six",
+)
 _TIMER = (
-    "import time; started = time.perf_counter(); import {module}; "
-    "print(time.perf_counter() - started)"
+    "import sys; sys.path[:0] = {path!r}; import os, time; "
+    "wall, cpu = time.perf_counter(), time.process_time(); import {module}; "
+    "print(time.process_time() - cpu, time.perf_counter() - wall)"
 )
 
 
-def import_seconds(module: str, python_path: str, *, python: str = sys.executable) -> float:
-    """Seconds one fresh interpreter takes to import `module`."""
-    env = {**os.environ, "PYTHONPATH": python_path, "PYTHONDONTWRITEBYTECODE": "1"}
+@dataclass(frozen=True)
+class ImportTime:
+    """One import: the importing process's CPU seconds and the wall-clock seconds."""
+
+    cpu_s: float
+    wall_s: float
+
+
+def link_runtime_provided_packages(into: Path) -> Path:
+    """A directory holding only boto3 and its dependencies (links to this environment's), as
+    Lambda's Python runtime provides them."""
+    into.mkdir(parents=True, exist_ok=True)
+    for distribution_name in LAMBDA_RUNTIME_PROVIDED:
+        distribution = importlib.metadata.distribution(distribution_name)
+        tops = {
+            file.parts[0]
+            for file in distribution.files or []
+            if not file.parts[0].endswith(".dist-info")
+            and file.parts[0] not in ("..", "bin", "__pycache__")
+        }
+        for top in tops:
+            source = Path(distribution.locate_file(top))
+            if source.exists() and not (into / top).exists():
+                (into / top).symlink_to(source)
+    return into
+
+
+def import_seconds(
+    module: str, python_path: list[str], *, python: str = sys.executable
+) -> ImportTime:
+    """How long one fresh, isolated interpreter takes to import `module` from `python_path`."""
+    env = dict(os.environ)
     # Settings the handlers read lazily; set anyway so an eager read cannot fail the import.
     env.setdefault("POWERTOOLS_SERVICE_NAME", "bench")
-    env.setdefault("POWERTOOLS_METRICS_NAMESPACE", "FaultTolerantTasks")
+    env.setdefault("POWERTOOLS_METRICS_NAMESPACE", METRICS_NAMESPACE)
     env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     result = subprocess.run(
-        [python, "-c", _TIMER.format(module=module)],
+        [python, "-I", "-S", "-B", "-c", _TIMER.format(path=python_path, module=module)],
         env=env,
         capture_output=True,
         text=True,
         check=False,
-        cwd=tempfile.gettempdir(),  # not the project: only PYTHONPATH decides what is imported
+        cwd=tempfile.gettempdir(),  # not the project: only the path above decides what is imported
     )
     if result.returncode != 0:
         raise RuntimeError(f"import {module} failed: {result.stderr.strip().splitlines()[-1:]}")
-    return float(result.stdout.strip())
+    cpu_s, wall_s = map(float, result.stdout.split())
+    return ImportTime(cpu_s=cpu_s, wall_s=wall_s)
 
 
 def measure_imports(
-    python_path: str,
+    bundles: Mapping[str, Path],
+    runtime_packages: Path,
     *,
     runs: int = 9,
+    python: str = sys.executable,
     progress: Callable[[str], None] = lambda _step: None,
 ) -> dict[str, Any]:
-    """Median import time per module over `runs` interpreters, and ratios to bare boto3."""
-    # Interleaved, so drift in machine load spreads over all modules alike.
-    samples: dict[str, list[float]] = {m: [] for m in (BASELINE_MODULE, *HANDLER_MODULES)}
+    """Median import time of each handler from each extracted bundle (variant name -> directory)
+    over `runs` interleaved rounds, bare boto3's, and each median's ratio to boto3's: CPU time
+    (`medianSeconds`, `ratioToBoto3`) and wall-clock time (`wall...`)."""
+    baseline: list[ImportTime] = []
+    samples: dict[str, dict[str, list[ImportTime]]] = {
+        variant: {module: [] for module in HANDLER_MODULES} for variant in bundles
+    }
     for run in range(runs):
-        for module in samples:
-            progress(f"import {module} ({run + 1}/{runs})")
-            samples[module].append(import_seconds(module, python_path))
-    medians = {module: statistics.median(values) for module, values in samples.items()}
-    baseline = medians[BASELINE_MODULE]
+        progress(f"import {BASELINE_MODULE} ({run + 1}/{runs})")
+        baseline.append(import_seconds(BASELINE_MODULE, [str(runtime_packages)], python=python))
+        for module in HANDLER_MODULES:
+            for variant, bundle_dir in bundles.items():
+                progress(f"import {module}, {variant} ({run + 1}/{runs})")
+                path = [str(bundle_dir), str(runtime_packages)]
+                samples[variant][module].append(import_seconds(module, path, python=python))
+    cpu_baseline = statistics.median(t.cpu_s for t in baseline)
+    wall_baseline = statistics.median(t.wall_s for t in baseline)
+    variants = {}
+    for variant, by_module in samples.items():
+        cpu = {m: statistics.median(t.cpu_s for t in times) for m, times in by_module.items()}
+        wall = {m: statistics.median(t.wall_s for t in times) for m, times in by_module.items()}
+        variants[variant] = {
+            "medianSeconds": cpu,
+            "ratioToBoto3": {m: seconds / cpu_baseline for m, seconds in cpu.items()},
+            "wallMedianSeconds": wall,
+            "wallRatioToBoto3": {m: seconds / wall_baseline for m, seconds in wall.items()},
+        }
     return {
         "runs": runs,
-        "medianSeconds": medians,
-        "ratioToBoto3": {m: medians[m] / baseline for m in HANDLER_MODULES},
-        "samplesSeconds": samples,
+        "interpreter": _describe(python),
+        "clock": "CPU time of the importing process (wall-clock time in the wall... keys)",
+        "baselineMedianSeconds": cpu_baseline,
+        "baselineWallMedianSeconds": wall_baseline,
+        "variants": variants,
+        "samplesSeconds": {
+            BASELINE_MODULE: [t.cpu_s for t in baseline],
+            **{v: {m: [t.cpu_s for t in ts] for m, ts in ms.items()} for v, ms in samples.items()},
+        },
+        "wallSamplesSeconds": {
+            BASELINE_MODULE: [t.wall_s for t in baseline],
+            **{v: {m: [t.wall_s for t in ts] for m, ts in ms.items()} for v, ms in samples.items()},
+        },
     }
 
 
-def build_bundles(progress: Callable[[str], None]) -> dict[str, Any]:
-    """Build the deployment bundle for each target; sizes, or why a target could not be built."""
+def measure_bundle(
+    bundle_path: Path,
+    *,
+    runs: int = 9,
+    python: str = sys.executable,
+    progress: Callable[[str], None] = lambda _step: None,
+) -> dict[str, Any]:
+    """`measure_imports` for one bundle as built and without its bytecode, on `python` (this
+    interpreter, or another that the bundle was built and compiled for)."""
+    with tempfile.TemporaryDirectory(prefix="taskctl-bench-bundle-") as scratch:
+        root = Path(scratch)
+        with_bytecode = extract(bundle_path, root / BYTECODE)
+        source_only = extract(bundle_path, root / SOURCE_ONLY, bytecode=False)
+        runtime_packages = link_runtime_provided_packages(root / "runtime")
+        if python != sys.executable:
+            # The runtime's boto3 comes with bytecode for its own Python: compile a copy so.
+            runtime_packages = _compiled_copy(runtime_packages, root / "runtime-compiled", python)
+        return measure_imports(
+            {SOURCE_ONLY: source_only, BYTECODE: with_bytecode},
+            runtime_packages,
+            runs=runs,
+            python=python,
+            progress=progress,
+        )
+
+
+def _compiled_copy(packages: Path, into: Path, python: str) -> Path:
+    shutil.copytree(
+        packages, into, symlinks=False, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
+    subprocess.run([python, "-m", "compileall", "-q", str(into)], capture_output=True, check=True)
+    return into
+
+
+def _describe(python: str) -> str:
+    if python == sys.executable:
+        return f"{platform.python_implementation()} {platform.python_version()}"
+    probe = "import platform; print(platform.python_implementation(), platform.python_version())"
+    done = subprocess.run([python, "-S", "-c", probe], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def build_bundles(python_version: str, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Build the deployment bundle for each target (the Lambda ones for `python_version`);
+    sizes and bytecode, or why a target could not be built."""
     from components.packaging import BundleError, BundleTarget, build_bundle
 
     targets = {
-        "lambda-arm64": lambda: BundleTarget.lambda_runtime("arm64"),
-        "lambda-x86_64": lambda: BundleTarget.lambda_runtime("x86_64"),
+        "lambda-arm64": lambda: BundleTarget.lambda_runtime("arm64", python_version),
+        "lambda-x86_64": lambda: BundleTarget.lambda_runtime("x86_64", python_version),
         "local": BundleTarget.local,
     }
     results: dict[str, Any] = {}
     for name, target in targets.items():
         progress(f"bundle {name}")
         try:
-            bundle = build_bundle(target(), progress=progress)
+            bundle = build_bundle(target(), progress=progress, warn=progress)
         except BundleError as exc:
             results[name] = {"error": str(exc).splitlines()[0]}
             continue
@@ -95,14 +232,21 @@ def build_bundles(progress: Callable[[str], None]) -> dict[str, Any]:
             files = len(archive.infolist())
         results[name] = {
             "path": str(bundle.path.relative_to(PROJECT_DIR)),
+            "python": bundle.target.python_version,
             "zipBytes": bundle.size_bytes,
             "unzippedBytes": unzipped,
             "files": files,
+            "bytecode": str(bundle.compiled_with) if bundle.compiled_with else None,
         }
     return results
 
 
-def extract(bundle_path: Path, into: Path) -> Path:
+def extract(bundle_path: Path, into: Path, *, bytecode: bool = True) -> Path:
+    """Unpack `bundle_path` into `into`, leaving out its `__pycache__` entries unless
+    `bytecode`."""
     with zipfile.ZipFile(bundle_path) as archive:
-        archive.extractall(into)
+        members = [
+            name for name in archive.namelist() if bytecode or "/__pycache__/" not in f"/{name}"
+        ]
+        archive.extractall(into, members=members)
     return into

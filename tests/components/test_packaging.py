@@ -1,10 +1,12 @@
-"""The functions bundle: right wheels for the target, reproducible bytes, importable as deployed."""
+"""The functions bundle: right wheels for the target, bytecode when a matching interpreter is at
+hand, reproducible bytes, importable as deployed."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
+import platform
 import shutil
+import stat
 import subprocess
 import sys
 import zipfile
@@ -18,8 +20,12 @@ from components.packaging import (
     Bundle,
     BundleError,
     BundleTarget,
+    Interpreter,
     build_bundle,
+    find_python,
 )
+from functions.settings import StackSettings
+from taskctl.bench.coldstart import extract, link_runtime_provided_packages
 
 HANDLER_MODULES = (
     "functions/api.py",
@@ -28,25 +34,35 @@ HANDLER_MODULES = (
     "functions/reconciler.py",
 )
 MACHINES = {"arm64": "aarch64", "x86_64": "x86_64"}
-# What the Lambda runtime provides and the bundle must not carry (boto3 and its dependencies).
-RUNTIME_PROVIDED = (
-    "boto3",
-    "botocore",
-    "s3transfer",
-    "jmespath",
-    "python-dateutil",
-    "urllib3",
-    "six",
-)
+DEFAULT_PYTHON = StackSettings().functionPythonVersion
+RUNNING_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+# The unchecked-hash .pyc of PEP 552: bit 0 "hash-based", bit 1 "check the source" clear.
+PYC_FLAGS_UNCHECKED_HASH = 0b01
+HEAD_BYTES = 16  # magic, flags, source hash
 
 _built: dict[str, Bundle] = {}
 
 
-def _bundle(target: BundleTarget) -> Bundle:
-    """Build each target once per session, in the project's shared `.build/` cache."""
-    if target.name not in _built:
-        _built[target.name] = build_bundle(target, progress=lambda _: None)
-    return _built[target.name]
+def _no_python(_version: str) -> None:
+    return None
+
+
+def _bundle(target: BundleTarget, *, bytecode: bool = True) -> Bundle:
+    """Build each target once per session, in the project's shared `.build/` cache; without
+    bytecode (as where no interpreter of its version is at hand) unless `bytecode`."""
+    key = f"{target.name}-{bytecode}"
+    if key not in _built:
+        _built[key] = build_bundle(
+            target,
+            progress=lambda _: None,
+            warn=lambda _: None,
+            python_finder=find_python if bytecode else _no_python,
+        )
+    return _built[key]
+
+
+def _lambda_target(architecture: str = "arm64") -> BundleTarget:
+    return BundleTarget.lambda_runtime(architecture, DEFAULT_PYTHON)
 
 
 def _names(bundle: Bundle) -> list[str]:
@@ -56,37 +72,76 @@ def _names(bundle: Bundle) -> list[str]:
 
 @pytest.mark.parametrize("architecture", sorted(MACHINES))
 def test_lambda_bundle_holds_the_handlers_and_wheels_for_its_architecture(architecture):
-    bundle = _bundle(BundleTarget.lambda_runtime(architecture))
+    bundle = _bundle(_lambda_target(architecture), bytecode=False)
     names = _names(bundle)
     machine = MACHINES[architecture]
+    cp = "cp" + DEFAULT_PYTHON.replace(".", "")
     for module in HANDLER_MODULES:
         assert module in names
     assert any(name.startswith("aws_lambda_powertools/") for name in names)
     assert any(name.startswith("pydantic/") for name in names)
-    # THEN pydantic-core's native extension is built for CPython 3.12 on this architecture
+    # THEN pydantic-core's native extension is built for the stack's CPython on this architecture
     (extension,) = [n for n in names if n.startswith("pydantic_core/_pydantic_core.")]
-    assert extension == f"pydantic_core/_pydantic_core.cpython-312-{machine}-linux-gnu.so"
+    assert extension == f"pydantic_core/_pydantic_core.cpython-{cp[2:]}-{machine}-linux-gnu.so"
     (wheel_file,) = [n for n in names if n.startswith("pydantic_core-") and n.endswith("/WHEEL")]
     with zipfile.ZipFile(bundle.path) as archive:
         wheel = archive.read(wheel_file).decode()
     tags = [line.split(":", 1)[1].strip() for line in wheel.splitlines() if line.startswith("Tag:")]
     assert tags
     for tag in tags:
-        python, abi, platform = tag.split("-")
-        assert (python, abi) == ("cp312", "cp312")
-        assert platform.startswith("manylinux") and platform.endswith(f"_{machine}"), tag
+        python, abi, platform_tag = tag.split("-")
+        assert (python, abi) == (cp, cp)
+        assert platform_tag.startswith("manylinux") and platform_tag.endswith(f"_{machine}"), tag
 
 
-def test_bundle_carries_no_bytecode_no_scripts_and_nothing_the_runtime_provides():
-    names = _names(_bundle(BundleTarget.lambda_runtime("arm64")))
+def test_a_bundle_without_an_interpreter_of_its_version_ships_source_and_says_so_once():
+    # GIVEN no CPython of the target's version at hand
+    warnings: list[str] = []
+    bundle = build_bundle(
+        _lambda_target(),
+        progress=lambda _: None,
+        warn=warnings.append,
+        python_finder=_no_python,
+    )
+    names = _names(bundle)
+    # THEN it carries no bytecode, no scripts and nothing the runtime provides
+    assert bundle.compiled_with is None
     assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".pyo"))]
     assert not [n for n in names if n.startswith("bin/")]
     top_levels = {name.split("/")[0] for name in names}
     assert not top_levels & {"boto3", "botocore", "s3transfer"}
+    # AND one warning says what is missing, what it costs and how to fix it
+    (warning,) = warnings
+    assert f"no CPython {DEFAULT_PYTHON}" in warning
+    assert "cold start" in warning
+    assert f"put python{DEFAULT_PYTHON} on PATH" in warning
+    assert "functionPythonVersion" in warning
 
 
-def test_bundle_entries_have_fixed_timestamps_and_permissions():
-    with zipfile.ZipFile(_bundle(BundleTarget.lambda_runtime("arm64")).path) as archive:
+def test_the_local_bundle_always_ships_unchecked_hash_bytecode_for_every_module():
+    bundle = _bundle(BundleTarget.local())
+    assert bundle.compiled_with == Interpreter(sys.executable, platform.python_version())
+    tag = sys.implementation.cache_tag
+    with zipfile.ZipFile(bundle.path) as archive:
+        names = set(archive.namelist())
+        sources = [n for n in names if n.endswith(".py")]
+        pycs = {n for n in names if n.endswith(".pyc")}
+        # THEN every module has its .pyc where this interpreter looks for it
+        for source in sources:
+            folder, _, file_name = source.rpartition("/")
+            cached = f"{folder + '/' if folder else ''}__pycache__/{file_name[:-3]}.{tag}.pyc"
+            assert cached in pycs, source
+        # AND each is hash-based and unchecked, so no timestamp is in it and none is checked
+        for pyc in ("functions/__pycache__/worker." + tag + ".pyc", *sorted(pycs)[:50]):
+            head = archive.read(pyc)[:HEAD_BYTES]
+            assert int.from_bytes(head[4:8], "little") == PYC_FLAGS_UNCHECKED_HASH, pyc
+    assert len(pycs) == len(sources)
+
+
+@pytest.mark.parametrize("bytecode", [True, False], ids=["bytecode", "source-only"])
+def test_bundle_entries_have_fixed_timestamps_and_permissions(bytecode):
+    target = BundleTarget.local() if bytecode else _lambda_target()
+    with zipfile.ZipFile(_bundle(target, bytecode=bytecode).path) as archive:
         infos = archive.infolist()
     assert [info.filename for info in infos] == sorted(info.filename for info in infos)
     assert {info.date_time for info in infos} == {(1980, 1, 1, 0, 0, 0)}
@@ -105,30 +160,42 @@ def _copy_of_functions(into: Path) -> Path:
 
 
 def _quiet_build(target: BundleTarget, source: Path, build_dir: Path) -> Bundle:
-    return build_bundle(target, source_dir=source, build_dir=build_dir, progress=lambda _: None)
+    return build_bundle(
+        target, source_dir=source, build_dir=build_dir, progress=lambda _: None, warn=lambda _: None
+    )
 
 
-def test_rebuilding_from_scratch_gives_the_identical_hash(tmp_path):
-    # GIVEN one copy of the code, built once
-    target = BundleTarget.lambda_runtime("arm64")
+@pytest.mark.parametrize(
+    "target", [BundleTarget.local(), _lambda_target()], ids=["local-bytecode", "lambda"]
+)
+def test_rebuilding_from_scratch_gives_the_identical_hash(tmp_path, target):
+    # GIVEN one copy of the code, built once (the local target with its bytecode)
     _bundle(target)  # makes sure the target's dependencies are in the shared cache
     source = _copy_of_functions(tmp_path / "functions")
     first = _quiet_build(
         target, source, _build_dir_with_cached_dependencies(tmp_path / "a", target)
     )
-    # WHEN it is built again in a fresh directory, every file carrying another modification time
+    # WHEN it is built again in a fresh directory (the bytecode compiled again), every file
+    # carrying another modification time and the sources other permissions
     second_dir = _build_dir_with_cached_dependencies(tmp_path / "b", target)
     for path in [*second_dir.rglob("*"), *source.rglob("*")]:
         os.utime(path, (1_000_000_000, 1_000_000_000))
+    for module in source.glob("*.py"):
+        module.chmod(stat.S_IRUSR | stat.S_IWUSR)
     second = _quiet_build(target, source, second_dir)
     # THEN the two archives are byte for byte the same
     assert second.path != first.path
     assert second.sha256_b64 == first.sha256_b64
     assert second.path.read_bytes() == first.path.read_bytes()
+    if target.python_version == RUNNING_PYTHON:
+        assert first.compiled_with is not None
+        assert "functions/__pycache__/settings." + sys.implementation.cache_tag + ".pyc" in (
+            _names(first)
+        )
 
 
-def test_changing_the_code_changes_the_hash(tmp_path):
-    target = BundleTarget.lambda_runtime("arm64")
+def test_changing_the_code_changes_the_hash_and_its_bytecode(tmp_path):
+    target = BundleTarget.local()
     _bundle(target)
     source = _copy_of_functions(tmp_path / "functions")
     before = _quiet_build(
@@ -140,63 +207,120 @@ def test_changing_the_code_changes_the_hash(tmp_path):
         target, source, _build_dir_with_cached_dependencies(tmp_path / "b", target)
     )
     assert after.sha256_b64 != before.sha256_b64
+    pyc = "functions/__pycache__/settings." + sys.implementation.cache_tag + ".pyc"
+    with zipfile.ZipFile(before.path) as old, zipfile.ZipFile(after.path) as new:
+        assert old.read(pyc) != new.read(pyc)
 
 
-def test_unknown_architecture_and_target_are_rejected_by_name():
+def test_unknown_architecture_python_and_target_are_rejected_by_name():
     with pytest.raises(BundleError, match="architecture='sparc'"):
-        BundleTarget.lambda_runtime("sparc")
+        BundleTarget.lambda_runtime("sparc", DEFAULT_PYTHON)
+    with pytest.raises(BundleError, match=r"python='3\.9' is not a Lambda Python runtime"):
+        BundleTarget.lambda_runtime("arm64", "3.9")
     with pytest.raises(BundleError, match="TASKS_BUNDLE_TARGET='docker'"):
-        BundleTarget.from_environment({"TASKS_BUNDLE_TARGET": "docker"}, "arm64")
+        BundleTarget.from_environment({"TASKS_BUNDLE_TARGET": "docker"}, "arm64", DEFAULT_PYTHON)
 
 
 def test_bundle_target_comes_from_the_environment_defaulting_to_the_lambda_runtime():
-    assert BundleTarget.from_environment({}, "x86_64") == BundleTarget.lambda_runtime("x86_64")
-    assert BundleTarget.from_environment({"TASKS_BUNDLE_TARGET": "local"}, "arm64") == (
+    assert BundleTarget.from_environment({}, "x86_64", "3.13") == BundleTarget.lambda_runtime(
+        "x86_64", "3.13"
+    )
+    assert BundleTarget.lambda_runtime("x86_64", "3.13").lambda_runtime_id == "python3.13"
+    assert BundleTarget.from_environment({"TASKS_BUNDLE_TARGET": "local"}, "arm64", "3.13") == (
         BundleTarget.local()
     )
 
 
-def _runtime_provided_packages(into: Path) -> Path:
-    """A directory with only boto3 and its dependencies, as the Lambda runtime provides them."""
-    into.mkdir()
-    for distribution_name in RUNTIME_PROVIDED:
-        distribution = importlib.metadata.distribution(distribution_name)
-        tops = {
-            file.parts[0]
-            for file in distribution.files or []
-            if not file.parts[0].endswith(".dist-info") and file.parts[0] not in ("..", "bin")
-        }
-        for top in tops:
-            source = Path(distribution.locate_file(top))
-            if source.exists() and not (into / top).exists():
-                (into / top).symlink_to(source)
-    return into
+# -- finding an interpreter to compile with ----------------------------------------------------
 
 
-def test_handlers_import_from_the_local_bundle_in_a_clean_interpreter(tmp_path):
-    # GIVEN the bundle built for this interpreter, unpacked as Lambda unpacks it
-    bundle = _bundle(BundleTarget.local())
-    task_root = tmp_path / "task"
-    with zipfile.ZipFile(bundle.path) as archive:
-        archive.extractall(task_root)
-    runtime_packages = _runtime_provided_packages(tmp_path / "runtime")
-    # WHEN an isolated interpreter without site-packages imports every handler
-    handlers = [module.removesuffix(".py").replace("/", ".") for module in HANDLER_MODULES]
-    probe = (
-        "import importlib, sys; sys.path[:0] = sys.argv[1:3]\n"
-        "import pydantic_core\n"
-        f"modules = [importlib.import_module(name) for name in {handlers!r}]\n"
-        "assert all(callable(module.handler) for module in modules)\n"
-        "print(pydantic_core.__file__)\n"
+def _fake_python(directory: Path, name: str, script: str) -> Path:
+    """An executable `name` in `directory` running `script` (sh), whatever its arguments."""
+    directory.mkdir(exist_ok=True)
+    path = directory / name
+    path.write_text(f"#!/bin/sh\n{script}\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_the_running_interpreter_compiles_for_its_own_version():
+    assert find_python(RUNNING_PYTHON, search_path="") == Interpreter(
+        sys.executable, platform.python_version()
     )
+
+
+def test_a_python3_x_on_path_is_used_only_if_it_is_that_cpython(tmp_path):
+    # GIVEN executables on PATH that claim to be, or fail to be, the version sought
+    good = _fake_python(tmp_path / "good", "python3.13", "echo cpython 3.13.5")
+    _fake_python(
+        tmp_path / "shim", "python3.13", "echo 'pyenv: python3.13: not found' >&2; exit 127"
+    )
+    _fake_python(tmp_path / "older", "python3.13", "echo cpython 3.11.7")
+    _fake_python(tmp_path / "pypy", "python3.13", "echo pypy 3.13.1")
+    # THEN only the one that runs and reports CPython 3.13 counts
+    assert find_python("3.13", search_path=str(good.parent)) == Interpreter(str(good), "3.13.5")
+    for name in ("shim", "older", "pypy"):
+        assert find_python("3.13", search_path=str(tmp_path / name)) is None, name
+    assert find_python("3.13", search_path=str(tmp_path / "nothing-here")) is None
+
+
+# Imports every handler from `sys.argv[1]` (the task root), then `sys.argv[2]` (what the
+# runtime provides), as Lambda would; prints where pydantic-core came from, then each module of
+# the task root that was compiled from source rather than loaded from bytecode.
+_IMPORT_PROBE = """
+import importlib, sys
+sys.path[:0] = sys.argv[1:3]
+import importlib._bootstrap_external as loading
+compiled, to_code = [], loading.SourceLoader.source_to_code
+def noting(self, data, path, *args, **kwargs):
+    compiled.append(path)
+    return to_code(self, data, path, *args, **kwargs)
+loading.SourceLoader.source_to_code = noting
+import pydantic_core
+modules = [importlib.import_module(name) for name in {handlers!r}]
+assert all(callable(module.handler) for module in modules)
+print(pydantic_core.__file__)
+print(*[path for path in compiled if path.startswith(sys.argv[1])], sep="\\n")
+"""
+
+
+def _import_handlers(task_root: Path, runtime_packages: Path) -> tuple[Path, list[str]]:
+    """Import every handler in an isolated interpreter without site-packages that writes no
+    bytecode (Lambda's code directory is read-only): pydantic-core's file, and the modules of
+    the task root compiled from source."""
+    handlers = [module.removesuffix(".py").replace("/", ".") for module in HANDLER_MODULES]
+    probe = _IMPORT_PROBE.format(handlers=handlers)
     result = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", probe, str(task_root), str(runtime_packages)],
+        [sys.executable, "-I", "-S", "-B", "-c", probe, str(task_root), str(runtime_packages)],
         capture_output=True,
         text=True,
-        cwd=tmp_path,
         timeout=60,
         check=False,
     )
-    # THEN they import, and pydantic-core came from the bundle, not from this virtualenv
     assert result.returncode == 0, result.stderr
-    assert Path(result.stdout.strip()).is_relative_to(task_root)
+    extension, *compiled_from_source = result.stdout.strip().splitlines()
+    return Path(extension), compiled_from_source
+
+
+def test_handlers_import_from_the_local_bundle_in_a_clean_interpreter_using_its_bytecode(tmp_path):
+    # GIVEN the bundle built for this interpreter, unpacked as Lambda unpacks it
+    task_root = extract(_bundle(BundleTarget.local()).path, tmp_path / "task")
+    runtime_packages = link_runtime_provided_packages(tmp_path / "runtime")
+    assert {path.name for path in runtime_packages.iterdir()} >= {"boto3", "botocore"}
+    # WHEN an interpreter as Lambda's imports every handler
+    extension, compiled_from_source = _import_handlers(task_root, runtime_packages)
+    # THEN they import, pydantic-core came from the bundle, not from this virtualenv
+    assert extension.is_relative_to(task_root)
+    # AND no module of the bundle was compiled: the interpreter took the bundle's bytecode
+    assert compiled_from_source == []
+
+
+def test_without_its_bytecode_the_same_bundle_is_compiled_on_import(tmp_path):
+    # The check above would pass vacuously if the probe could not see compilation: here it
+    # sees every module the handlers import from a source-only copy of the same bundle.
+    bundle = _bundle(BundleTarget.local())
+    task_root = extract(bundle.path, tmp_path / "task", bytecode=False)
+    runtime_packages = link_runtime_provided_packages(tmp_path / "runtime")
+    _, compiled_from_source = _import_handlers(task_root, runtime_packages)
+    assert str(task_root / "functions" / "worker.py") in compiled_from_source
+    assert any("/pydantic/" in path for path in compiled_from_source)
