@@ -19,7 +19,13 @@ import os
 import pulumi
 import pulumi_aws as aws
 
-from components.iam import index_query, queue_consume, queue_send, table_access
+from components.iam import (
+    index_query,
+    message_hiding,
+    queue_consume,
+    queue_send,
+    table_access,
+)
 from components.monitoring import Monitoring, MonitoringArgs, healthy_message_age_s
 from components.packaging import BundleTarget, build_bundle
 from components.stack_settings import read_stack_settings
@@ -63,12 +69,19 @@ queues = TaskQueues(
     ),
 )
 
-# -- functions: one bundle, three handlers -------------------------------------------------------
-# The bundle targets the Lambda runtime of the stack's architecture; the local-stack tooling sets
-# TASKS_BUNDLE_TARGET=local to build it for this machine's interpreter instead.
-bundle = build_bundle(BundleTarget.from_environment(os.environ, settings.functionArchitecture))
+# -- functions: one bundle, four handlers --------------------------------------------------------
+# The bundle targets the stack's Lambda runtime (Python version and architecture); the local-stack
+# tooling sets TASKS_BUNDLE_TARGET=local to build it for this machine's interpreter instead.
+bundle = build_bundle(
+    BundleTarget.from_environment(
+        os.environ, settings.functionArchitecture, settings.functionPythonVersion
+    ),
+    # Shipping source only (no Python of that version here) slows every cold start: say so.
+    warn=pulumi.log.warn,
+)
 function_runtime = FunctionRuntime(
     bundle=bundle,
+    python_version=settings.functionPythonVersion,
     architecture=settings.functionArchitecture,
     memory_mb=settings.functionMemoryMb,
     timeout_s=settings.functionTimeoutSeconds,
@@ -107,6 +120,7 @@ worker_function = TaskFunction(
         permissions=(
             table_access(table.arn, "GetItem", "UpdateItem"),
             queue_consume(queues.queue.arn, sid="ConsumeTasks"),
+            message_hiding(queues.queue.arn),
             queue_send(queues.dead_letter_queue.arn, sid="DeadLetterFailedTasks"),
         ),
         trigger=QueueTrigger(

@@ -63,7 +63,6 @@ QUEUE_CONSUMER_ACTIONS = (
     "sqs:ReceiveMessage",
     "sqs:DeleteMessage",
     "sqs:GetQueueAttributes",  # the event source mapping reads the queue's attributes
-    "sqs:ChangeMessageVisibility",  # the worker delays a retry by re-hiding its message
 )
 
 
@@ -92,6 +91,13 @@ def queue_send(queue_arn: pulumi.Input[str], *, sid: str) -> PolicyStatement:
 def queue_consume(queue_arn: pulumi.Input[str], *, sid: str) -> PolicyStatement:
     """What an SQS event source mapping and its function need on exactly this queue."""
     return PolicyStatement(sid=sid, actions=QUEUE_CONSUMER_ACTIONS, resources=(queue_arn,))
+
+
+def message_hiding(queue_arn: pulumi.Input[str]) -> PolicyStatement:
+    """Re-hide received messages of exactly this queue: how the worker delays a retry."""
+    return PolicyStatement(
+        sid="DelayRetries", actions=("sqs:ChangeMessageVisibility",), resources=(queue_arn,)
+    )
 
 
 def log_writing(log_group_arn: pulumi.Input[str]) -> PolicyStatement:

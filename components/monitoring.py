@@ -12,11 +12,16 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from functions.lifecycle import longest_retry_wait_s
+from functions.metrics import (
+    DEAD_LETTERED_METRIC,
+    METRICS_NAMESPACE,
+    RECOVERED_METRIC,
+    SERVICE_DIMENSION,
+    STACK_DIMENSION,
+)
 from functions.settings import TaskPolicy
 
-METRICS_NAMESPACE = "FaultTolerantTasks"  # POWERTOOLS_METRICS_NAMESPACE of the functions
-DEAD_LETTERED_METRIC = "DeadLetteredTasks"  # emitted by functions.dead_letter, one per task
-RECOVERED_METRIC = "RecoveredTasks"  # emitted by functions.reconciler on every pass
 ALARM_PERIOD_S = 60
 # Margin on the oldest-message age before it alarms: a healthy queue may hold a message for its
 # whole retry schedule; this leaves time for a cold start and a busy worker on top.
@@ -28,11 +33,11 @@ DASHBOARD_WIDGET_HEIGHT = 6
 def healthy_message_age_s(policy: TaskPolicy, function_timeout_s: int) -> int:
     """The oldest a message gets while its task is still on schedule: every attempt running to
     its timeout plus every backoff delay at its maximum, plus a margin."""
-    backoff_s = sum(
-        min(policy.maxDelaySeconds, policy.backoffBaseSeconds * 2 ** (attempt - 1))
-        for attempt in range(1, policy.maxAttempts)
+    return (
+        longest_retry_wait_s(policy)
+        + policy.maxAttempts * function_timeout_s
+        + MESSAGE_AGE_MARGIN_S
     )
-    return backoff_s + policy.maxAttempts * function_timeout_s + MESSAGE_AGE_MARGIN_S
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,7 +148,7 @@ def alarm_specs(args: MonitoringArgs) -> tuple[AlarmSpec, ...]:
             title="Dead-lettered tasks",
             namespace=METRICS_NAMESPACE,
             metric=DEAD_LETTERED_METRIC,
-            dimensions={"service": "dead-letter", "stack": args.stack},
+            dimensions={SERVICE_DIMENSION: "dead-letter", STACK_DIMENSION: args.stack},
             statistic="Sum",
             threshold=1,
             evaluation_periods=1,
@@ -201,7 +206,7 @@ def alarm_specs(args: MonitoringArgs) -> tuple[AlarmSpec, ...]:
             title="Tasks the reconciler recovered",
             namespace=METRICS_NAMESPACE,
             metric=RECOVERED_METRIC,
-            dimensions={"service": "reconciler", "stack": args.stack},
+            dimensions={SERVICE_DIMENSION: "reconciler", STACK_DIMENSION: args.stack},
             statistic="Sum",
             threshold=1,
             evaluation_periods=1,

@@ -19,6 +19,9 @@ def read_stack_settings(get: ConfigGetter) -> StackSettings:
     An unset key takes the model's default. An empty string counts as unset too: Pulumi's config
     schema cannot declare an optional key without a default, so `Pulumi.yaml` declares the
     optional `alarmEmail` with default "" and this is where "" becomes "no value".
+    A Pulumi secret (`pulumi config set --secret alarmEmail ...`) is read like any value: under
+    the CLI `pulumi.Config().get` returns it decrypted, and the tooling, which cannot decrypt,
+    passes a stand-in or refuses the key (`taskctl.program.load_stack_config`).
     Raises `SettingsError` naming each bad key, its value and the limit.
     """
     raw: dict[str, object] = {}

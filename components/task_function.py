@@ -20,10 +20,15 @@ from components.iam import (
     policy_json,
 )
 from components.packaging import Bundle
-from functions.settings import TaskPolicy
+from functions.metrics import METRICS_NAMESPACE
+from functions.settings import (
+    ESM_MAX_BATCH_SIZE,
+    ESM_MAX_CONCURRENCY,
+    ESM_MIN_BATCH_SIZE,
+    ESM_MIN_CONCURRENCY,
+    TaskPolicy,
+)
 
-LAMBDA_RUNTIME = "python3.12"
-METRICS_NAMESPACE = "FaultTolerantTasks"
 # Lambda's log group name for a function; creating it ourselves sets its retention and lets
 # `pulumi destroy` remove it (one Lambda created implicitly would never expire nor be deleted).
 LOG_GROUP_PREFIX = "/aws/lambda/"
@@ -53,14 +58,32 @@ def function_environment(
 
 @dataclass(frozen=True, kw_only=True)
 class FunctionRuntime:
-    """What every function of a stack shares: the code and the sizing from the stack settings."""
+    """What every function of a stack shares: the code, the Lambda Python version ("3.14", the
+    `functionPythonVersion` setting) and the sizing from the stack settings."""
 
     bundle: Bundle
+    python_version: str
     architecture: str
     memory_mb: int
     timeout_s: int
     log_retention_days: int
     environment: Mapping[str, pulumi.Input[str]]
+
+    def __post_init__(self) -> None:
+        # A Lambda bundle carries native wheels (and maybe bytecode) for one Python version: on
+        # another runtime pydantic-core would not even import. The local target runs on this
+        # machine's interpreter, whatever the declared runtime.
+        built_for = self.bundle.target.lambda_runtime_id
+        if built_for is not None and built_for != self.lambda_runtime_id:
+            raise ValueError(
+                f"python_version={self.python_version!r} does not match the bundle, built for "
+                f"{built_for}"
+            )
+
+    @property
+    def lambda_runtime_id(self) -> str:
+        """Lambda's identifier of the runtime, `python3.14`."""
+        return f"python{self.python_version}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,11 +95,15 @@ class QueueTrigger:
     maximum_concurrency: int
 
     def __post_init__(self) -> None:
-        if not 1 <= self.batch_size <= 10:
-            raise ValueError(f"batch_size={self.batch_size} is outside 1..10 (no batching window)")
-        if not 2 <= self.maximum_concurrency <= 1000:
+        if not ESM_MIN_BATCH_SIZE <= self.batch_size <= ESM_MAX_BATCH_SIZE:
             raise ValueError(
-                f"maximum_concurrency={self.maximum_concurrency} is outside SQS's 2..1000"
+                f"batch_size={self.batch_size} is outside an SQS event source's "
+                f"{ESM_MIN_BATCH_SIZE}..{ESM_MAX_BATCH_SIZE} (no batching window)"
+            )
+        if not ESM_MIN_CONCURRENCY <= self.maximum_concurrency <= ESM_MAX_CONCURRENCY:
+            raise ValueError(
+                f"maximum_concurrency={self.maximum_concurrency} is outside an SQS event "
+                f"source's {ESM_MIN_CONCURRENCY}..{ESM_MAX_CONCURRENCY}"
             )
 
 
@@ -178,7 +205,7 @@ class TaskFunction(pulumi.ComponentResource):
             name=args.function_name,
             description=args.description or None,
             role=self.role.arn,
-            runtime=LAMBDA_RUNTIME,
+            runtime=runtime.lambda_runtime_id,
             handler=args.handler,
             code=pulumi.FileArchive(str(runtime.bundle.path)),
             # The archive is reproducible, so an unchanged hash means unchanged code: no update.

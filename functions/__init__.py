@@ -5,6 +5,7 @@ Where the I/O is, at a glance:
     lifecycle.py    PURE  statuses, the task record, transitions, backoff, simulated work, and
                           every decision the worker makes (time and randomness are injected)
     settings.py     PURE  the per-stack settings model (shared with the Pulumi program)
+    metrics.py      PURE  the custom metrics' namespace, names and dimensions (shared likewise)
     store.py        I/O   DynamoDB task table: conditional writes -> domain exceptions
     queue.py        I/O   SQS: enqueue, re-hide a message (the retry delay), send to the DLQ
     runtime.py      I/O   reads the environment once, builds the boto3 clients on first use

@@ -39,13 +39,12 @@ from functions.lifecycle import (
     ReturnToQueue,
     plan_dead_letter,
 )
+from functions.metrics import DEAD_LETTERED_METRIC, STACK_DIMENSION
 from functions.queue import REASON_ATTRIBUTE, UnreadableMessage, parse_task_message
 from functions.store import TaskChanged
 
-DEAD_LETTERED_METRIC = "DeadLetteredTasks"
 UNREADABLE_METRIC = "UnreadableDeadLetters"
 RETURNED_METRIC = "ReturnedDeadLetters"
-STACK_DIMENSION = "stack"
 # A task that keeps changing under us is retried through SQS (the record is reported failed).
 MAX_WRITE_TRIES = 3
 

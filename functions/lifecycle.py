@@ -194,6 +194,11 @@ def backoff_ceiling_s(attempt: int, policy: TaskPolicy) -> int:
     return min(policy.maxDelaySeconds, policy.backoffBaseSeconds * 2**exponent)
 
 
+def longest_retry_wait_s(policy: TaskPolicy) -> int:
+    """The longest a task can wait between its attempts in all: every backoff at its ceiling."""
+    return sum(backoff_ceiling_s(attempt, policy) for attempt in range(1, policy.maxAttempts))
+
+
 def retry_delay_s(attempt: int, policy: TaskPolicy, rng: random.Random) -> int:
     """Seconds to wait after failed attempt `attempt` (1-based) before the next one.
 

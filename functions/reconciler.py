@@ -32,11 +32,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions import runtime
 from functions.lifecycle import Recheck, Recover, plan_recovery
+from functions.metrics import RECOVERED_METRIC, STACK_DIMENSION
 from functions.store import BATCH_GET_MAX_KEYS, CHECK_SHARDS, StoredTask
 
-RECOVERED_METRIC = "RecoveredTasks"
 OLDEST_OVERDUE_METRIC = "OldestOverdueTaskAgeSeconds"
-STACK_DIMENSION = "stack"
 STOP_MARGIN_MS = 10_000
 
 logger = Logger()

@@ -19,6 +19,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from functions.metrics import METRICS_NAMESPACE
 from functions.queue import TaskQueue
 from functions.settings import (
     SDK_CONNECT_TIMEOUT_S,
@@ -35,7 +36,6 @@ DLQ_URL_ENV = "TASKS_DLQ_URL"
 STACK_ENV = "TASKS_STACK"
 SERVICE_ENV = "POWERTOOLS_SERVICE_NAME"
 METRICS_NAMESPACE_ENV = "POWERTOOLS_METRICS_NAMESPACE"
-DEFAULT_METRICS_NAMESPACE = "FaultTolerantTasks"
 
 
 # boto3's defaults (60 s timeouts, legacy retries) could outlive the function making the call; these
@@ -62,7 +62,7 @@ class FunctionSettings:
     dead_letter_queue_url: str
     stack: str
     service: str = "tasks"
-    metrics_namespace: str = DEFAULT_METRICS_NAMESPACE
+    metrics_namespace: str = METRICS_NAMESPACE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> FunctionSettings:
@@ -81,7 +81,7 @@ class FunctionSettings:
             dead_letter_queue_url=environ[DLQ_URL_ENV],
             stack=environ[STACK_ENV],
             service=environ.get(SERVICE_ENV) or "tasks",
-            metrics_namespace=environ.get(METRICS_NAMESPACE_ENV) or DEFAULT_METRICS_NAMESPACE,
+            metrics_namespace=environ.get(METRICS_NAMESPACE_ENV) or METRICS_NAMESPACE,
         )
 
 

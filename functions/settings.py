@@ -32,6 +32,12 @@ REDRIVE_RECEIVE_MARGIN = 5
 # attempt in between mark it poisonous (it crashes the worker before any claim): FAILED.
 MAX_DEAD_LETTER_RETURNS = 3
 API_GATEWAY_TIMEOUT_S = 30  # an HTTP API gives up on its integration after 30 s
+# An SQS event source mapping's limits: 1..10 records per batch without a batching window, and a
+# maximum concurrency of 2..1000 invocations. The settings model and `QueueTrigger` check these.
+ESM_MIN_BATCH_SIZE = 1
+ESM_MAX_BATCH_SIZE = 10
+ESM_MIN_CONCURRENCY = 2
+ESM_MAX_CONCURRENCY = 1000
 # Every AWS call the functions make: connect and read timeouts and the SDK's retry budget (standard
 # mode: up to 3 tries, a random backoff of at most 1 s then 2 s between them). One call, retries
 # included, ends within SDK_CALL_BUDGET_S, so it never outlives the function that makes it.
@@ -49,6 +55,12 @@ LOG_RETENTION_DAYS_ALLOWED = (
 )  # fmt: skip
 
 ENV_PREFIX = "TASKS_"
+# Lambda's Python runtimes (python3.X) the functions may run on: the Amazon Linux 2023 ones, which
+# the pinned function dependencies support (cp3X wheels for arm64 and x86_64). The newest is the
+# default. Deprecation dates (AWS Lambda developer guide, "Building Lambda functions with Python"):
+# 3.14 and 3.13 on 2029-06-30, 3.12 on 2028-10-31. python3.10 (2026-10-31) and python3.11
+# (2027-06-30) run on Amazon Linux 2 and are left out.
+LambdaPythonVersion = Literal["3.12", "3.13", "3.14"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -120,10 +132,18 @@ class StackSettings(TaskPolicy):
     """Everything that differs between stacks; the Pulumi program's view of the config."""
 
     workerBatchSize: Annotated[
-        int, Field(ge=1, le=10, description="SQS records per worker call")
+        int,
+        Field(
+            ge=ESM_MIN_BATCH_SIZE, le=ESM_MAX_BATCH_SIZE, description="SQS records per worker call"
+        ),
     ] = 5
     workerMaxConcurrency: Annotated[
-        int, Field(ge=2, le=1000, description="ESM maximum concurrency (AWS minimum is 2)")
+        int,
+        Field(
+            ge=ESM_MIN_CONCURRENCY,
+            le=ESM_MAX_CONCURRENCY,
+            description="ESM maximum concurrency (AWS minimum is 2)",
+        ),
     ] = 5
     functionMemoryMb: Annotated[int, Field(ge=128, le=10_240)] = 256
     functionTimeoutSeconds: Annotated[int, Field(ge=1, le=LAMBDA_MAX_TIMEOUT_S)] = 30
@@ -132,6 +152,7 @@ class StackSettings(TaskPolicy):
         int, Field(ge=1, le=1440, description="How often the reconciler looks for stuck tasks")
     ] = 5
     functionArchitecture: Literal["arm64", "x86_64"] = "arm64"
+    functionPythonVersion: LambdaPythonVersion = "3.14"
     logRetentionDays: int = 14
     apiThrottleRateLimit: Annotated[float, Field(gt=0, le=10_000)] = 20.0
     apiThrottleBurstLimit: Annotated[int, Field(ge=1, le=5_000)] = 40

@@ -1,11 +1,15 @@
-import sys
+"""`python -m taskctl`, and the virtualenv's `taskctl` command (pyproject's [project.scripts])."""
 
-try:
-    from taskctl.cli import app
-except ModuleNotFoundError as missing:  # run by an interpreter without the project's packages
-    sys.exit(
-        f"error: the project virtualenv is missing or incomplete ({missing.name} not "
-        "importable): run `make venv` and use .venv/bin/python (or just `make local`)"
-    )
+from taskctl.exit_codes import exit_for_missing_virtualenv
 
-app(prog_name="python -m taskctl")
+
+def main(prog_name: str | None = None) -> None:
+    try:
+        from taskctl.cli import app
+    except ModuleNotFoundError as missing:  # run by an interpreter without the project's packages
+        exit_for_missing_virtualenv(missing)
+    app(prog_name=prog_name)
+
+
+if __name__ == "__main__":
+    main(prog_name="python -m taskctl")

@@ -1,7 +1,8 @@
 """Run the Pulumi program without the Pulumi CLI: stack config loading and mock runs.
 
 - `load_stack_config(stack)`: the config the CLI would hand the program for `stack`
-  (`Pulumi.yaml`'s defaults overlaid with `Pulumi.<stack>.yaml`, namespaced keys, string values).
+  (`Pulumi.yaml`'s defaults overlaid with `Pulumi.<stack>.yaml`, namespaced keys, string values;
+  a secret it cannot decrypt is read as set but unknown where that is harmless, else refused).
 - `load_stack_settings(stack)`: the same, validated into `StackSettings`.
 - `run_program(stack, mocks)`: run `__main__.py` under `pulumi.runtime.set_mocks` and return the
   resolved stack outputs, as `pulumi stack output --json` would show them.
@@ -11,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hashlib
 import json
@@ -34,6 +36,11 @@ from functions.settings import StackSettings
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 PROJECT_FILE = PROJECT_DIR / "Pulumi.yaml"
 PROGRAM = PROJECT_DIR / "__main__.py"
+# A Pulumi secret in a stack file (`key: {secure: <ciphertext>}`) only the Pulumi CLI can decrypt.
+# The keys here may be secret anyway: the tooling reads them as set to this stand-in, a value that
+# changes nothing it does (the local stack's e-mail delivery is a stub). Any other secret key is
+# refused, naming it, since a stand-in for it would change what runs or what is judged.
+UNDECRYPTED_SECRET_STAND_INS = {"alarmEmail": "secret-alarm-email@example.invalid"}
 
 
 class StackConfigError(ValueError):
@@ -53,7 +60,8 @@ def load_stack_config(stack: str) -> dict[str, str]:
 
     Keys are namespaced (`fault-tolerant-tasks:maxAttempts`, `aws:region`); values are strings
     (`"2"`, `"true"`, `"0.3"`). Project defaults from `Pulumi.yaml` fill every key the stack
-    file leaves out.
+    file leaves out. A secret value takes its stand-in (`UNDECRYPTED_SECRET_STAND_INS`), or the
+    file is refused with a `StackConfigError` naming the key.
     """
     project = _read_yaml(PROJECT_FILE)
     namespace = str(project["name"])
@@ -67,9 +75,32 @@ def load_stack_config(stack: str) -> dict[str, str]:
         if default is not None:
             config[_namespaced(key, namespace)] = _config_string(default)
     for key, value in (_read_yaml(path).get("config") or {}).items():
-        if value is not None:
-            config[_namespaced(key, namespace)] = _config_string(value)
+        if value is None:
+            continue
+        full_key = _namespaced(key, namespace)
+        config[full_key] = (
+            _secret_stand_in(full_key, namespace, path)
+            if is_secret(value)
+            else _config_string(value)
+        )
     return config
+
+
+def is_secret(value: object) -> bool:
+    """Whether a stack file value is a Pulumi secret, `{secure: <ciphertext>}`."""
+    return isinstance(value, dict) and set(value) == {"secure"}
+
+
+def _secret_stand_in(full_key: str, namespace: str, path: Path) -> str:
+    prefix, _, key = full_key.partition(":")
+    if prefix == namespace and key in UNDECRYPTED_SECRET_STAND_INS:
+        return UNDECRYPTED_SECRET_STAND_INS[key]
+    allowed = ", ".join(UNDECRYPTED_SECRET_STAND_INS)
+    raise StackConfigError(
+        f"{path.name}: {full_key} is a Pulumi secret, which only the Pulumi CLI can decrypt and "
+        f"taskctl needs its value; keep it in plain text (`pulumi config set --plaintext "
+        f"{key} ...`). Only {allowed} may be secret for taskctl."
+    )
 
 
 def load_stack_settings(stack: str, overrides: Mapping[str, str] | None = None) -> StackSettings:
@@ -94,7 +125,19 @@ def run_program(
     context, so runs do not see each other's resources or config.
     """
     config = {**load_stack_config(stack), **(config_overrides or {})}
+    _ensure_event_loop()
     return contextvars.Context().run(_run_in_fresh_context, stack, mocks, preview, config)
+
+
+def _ensure_event_loop() -> None:
+    """The Pulumi runtime runs on the thread's current event loop, which code that ran before
+    (an `asyncio.run`, an async HTTP client) may have closed or unset."""
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        loop = None
+    if loop is None or loop.is_closed():
+        asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 def _run_in_fresh_context(

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from functions.metrics import METRICS_NAMESPACE  # plain constants: nothing reads the environment
+
 REGION = "us-east-1"
 TABLE = "bench-tasks"
 STACK = "bench"
@@ -288,7 +290,7 @@ def prepare_environment() -> None:
         AWS_DEFAULT_REGION=REGION,
         AWS_REGION=REGION,
         POWERTOOLS_SERVICE_NAME="bench",
-        POWERTOOLS_METRICS_NAMESPACE="FaultTolerantTasks",
+        POWERTOOLS_METRICS_NAMESPACE=METRICS_NAMESPACE,
     )
     os.environ.pop("AWS_ENDPOINT_URL", None)
     os.environ.pop("AWS_PROFILE", None)

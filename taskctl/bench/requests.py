@@ -21,8 +21,6 @@ from typing import Any
 from taskctl.bench import harness
 from taskctl.bench.cost import Prices, TaskUsage, billed_ms, cost_per_million, weighted_mix
 
-ORIGINAL_MEMORY_MB = 1024
-ORIGINAL_ARCHITECTURE = "x86_64"
 ORIGINAL_WRITES_PER_ATTEMPT = 2  # PROCESSING, then the outcome; items under 1 KB: 1 WRU each
 FUNCTIONS = ("api", "worker", "dead-letter")
 

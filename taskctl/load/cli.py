@@ -18,13 +18,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR
 from taskctl.load.client import LoadError
 from taskctl.load.policy import resolve_policy
 from taskctl.load.runner import LoadOptions, default_timeout_s, run_load
 from taskctl.load.stats import DEFAULT_CONFIDENCE
-
-EXIT_CHECK_FAILED = 1
-EXIT_ERROR = 2
 
 
 def load(
@@ -65,7 +63,12 @@ def load(
         Path | None, typer.Option(help="Write the JSON report here.", dir_okay=False)
     ] = None,
     confidence: Annotated[
-        float, typer.Option(min=0.5, max=0.9999, help="Confidence of the FAILED-rate interval.")
+        float,
+        typer.Option(
+            min=0.5,
+            max=0.9999,
+            help="Chance that a deployment keeping its policy passes the FAILED-rate check.",
+        ),
     ] = DEFAULT_CONFIDENCE,
 ) -> None:
     """Submit N ordinary tasks, wait until they are terminal, judge them against the policy."""
@@ -179,23 +182,25 @@ def _print_summary(result: dict, console: Console) -> None:
         outcomes.add_row(label, str(result[key]), _share(result[key], submitted))
     console.print(outcomes)
 
-    interval = result["failedFractionInterval"]
+    accepted = result["failedAcceptance"]
     consistent = result["failedFractionConsistent"]
     rate = Table(
         title="FAILED fraction against the policy",
-        caption="expected = errorRate^maxAttempts; observed over terminal tasks; "
-        "Wilson score interval around the observed fraction",
+        caption="expected = errorRate^maxAttempts; observed over terminal tasks; accepted: the "
+        "FAILED fractions an exact binomial test admits",
     )
     rate.add_column("expected", justify="right")
     rate.add_column("observed", justify="right")
-    confidence = f"{interval['confidence']:.0%} " if interval else ""
-    rate.add_column(f"{confidence}interval", justify="right")
+    confidence = f"{accepted['confidence']:.0%} " if accepted else ""
+    rate.add_column(f"{confidence}accepted", justify="right")
     rate.add_column("verdict")
     observed = result["observedFailedFraction"]
     rate.add_row(
         f"{result['expectedFailedFraction']:.2%}",
         "-" if observed is None else f"{observed:.2%}",
-        "-" if interval is None else f"[{interval['low']:.2%}, {interval['high']:.2%}]",
+        "-"
+        if accepted is None
+        else f"[{accepted['lowFraction']:.2%}, {accepted['highFraction']:.2%}]",
         {True: "consistent", False: "OFF", None: "-"}[consistent],
     )
     console.print(rate)

@@ -23,9 +23,7 @@ def policy_from_stack(stack: str) -> LoadPolicy:
         max_attempts=settings.maxAttempts,
         error_rate=settings.errorRate,
         source=f"stack {stack}",
-        backoff_base_s=settings.backoffBaseSeconds,
-        max_delay_s=settings.maxDelaySeconds,
-        jitter=settings.jitter,
+        stack_policy=settings.policy,
     )
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from functions.lifecycle import longest_retry_wait_s
+from functions.settings import TaskPolicy
 from taskctl.load import stats
 from taskctl.load.client import PollStats, TrackedTask
 
@@ -26,18 +28,11 @@ class LoadPolicy:
     max_attempts: int
     error_rate: float
     source: str
-    backoff_base_s: float | None = None
-    max_delay_s: float | None = None
-    jitter: bool | None = None
+    stack_policy: TaskPolicy | None = None  # the whole retry policy, when it comes from a stack
 
     def worst_case_wait_s(self) -> float | None:
         """The longest a task can spend waiting between attempts, if the backoff is known."""
-        if self.backoff_base_s is None or self.max_delay_s is None:
-            return None
-        return sum(
-            min(self.max_delay_s, self.backoff_base_s * 2 ** (attempt - 1))
-            for attempt in range(1, self.max_attempts)
-        )
+        return None if self.stack_policy is None else longest_retry_wait_s(self.stack_policy)
 
 
 def _fraction(part: int, whole: int) -> float | None:
@@ -107,12 +102,14 @@ def build_report(
         "expectedFailedFraction": expected_failed,
         # Over terminal tasks: an unfinished task has no outcome yet.
         "observedFailedFraction": check.observed_fraction if check else None,
-        "failedFractionInterval": (
+        "failedAcceptance": (
             {
-                "low": check.interval_low,
-                "high": check.interval_high,
+                "low": check.accepted_low,
+                "high": check.accepted_high,
+                "lowFraction": check.accepted_low / check.trials,
+                "highFraction": check.accepted_high / check.trials,
                 "confidence": confidence,
-                "method": "Wilson score",
+                "method": "exact binomial test, equal tails, FAILED count of terminal tasks",
             }
             if check
             else None
@@ -162,12 +159,12 @@ def _verdict(check: stats.FailureRateCheck | None, unfinished: int, early_retrie
             f"the FAILED fraction agrees with the policy at {check.confidence:.0%} confidence"
         )
     else:
-        direction = "above" if check.expected_fraction < check.interval_low else "below"
+        direction = "above" if check.failed > check.accepted_high else "below"
         parts.append(
-            f"the FAILED fraction is off: the expected {check.expected_fraction:.2%} lies "
-            f"{direction} the {check.confidence:.0%} interval "
-            f"[{check.interval_low:.2%}, {check.interval_high:.2%}] around the observed "
-            f"{check.observed_fraction:.2%}"
+            f"the FAILED fraction is off: {check.failed} of {check.trials} "
+            f"({check.observed_fraction:.2%}) lies {direction} the {check.confidence:.0%} "
+            f"acceptance region {check.accepted_low}..{check.accepted_high} of the expected "
+            f"{check.expected_fraction:.2%}"
         )
     if early_retries:
         # Reported, not part of the exit status: the issue defines that by the two checks above.

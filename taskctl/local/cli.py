@@ -1,4 +1,10 @@
-"""`python -m taskctl local ...`: the whole stack on this machine, on the ministack emulator."""
+"""`python -m taskctl local ...`: the whole stack on this machine, on the ministack emulator.
+
+Exit status (taskctl/exit_codes.py): 0 when the command did what was asked (`down` of a stack that
+is not running included); 1 when `status` finds the stack not running; 2 when the command could
+not do its work (a bad flag, a port in use, a failed deployment, no such stack running), with one
+`error:` line on stderr; 130 when `up` was interrupted before it was ready.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_INTERRUPTED
 from taskctl.local import emulator, logs, stack
 from taskctl.local.emulator import LocalStackError
 from taskctl.local.paths import StackPaths
@@ -26,8 +33,9 @@ PREFIX_STYLES = ("cyan", "magenta", "yellow", "green", "blue", "red")
 
 
 def _fail(message: str) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {escape(message)}")
-    return typer.Exit(code=1)
+    """One `error:` line on stderr (never wrapped), and the exit for an error."""
+    errors.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    return typer.Exit(code=EXIT_ERROR)
 
 
 @app.command()
@@ -62,7 +70,7 @@ def up(
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:  # bring_up has already stopped what it started
         errors.print("interrupted: nothing was left running")
-        raise typer.Exit(code=130) from None
+        raise typer.Exit(code=EXIT_INTERRUPTED) from None
     except Exception as exc:  # a bug in the program or here; bring_up has cleaned up
         raise _fail(f"{type(exc).__name__}: {exc}") from None
 
@@ -157,16 +165,15 @@ def logs_command(
 
 @app.command()
 def status(stack_name: StackOption = "dev") -> None:
-    """Whether the stack runs, where, and the emulator's memory (RSS, all its processes)."""
+    """Whether the stack runs, where, and its memory (RSS of the emulator and its functions)."""
     running = emulator.read_running(StackPaths.for_stack(stack_name))
     if running is None:
         console.print(f"local stack {stack_name!r} is not running")
-        raise typer.Exit(code=1)
-    current_mb, peak_mb = emulator.group_rss_mb(running.pid)
-    processes = len(emulator.group_members(running.pid))
+        raise typer.Exit(code=EXIT_CHECK_FAILED)
+    members = emulator.group_members(running.pid)
     console.print(
-        f"local stack {stack_name!r}: pid {running.pid}, {running.endpoint_url}, {processes} "
-        f"processes, RSS {current_mb:.0f} MiB (peak {peak_mb:.0f} MiB)"
+        f"local stack {stack_name!r}: pid {running.pid}, {running.endpoint_url}, {len(members)} "
+        f"processes, RSS {emulator.group_rss_mb(members):.0f} MiB"
     )
 
 

@@ -1,23 +1,22 @@
 """One creator per Pulumi resource type: a declared resource's resolved inputs -> an emulator call.
 
 Each creator receives the resource's logical name and its inputs exactly as the Pulumi program
-resolved them (camelCase property names of pulumi-aws), creates the resource in the emulator
+resolved them (camelCase property names of pulumi-aws 7.x), creates the resource in the emulator
 through boto3, and returns the emulator's real id and outputs (ARNs, URLs, names) so that every
 cross-reference in the program wires up for real. Settings the emulator accepts but does not act
-on, and settings it cannot take, are returned as `notes`, which the deployer prints: nothing is
-skipped silently.
+on are returned as `notes`, which the deployer prints.
 
-Input names follow pulumi-aws 7.x; outputs include the attributes the program reads.
+Exactly the types and inputs the program declares are supported. Each creator names the inputs
+it applies (`creates(token, *inputs)`, dotted for nested ones), and any other input fails the
+deployment naming it: an input dropped silently would make the local stack differ from the
+declared one without saying so. A new type or input means a new line here.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import time
-import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,10 @@ import boto3
 import pulumi
 
 LAMBDA_ACTIVE_TIMEOUT_S = 20.0
+# How often ministack's EventBridge scheduler looks for due rules (`_SCHEDULER_TICK_INTERVAL` in
+# ministack/services/eventbridge.py): a rule fires on the first look after its interval is up.
+EMULATOR_SCHEDULER_TICK_S = 10
+IAM_NOT_ENFORCED = "IAM is stored but not enforced: the emulator runs without permission checks"
 
 
 @dataclass
@@ -65,35 +68,68 @@ class EmulatorContext:
 
 Creator = Callable[[EmulatorContext, str, Mapping[str, Any]], Created]
 CREATORS: dict[str, Creator] = {}
+SUPPORTED_INPUTS: dict[str, frozenset[str]] = {}  # type token -> the inputs its creator applies
 
 
-def creates(type_token: str) -> Callable[[Creator], Creator]:
+class UnsupportedInputs(ValueError):
+    """The program declares inputs the local stack does not apply; the message names them."""
+
+
+def creates(type_token: str, *inputs: str) -> Callable[[Creator], Creator]:
+    """Register a creator for `type_token` that applies exactly `inputs` (`ttl.enabled` names a
+    nested one; a name without a dot accepts the whole value, as for `dimensions`)."""
+    supported = frozenset(inputs)
+
     def register(creator: Creator) -> Creator:
-        CREATORS[type_token] = creator
+        def checked(ctx: EmulatorContext, logical: str, declared: Mapping[str, Any]) -> Created:
+            unsupported = unsupported_inputs(type_token, declared)
+            if unsupported:
+                raise UnsupportedInputs(
+                    f"{type_token} {logical!r} declares input(s) {', '.join(unsupported)}, which "
+                    "the local stack does not apply; add them to its creator in "
+                    "taskctl/local/creators.py"
+                )
+            return creator(ctx, logical, declared)
+
+        CREATORS[type_token] = checked
+        SUPPORTED_INPUTS[type_token] = supported
         return creator
 
     return register
 
 
-def physical_name(
-    logical: str, inputs: Mapping[str, Any], key: str = "name", max_len: int = 64
-) -> str:
-    """The name the program chose, or an auto-name like Pulumi's (`<logical>-<7 hex>`)."""
-    chosen = inputs.get(key)
-    if chosen:
-        return str(chosen)
-    if inputs.get("namePrefix"):
-        logical = str(inputs["namePrefix"]).rstrip("-")
+def unsupported_inputs(type_token: str, inputs: Mapping[str, Any]) -> list[str]:
+    """The inputs of a `type_token` resource that its creator would not apply, dotted, sorted."""
+    return sorted(set(_input_paths(inputs, SUPPORTED_INPUTS[type_token])))
+
+
+def _input_paths(
+    inputs: Mapping[str, Any], supported: frozenset[str], prefix: str = ""
+) -> Iterator[str]:
+    """The dotted paths of `inputs` that `supported` does not cover (list items share a path)."""
+    for key, value in inputs.items():
+        path = f"{prefix}{key}"
+        if path in supported:
+            continue
+        items = value if isinstance(value, list) else [value]
+        nested = [item for item in items if isinstance(item, Mapping)]
+        if nested and len(nested) == len(items):
+            for item in nested:
+                yield from _input_paths(item, supported, f"{path}.")
+        else:
+            yield path
+
+
+def auto_name(logical: str, max_len: int = 64) -> str:
+    """A physical name like Pulumi's auto-naming (`<logical>-<7 hex>`), stable across runs."""
     suffix = hashlib.sha1(logical.encode()).hexdigest()[:7]
     return f"{logical[: max_len - 8]}-{suffix}"
 
 
-def _tags(inputs: Mapping[str, Any]) -> dict[str, str]:
-    return {str(k): str(v) for k, v in (inputs.get("tags") or {}).items()}
-
-
-def _json_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+def _sqs_attribute(value: Any) -> str:
+    """An SQS attribute value, a string: booleans lower-case (whole numbers already arrive as
+    integers from the deployer, so `30`, not `30.0`)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 # -- SQS -----------------------------------------------------------------------------------
@@ -101,110 +137,69 @@ def _json_text(value: Any) -> str:
 _QUEUE_ATTRIBUTES = {
     "visibilityTimeoutSeconds": "VisibilityTimeout",
     "messageRetentionSeconds": "MessageRetentionPeriod",
-    "receiveWaitTimeSeconds": "ReceiveMessageWaitTimeSeconds",
-    "delaySeconds": "DelaySeconds",
-    "maxMessageSize": "MaximumMessageSize",
     "sqsManagedSseEnabled": "SqsManagedSseEnabled",
-    "fifoQueue": "FifoQueue",
-    "contentBasedDeduplication": "ContentBasedDeduplication",
+    "redrivePolicy": "RedrivePolicy",
 }
 
 
-def _sqs_bool_or_str(value: Any) -> str:
-    """An SQS attribute value. Pulumi hands numbers over as floats (`30.0`); SQS wants `30`."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-@creates("aws:sqs/queue:Queue")
+@creates("aws:sqs/queue:Queue", *_QUEUE_ATTRIBUTES)
 def create_queue(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    name = physical_name(logical, inputs, max_len=80)
+    name = auto_name(logical, max_len=80)
     attributes = {
-        aws: _sqs_bool_or_str(inputs[key])
-        for key, aws in _QUEUE_ATTRIBUTES.items()
-        if inputs.get(key) is not None
+        aws: _sqs_attribute(inputs[key]) for key, aws in _QUEUE_ATTRIBUTES.items() if key in inputs
     }
-    for key, aws in (("redrivePolicy", "RedrivePolicy"), ("policy", "Policy")):
-        if inputs.get(key):
-            attributes[aws] = _json_text(inputs[key])
-    notes = []
-    if inputs.get("redriveAllowPolicy"):
-        attributes["RedriveAllowPolicy"] = _json_text(inputs["redriveAllowPolicy"])
-    if inputs.get("kmsMasterKeyId"):
-        notes.append("kmsMasterKeyId not applied: the emulator does not encrypt queues")
     sqs = ctx.client("sqs")
-    url = sqs.create_queue(QueueName=name, Attributes=attributes, tags=_tags(inputs))["QueueUrl"]
+    url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
-    return Created(id=url, outputs={"name": name, "arn": arn, "url": url}, notes=notes)
+    return Created(id=url, outputs={"name": name, "arn": arn, "url": url})
 
 
-@creates("aws:sqs/redrivePolicy:RedrivePolicy")
-def create_redrive_policy(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    ctx.client("sqs").set_queue_attributes(
-        QueueUrl=inputs["queueUrl"],
-        Attributes={"RedrivePolicy": _json_text(inputs["redrivePolicy"])},
-    )
-    return Created(id=str(inputs["queueUrl"]), outputs={})
-
-
-@creates("aws:sqs/redriveAllowPolicy:RedriveAllowPolicy")
+@creates("aws:sqs/redriveAllowPolicy:RedriveAllowPolicy", "queueUrl", "redriveAllowPolicy")
 def create_redrive_allow_policy(
     ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]
 ) -> Created:
     ctx.client("sqs").set_queue_attributes(
         QueueUrl=inputs["queueUrl"],
-        Attributes={"RedriveAllowPolicy": _json_text(inputs["redriveAllowPolicy"])},
+        Attributes={"RedriveAllowPolicy": inputs["redriveAllowPolicy"]},
     )
     return Created(id=str(inputs["queueUrl"]), outputs={})
-
-
-@creates("aws:sqs/queuePolicy:QueuePolicy")
-def create_queue_policy(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    ctx.client("sqs").set_queue_attributes(
-        QueueUrl=inputs["queueUrl"], Attributes={"Policy": _json_text(inputs["policy"])}
-    )
-    return Created(
-        id=str(inputs["queueUrl"]),
-        outputs={},
-        notes=["queue policy stored but not enforced (the emulator runs without IAM checks)"],
-    )
 
 
 # -- DynamoDB --------------------------------------------------------------------------------
 
 
-@creates("aws:dynamodb/table:Table")
+@creates(
+    "aws:dynamodb/table:Table",
+    "hashKey",
+    "attributes.name",
+    "attributes.type",
+    "billingMode",
+    "deletionProtectionEnabled",
+    "globalSecondaryIndexes.name",
+    "globalSecondaryIndexes.hashKey",
+    "globalSecondaryIndexes.rangeKey",
+    "globalSecondaryIndexes.projectionType",
+    "ttl.attributeName",
+    "ttl.enabled",
+    "pointInTimeRecovery.enabled",
+)
 def create_table(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    name = physical_name(logical, inputs, max_len=255)
-    key_schema = [{"AttributeName": inputs["hashKey"], "KeyType": "HASH"}]
-    if inputs.get("rangeKey"):
-        key_schema.append({"AttributeName": inputs["rangeKey"], "KeyType": "RANGE"})
+    name = auto_name(logical, max_len=255)
     request: dict[str, Any] = {
         "TableName": name,
         "AttributeDefinitions": [
-            {"AttributeName": a["name"], "AttributeType": a["type"]}
-            for a in inputs.get("attributes") or []
+            {"AttributeName": a["name"], "AttributeType": a["type"]} for a in inputs["attributes"]
         ],
-        "KeySchema": key_schema,
-        "BillingMode": inputs.get("billingMode") or "PROVISIONED",
+        "KeySchema": [{"AttributeName": inputs["hashKey"], "KeyType": "HASH"}],
+        "BillingMode": inputs["billingMode"],
         "DeletionProtectionEnabled": bool(inputs.get("deletionProtectionEnabled")),
     }
-    if request["BillingMode"] == "PROVISIONED":
-        request["ProvisionedThroughput"] = {
-            "ReadCapacityUnits": int(inputs.get("readCapacity") or 1),
-            "WriteCapacityUnits": int(inputs.get("writeCapacity") or 1),
-        }
     if inputs.get("globalSecondaryIndexes"):
         request["GlobalSecondaryIndexes"] = [
-            _gsi(index) for index in inputs["globalSecondaryIndexes"]
+            _index(index) for index in inputs["globalSecondaryIndexes"]
         ]
-    if _tags(inputs):
-        request["Tags"] = [{"Key": k, "Value": v} for k, v in _tags(inputs).items()]
     dynamodb = ctx.client("dynamodb")
     arn = dynamodb.create_table(**request)["TableDescription"]["TableArn"]
     ttl = inputs.get("ttl") or {}
@@ -220,42 +215,29 @@ def create_table(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) 
             PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
         )
         notes.append("point-in-time recovery is recorded but the emulator keeps no backups")
-    if (inputs.get("serverSideEncryption") or {}).get("enabled"):
-        notes.append("serverSideEncryption not applied: the emulator does not encrypt tables")
-    return Created(
-        id=name,
-        outputs={"name": name, "arn": arn, "streamArn": "", "hashKey": inputs["hashKey"]},
-        notes=notes,
-    )
+    return Created(id=name, outputs={"name": name, "arn": arn}, notes=notes)
 
 
-def _gsi(index: Mapping[str, Any]) -> dict[str, Any]:
-    if not index.get("hashKey"):  # e.g. the newer `keySchemas` form, which nothing declares yet
-        raise ValueError(
-            f"global secondary index {index.get('name')!r} has no hashKey; the local stack "
-            "reads an index's keys from hashKey/rangeKey (see _gsi in taskctl/local/creators.py)"
-        )
+def _index(index: Mapping[str, Any]) -> dict[str, Any]:
     key_schema = [{"AttributeName": index["hashKey"], "KeyType": "HASH"}]
     if index.get("rangeKey"):
         key_schema.append({"AttributeName": index["rangeKey"], "KeyType": "RANGE"})
-    projection: dict[str, Any] = {"ProjectionType": index.get("projectionType") or "ALL"}
-    if index.get("nonKeyAttributes"):
-        projection["NonKeyAttributes"] = list(index["nonKeyAttributes"])
-    return {"IndexName": index["name"], "KeySchema": key_schema, "Projection": projection}
+    return {
+        "IndexName": index["name"],
+        "KeySchema": key_schema,
+        "Projection": {"ProjectionType": index["projectionType"]},
+    }
 
 
 # -- IAM ---------------------------------------------------------------------------------------
 
-IAM_NOT_ENFORCED = "IAM is stored but not enforced: the emulator runs without permission checks"
 
-
-@creates("aws:iam/role:Role")
+@creates("aws:iam/role:Role", "assumeRolePolicy", "description")
 def create_role(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    name = physical_name(logical, inputs)
+    name = auto_name(logical)
     role = ctx.client("iam").create_role(
         RoleName=name,
-        Path=inputs.get("path") or "/",
-        AssumeRolePolicyDocument=_json_text(inputs["assumeRolePolicy"]),
+        AssumeRolePolicyDocument=inputs["assumeRolePolicy"],
         Description=inputs.get("description") or "",
     )["Role"]
     return Created(
@@ -265,92 +247,53 @@ def create_role(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -
     )
 
 
-@creates("aws:iam/rolePolicy:RolePolicy")
+@creates("aws:iam/rolePolicy:RolePolicy", "role", "policy")
 def create_role_policy(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    name = physical_name(logical, inputs)
-    role = _role_name(inputs["role"])
+    name = auto_name(logical)
+    role = str(inputs["role"])  # the role's id, which is its name
     ctx.client("iam").put_role_policy(
-        RoleName=role, PolicyName=name, PolicyDocument=_json_text(inputs["policy"])
+        RoleName=role, PolicyName=name, PolicyDocument=inputs["policy"]
     )
     return Created(id=f"{role}:{name}", outputs={"name": name})
-
-
-@creates("aws:iam/policy:Policy")
-def create_policy(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    name = physical_name(logical, inputs, max_len=128)
-    policy = ctx.client("iam").create_policy(
-        PolicyName=name, Path=inputs.get("path") or "/", PolicyDocument=_json_text(inputs["policy"])
-    )["Policy"]
-    return Created(id=policy["Arn"], outputs={"name": name, "arn": policy["Arn"]})
-
-
-@creates("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-def create_role_policy_attachment(
-    ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]
-) -> Created:
-    role = _role_name(inputs["role"])
-    policy_arn = str(inputs["policyArn"])
-    notes = []
-    if policy_arn.startswith("arn:aws:iam::aws:policy/"):
-        # An AWS-managed policy exists in every real account but not in an empty emulator.
-        notes.append(f"AWS-managed policy {policy_arn} recorded only (not present in the emulator)")
-    else:
-        ctx.client("iam").attach_role_policy(RoleName=role, PolicyArn=policy_arn)
-    return Created(
-        id=f"{role}-{hashlib.sha1(policy_arn.encode()).hexdigest()[:8]}", outputs={}, notes=notes
-    )
-
-
-def _role_name(role: Any) -> str:
-    """`role` inputs take a name or an ARN."""
-    return str(role).rsplit("/", 1)[-1]
 
 
 # -- CloudWatch Logs, CloudWatch, SNS ------------------------------------------------------------
 
 
-@creates("aws:cloudwatch/logGroup:LogGroup")
+@creates("aws:cloudwatch/logGroup:LogGroup", "name", "retentionInDays")
 def create_log_group(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    name = physical_name(logical, inputs, max_len=512)
+    name = str(inputs["name"])
     logs = ctx.client("logs")
-    logs.create_log_group(logGroupName=name, tags=_tags(inputs))
-    if inputs.get("retentionInDays"):
-        logs.put_retention_policy(logGroupName=name, retentionInDays=int(inputs["retentionInDays"]))
+    logs.create_log_group(logGroupName=name)
+    logs.put_retention_policy(logGroupName=name, retentionInDays=int(inputs["retentionInDays"]))
     return Created(id=name, outputs={"name": name, "arn": ctx.arn("logs", f"log-group:{name}")})
 
 
-@creates("aws:cloudwatch/metricAlarm:MetricAlarm")
+_ALARM_INPUTS = {
+    "alarmDescription": "AlarmDescription",
+    "namespace": "Namespace",
+    "metricName": "MetricName",
+    "statistic": "Statistic",
+    "period": "Period",
+    "evaluationPeriods": "EvaluationPeriods",
+    "threshold": "Threshold",
+    "comparisonOperator": "ComparisonOperator",
+    "treatMissingData": "TreatMissingData",
+    "alarmActions": "AlarmActions",
+    "okActions": "OKActions",
+}
+
+
+@creates("aws:cloudwatch/metricAlarm:MetricAlarm", *_ALARM_INPUTS, "dimensions")
 def create_metric_alarm(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    name = physical_name(logical, inputs, max_len=255)
+    name = auto_name(logical, max_len=255)
     request: dict[str, Any] = {
         "AlarmName": name,
-        "AlarmDescription": inputs.get("alarmDescription") or "",
-        "EvaluationPeriods": int(inputs["evaluationPeriods"]),
-        "ComparisonOperator": inputs["comparisonOperator"],
-        "ActionsEnabled": inputs.get("actionsEnabled", True) is not False,
-        "AlarmActions": list(inputs.get("alarmActions") or []),
-        "OKActions": list(inputs.get("okActions") or []),
-        "InsufficientDataActions": list(inputs.get("insufficientDataActions") or []),
-        "TreatMissingData": inputs.get("treatMissingData") or "missing",
+        **{aws: inputs[key] for key, aws in _ALARM_INPUTS.items() if key in inputs},
+        "Dimensions": [
+            {"Name": k, "Value": str(v)} for k, v in (inputs.get("dimensions") or {}).items()
+        ],
     }
-    for key, aws in (
-        ("threshold", "Threshold"),
-        ("datapointsToAlarm", "DatapointsToAlarm"),
-        ("metricName", "MetricName"),
-        ("namespace", "Namespace"),
-        ("statistic", "Statistic"),
-        ("extendedStatistic", "ExtendedStatistic"),
-        ("period", "Period"),
-        ("unit", "Unit"),
-    ):
-        if inputs.get(key) is not None:
-            request[aws] = inputs[key]
-    if inputs.get("dimensions"):
-        request["Dimensions"] = [
-            {"Name": k, "Value": str(v)} for k, v in inputs["dimensions"].items()
-        ]
-    if inputs.get("metricQueries"):
-        request["Metrics"] = [_metric_query(query) for query in inputs["metricQueries"]]
     ctx.client("cloudwatch").put_metric_alarm(**request)
     # The emulator evaluates alarms only against PutMetricData: it emits no AWS/* service
     # metrics and does not turn the functions' embedded-metric log lines into metrics.
@@ -358,43 +301,18 @@ def create_metric_alarm(ctx: EmulatorContext, logical: str, inputs: Mapping[str,
         "alarms are created but never fire: the emulator produces no AWS/* metrics and does "
         "not extract the functions' EMF metrics from their logs"
     ]
-    if request["AlarmActions"] or request["OKActions"]:
+    if request.get("AlarmActions") or request.get("OKActions"):
         notes.append("alarm actions are wired to SNS, whose e-mail delivery is a stub here")
     return Created(
         id=name, outputs={"arn": ctx.arn("cloudwatch", f"alarm:{name}"), "name": name}, notes=notes
     )
 
 
-def _metric_query(query: Mapping[str, Any]) -> dict[str, Any]:
-    converted: dict[str, Any] = {"Id": query["id"]}
-    for key, aws in (("expression", "Expression"), ("label", "Label"), ("period", "Period")):
-        if query.get(key) is not None:
-            converted[aws] = query[key]
-    converted["ReturnData"] = bool(query.get("returnData", False))
-    metric = query.get("metric")
-    if metric:
-        converted["MetricStat"] = {
-            "Metric": {
-                "Namespace": metric.get("namespace"),
-                "MetricName": metric.get("metricName"),
-                "Dimensions": [
-                    {"Name": k, "Value": str(v)}
-                    for k, v in (metric.get("dimensions") or {}).items()
-                ],
-            },
-            "Period": int(metric["period"]),
-            "Stat": metric["stat"],
-        }
-        if metric.get("unit"):
-            converted["MetricStat"]["Unit"] = metric["unit"]
-    return converted
-
-
-@creates("aws:cloudwatch/dashboard:Dashboard")
+@creates("aws:cloudwatch/dashboard:Dashboard", "dashboardName", "dashboardBody")
 def create_dashboard(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
     name = str(inputs["dashboardName"])
     ctx.client("cloudwatch").put_dashboard(
-        DashboardName=name, DashboardBody=_json_text(inputs["dashboardBody"])
+        DashboardName=name, DashboardBody=inputs["dashboardBody"]
     )
     return Created(
         id=name,
@@ -408,12 +326,12 @@ def create_dashboard(ctx: EmulatorContext, logical: str, inputs: Mapping[str, An
 
 @creates("aws:sns/topic:Topic")
 def create_topic(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    name = physical_name(logical, inputs, max_len=256)
+    name = auto_name(logical, max_len=256)
     arn = ctx.client("sns").create_topic(Name=name)["TopicArn"]
     return Created(id=arn, outputs={"name": name, "arn": arn})
 
 
-@creates("aws:sns/topicSubscription:TopicSubscription")
+@creates("aws:sns/topicSubscription:TopicSubscription", "topic", "protocol", "endpoint")
 def create_topic_subscription(
     ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]
 ) -> Created:
@@ -421,65 +339,49 @@ def create_topic_subscription(
         TopicArn=inputs["topic"], Protocol=inputs["protocol"], Endpoint=inputs["endpoint"]
     )
     arn = reply.get("SubscriptionArn") or f"{inputs['topic']}:{logical}"
-    notes = []
-    if inputs["protocol"] in ("email", "email-json", "sms"):
-        notes.append(f"{inputs['protocol']} delivery is a stub: the emulator sends nothing")
-    return Created(id=arn, outputs={"arn": arn}, notes=notes)
+    return Created(
+        id=arn,
+        outputs={"arn": arn},
+        notes=[f"{inputs['protocol']} delivery is a stub: the emulator sends nothing"],
+    )
 
 
 # -- Lambda ------------------------------------------------------------------------------------
 
 
 def bundle_bytes(code: Any) -> bytes:
-    """The zip Lambda would receive for a `code` input (FileArchive, AssetArchive, FileAsset)."""
-    if isinstance(code, pulumi.FileArchive):
-        path = Path(code.path)
-        if path.is_dir():
-            return _zip_directory(path)
-        return path.read_bytes()
-    if isinstance(code, pulumi.AssetArchive):
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for name, asset in code.assets.items():
-                _add_asset(archive, name, asset)
-        return buffer.getvalue()
-    raise TypeError(f"unsupported Lambda code input {type(code).__name__}: {code!r}")
+    """The zip Lambda would receive for a `code` input: the program's built bundle file."""
+    if not isinstance(code, pulumi.FileArchive):
+        raise TypeError(f"unsupported Lambda code input {type(code).__name__}: {code!r}")
+    return Path(code.path).read_bytes()
 
 
-def _add_asset(archive: zipfile.ZipFile, name: str, asset: Any) -> None:
-    if isinstance(asset, pulumi.StringAsset):
-        archive.writestr(name, asset.text)
-    elif isinstance(asset, pulumi.FileAsset):
-        archive.write(asset.path, name)
-    elif isinstance(asset, pulumi.FileArchive) and Path(asset.path).is_dir():
-        for file in sorted(Path(asset.path).rglob("*")):
-            if file.is_file():
-                archive.write(file, f"{name}/{file.relative_to(asset.path)}")
-    else:
-        raise TypeError(f"unsupported asset {type(asset).__name__} at {name!r} in an AssetArchive")
-
-
-def _zip_directory(root: Path) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for file in sorted(root.rglob("*")):
-            if file.is_file():
-                archive.write(file, str(file.relative_to(root)))
-    return buffer.getvalue()
-
-
-@creates("aws:lambda/function:Function")
+@creates(
+    "aws:lambda/function:Function",
+    "name",
+    "description",
+    "role",
+    "runtime",
+    "handler",
+    "code",
+    # The provider compares it with the deployed code to decide on an update; no API takes it.
+    "sourceCodeHash",
+    "architectures",
+    "memorySize",
+    "timeout",
+    "environment.variables",
+)
 def create_function(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    name = physical_name(logical, inputs)
+    name = str(inputs["name"])
     request: dict[str, Any] = {
         "FunctionName": name,
-        "Runtime": inputs.get("runtime") or "python3.12",
+        "Runtime": inputs["runtime"],
         "Role": inputs["role"],
         "Handler": inputs["handler"],
         "Code": {"ZipFile": bundle_bytes(inputs["code"])},
-        "MemorySize": int(inputs.get("memorySize") or 128),
-        "Timeout": int(inputs.get("timeout") or 3),
-        "Architectures": list(inputs.get("architectures") or ["x86_64"]),
+        "MemorySize": int(inputs["memorySize"]),
+        "Timeout": int(inputs["timeout"]),
+        "Architectures": list(inputs["architectures"]),
         "Environment": {
             "Variables": {
                 str(k): str(v)
@@ -487,38 +389,11 @@ def create_function(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any
             }
         },
         "Description": inputs.get("description") or "",
-        "Tags": _tags(inputs),
     }
-    logging_config = inputs.get("loggingConfig") or {}
-    if logging_config:
-        request["LoggingConfig"] = {
-            aws: logging_config[key]
-            for key, aws in (
-                ("logFormat", "LogFormat"),
-                ("logGroup", "LogGroup"),
-                ("applicationLogLevel", "ApplicationLogLevel"),
-                ("systemLogLevel", "SystemLogLevel"),
-            )
-            if logging_config.get(key)
-        }
-    if inputs.get("reservedConcurrentExecutions") not in (None, -1):
-        request_reserved = int(inputs["reservedConcurrentExecutions"])
-    else:
-        request_reserved = None
     lam = ctx.client("lambda")
     function = lam.create_function(**request)
-    if request_reserved is not None:
-        lam.put_function_concurrency(
-            FunctionName=name, ReservedConcurrentExecutions=request_reserved
-        )
     _wait_active(lam, name)
     arn = function["FunctionArn"]
-    notes = [
-        f"{request['Runtime']}/{'+'.join(request['Architectures'])} runs here on this machine's "
-        f"Python and CPU; memorySize={request['MemorySize']} is not enforced",
-    ]
-    if (inputs.get("tracingConfig") or {}).get("mode") == "Active":
-        notes.append("X-Ray tracing not emulated")
     return Created(
         id=name,
         outputs={
@@ -529,9 +404,11 @@ def create_function(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any
             "invokeArn": (
                 f"arn:aws:apigateway:{ctx.region}:lambda:path/2015-03-31/functions/{arn}/invocations"
             ),
-            "sourceCodeHash": function.get("CodeSha256", ""),
         },
-        notes=notes,
+        notes=[
+            f"{request['Runtime']}/{'+'.join(request['Architectures'])} runs here on this "
+            f"machine's Python and CPU; memorySize={request['MemorySize']} is not enforced"
+        ],
     )
 
 
@@ -547,31 +424,24 @@ def _wait_active(lam: Any, name: str) -> None:
     raise RuntimeError(f"Lambda function {name} still not active after {LAMBDA_ACTIVE_TIMEOUT_S} s")
 
 
-@creates("aws:lambda/eventSourceMapping:EventSourceMapping")
+@creates(
+    "aws:lambda/eventSourceMapping:EventSourceMapping",
+    "eventSourceArn",
+    "functionName",
+    "batchSize",
+    "functionResponseTypes",
+    "scalingConfig.maximumConcurrency",
+)
 def create_event_source_mapping(
     ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]
 ) -> Created:
-    request: dict[str, Any] = {
-        "EventSourceArn": inputs["eventSourceArn"],
-        "FunctionName": inputs["functionName"],
-        "Enabled": inputs.get("enabled", True) is not False,
-        "FunctionResponseTypes": list(inputs.get("functionResponseTypes") or []),
-    }
-    if inputs.get("batchSize") is not None:
-        request["BatchSize"] = int(inputs["batchSize"])
-    if inputs.get("maximumBatchingWindowInSeconds") is not None:
-        request["MaximumBatchingWindowInSeconds"] = int(inputs["maximumBatchingWindowInSeconds"])
-    scaling = inputs.get("scalingConfig") or {}
-    if scaling.get("maximumConcurrency"):
-        request["ScalingConfig"] = {"MaximumConcurrency": int(scaling["maximumConcurrency"])}
-    notes = []
-    if inputs.get("filterCriteria"):
-        request["FilterCriteria"] = {
-            "Filters": [
-                {"Pattern": f["pattern"]} for f in inputs["filterCriteria"].get("filters") or []
-            ]
-        }
-    mapping = ctx.client("lambda").create_event_source_mapping(**request)
+    mapping = ctx.client("lambda").create_event_source_mapping(
+        EventSourceArn=inputs["eventSourceArn"],
+        FunctionName=inputs["functionName"],
+        BatchSize=int(inputs["batchSize"]),
+        FunctionResponseTypes=list(inputs["functionResponseTypes"]),
+        ScalingConfig={"MaximumConcurrency": int(inputs["scalingConfig"]["maximumConcurrency"])},
+    )
     return Created(
         id=mapping["UUID"],
         outputs={
@@ -579,73 +449,34 @@ def create_event_source_mapping(
             "arn": mapping.get("EventSourceMappingArn", ""),
             "functionArn": mapping.get("FunctionArn", ""),
         },
-        notes=notes,
     )
 
 
-@creates("aws:lambda/permission:Permission")
+@creates("aws:lambda/permission:Permission", "function", "action", "principal", "sourceArn")
 def create_permission(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    statement_id = inputs.get("statementId") or physical_name(logical, {}, max_len=100)
-    request = {
-        "FunctionName": inputs["function"],
-        "StatementId": statement_id,
-        "Action": inputs["action"],
-        "Principal": inputs["principal"],
-    }
-    if inputs.get("sourceArn"):
-        request["SourceArn"] = inputs["sourceArn"]
-    ctx.client("lambda").add_permission(**request)
+    statement_id = auto_name(logical, max_len=100)  # the provider's generated statement id
+    ctx.client("lambda").add_permission(
+        FunctionName=inputs["function"],
+        StatementId=statement_id,
+        Action=inputs["action"],
+        Principal=inputs["principal"],
+        SourceArn=inputs["sourceArn"],
+    )
     return Created(id=statement_id, outputs={"statementId": statement_id}, notes=[IAM_NOT_ENFORCED])
-
-
-@creates("aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig")
-def create_event_invoke_config(
-    ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]
-) -> Created:
-    request: dict[str, Any] = {"FunctionName": inputs["functionName"]}
-    if inputs.get("maximumRetryAttempts") is not None:
-        request["MaximumRetryAttempts"] = int(inputs["maximumRetryAttempts"])
-    if inputs.get("maximumEventAgeInSeconds") is not None:
-        request["MaximumEventAgeInSeconds"] = int(inputs["maximumEventAgeInSeconds"])
-    ctx.client("lambda").put_function_event_invoke_config(**request)
-    return Created(id=str(inputs["functionName"]), outputs={})
 
 
 # -- EventBridge (schedules) ---------------------------------------------------------------------
 
-# How often ministack's EventBridge scheduler looks for due rules (`_SCHEDULER_TICK_INTERVAL` in
-# ministack/services/eventbridge.py): a rule fires on the first look after its interval is up.
-EMULATOR_SCHEDULER_TICK_S = 10
 
-
-def _only(token: str, inputs: Mapping[str, Any], supported: frozenset[str]) -> None:
-    """Refuse inputs this creator would otherwise drop: a rule or target half-applied behaves
-    differently from the declared one without saying so."""
-    unsupported = sorted(key for key, value in inputs.items() if value and key not in supported)
-    if unsupported:
-        raise ValueError(
-            f"{token} input(s) {', '.join(unsupported)} are not supported by the local stack; "
-            "add them to its creator in taskctl/local/creators.py"
-        )
-
-
-@creates("aws:cloudwatch/eventRule:EventRule")
+@creates("aws:cloudwatch/eventRule:EventRule", "scheduleExpression", "description")
 def create_event_rule(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    _only(
-        "aws:cloudwatch/eventRule:EventRule",
-        inputs,
-        frozenset({"name", "namePrefix", "scheduleExpression", "description", "state", "tags"}),
-    )
-    name = physical_name(logical, inputs)
-    request: dict[str, Any] = {
-        "Name": name,
-        "ScheduleExpression": inputs["scheduleExpression"],
-        "Description": inputs.get("description") or "",
-        "State": inputs.get("state") or "ENABLED",
-    }
-    if _tags(inputs):
-        request["Tags"] = [{"Key": k, "Value": v} for k, v in _tags(inputs).items()]
-    arn = ctx.client("events").put_rule(**request)["RuleArn"]
+    name = auto_name(logical)
+    arn = ctx.client("events").put_rule(
+        Name=name,
+        ScheduleExpression=inputs["scheduleExpression"],
+        Description=inputs.get("description") or "",
+        State="ENABLED",
+    )["RuleArn"]
     return Created(
         id=name,
         outputs={"name": name, "arn": arn},
@@ -657,12 +488,10 @@ def create_event_rule(ctx: EmulatorContext, logical: str, inputs: Mapping[str, A
     )
 
 
-@creates("aws:cloudwatch/eventTarget:EventTarget")
+@creates("aws:cloudwatch/eventTarget:EventTarget", "rule", "arn")
 def create_event_target(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    _only("aws:cloudwatch/eventTarget:EventTarget", inputs, frozenset({"rule", "arn", "targetId"}))
     rule = str(inputs["rule"])
-    # Like the provider's: a generated id unless the program chose one.
-    target_id = str(inputs.get("targetId") or physical_name(logical, {}))
+    target_id = auto_name(logical)  # like the provider's generated id
     reply = ctx.client("events").put_targets(
         Rule=rule, Targets=[{"Id": target_id, "Arn": inputs["arn"]}]
     )
@@ -674,44 +503,18 @@ def create_event_target(ctx: EmulatorContext, logical: str, inputs: Mapping[str,
 # -- API Gateway v2 (HTTP API) ------------------------------------------------------------------
 
 
-def _stage_url(ctx: EmulatorContext, api_id: str, stage: str) -> str:
-    """The URL curl uses: `<api id>.execute-api.localhost` resolves to 127.0.0.1."""
-    base = f"http://{api_id}.execute-api.localhost:{ctx.port}"
-    return base if stage == "$default" else f"{base}/{stage}"
-
-
-@creates("aws:apigatewayv2/api:Api")
+@creates("aws:apigatewayv2/api:Api", "protocolType", "description")
 def create_api(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    name = physical_name(logical, inputs, max_len=128)
-    request: dict[str, Any] = {
-        "Name": name,
-        "ProtocolType": inputs.get("protocolType") or "HTTP",
-        "Description": inputs.get("description") or "",
-        "Tags": _tags(inputs),
-    }
-    if inputs.get("routeSelectionExpression"):
-        request["RouteSelectionExpression"] = inputs["routeSelectionExpression"]
-    if inputs.get("disableExecuteApiEndpoint") is not None:
-        request["DisableExecuteApiEndpoint"] = bool(inputs["disableExecuteApiEndpoint"])
-    cors = inputs.get("corsConfiguration")
-    if cors:
-        request["CorsConfiguration"] = {
-            aws: cors[key]
-            for key, aws in (
-                ("allowOrigins", "AllowOrigins"),
-                ("allowMethods", "AllowMethods"),
-                ("allowHeaders", "AllowHeaders"),
-                ("exposeHeaders", "ExposeHeaders"),
-                ("maxAge", "MaxAge"),
-                ("allowCredentials", "AllowCredentials"),
-            )
-            if cors.get(key) is not None
-        }
-    api = ctx.client("apigatewayv2").create_api(**request)
-    api_id = api["ApiId"]
+    name = auto_name(logical, max_len=128)
+    api_id = ctx.client("apigatewayv2").create_api(
+        Name=name,
+        ProtocolType=inputs["protocolType"],
+        Description=inputs.get("description") or "",
+    )["ApiId"]
     return Created(
         id=api_id,
         outputs={
+            # `<api id>.execute-api.localhost` resolves to 127.0.0.1 for curl.
             "apiEndpoint": f"http://{api_id}.execute-api.localhost:{ctx.port}",
             "executionArn": ctx.arn("execute-api", api_id),
             "arn": f"arn:aws:apigateway:{ctx.region}::/apis/{api_id}",
@@ -720,92 +523,71 @@ def create_api(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) ->
     )
 
 
-@creates("aws:apigatewayv2/integration:Integration")
+_INTEGRATION_INPUTS = {
+    "apiId": "ApiId",
+    "integrationType": "IntegrationType",
+    "integrationMethod": "IntegrationMethod",
+    "integrationUri": "IntegrationUri",
+    "payloadFormatVersion": "PayloadFormatVersion",
+}
+
+
+@creates("aws:apigatewayv2/integration:Integration", *_INTEGRATION_INPUTS)
 def create_integration(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    request: dict[str, Any] = {
-        "ApiId": inputs["apiId"],
-        "IntegrationType": inputs["integrationType"],
-    }
-    for key, aws in (
-        ("integrationUri", "IntegrationUri"),
-        ("integrationMethod", "IntegrationMethod"),
-        ("payloadFormatVersion", "PayloadFormatVersion"),
-        ("timeoutMilliseconds", "TimeoutInMillis"),
-        ("description", "Description"),
-    ):
-        if inputs.get(key) is not None:
-            request[aws] = inputs[key]
-    integration = ctx.client("apigatewayv2").create_integration(**request)
+    integration = ctx.client("apigatewayv2").create_integration(
+        **{aws: inputs[key] for key, aws in _INTEGRATION_INPUTS.items() if key in inputs}
+    )
     return Created(id=integration["IntegrationId"], outputs={})
 
 
-@creates("aws:apigatewayv2/route:Route")
+@creates("aws:apigatewayv2/route:Route", "apiId", "routeKey", "target")
 def create_route(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    request: dict[str, Any] = {"ApiId": inputs["apiId"], "RouteKey": inputs["routeKey"]}
-    for key, aws in (
-        ("target", "Target"),
-        ("authorizationType", "AuthorizationType"),
-        ("operationName", "OperationName"),
-    ):
-        if inputs.get(key) is not None:
-            request[aws] = inputs[key]
-    route = ctx.client("apigatewayv2").create_route(**request)
+    route = ctx.client("apigatewayv2").create_route(
+        ApiId=inputs["apiId"], RouteKey=inputs["routeKey"], Target=inputs["target"]
+    )
     return Created(id=route["RouteId"], outputs={})
 
 
-@creates("aws:apigatewayv2/stage:Stage")
+@creates(
+    "aws:apigatewayv2/stage:Stage",
+    "apiId",
+    "name",
+    "autoDeploy",
+    "defaultRouteSettings.throttlingRateLimit",
+    "defaultRouteSettings.throttlingBurstLimit",
+    "accessLogSettings.destinationArn",
+    "accessLogSettings.format",
+)
 def create_stage(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    name = str(inputs.get("name") or logical)
+    name = str(inputs["name"])
     api_id = str(inputs["apiId"])
-    request: dict[str, Any] = {
-        "ApiId": api_id,
-        "StageName": name,
-        "AutoDeploy": bool(inputs.get("autoDeploy", False)),
-    }
-    notes = []
-    route_settings = inputs.get("defaultRouteSettings") or {}
-    if route_settings:
-        request["DefaultRouteSettings"] = {
-            aws: route_settings[key]
-            for key, aws in (
-                ("throttlingRateLimit", "ThrottlingRateLimit"),
-                ("throttlingBurstLimit", "ThrottlingBurstLimit"),
-                ("detailedMetricsEnabled", "DetailedMetricsEnabled"),
-            )
-            if route_settings.get(key) is not None
-        }
-        if "throttlingRateLimit" in route_settings or "throttlingBurstLimit" in route_settings:
-            notes.append(
-                "throttling (rate "
-                f"{route_settings.get('throttlingRateLimit')}/s, burst "
-                f"{route_settings.get('throttlingBurstLimit')}) stored but not enforced: "
-                "the emulator never answers 429 for rate"
-            )
-    access_logs = inputs.get("accessLogSettings") or {}
-    if access_logs:
-        request["AccessLogSettings"] = {
+    throttling = inputs["defaultRouteSettings"]
+    access_logs = inputs["accessLogSettings"]
+    ctx.client("apigatewayv2").create_stage(
+        ApiId=api_id,
+        StageName=name,
+        AutoDeploy=bool(inputs.get("autoDeploy")),
+        DefaultRouteSettings={
+            "ThrottlingRateLimit": throttling["throttlingRateLimit"],
+            "ThrottlingBurstLimit": throttling["throttlingBurstLimit"],
+        },
+        AccessLogSettings={
             "DestinationArn": access_logs["destinationArn"],
             "Format": access_logs["format"],
-        }
-        notes.append("access logging stored but not written by the emulator")
-    if inputs.get("deploymentId"):
-        request["DeploymentId"] = inputs["deploymentId"]
-    ctx.client("apigatewayv2").create_stage(**request)
+        },
+    )
     return Created(
         id=name,
         outputs={
             "name": name,
-            "invokeUrl": _stage_url(ctx, api_id, name),
+            "invokeUrl": f"http://{api_id}.execute-api.localhost:{ctx.port}/{name}",
             "executionArn": ctx.arn("execute-api", f"{api_id}/{name}"),
             "arn": f"arn:aws:apigateway:{ctx.region}::/apis/{api_id}/stages/{name}",
         },
-        notes=notes,
+        notes=[
+            f"throttling (rate {throttling['throttlingRateLimit']}/s, burst "
+            f"{throttling['throttlingBurstLimit']}) stored but not enforced: the emulator never "
+            "answers 429 for rate",
+            "access logging stored but not written by the emulator",
+        ],
     )
-
-
-@creates("aws:apigatewayv2/deployment:Deployment")
-def create_deployment(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    deployment = ctx.client("apigatewayv2").create_deployment(
-        ApiId=inputs["apiId"], Description=inputs.get("description") or ""
-    )
-    return Created(id=deployment["DeploymentId"], outputs={})

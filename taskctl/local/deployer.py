@@ -3,8 +3,8 @@
 `EmulatorMocks.new_resource` hands each declared resource's resolved inputs to the creator
 registered for its type token (`taskctl.local.creators.CREATORS`) and returns the emulator's real
 ids and outputs, so later resources receive real ARNs and URLs. Component resources pass through;
-an unknown type fails the deployment with its token. Invokes the program makes (policy documents,
-caller identity, region) are answered from the emulator's account and region.
+an unknown type, an input its creator does not apply, or any invoke (the program makes none)
+fails the deployment, naming it.
 
 The functions are bundled by the program's own packaging code, targeted at this interpreter
 (`TASKS_BUNDLE_TARGET=local`), so a dependency missing from the bundle fails here as in AWS.
@@ -23,7 +23,7 @@ import pulumi
 from pulumi.runtime import MockCallArgs, MockResourceArgs, Mocks
 
 from components.packaging import BUNDLE_TARGET_ENV, LOCAL_TARGET
-from taskctl.local.creators import CREATORS, EmulatorContext
+from taskctl.local.creators import CREATORS, EmulatorContext, UnsupportedInputs
 from taskctl.local.emulator import LocalStackError
 
 
@@ -75,9 +75,8 @@ class EmulatorMocks(Mocks):
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict]:
         if not args.custom or args.typ.startswith("pulumi:providers:"):
-            return f"{args.name}-id", dict(
-                args.inputs
-            )  # components and providers: nothing to create
+            # Components and providers: nothing to create.
+            return f"{args.name}-id", dict(args.inputs)
         creator = CREATORS.get(args.typ)
         if creator is None:
             message = (
@@ -89,6 +88,9 @@ class EmulatorMocks(Mocks):
         with self._lock:
             try:
                 created = creator(self.context, args.name, _whole_numbers(args.inputs))
+            except UnsupportedInputs as exc:
+                self.errors.append(str(exc))
+                raise DeploymentError(str(exc)) from exc
             except Exception as exc:
                 message = f"creating {args.typ} {args.name!r} in the emulator failed: {exc}"
                 self.errors.append(message)
@@ -107,94 +109,13 @@ class EmulatorMocks(Mocks):
         return created.id, {**args.inputs, **created.outputs}
 
     def call(self, args: MockCallArgs) -> tuple[dict, list | None]:
-        answer = INVOKES.get(args.token)
-        if answer is None:
-            message = f"the program calls {args.token}, which the local stack does not answer"
-            self.errors.append(message)
-            raise DeploymentError(message)
-        return answer(self.context, args.args), None
-
-
-# -- invokes ------------------------------------------------------------------------------------
-
-
-def _policy_document(_ctx: EmulatorContext, args: Mapping[str, Any]) -> dict:
-    statements = [_statement(s) for s in args.get("statements") or []]
-    document = {"Version": args.get("version") or "2012-10-17", "Statement": statements}
-    return {
-        "json": json.dumps(document, indent=2),
-        "minifiedJson": json.dumps(document, separators=(",", ":")),
-        "id": "policy",
-        "statements": args.get("statements") or [],
-    }
-
-
-def _statement(statement: Mapping[str, Any]) -> dict:
-    out: dict[str, Any] = {}
-    if statement.get("sid"):
-        out["Sid"] = statement["sid"]
-    out["Effect"] = statement.get("effect") or "Allow"
-    for key, aws in (
-        ("actions", "Action"),
-        ("notActions", "NotAction"),
-        ("resources", "Resource"),
-        ("notResources", "NotResource"),
-    ):
-        values = statement.get(key)
-        if values:
-            out[aws] = values[0] if len(values) == 1 else list(values)
-    for key, aws in (("principals", "Principal"), ("notPrincipals", "NotPrincipal")):
-        if statement.get(key):
-            principal: dict[str, Any] = {}
-            for entry in statement[key]:
-                ids = list(entry["identifiers"])
-                principal[entry["type"]] = ids[0] if len(ids) == 1 else ids
-            out[aws] = principal
-    if statement.get("conditions"):
-        condition: dict[str, dict[str, Any]] = {}
-        for entry in statement["conditions"]:
-            values = list(entry["values"])
-            condition.setdefault(entry["test"], {})[entry["variable"]] = (
-                values[0] if len(values) == 1 else values
-            )
-        out["Condition"] = condition
-    return out
-
-
-def _caller_identity(ctx: EmulatorContext, _args: Mapping[str, Any]) -> dict:
-    return {
-        "accountId": ctx.account_id,
-        "arn": f"arn:aws:iam::{ctx.account_id}:root",
-        "userId": ctx.account_id,
-        "id": ctx.account_id,
-    }
-
-
-def _region(ctx: EmulatorContext, _args: Mapping[str, Any]) -> dict:
-    return {
-        "name": ctx.region,
-        "region": ctx.region,
-        "id": ctx.region,
-        "description": f"{ctx.region} (local emulator)",
-        "endpoint": ctx.endpoint_url,
-    }
-
-
-def _partition(_ctx: EmulatorContext, _args: Mapping[str, Any]) -> dict:
-    return {
-        "partition": "aws",
-        "dnsSuffix": "amazonaws.com",
-        "id": "aws",
-        "reverseDnsPrefix": "com.amazonaws",
-    }
-
-
-INVOKES: dict[str, Callable[[EmulatorContext, Mapping[str, Any]], dict]] = {
-    "aws:iam/getPolicyDocument:getPolicyDocument": _policy_document,
-    "aws:index/getCallerIdentity:getCallerIdentity": _caller_identity,
-    "aws:index/getRegion:getRegion": _region,
-    "aws:index/getPartition:getPartition": _partition,
-}
+        # The program makes no invokes (its policy documents are rendered by components/iam.py,
+        # its region comes from the config): a new one must be answered here on purpose.
+        message = (
+            f"the program calls the invoke {args.token}, which the local stack does not answer"
+        )
+        self.errors.append(message)
+        raise DeploymentError(message)
 
 
 # -- running the program ----------------------------------------------------------------------
@@ -237,17 +158,13 @@ def _whole_numbers(value: Any) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    """JSON-friendly copy of resolved inputs (archives and assets become their paths)."""
+    """JSON-friendly copy of resolved inputs (the code archive becomes its path)."""
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
-    if isinstance(value, pulumi.FileArchive | pulumi.FileAsset):
+    if isinstance(value, pulumi.FileArchive):
         return {"path": str(value.path)}
-    if isinstance(value, pulumi.AssetArchive):
-        return {"assets": {k: _plain(v) for k, v in value.assets.items()}}
-    if isinstance(value, pulumi.StringAsset):
-        return {"text": value.text}
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     return str(value)

@@ -6,6 +6,7 @@ Contracts:
 - It binds 127.0.0.1 only, starts in a new session (its pid is its process group id, which the
   functions' worker processes inherit), and `stop()` ends the whole group and waits for the
   port to be free: no process and no bound port are left behind.
+- Processes are found with psutil and POSIX calls, so this works on Linux and macOS alike.
 - Its environment is built from scratch (no PYTHONPATH, no project virtualenv), because the
   emulator hands its environment to every function process.
 """
@@ -24,6 +25,8 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import psutil
 
 from taskctl.local.paths import StackPaths
 from taskctl.local.venvs import EMULATOR_VENV, LAMBDA_RUNTIME_VENV, VenvError
@@ -99,17 +102,11 @@ class RunningEmulator:
 def is_alive(pid: int) -> bool:
     """True if `pid` runs (a zombie awaiting its parent counts as ended)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:  # someone else's process: it exists
         return True
-    # A zombie (exited, not yet reaped by its parent) counts as gone.
-    with contextlib.suppress(OSError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        if fields and fields[0] == "Z":
-            return False
-    return True
 
 
 def read_running(paths: StackPaths) -> RunningEmulator | None:
@@ -240,18 +237,16 @@ def _group_alive(pgid: int) -> bool:
 
 
 def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes in a process group, read from /proc."""
+    """Live (non-zombie) processes in a process group."""
     members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for process in psutil.process_iter(["status"]):
+        if process.info["status"] == psutil.STATUS_ZOMBIE:
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            if os.getpgid(process.pid) == pgid:
+                members.append(process.pid)
+        except OSError:  # gone meanwhile, or not ours to ask about
             continue
-        # fields: state, ppid, pgrp, ...
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry.name))
     return members
 
 
@@ -261,14 +256,10 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def group_rss_mb(pgid: int) -> tuple[float, float]:
-    """(current RSS, peak RSS) in MiB summed over the group's processes (from /proc)."""
-    current_kb = peak_kb = 0
-    for pid in group_members(pgid):
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    current_kb += int(line.split()[1])
-                elif line.startswith("VmHWM:"):
-                    peak_kb += int(line.split()[1])
-    return current_kb / 1024, peak_kb / 1024
+def group_rss_mb(members: list[int]) -> float:
+    """Resident memory in MiB summed over `members` (a group's processes)."""
+    rss_bytes = 0
+    for pid in members:
+        with contextlib.suppress(psutil.Error):
+            rss_bytes += psutil.Process(pid).memory_info().rss
+    return rss_bytes / 2**20

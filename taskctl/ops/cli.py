@@ -27,10 +27,9 @@ from functions.queue import TaskQueue
 from functions.runtime import utc_now
 from functions.settings import SettingsError, TaskPolicy
 from functions.store import TaskStore
+from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR
 from taskctl.ops.redrive import RedriveOutcome, RedriveResult, canonical_task_id, redrive_task
 
-EXIT_REFUSED = 1
-EXIT_ERROR = 2
 MAX_EXTRA_ATTEMPTS = 50  # the policy's own maxAttempts limit
 OUTCOME_STYLES = {
     RedriveOutcome.REDRIVEN: "green",
@@ -108,7 +107,7 @@ def redrive(
     for result in refused:
         typer.echo(f"error: task {result.task_id}: {result.detail}", err=True)
     if refused:
-        raise typer.Exit(EXIT_REFUSED)
+        raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 def _stack_policy(stack: str) -> TaskPolicy:

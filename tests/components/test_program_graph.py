@@ -270,20 +270,18 @@ def test_each_function_may_do_exactly_its_own_job(program_run):
         return {(f"dynamodb:{operation}", table) for operation in operations}
 
     def consume(queue: str) -> set[tuple[str, str]]:
-        # ChangeMessageVisibility: the worker's backoff delay; GetQueueAttributes: Lambda's poller
-        actions = (
-            "ReceiveMessage",
-            "DeleteMessage",
-            "GetQueueAttributes",
-            "ChangeMessageVisibility",
-        )
+        # what Lambda's poller needs for an SQS event source (GetQueueAttributes included)
+        actions = ("ReceiveMessage", "DeleteMessage", "GetQueueAttributes")
         return {(f"sqs:{action}", queue) for action in actions}
 
     expected = {
         # create and read tasks, enqueue them; nothing to delete: the reconciler covers a lost send
         "api": on_table("GetItem", "PutItem") | {("sqs:SendMessage", main)},
-        # claim and finish attempts; the last failed attempt goes to the DLQ
-        "worker": on_table("GetItem", "UpdateItem") | consume(main) | {("sqs:SendMessage", dlq)},
+        # claim and finish attempts; re-hide a message until its retry (the backoff delay); the
+        # last failed attempt goes to the DLQ
+        "worker": on_table("GetItem", "UpdateItem")
+        | consume(main)
+        | {("sqs:ChangeMessageVisibility", main), ("sqs:SendMessage", dlq)},
         # fail poisonous tasks; return the dead letters of unfinished tasks to the main queue
         "dead-letter": on_table("GetItem", "UpdateItem")
         | consume(dlq)
@@ -340,14 +338,14 @@ def test_every_function_has_a_log_group_with_the_stack_retention(program_run):
         assert log_group.inputs["retentionInDays"] == program_run.settings.logRetentionDays
 
 
-def test_functions_run_their_handler_on_python_312_sized_from_the_settings(program_run):
+def test_functions_run_their_handler_on_the_stack_python_sized_from_the_settings(program_run):
     settings = program_run.settings
     for service in SERVICES:
         function = program_run.function(service).inputs
         module, _, attribute = function["handler"].rpartition(".")
         assert attribute == "handler"
         assert (PROJECT_DIR / (module.replace(".", "/") + ".py")).is_file(), function["handler"]
-        assert function["runtime"] == "python3.12"
+        assert function["runtime"] == f"python{settings.functionPythonVersion}"
         assert function["architectures"] == [settings.functionArchitecture]
         assert function["memorySize"] == settings.functionMemoryMb
         expected_timeout_s = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from pathlib import Path
 
 import pulumi
@@ -10,9 +11,12 @@ import yaml
 
 from components.stack_settings import read_stack_settings
 from functions.settings import StackSettings
+from taskctl import program
 from taskctl.program import (
+    UNDECRYPTED_SECRET_STAND_INS,
     RecordingMocks,
     StackConfigError,
+    is_secret,
     load_stack_config,
     load_stack_settings,
     run_program,
@@ -71,17 +75,25 @@ def test_runtime_uses_the_project_virtualenv():
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_stack_files_set_a_region_and_only_declared_keys_of_the_declared_type(stack):
+def test_stack_files_set_a_region_and_only_declared_keys_of_the_declared_type_off_default(stack):
     config = _stack_file(stack)
+    settings = load_stack_settings(stack)
     assert config.get("aws:region")
     for key, value in config.items():
         namespace, _, name = key.partition(":")
         if namespace == "aws":
             continue
         assert namespace == NAMESPACE and name in DECLARED, key
+        if is_secret(value):  # `pulumi config set --secret`: typed once decrypted
+            continue
         declared_type = DECLARED[name]["type"]
         python_type = {"integer": int, "boolean": bool, "string": str}[declared_type]
         assert type(value) is python_type, (key, value, declared_type)
+        # A stack file holds differences: a value equal to the default (as the settings model
+        # reads both, so "20" and "20.0" are one value) belongs only in Pulumi.yaml.
+        assert getattr(settings, name) != getattr(StackSettings(), name), (
+            f"{key}: {value!r} is Pulumi.yaml's default; remove it from Pulumi.{stack}.yaml"
+        )
 
 
 def test_dev_runs_the_original_scenarios_two_attempts_thirty_percent_errors():
@@ -109,7 +121,11 @@ def test_stack_config_is_what_the_cli_hands_the_program():
     # booleans lower-case, and keys the stack leaves out take Pulumi.yaml's defaults
     config = load_stack_config("dev")
     assert all(isinstance(value, str) for value in config.values())
-    assert config[f"{NAMESPACE}:maxAttempts"] == str(_stack_file("dev")[f"{NAMESPACE}:maxAttempts"])
+    assert config[f"{NAMESPACE}:maxDelaySeconds"] == str(
+        _stack_file("dev")[f"{NAMESPACE}:maxDelaySeconds"]
+    )
+    assert f"{NAMESPACE}:maxAttempts" not in _stack_file("dev")
+    assert config[f"{NAMESPACE}:maxAttempts"] == str(DECLARED["maxAttempts"]["default"])
     assert config[f"{NAMESPACE}:jitter"] in ("true", "false")
     assert config["aws:region"] == _stack_file("dev")["aws:region"]
     assert config[f"{NAMESPACE}:alarmEmail"] == DECLARED["alarmEmail"]["default"]
@@ -224,3 +240,63 @@ def test_alarm_email_adds_an_email_subscription_to_the_alarm_topic():
     assert subscription.inputs["protocol"] == "email"
     assert subscription.inputs["endpoint"] == "ops@example.com"
     assert subscription.inputs["topic"] == topic.outputs["arn"]
+
+
+# -- secrets -------------------------------------------------------------------------------------
+
+CIPHERTEXT = "v1:3kQ0yXl8hM4=:v1:Zm9vYmFyYmF6cXV4:bm90IHJlYWxseSBlbmNyeXB0ZWQ="
+
+
+@pytest.fixture
+def project_with_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A copy of the project's config files in which the dev stack holds `key` as a secret."""
+
+    def make(key: str) -> None:
+        (tmp_path / "Pulumi.yaml").write_text((PROJECT_DIR / "Pulumi.yaml").read_text())
+        dev = yaml.safe_load((PROJECT_DIR / "Pulumi.dev.yaml").read_text())
+        dev["config"][f"{NAMESPACE}:{key}"] = {"secure": CIPHERTEXT}
+        (tmp_path / "Pulumi.dev.yaml").write_text(yaml.safe_dump(dev))
+        monkeypatch.setattr(program, "PROJECT_DIR", tmp_path)
+        monkeypatch.setattr(program, "PROJECT_FILE", tmp_path / "Pulumi.yaml")
+        # The program itself still runs from the project (its path is absolute).
+        monkeypatch.syspath_prepend(str(tmp_path))
+
+    return make
+
+
+def test_under_the_pulumi_cli_a_secret_reaches_the_reader_decrypted():
+    # GIVEN alarmEmail set with `pulumi config set --secret`: the CLI hands the program the
+    # decrypted value, marked secret
+    def read():
+        key = f"{NAMESPACE}:alarmEmail"
+        pulumi.runtime.set_all_config({key: "ops@example.com"}, [key])
+        return read_stack_settings(pulumi.Config(NAMESPACE).get)
+
+    # WHEN the program reads its settings THEN the secret is accepted like any value
+    assert contextvars.Context().run(read).alarmEmail == "ops@example.com"
+
+
+def test_a_secret_alarm_email_is_read_by_taskctl_as_set_but_unknown(project_with_secret):
+    # GIVEN a stack file whose alarmEmail is a Pulumi secret, which only the CLI can decrypt
+    project_with_secret("alarmEmail")
+
+    # WHEN taskctl reads the stack THEN the address is present, as a stand-in
+    settings = load_stack_settings("dev")
+    assert settings.alarmEmail == UNDECRYPTED_SECRET_STAND_INS["alarmEmail"]
+    # AND the program runs on it, declaring the subscription a real address would get
+    mocks = RecordingMocks()
+    run_program("dev", mocks)
+    (subscription,) = mocks.created("aws:sns/topicSubscription:TopicSubscription")
+    assert subscription.inputs["endpoint"] == UNDECRYPTED_SECRET_STAND_INS["alarmEmail"]
+
+
+def test_a_secret_that_taskctl_needs_is_refused_naming_the_key(project_with_secret):
+    # GIVEN a stack file whose maxAttempts is a secret: no stand-in could judge or run the stack
+    project_with_secret("maxAttempts")
+
+    # WHEN taskctl reads it THEN it says which key, why, and what to do
+    with pytest.raises(StackConfigError) as refused:
+        load_stack_settings("dev")
+    message = str(refused.value)
+    assert f"{NAMESPACE}:maxAttempts is a Pulumi secret" in message
+    assert "Pulumi.dev.yaml" in message and "--plaintext" in message

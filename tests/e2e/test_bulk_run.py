@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -12,32 +11,19 @@ import pytest
 from e2e_support import TERMINAL, LocalStackUnderTest, submit, wait_until
 
 from functions.settings import TaskPolicy
+from taskctl.load.stats import binomial_acceptance
 
 pytestmark = pytest.mark.e2e
 
 TASK_COUNT = 200
 SUBMIT_THREADS = 3  # more only adds cold starts: the machine has 2 cores
-# Chance that a correct system fails this test: the acceptance region leaves out at most this
-# much probability mass on either side.
+# Chance that a correct system fails this test: the acceptance region (the same exact binomial
+# test `taskctl load` judges by) leaves out at most half of this on either side.
 FALSE_ALARM_PROBABILITY = 1e-4
 
 
-def binomial_acceptance(n: int, p: float, alpha: float) -> tuple[int, int]:
-    """The counts [low, high] with P(X < low) <= alpha/2 and P(X > high) <= alpha/2, X ~ B(n, p)."""
-    pmf = [math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(n + 1)]
-    low, tail = 0, 0.0
-    while tail + pmf[low] <= alpha / 2:
-        tail += pmf[low]
-        low += 1
-    high, tail = n, 0.0
-    while tail + pmf[high] <= alpha / 2:
-        tail += pmf[high]
-        high -= 1
-    return low, high
-
-
 def test_binomial_acceptance_region_covers_the_mean_and_excludes_the_extremes() -> None:
-    low, high = binomial_acceptance(TASK_COUNT, 0.09, FALSE_ALARM_PROBABILITY)
+    low, high = binomial_acceptance(TASK_COUNT, 0.09, 1 - FALSE_ALARM_PROBABILITY)
     assert low < TASK_COUNT * 0.09 < high
     assert low > 0 and high < TASK_COUNT * 0.3
 
@@ -87,7 +73,7 @@ def test_bulk_random_tasks_fail_at_the_rate_the_policy_implies(
     # THEN the FAILED count lies in the binomial acceptance region of errorRate^maxAttempts
     failed = sum(1 for r in records.values() if r["status"] == "FAILED")
     p_failed = deployed_policy.errorRate**deployed_policy.maxAttempts
-    low, high = binomial_acceptance(TASK_COUNT, p_failed, FALSE_ALARM_PROBABILITY)
+    low, high = binomial_acceptance(TASK_COUNT, p_failed, 1 - FALSE_ALARM_PROBABILITY)
     print(
         f"\nbulk run: {TASK_COUNT} tasks submitted in {submitted_s:.1f} s, all finished in "
         f"{elapsed_s:.1f} s ({TASK_COUNT / elapsed_s:.1f} tasks/s end to end); FAILED "

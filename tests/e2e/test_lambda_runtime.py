@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from e2e_support import LocalStackUnderTest, submit, wait_terminal
 
@@ -43,9 +44,9 @@ def test_every_function_process_runs_on_the_lambda_runtime_interpreter(
 
     workers = []
     for pid in emulator.group_members(local_stack.pid):
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        if any(part.endswith(b"_worker.py") for part in command):
-            workers.append(Path(command[0].decode()))
+        command = psutil.Process(pid).cmdline()
+        if any(part.endswith("_worker.py") for part in command):
+            workers.append(Path(command[0]))
 
     assert len(workers) >= 2
     assert set(workers) == {LAMBDA_RUNTIME_VENV.python}

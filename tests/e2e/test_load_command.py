@@ -19,15 +19,15 @@ import pytest
 from e2e_support import STACK, TERMINAL, LocalStackUnderTest, taskctl
 
 from functions.settings import TaskPolicy
-from taskctl.load.stats import wilson_interval
+from taskctl.load.stats import check_failure_rate
 from taskctl.local import emulator
 
 pytestmark = pytest.mark.e2e
 
 TASK_COUNT = 60
 # The command exits 1 when the observed FAILED fraction is off at this confidence. At the
-# default 99 % a correct system would fail this test about 1 run in 150 (60 tasks, 9 %); at
-# 99.99 % the chance is checked below to stay under MAX_FALSE_ALARM_PROBABILITY.
+# default 99 % a correct system would fail this test up to 1 run in 100; at 99.99 % the chance is
+# checked below to stay under MAX_FALSE_ALARM_PROBABILITY.
 CONFIDENCE = 0.9999
 MAX_FALSE_ALARM_PROBABILITY = 1e-3
 # The command's own wait after the last submit: dev tasks finish within seconds (one 2 s backoff),
@@ -41,19 +41,17 @@ def taskctl_load(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess
 
 
 def false_alarm_probability(count: int, failed_fraction: float, confidence: float) -> float:
-    """P(the command's Wilson check rejects a correct system): the binomial mass of the FAILED
-    counts whose interval leaves out the true fraction."""
+    """P(the command's check rejects a correct system): the binomial mass of the FAILED counts
+    the check refuses."""
     return sum(
         math.comb(count, failed)
         * failed_fraction**failed
         * (1 - failed_fraction) ** (count - failed)
         for failed in range(count + 1)
-        if not _inside(failed_fraction, wilson_interval(failed, count, confidence))
+        if not check_failure_rate(
+            failed=failed, trials=count, expected_fraction=failed_fraction, confidence=confidence
+        ).consistent
     )
-
-
-def _inside(value: float, interval: tuple[float, float]) -> bool:
-    return interval[0] <= value <= interval[1]
 
 
 def tasks_of_run(local_stack: LocalStackUnderTest, run_id: str) -> list[dict[str, Any]]:

@@ -85,7 +85,7 @@ def test_a_second_up_while_one_runs_is_refused(local_stack: LocalStackUnderTest)
         "up", "--port", str(emulator.free_port()), "--detach", env=local_stack.env, timeout_s=60
     )
 
-    assert again.returncode == 1
+    assert again.returncode == 2  # an error, not a failed check (taskctl/exit_codes.py)
     assert "already running" in again.stderr
     assert emulator.is_alive(local_stack.pid)
 
@@ -101,7 +101,7 @@ def test_up_on_a_port_already_taken_says_so(tmp_path: Path) -> None:
             timeout_s=60,
         )  # fmt: skip
 
-    assert refused.returncode == 1
+    assert refused.returncode == 2
     assert f"port {port}" in refused.stderr and "already in use" in refused.stderr
     assert not (tmp_path / STACK / "emulator.json").exists()
 
@@ -114,7 +114,7 @@ def test_without_the_project_virtualenv_the_message_says_how_to_make_it(tmp_path
         timeout=30, check=False,
     )  # fmt: skip
 
-    assert refused.returncode == 1
+    assert refused.returncode == 2
     assert "virtualenv" in refused.stderr and "make venv" in refused.stderr
     assert "Traceback" not in refused.stderr
 

@@ -94,11 +94,12 @@ def test_created_resources_return_the_emulator_outputs_and_record_skipped_settin
             {
                 "hashKey": "id",
                 "attributes": [{"name": "id", "type": "S"}],
+                "billingMode": "PAY_PER_REQUEST",
                 "globalSecondaryIndexes": [
                     {"name": "ix", "keySchemas": [{"attributeName": "id", "keyType": "HASH"}]}
                 ],
             },
-            "hashKey",
+            "globalSecondaryIndexes.keySchemas",
         ),
     ],
 )
@@ -145,26 +146,6 @@ def test_schedules_are_the_rules_whose_targets_are_functions_of_the_deployment()
             function="reconciler", expression="rate(5 minutes)", rule="reconciler-schedule-1a2b3c4"
         )
     ]
-
-
-def test_policy_document_invoke_renders_aws_json(mocks: EmulatorMocks) -> None:
-    statement = {
-        "effect": "Allow",
-        "actions": ["sqs:SendMessage"],
-        "resources": ["arn:aws:sqs:eu-west-1:000000000000:q"],
-        "principals": [{"type": "Service", "identifiers": ["lambda.amazonaws.com"]}],
-    }
-
-    result, _ = mocks.call(
-        MockCallArgs(
-            token="aws:iam/getPolicyDocument:getPolicyDocument",
-            args={"statements": [statement]},
-            provider="",
-        )
-    )
-
-    assert '"Action":"sqs:SendMessage"' in result["minifiedJson"]
-    assert '"Principal":{"Service":"lambda.amazonaws.com"}' in result["minifiedJson"]
 
 
 def _http_api_event(stage: str, raw_path: str) -> dict:

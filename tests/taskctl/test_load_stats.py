@@ -1,4 +1,4 @@
-"""The load report's statistics: predictions, the Wilson interval, percentiles, retry gaps."""
+"""The load report's statistics: predictions, the exact binomial check, percentiles, retry gaps."""
 
 from __future__ import annotations
 
@@ -54,53 +54,61 @@ def test_invalid_policy_is_refused_with_the_bad_value():
         stats.expected_attempts_distribution(0.3, 0)
 
 
-def test_wilson_interval_matches_the_textbook_formula():
-    # 10 of 100 at 95 %: centre (p + z²/2n)/(1 + z²/n), half-width z√(p(1-p)/n + z²/4n²)/(1 + z²/n)
-    z = 1.959963984540054
-    p, n = 0.1, 100
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    low, high = stats.wilson_interval(10, 100, confidence=0.95)
-    assert low == pytest.approx(centre - half)
-    assert high == pytest.approx(centre + half)
-
-
-def test_wilson_interval_at_zero_successes_starts_at_zero_and_stays_informative():
-    low, high = stats.wilson_interval(0, 50, confidence=0.99)
-    assert low == 0.0
-    assert 0.0 < high < 0.2
+def _pmf(n: int, p: float) -> list[float]:
+    """The textbook binomial pmf (exact integers for the coefficients; fine for small n)."""
+    return [math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(n + 1)]
 
 
 @given(
-    trials=st.integers(min_value=1, max_value=5_000),
-    share=st.floats(min_value=0.0, max_value=1.0),
-    confidence=st.floats(min_value=0.5, max_value=0.999),
+    trials=st.integers(min_value=1, max_value=400),
+    probability=st.floats(min_value=0.0, max_value=1.0),
+    confidence=st.floats(min_value=0.5, max_value=0.9999),
 )
-def test_wilson_interval_contains_the_observation_and_stays_in_unit_range(
-    trials, share, confidence
+def test_binomial_acceptance_leaves_at_most_its_share_in_each_tail_and_no_less(
+    trials, probability, confidence
 ):
-    successes = round(share * trials)
-    low, high = stats.wilson_interval(successes, trials, confidence)
-    assert 0.0 <= low <= successes / trials <= high <= 1.0
+    low, high = stats.binomial_acceptance(trials, probability, confidence)
+    pmf = _pmf(trials, probability)
+    tail = (1 - confidence) / 2
+    assert 0 <= low <= high <= trials
+    # each tail outside the region holds at most its share ...
+    assert math.fsum(pmf[:low]) <= tail + 1e-9
+    assert math.fsum(pmf[high + 1 :]) <= tail + 1e-9
+    # ... and is as large as that allows: one more count would exceed it
+    assert math.fsum(pmf[: low + 1]) > tail - 1e-9
+    assert math.fsum(pmf[high:]) > tail - 1e-9
 
 
-def test_wilson_interval_narrows_as_confidence_drops():
-    wide = stats.wilson_interval(30, 300, confidence=0.99)
-    narrow = stats.wilson_interval(30, 300, confidence=0.90)
-    assert wide[0] < narrow[0] and narrow[1] < wide[1]
+def test_binomial_acceptance_of_the_dev_policy_covers_the_mean_and_excludes_the_extremes():
+    low, high = stats.binomial_acceptance(200, 0.09, confidence=0.9999)
+    assert low < 200 * 0.09 < high
+    assert low > 0 and high < 200 * 0.3
 
 
-def test_wilson_interval_covers_the_true_rate_about_as_often_as_promised():
+def test_binomial_acceptance_of_a_certain_outcome_is_that_outcome():
+    assert stats.binomial_acceptance(50, 0.0) == (0, 0)
+    assert stats.binomial_acceptance(50, 1.0) == (50, 50)
+
+
+def test_binomial_acceptance_of_a_large_run_does_not_overflow():
+    low, high = stats.binomial_acceptance(100_000, 0.09, confidence=0.99)
+    assert low < 9_000 < high
+    assert 400 < high - low < 500  # 2 x 2.58 standard deviations of ~90.5 each: ~467
+
+
+def test_a_correct_deployment_fails_the_check_at_most_one_minus_confidence_of_the_time():
     # GIVEN many simulated runs of 300 tasks at the dev stack's FAILED rate (9 %)
     rng = random.Random(11)
     true_rate, trials, runs = 0.09, 300, 2_000
-    covered = 0
+    rejected = 0
     for _ in range(runs):
         failed = sum(rng.random() < true_rate for _ in range(trials))
-        low, high = stats.wilson_interval(failed, trials, confidence=0.95)
-        covered += low <= true_rate <= high
-    # THEN coverage is near 95 % (Wilson is close to nominal at this n)
-    assert 0.92 <= covered / runs <= 0.98
+        check = stats.check_failure_rate(
+            failed=failed, trials=trials, expected_fraction=true_rate, confidence=0.95
+        )
+        rejected += not check.consistent
+    # THEN at most ~5 % of them are false alarms (exact test: the bound holds, conservatively)
+    assert rejected / runs <= 0.06
 
 
 def test_failure_rate_check_flags_a_rate_far_from_the_policy():

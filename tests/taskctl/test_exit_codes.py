@@ -1,0 +1,119 @@
+"""One exit-status convention for `local`, `load` and `redrive` (taskctl/exit_codes.py): 0 done,
+1 a check failed, 2 a usage or runtime error with one `error:` line on stderr. Only the paths that
+need no emulator run here; tests/e2e runs the rest against the local stack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_OK
+from taskctl.local.cli import app as local_app
+from taskctl.local.paths import REPO_ROOT
+from taskctl.ops.cli import redrive
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def no_local_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A state directory where no local stack runs."""
+    monkeypatch.setenv("TASKS_LOCAL_DIR", str(tmp_path))
+    return tmp_path
+
+
+def _one_error_line(result) -> str:
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "Traceback" not in result.output
+    return line
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["outputs"], "is not running"),
+        (["outputs", "--key", "apiUrl"], "is not running"),
+        (["logs", "--no-follow"], "is not running"),
+        (["up", "--stack", "staging", "--detach"], "known stacks: dev, prod"),
+    ],
+    ids=["outputs", "outputs-key", "logs", "up-unknown-stack"],
+)
+def test_a_local_command_that_cannot_do_its_work_exits_2_with_one_error_line(
+    no_local_stack: Path, args: list[str], says: str
+) -> None:
+    result = runner.invoke(local_app, args)
+
+    assert result.exit_code == EXIT_ERROR, result.output
+    assert says in _one_error_line(result)
+    assert list(no_local_stack.iterdir()) == []  # nothing was started or written
+
+
+def test_local_status_of_a_stack_that_is_not_running_is_a_failed_check(no_local_stack) -> None:
+    result = runner.invoke(local_app, ["status"])
+
+    assert result.exit_code == EXIT_CHECK_FAILED
+    assert "is not running" in result.stdout
+
+
+def test_local_down_of_a_stack_that_is_not_running_has_nothing_to_do(no_local_stack) -> None:
+    result = runner.invoke(local_app, ["down"])
+
+    assert result.exit_code == EXIT_OK
+    assert "is not running" in result.stdout
+
+
+def test_a_bad_local_flag_is_a_usage_error(no_local_stack) -> None:
+    assert runner.invoke(local_app, ["up", "--port", "0"]).exit_code == EXIT_ERROR
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["T1"], "is not running"),
+        (["T1", "--table", "tasks"], "go together"),
+        (["T1", "--stack", "staging"], "known stacks: dev, prod"),
+    ],
+    ids=["no-local-stack", "table-without-queue", "unknown-stack"],
+)
+def test_a_redrive_that_cannot_start_exits_2_with_one_error_line(
+    no_local_stack: Path, args: list[str], says: str
+) -> None:
+    app = typer.Typer(add_completion=False)
+    app.command()(redrive)
+    app.command("noop")(lambda: None)  # keeps Typer from collapsing the app into its command
+
+    result = runner.invoke(app, ["redrive", *args])
+
+    assert result.exit_code == EXIT_ERROR, result.output
+    assert says in _one_error_line(result)
+
+
+def test_without_the_project_packages_the_entry_point_exits_2_saying_how_to_get_them() -> None:
+    # `-S` leaves out site-packages: the interpreter a user has before `make venv`
+    result = subprocess.run(
+        [sys.executable, "-S", "-m", "taskctl", "load", "--help"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == EXIT_ERROR
+    (line,) = result.stderr.strip().splitlines()
+    assert "make venv" in line and "Traceback" not in result.stderr
+
+
+def test_the_virtualenv_has_a_taskctl_command_that_is_python_m_taskctl() -> None:
+    # GIVEN the virtualenv `make venv` builds (requirements-dev.txt installs the project)
+    command = Path(sys.executable).with_name("taskctl")
+    assert command.exists(), "run `make venv`: it installs the project and its `taskctl` command"
+
+    # WHEN it is run THEN it is the same CLI, named as the user typed it
+    result = subprocess.run(
+        [str(command), "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == EXIT_OK, result.stderr
+    assert "Usage: taskctl " in result.stdout
+    assert {"local", "load", "redrive"} <= set(result.stdout.split())
