@@ -89,8 +89,8 @@ function_runtime = FunctionRuntime(
     environment=function_environment(
         policy=settings.policy,
         table_name=table.name,
-        queue_url=queues.queue.url,
-        dlq_url=queues.dead_letter_queue.url,
+        queue_url=queues.url,
+        dlq_url=queues.dlq_url,
         stack=stack,
     ),
 )
@@ -105,7 +105,7 @@ api_function = TaskFunction(
         runtime=dataclasses.replace(function_runtime, timeout_s=settings.apiTimeoutSeconds),
         permissions=(
             table_access(table.arn, "GetItem", "PutItem"),
-            queue_send(queues.queue.arn, sid="EnqueueTasks"),
+            queue_send(queues.arn, sid="EnqueueTasks"),
         ),
     ),
 )
@@ -119,12 +119,12 @@ worker_function = TaskFunction(
         runtime=function_runtime,
         permissions=(
             table_access(table.arn, "GetItem", "UpdateItem"),
-            queue_consume(queues.queue.arn, sid="ConsumeTasks"),
-            message_hiding(queues.queue.arn),
-            queue_send(queues.dead_letter_queue.arn, sid="DeadLetterFailedTasks"),
+            queue_consume(queues.arn, sid="ConsumeTasks"),
+            message_hiding(queues.arn),
+            queue_send(queues.dlq_arn, sid="DeadLetterFailedTasks"),
         ),
         trigger=QueueTrigger(
-            queue_arn=queues.queue.arn,
+            queue_arn=queues.arn,
             batch_size=settings.workerBatchSize,
             maximum_concurrency=settings.workerMaxConcurrency,
         ),
@@ -140,11 +140,11 @@ dead_letter_function = TaskFunction(
         runtime=function_runtime,
         permissions=(
             table_access(table.arn, "GetItem", "UpdateItem"),
-            queue_consume(queues.dead_letter_queue.arn, sid="ConsumeDeadLetters"),
-            queue_send(queues.queue.arn, sid="ReturnToMainQueue"),
+            queue_consume(queues.dlq_arn, sid="ConsumeDeadLetters"),
+            queue_send(queues.arn, sid="ReturnToMainQueue"),
         ),
         trigger=QueueTrigger(
-            queue_arn=queues.dead_letter_queue.arn,
+            queue_arn=queues.dlq_arn,
             batch_size=settings.workerBatchSize,
             maximum_concurrency=settings.workerMaxConcurrency,
         ),
@@ -163,7 +163,7 @@ reconciler_function = TaskFunction(
             # GetItem/PutItem: its cursor; BatchGetItem: the due tasks; UpdateItem: their checks.
             table_access(table.arn, "GetItem", "PutItem", "BatchGetItem", "UpdateItem"),
             index_query(table.check_index_arn),
-            queue_send(queues.queue.arn, sid="RequeueOverdueTasks"),
+            queue_send(queues.arn, sid="RequeueOverdueTasks"),
         ),
         trigger=ScheduleTrigger(interval_minutes=settings.reconcileIntervalMinutes),
     ),
@@ -174,8 +174,8 @@ api = TaskApi(
     "tasks",
     TaskApiArgs(
         stage_name=stack,
-        function_name=api_function.function.name,
-        function_arn=api_function.function.arn,
+        function_name=api_function.name,
+        function_arn=api_function.arn,
         throttle_rate_limit=settings.apiThrottleRateLimit,
         throttle_burst_limit=settings.apiThrottleBurstLimit,
         access_log_group_name=f"/aws/apigateway/{name_prefix}-access",
@@ -191,12 +191,12 @@ monitoring = Monitoring(
         region=region,
         dashboard_name=name_prefix,
         alarm_email=settings.alarmEmail,
-        queue_name=queues.queue.name,
-        dead_letter_queue_name=queues.dead_letter_queue.name,
-        worker_function_name=worker_function.function.name,
-        reconciler_function_name=reconciler_function.function.name,
+        queue_name=queues.name,
+        dead_letter_queue_name=queues.dlq_name,
+        worker_function_name=worker_function.name,
+        reconciler_function_name=reconciler_function.name,
         reconcile_interval_minutes=settings.reconcileIntervalMinutes,
-        api_id=api.api.id,
+        api_id=api.api_id,
         api_stage_name=stack,
         healthy_message_age_s=healthy_message_age_s(
             settings.policy, settings.functionTimeoutSeconds
@@ -207,7 +207,7 @@ monitoring = Monitoring(
 # -- what `pulumi stack output` shows ------------------------------------------------------------
 pulumi.export("apiUrl", api.url)
 pulumi.export("tasksEndpoint", pulumi.Output.format("{0}/tasks", api.url))
-pulumi.export("queueUrl", queues.queue.url)
-pulumi.export("dlqUrl", queues.dead_letter_queue.url)
+pulumi.export("queueUrl", queues.url)
+pulumi.export("dlqUrl", queues.dlq_url)
 pulumi.export("tableName", table.name)
 pulumi.export("dashboardUrl", monitoring.dashboard_url)

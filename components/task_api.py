@@ -65,6 +65,7 @@ class TaskApi(pulumi.ComponentResource):
     stage: aws.apigatewayv2.Stage
     access_log_group: aws.cloudwatch.LogGroup
     url: pulumi.Output[str]
+    api_id: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: TaskApiArgs, opts: pulumi.ResourceOptions | None = None
@@ -89,7 +90,8 @@ class TaskApi(pulumi.ComponentResource):
         # The stage's own URL: the API endpoint plus the stage name (`https://<id>.execute-api.
         # <region>.amazonaws.com/dev`), the base the clients append `/tasks` to.
         self.url = pulumi.Output.format("{0}/{1}", self.api.api_endpoint, self.stage.name)
-        self.register_outputs({"apiUrl": self.url, "apiId": self.api.id})
+        self.api_id = self.api.id
+        self.register_outputs({"apiUrl": self.url, "apiId": self.api_id})
 
     def _lambda_integration(self, name: str, args: TaskApiArgs) -> aws.apigatewayv2.Integration:
         return aws.apigatewayv2.Integration(

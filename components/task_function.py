@@ -149,6 +149,8 @@ class TaskFunction(pulumi.ComponentResource):
     role: aws.iam.Role
     log_group: aws.cloudwatch.LogGroup
     trigger: aws.lambda_.EventSourceMapping | aws.cloudwatch.EventRule | None
+    name: pulumi.Output[str]
+    arn: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: TaskFunctionArgs, opts: pulumi.ResourceOptions | None = None
@@ -170,10 +172,11 @@ class TaskFunction(pulumi.ComponentResource):
                 self.trigger = self._schedule(name, args.trigger)
             case None:
                 self.trigger = None
+        self.name, self.arn = self.function.name, self.function.arn
         self.register_outputs(
             {
-                "functionName": self.function.name,
-                "functionArn": self.function.arn,
+                "functionName": self.name,
+                "functionArn": self.arn,
                 "logGroupName": self.log_group.name,
             }
         )

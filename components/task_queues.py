@@ -39,6 +39,13 @@ class TaskQueues(pulumi.ComponentResource):
 
     queue: aws.sqs.Queue
     dead_letter_queue: aws.sqs.Queue
+    # What callers use; the queues themselves stay the component's business.
+    url: pulumi.Output[str]
+    arn: pulumi.Output[str]
+    name: pulumi.Output[str]
+    dlq_url: pulumi.Output[str]
+    dlq_arn: pulumi.Output[str]
+    dlq_name: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: TaskQueuesArgs, opts: pulumi.ResourceOptions | None = None
@@ -47,12 +54,16 @@ class TaskQueues(pulumi.ComponentResource):
         self.dead_letter_queue = self._dead_letter_queue(name, args)
         self.queue = self._main_queue(name, args)
         self._allow_redrive_only_from_main_queue(name)
+        self.url, self.arn, self.name = self.queue.url, self.queue.arn, self.queue.name
+        self.dlq_url = self.dead_letter_queue.url
+        self.dlq_arn = self.dead_letter_queue.arn
+        self.dlq_name = self.dead_letter_queue.name
         self.register_outputs(
             {
-                "queueUrl": self.queue.url,
-                "queueArn": self.queue.arn,
-                "dlqUrl": self.dead_letter_queue.url,
-                "dlqArn": self.dead_letter_queue.arn,
+                "queueUrl": self.url,
+                "queueArn": self.arn,
+                "dlqUrl": self.dlq_url,
+                "dlqArn": self.dlq_arn,
             }
         )
 
