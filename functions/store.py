@@ -474,7 +474,10 @@ class TaskStore:
             values[":one"] = 1
             values[":zero"] = 0
             update += ", #recoveries = if_not_exists(#recoveries, :zero) + :one"
-        condition = Condition(f"#{CHECK_AFTER_ATTRIBUTE} = :seen", {})
+        # Not on a finished task: a stale (eventually consistent) read may show one unfinished.
+        condition = Condition(f"#{CHECK_AFTER_ATTRIBUTE} = :seen", {}) & status_is(
+            TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.RETRYING
+        )
         try:
             self._client.update_item(
                 TableName=self._table_name,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from aws_faults import lose_response
-from aws_harness import FakeClock, FakeLambdaContext, Pipeline, record_of, submit
+from aws_harness import FakeClock, FakeLambdaContext, Pipeline, raw_item, record_of, submit
 from test_dead_letter_handler import emf_blobs, metric_total
 
 from functions import reconciler
@@ -130,3 +130,25 @@ def test_the_handler_emits_recovered_tasks_and_the_oldest_overdue_age(
     )
     directive = blobs[0]["_aws"]["CloudWatchMetrics"][0]
     assert [sorted(dimensions) for dimensions in directive["Dimensions"]] == [["service", "stack"]]
+
+
+def test_a_stale_read_of_a_finished_task_neither_moves_its_check_nor_requeues_it(
+    rt: Runtime, pipeline: Pipeline, clock: FakeClock
+) -> None:
+    # GIVEN a task that finished, but that the reconciler's eventually consistent read still
+    # shows PENDING (as it was before the worker's writes)
+    task_id = submit("SUCCESS")
+    stale = rt.store.get(task_id)
+    assert stale is not None
+    pipeline.run_until_idle()
+    before = raw_item(rt, task_id)
+    clock.advance(rt.settings.policy.recoveryGraceSeconds + 1)
+    rt.store.get_many = lambda task_ids: [stale]  # type: ignore[method-assign]
+
+    # WHEN the reconciler acts on that read
+    sweep = reconciler.reconcile(rt)
+
+    # THEN its conditional reschedule refuses the finished task, and nothing is queued
+    assert (sweep.checked, sweep.recovered) == (1, 0)
+    assert raw_item(rt, task_id) == before
+    assert queued(pipeline) == []
