@@ -4,11 +4,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STACK  ?= dev
 PORT   ?= 4566
+N      ?= 5000
+SEED   ?= 1
 
-.PHONY: venv test lint format local local-down load bench
+.PHONY: venv test lint format local local-down load bench chaos
 
 # The virtualenv is rebuilt whenever a requirements file changes.
-$(VENV)/.installed: requirements.txt requirements-dev.txt functions/requirements.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt functions/requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
@@ -38,3 +40,6 @@ load: venv
 
 bench: venv
 	$(PY) -m taskctl bench
+
+chaos: venv
+	$(PY) -m taskctl chaos --tasks $(N) --seed $(SEED)

@@ -1,8 +1,10 @@
-"""`python -m taskctl`: one Typer app; each area registers its commands here."""
+"""Try the task pipeline on this machine, check a deployment against its retry policy, and
+operate it: `local up`, `load`, `redrive`, `bench`, `chaos`."""
 
 import typer
 
 from taskctl.bench.cli import bench
+from taskctl.chaos.cli import chaos
 from taskctl.load.cli import load
 from taskctl.local.cli import app as local_app
 from taskctl.ops.cli import redrive
@@ -12,3 +14,4 @@ app.add_typer(local_app, name="local", help="Run the whole stack on this machine
 app.command(help="Submit N tasks to a deployed API and check them against the retry policy.")(load)
 app.command(help="Print cost, cold-start and throughput figures; save bench/results.json.")(bench)
 app.command(help="Give FAILED tasks more attempts from their records; requeue them.")(redrive)
+app.command(help="Inject seeded faults into the real handlers; check every task still ends.")(chaos)

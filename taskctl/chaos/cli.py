@@ -1,0 +1,204 @@
+"""`python -m taskctl chaos`: a seeded fault campaign over the real handlers (DESIGN §8).
+
+Prints what was injected (by kind), how the tasks ended, every stranded task and broken
+invariant, and the command that replays the same campaign.
+
+Exit status: 0 when no task is stranded and no invariant is broken; 1 when any is; 2 for an error
+that stopped the run (bad flags, an unknown or invalid stack, the campaign itself failing),
+reported as one line on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR
+
+if TYPE_CHECKING:
+    from functions.settings import StackSettings
+    from taskctl.chaos.campaign import CampaignConfig, CampaignReport
+
+SHOWN_PER_LIST = 5  # stranded tasks and violations printed in full; --json lists more
+DETAILS_PER_KIND = 4
+
+
+class ChaosError(Exception):
+    """A problem that stops the campaign before it runs; one line that says what to do."""
+
+
+def chaos(
+    tasks: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=100_000,
+            help="Tasks to submit through the API (about 4 % invalid requests come on top).",
+        ),
+    ] = 500,
+    seed: Annotated[
+        int, typer.Option(help="Seed of every random choice: the same seed and --tasks replay.")
+    ] = 1,
+    stack: Annotated[
+        str, typer.Option(help="Stack whose settings the functions run with (Pulumi.<stack>.yaml).")
+    ] = "dev",
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Processes to run worlds in (default: one per core); the result is the same.",
+            show_default=False,
+        ),
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON instead of tables.")
+    ] = False,
+) -> None:
+    """Run the real handlers over moto's DynamoDB and simulated SQS on a simulated clock,
+    inject faults at exact AWS calls, and check that every accepted task still ends."""
+    console = Console(highlight=False)
+    try:
+        # Imported here: moto and the functions are slow to import, and `--help` needs neither.
+        from taskctl.chaos.campaign import CampaignConfig, run_campaign
+
+        config = CampaignConfig(tasks=tasks, seed=seed, settings=_settings(stack), stack=stack)
+        worlds = config.worlds()
+        processes = min(jobs or os.cpu_count() or 1, len(worlds))
+        if json_output:
+            report = run_campaign(config, jobs=processes)
+        else:
+            console.print(_preamble(config, len(worlds), processes))
+            report = _run_with_progress(config, processes, console)
+    except ChaosError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    except Exception as exc:  # the campaign itself broke: say so in one line, exit 2
+        detail = " ".join(str(exc).split())
+        typer.echo(
+            f"error: the campaign stopped ({type(exc).__name__}: {detail}); rerun with the same "
+            f"--seed {seed} --tasks {tasks} to reproduce",
+            err=True,
+        )
+        raise typer.Exit(EXIT_ERROR) from None
+    if json_output:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        _print_report(report, console)
+    if not report.passed:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _settings(stack: str) -> StackSettings:
+    from functions.settings import SettingsError
+    from taskctl.program import StackConfigError, load_stack_settings
+
+    try:
+        return load_stack_settings(stack)
+    except (SettingsError, StackConfigError) as exc:
+        raise ChaosError(f"stack {stack}: {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise ChaosError(f"cannot read the config of stack {stack!r}: {exc}") from None
+
+
+def _preamble(config: CampaignConfig, worlds: int, processes: int) -> str:
+    settings = config.settings
+    return (
+        f"Fault campaign: seed {config.seed}, {config.tasks} tasks in {worlds} world(s) on "
+        f"{processes} process(es); stack {config.stack}: maxAttempts={settings.maxAttempts}, "
+        f"visibility {settings.visibility_timeout_s} s, maxReceiveCount "
+        f"{settings.max_receive_count}, reconciler every {settings.reconcileIntervalMinutes} min."
+    )
+
+
+def _run_with_progress(config: CampaignConfig, processes: int, console: Console) -> CampaignReport:
+    from taskctl.chaos.campaign import run_campaign
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    with progress:
+        answered = progress.add_task(
+            "client requests answered", total=sum(plan.requests for plan in config.worlds())
+        )
+        return run_campaign(
+            config, jobs=processes, progress=lambda n: progress.advance(answered, n)
+        )
+
+
+def _print_report(report: CampaignReport, console: Console) -> None:
+    from taskctl.chaos.invariants import STRANDED, VIOLATION_KINDS
+
+    summary = report.to_json()
+    statuses = summary["statuses"]
+    tasks = Table(title="Tasks", title_justify="left")
+    tasks.add_column("")
+    tasks.add_column("count", justify="right")
+    for label, value in (
+        ("client requests (with invalid ones)", summary["requests"]),
+        ("accepted (202)", summary["accepted"]),
+        ("rejected as they should be (4xx)", summary["rejected"]),
+        ("gave up after 5xx replies", summary["gaveUp"]),
+        ("COMPLETED", statuses.get("COMPLETED", 0)),
+        ("FAILED", statuses.get("FAILED", 0)),
+        ("stranded (neither)", summary["stranded"]),
+    ):
+        tasks.add_row(label, str(value))
+    console.print(tasks)
+
+    details: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for key, count in summary["faultDetails"].items():
+        kind, _, detail = key.partition(": ")
+        details[kind].append((detail, count))
+    faults = Table(title="Faults injected", title_justify="left")
+    faults.add_column("kind")
+    faults.add_column("count", justify="right")
+    faults.add_column("of which")
+    for kind, count in summary["faults"].items():
+        top = sorted(details.get(kind, []), key=lambda pair: -pair[1])[:DETAILS_PER_KIND]
+        faults.add_row(kind, str(count), escape("; ".join(f"{d} {n}" for d, n in top)))
+    console.print(faults)
+
+    violations = Table(title="Invariants checked", title_justify="left")
+    violations.add_column("violation")
+    violations.add_column("count", justify="right")
+    counts = {STRANDED: summary["stranded"]}
+    counts |= {kind: summary["violationCounts"].get(kind, 0) for kind in VIOLATION_KINDS}
+    counts |= summary["violationCounts"]
+    for kind, count in counts.items():
+        violations.add_row(kind, f"[red]{count}[/]" if count else "0")
+    console.print(violations)
+
+    for finding in [*report.stranded[:SHOWN_PER_LIST], *report.violations[:SHOWN_PER_LIST]]:
+        record = json.dumps(finding.record, default=str) if finding.record else ""
+        console.print(
+            f"[red]{escape(finding.kind)}[/] {finding.task_id or ''} {escape(finding.detail)}"
+            + (f"\n  record: {escape(record)}" if record else "")
+        )
+
+    hours = summary["simulatedSeconds"] / 3600
+    rate = summary["accepted"] / report.wall_s if report.wall_s else 0.0
+    console.print(
+        f"Simulated {hours:.1f} h per world in {report.wall_s:.0f} s of wall time "
+        f"({rate:.0f} tasks/s); {summary['awsAttempts']} AWS call attempts; "
+        f"{summary['reconcilerRecoveries']} reconciler recoveries; digest {summary['digest']}."
+    )
+    console.print(f"Seed {report.config.seed} reproduces this run: {escape(report.reproduce)}")
+    if report.passed:
+        console.print("[green]Passed[/]: every accepted task ended, and no invariant broke.")
+    else:
+        console.print(
+            f"[red]Check failed[/]: {summary['stranded']} stranded task(s), "
+            f"{summary['violations']} violation(s)."
+        )

@@ -1,0 +1,143 @@
+"""What the handlers are invoked with: events shaped like the recorded samples the tests share
+(`tests/events/`, read at run time, so there is one source of truth for their shape), and a
+Lambda context whose remaining time follows the simulated clock."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from taskctl.chaos.clock import SimClock
+from taskctl.chaos.sqs import Received, SimQueue
+
+EVENTS_DIR = Path(__file__).resolve().parents[2] / "tests" / "events"
+API_EVENT = "apigw_v2_post_tasks.json"
+SQS_EVENT = "sqs_task_message.json"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+STAGE = "dev"
+
+
+class Events:
+    """Builds API Gateway (HTTP API v2), SQS and EventBridge schedule events."""
+
+    def __init__(self, events_dir: Path = EVENTS_DIR) -> None:
+        try:
+            self._api = (events_dir / API_EVENT).read_text()
+            self._sqs_record = json.dumps(
+                json.loads((events_dir / SQS_EVENT).read_text())["Records"][0]
+            )
+        except (OSError, KeyError, IndexError, ValueError) as error:
+            raise RuntimeError(
+                f"cannot read the sample events in {events_dir} ({error}); run from a checkout"
+            ) from None
+
+    def http(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: str | None,
+        headers: dict[str, str],
+        now: datetime,
+        request_id: str,
+    ) -> dict[str, Any]:
+        """An HTTP API event for `method path` (path without the stage) behind the dev stage."""
+        event = json.loads(self._api)
+        raw_path = f"/{STAGE}{path}"
+        event["rawPath"] = raw_path
+        event["routeKey"] = f"{method} {path}"
+        context = event["requestContext"]
+        context["http"]["method"] = method
+        context["http"]["path"] = raw_path
+        context["routeKey"] = event["routeKey"]
+        context["stage"] = STAGE
+        context["requestId"] = request_id
+        context["timeEpoch"] = int(now.timestamp() * 1000)
+        context["time"] = now.strftime("%d/%b/%Y:%H:%M:%S +0000")
+        if body is None:
+            event.pop("body", None)
+            event["headers"].pop("content-type", None)
+            event["headers"].pop("content-length", None)
+        else:
+            event["body"] = body
+            event["headers"]["content-length"] = str(len(body.encode()))
+        for name, value in headers.items():
+            event["headers"][name.lower()] = value  # an HTTP API lowercases header names
+        return event
+
+    def sqs(self, batch: list[Received], queue: SimQueue) -> dict[str, Any]:
+        """The event Lambda's event source mapping builds for `batch` from `queue`."""
+        records = []
+        for received in batch:
+            message = received.message
+            record = json.loads(self._sqs_record)
+            record.update(
+                messageId=message.message_id,
+                receiptHandle=received.receipt_handle,
+                body=message.body,
+                md5OfBody=message.md5_of_body,
+                eventSourceARN=queue.arn,
+                awsRegion=REGION,
+                attributes={
+                    "ApproximateReceiveCount": str(received.receive_count),
+                    "SentTimestamp": str(_epoch_ms(message.sent_at)),
+                    "SenderId": record["attributes"].get("SenderId", "AIDACHAOS"),
+                    "ApproximateFirstReceiveTimestamp": str(
+                        _epoch_ms(message.first_received_at or received.received_at)
+                    ),
+                },
+                messageAttributes={
+                    name: {
+                        "stringValue": value.get("StringValue"),
+                        "stringListValues": [],
+                        "binaryListValues": [],
+                        "dataType": value["DataType"],
+                    }
+                    for name, value in message.message_attributes.items()
+                },
+            )
+            records.append(record)
+        return {"Records": records}
+
+    @staticmethod
+    def scheduled(now: datetime, rule_arn: str, event_id: str) -> dict[str, Any]:
+        """An EventBridge scheduled event (what invokes the reconciler)."""
+        return {
+            "version": "0",
+            "id": event_id,
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": ACCOUNT,
+            "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": REGION,
+            "resources": [rule_arn],
+            "detail": {},
+        }
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of a Lambda context the handlers and Powertools read. The remaining time
+    is the function timeout minus the simulated time since the invocation started."""
+
+    function_name: str
+    aws_request_id: str
+    deadline: datetime
+    clock: SimClock | Callable[[], datetime]
+    memory_limit_in_mb: int = 256
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - self.clock()).total_seconds() * 1000))
+
+
+def _epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)

@@ -1,0 +1,272 @@
+"""What must hold (DESIGN §8), and the checks.
+
+During the run, `Observer` sees every write the table applied, in order (including writes whose
+reply was lost and writes made just before a crash), and counts each task's transitions into a
+terminal status. After the faults stop and simulated time has run on until nothing moves,
+`check` looks at every stored task and every request the clients made:
+
+- stranded: a task that exists but is neither COMPLETED nor FAILED;
+- attempts over budget: `attempts > maxAttempts` (a redrive raises maxAttempts);
+- extra terminal transition: more non-terminal -> terminal writes than 1 + redriveCount;
+- history numbering: the attempts in `history` are not exactly 1..attempts, or an attempt other
+  than the last is still open;
+- early retry: an attempt started before the previous one's finish plus its promised delay;
+- rejected request stored: a request answered 4xx wrote anything, or its task exists;
+- 202 for a missing task: an accepted task that does not exist when the 202 is sent or after;
+- finished task changed: a write that changes the record (what `GET` shows) of a COMPLETED or
+  FAILED task, by anything but an operator's redrive (DESIGN §3: a duplicate or late message for
+  a finished task changes nothing);
+- FAILED with attempts left: no message in a campaign is poisonous (crashes are random, not tied
+  to a message), so a task FAILED before its last attempt was failed by receives that were not
+  attempts - outages, throttling, duplicates - which DESIGN §8 says must never fail a task;
+- message of an unfinished task acknowledged: the worker let Lambda delete a main-queue message
+  while its task was unfinished (DESIGN §3: only the delivery that finishes a task deletes its
+  message; the reconciler would hide such a bug, so it is checked where it happens);
+- plus what the functions themselves promise never to do: an exception escaping the worker's or
+  dead-letter function's handler, a 500 from the API, a valid submit refused with a 4xx;
+- and a world that never settles (a message or task that cycles forever).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from itertools import pairwise
+from typing import Any
+
+from functions.lifecycle import TERMINAL_STATUSES, TaskRecord, from_iso
+
+STRANDED = "stranded"
+ATTEMPTS_OVER_BUDGET = "attempts over budget"
+EXTRA_TERMINAL = "more terminal transitions than redrives allow"
+HISTORY_NUMBERING = "history not numbered 1..attempts"
+EARLY_RETRY = "retry started before its promised delay"
+REJECTED_STORED = "rejected request stored something"
+ACCEPTED_MISSING = "202 names no stored task"
+HANDLER_ERROR = "exception escaped a handler"
+API_BUG = "API answered 500"
+VALID_REFUSED = "valid submit refused"
+TASK_DELETED = "task record deleted"
+UNFINISHED_ACKNOWLEDGED = "message of an unfinished task acknowledged"
+FINISHED_CHANGED = "finished task changed"
+FAILED_EARLY = "FAILED with attempts left"
+NOT_SETTLED = "world never settled"
+VIOLATION_KINDS = (  # in the order reports list them: DESIGN §8's promises first
+    ATTEMPTS_OVER_BUDGET,
+    EXTRA_TERMINAL,
+    HISTORY_NUMBERING,
+    EARLY_RETRY,
+    REJECTED_STORED,
+    ACCEPTED_MISSING,
+    FAILED_EARLY,
+    FINISHED_CHANGED,
+    UNFINISHED_ACKNOWLEDGED,
+    HANDLER_ERROR,
+    API_BUG,
+    VALID_REFUSED,
+    TASK_DELETED,
+    NOT_SETTLED,
+)
+_TASK_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken promise: which, about which task (if any), what was seen, and the task's
+    record at the end (for the report)."""
+
+    kind: str
+    detail: str
+    task_id: str | None = None
+    at: str | None = None  # simulated time it was seen (ISO), if seen during the run
+    record: dict[str, Any] | None = None
+
+
+@dataclass
+class TaskWatch:
+    """What the observer knows about one task."""
+
+    status: str | None = None
+    attempts: int = 0
+    redrive_count: int = 0
+    terminal_transitions: int = 0
+    writes: int = 0
+    transitions: list[tuple[str, str | None, str]] = field(default_factory=list)
+    record: dict[str, Any] = field(default_factory=dict)  # the public fields, as last written
+
+
+class Observer:
+    """Fed every applied write (`on_write`), in order; keeps what the final check needs."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self._clock = clock
+        self.tasks: dict[str, TaskWatch] = {}
+        self.unfinished = 0
+        self.violations: list[Violation] = []
+
+    def on_write(self, task_id: str, item: dict[str, Any] | None, writer: str | None) -> None:
+        """`item` as the write left it (None: deleted), written by function `writer`."""
+        if not _TASK_ID.match(task_id):
+            return  # the reconciler's cursor, not a task
+        watch = self.tasks.get(task_id)
+        if watch is None:
+            watch = self.tasks[task_id] = TaskWatch()
+        now = _iso(self._clock())
+        public = _public(item)
+        if watch.status in TERMINAL and writer != "operator" and public != watch.record:
+            changed = sorted(
+                name
+                for name in public.keys() | watch.record.keys()
+                if public.get(name) != watch.record.get(name)
+            )
+            self.violations.append(
+                Violation(
+                    FINISHED_CHANGED,
+                    f"the {writer} changed {', '.join(changed)} of the task while it was "
+                    f"{watch.status}",
+                    task_id,
+                    now,
+                    record=public,
+                )
+            )
+        watch.record = public
+        if item is None:
+            self.violations.append(Violation(TASK_DELETED, "the record was deleted", task_id, now))
+            self._set_status(watch, None)
+            return
+        watch.writes += 1
+        status = item.get("status")
+        if status != watch.status:
+            watch.transitions.append((now, watch.status, str(status)))
+            if status in TERMINAL and watch.status not in TERMINAL:
+                watch.terminal_transitions += 1
+        self._set_status(watch, status)
+        watch.attempts = int(item.get("attempts", 0))
+        watch.redrive_count = int(item.get("redriveCount") or 0)
+        if watch.attempts > int(item.get("maxAttempts", 0)):
+            self.violations.append(
+                Violation(
+                    ATTEMPTS_OVER_BUDGET,
+                    f"a write left attempts={watch.attempts} > maxAttempts={item['maxAttempts']}",
+                    task_id,
+                    now,
+                )
+            )
+
+    def _set_status(self, watch: TaskWatch, status: str | None) -> None:
+        was_open = watch.status is not None and watch.status not in TERMINAL
+        is_open = status is not None and status not in TERMINAL
+        self.unfinished += int(is_open) - int(was_open)
+        watch.status = status
+
+    def failed(self, max_redrives: int) -> list[str]:
+        """FAILED tasks redriven fewer than `max_redrives` times, in creation order."""
+        return [
+            task_id
+            for task_id, watch in self.tasks.items()
+            if watch.status == "FAILED" and watch.redrive_count < max_redrives
+        ]
+
+
+@dataclass
+class Requests:
+    """What the clients were told."""
+
+    accepted: dict[str, str] = field(default_factory=dict)  # taskId -> first 202 (ISO)
+    rejected_keys: list[str] = field(default_factory=list)  # tasks a 4xx must not have made
+    violations: list[Violation] = field(default_factory=list)
+
+
+def check(
+    items: Iterable[tuple[str, dict[str, Any] | None]],
+    observer: Observer,
+    requests: Requests,
+) -> tuple[list[Violation], list[Violation]]:
+    """(stranded tasks, violations) over every stored task and every request."""
+    stranded: list[Violation] = []
+    violations = list(observer.violations) + list(requests.violations)
+    seen: set[str] = set()
+    for task_id, item in items:
+        if item is None or not _TASK_ID.match(task_id):
+            continue
+        seen.add(task_id)
+        if item.get("status") not in TERMINAL:
+            stranded.append(
+                Violation(STRANDED, f"ended {item.get('status')}", task_id, record=_shown(item))
+            )
+        violations += _check_record(task_id, item, observer.tasks.get(task_id))
+    for task_id, at in requests.accepted.items():
+        if task_id not in seen:
+            violations.append(
+                Violation(ACCEPTED_MISSING, f"accepted at {at}, absent at the end", task_id)
+            )
+    for task_id in requests.rejected_keys:
+        if task_id in seen:
+            violations.append(
+                Violation(REJECTED_STORED, "a rejected request's task exists", task_id)
+            )
+    return stranded, violations
+
+
+def _check_record(task_id: str, item: dict[str, Any], watch: TaskWatch | None) -> list[Violation]:
+    found: list[Violation] = []
+
+    def broken(kind: str, detail: str) -> None:
+        found.append(Violation(kind, detail, task_id, record=_shown(item)))
+
+    attempts, max_attempts = int(item.get("attempts", 0)), int(item.get("maxAttempts", 0))
+    if attempts > max_attempts:
+        broken(ATTEMPTS_OVER_BUDGET, f"attempts={attempts} > maxAttempts={max_attempts}")
+    if item.get("status") == "FAILED" and attempts < max_attempts:
+        broken(
+            FAILED_EARLY,
+            f"FAILED after {attempts} of {max_attempts} attempts: {item.get('lastError')}",
+        )
+    redrives = int(item.get("redriveCount") or 0)
+    if watch is not None and watch.terminal_transitions > 1 + redrives:
+        broken(
+            EXTRA_TERMINAL,
+            f"{watch.terminal_transitions} terminal transitions with redriveCount={redrives}: "
+            + ", ".join(f"{at} {old}->{new}" for at, old, new in watch.transitions),
+        )
+    history = item.get("history") or []
+    numbers = [entry.get("attempt") for entry in history]
+    if numbers != list(range(1, attempts + 1)):
+        broken(HISTORY_NUMBERING, f"attempts={attempts}, history numbers {numbers}")
+    for entry, following in pairwise(history):
+        if entry.get("finishedAt") is None:
+            broken(HISTORY_NUMBERING, f"attempt {entry.get('attempt')} never closed")
+            continue
+        promised = from_iso(entry["finishedAt"]) + timedelta(
+            seconds=entry.get("retryDelaySeconds") or 0
+        )
+        started = from_iso(following["startedAt"])
+        if started < promised:
+            broken(
+                EARLY_RETRY,
+                f"attempt {following.get('attempt')} started {following['startedAt']}, "
+                f"{(promised - started).total_seconds():.3f} s before attempt "
+                f"{entry.get('attempt')}'s finish + {entry.get('retryDelaySeconds') or 0} s",
+            )
+    return found
+
+
+def _public(item: dict[str, Any] | None) -> dict[str, Any]:
+    """What `GET /tasks/{taskId}` shows of an item: internal attributes (the write token, the
+    check schedule, the lease) may change on a finished task, the record may not."""
+    return {name: value for name, value in (item or {}).items() if name in _PUBLIC_FIELDS}
+
+
+_PUBLIC_FIELDS = frozenset(TaskRecord.model_fields)
+
+
+def _shown(item: dict[str, Any]) -> dict[str, Any]:
+    """The record as a report shows it (the write token is noise)."""
+    return {name: value for name, value in item.items() if name != "writeToken"}
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

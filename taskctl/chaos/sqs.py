@@ -1,0 +1,346 @@
+"""Simulated SQS on the simulated clock, and Lambda's event source mapping over it.
+
+moto's SQS counts visibility timeouts in wall-clock time, so a campaign that simulates hours in
+seconds needs its own queues. They keep what the handlers and the delivery guarantees depend on:
+
+- a receive hides a message for the queue's visibility timeout, gives it a NEW receipt handle and
+  counts it (`ApproximateReceiveCount`); only the newest handle can change or delete it: with an
+  older one ChangeMessageVisibility fails and DeleteMessage succeeds without deleting (as SQS
+  documents);
+- the redrive policy: a message received `maxReceiveCount` times moves to the dead-letter queue on
+  its next receive, with its body and message attributes;
+- retention (14 days, counted from the original send, also after a move);
+- at-least-once delivery: `receive_one` hands out a message that is in flight once more.
+
+The functions reach the queues through a real botocore SQS client whose requests are answered here
+(`SimSqs.respond`), so the SDK's parsing, errors and retries are the deployed ones. Lambda's side
+(`EventSourceMapping`) uses the queues directly, as the Lambda service does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from botocore.awsrequest import AWSPreparedRequest, AWSResponse
+
+from taskctl.chaos import wire
+
+RETENTION_S = 1_209_600  # 14 days, as both queues are deployed
+SQS_MAX_VISIBILITY_S = 43_200  # 12 hours from the receive: SQS's ceiling
+MAX_BODY_BYTES = 262_144
+SENDER_ID = "AIDACHAOSSIMULATION"
+
+
+class SqsError(Exception):
+    """An SQS error reply: its code, message and HTTP status."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+@dataclass(eq=False)
+class Message:
+    """One message in one queue. `receipt_handle` is the newest handle; older ones are stale."""
+
+    message_id: str
+    body: str
+    message_attributes: dict[str, dict[str, Any]]
+    sent_at: datetime
+    visible_at: datetime
+    receive_count: int = 0
+    first_received_at: datetime | None = None
+    received_at: datetime | None = None
+    receipt_handle: str | None = None
+    version: int = 0  # bumped on every visibility change: older heap entries are stale
+    gone: bool = False
+
+    @property
+    def md5_of_body(self) -> str:
+        return hashlib.md5(self.body.encode(), usedforsecurity=False).hexdigest()
+
+
+@dataclass(frozen=True)
+class Received:
+    """One receive of a message: the handle and count as that receive returned them."""
+
+    message: Message
+    receipt_handle: str
+    receive_count: int
+    received_at: datetime
+
+
+@dataclass
+class SimQueue:
+    """A standard queue. `dead_letter`/`max_receive_count` are its redrive policy, if any."""
+
+    name: str
+    url: str
+    arn: str
+    visibility_timeout_s: int
+    new_id: Callable[[], str]
+    dead_letter: SimQueue | None = None
+    max_receive_count: int | None = None
+    retention_s: int = RETENTION_S
+    sent: int = 0
+    moved_to_dead_letter: int = 0
+    expired: int = 0
+    _messages: dict[str, Message] = field(default_factory=dict)
+    _handles: dict[str, Message] = field(default_factory=dict)
+    _heap: list[tuple[datetime, int, Message, int]] = field(default_factory=list)
+    _seq: itertools.count = field(default_factory=itertools.count)
+
+    def __len__(self) -> int:
+        """Messages stored (visible or in flight)."""
+        return len(self._messages)
+
+    # -- what a sender does
+
+    def send(
+        self,
+        body: str,
+        now: datetime,
+        message_attributes: dict[str, dict[str, Any]] | None = None,
+        delay_s: int = 0,
+    ) -> Message:
+        if len(body.encode()) > MAX_BODY_BYTES:
+            raise SqsError("InvalidParameterValue", f"message body over {MAX_BODY_BYTES} bytes")
+        message = Message(
+            message_id=self.new_id(),
+            body=body,
+            message_attributes=dict(message_attributes or {}),
+            sent_at=now,
+            visible_at=now + timedelta(seconds=delay_s),
+        )
+        self._store(message)
+        self.sent += 1
+        return message
+
+    # -- what a receiver does
+
+    def receive(self, max_messages: int, now: datetime) -> list[Received]:
+        """Up to `max_messages` visible messages, each hidden for the visibility timeout. A
+        message already received `max_receive_count` times moves to the dead-letter queue
+        instead (the redrive policy)."""
+        received: list[Received] = []
+        while len(received) < max_messages and self._heap and self._heap[0][0] <= now:
+            _, _, message, version = heapq.heappop(self._heap)
+            if message.gone or version != message.version:
+                continue  # superseded entry
+            if self._expired(message, now):
+                continue
+            if self._over_receive_count(message):
+                self._move_to_dead_letter(message)
+                continue
+            received.append(self._hand_out(message, now))
+        return received
+
+    def receive_one(self, message: Message, now: datetime) -> Received | None:
+        """A receive that returns this very `message`, visible or not (at-least-once delivery
+        may hand out a message in flight once more: a new handle, and the previous receiver's
+        goes stale). None if it is gone, or if the redrive policy moves it instead."""
+        if message.gone or self._expired(message, now):
+            return None
+        if self._over_receive_count(message):
+            self._move_to_dead_letter(message)
+            return None
+        return self._hand_out(message, now)
+
+    def change_visibility(self, receipt_handle: str, timeout_s: int, now: datetime) -> None:
+        message = self._handles.get(receipt_handle)
+        if message is None:
+            raise SqsError(
+                "ReceiptHandleIsInvalid", f"the receipt handle {receipt_handle!r} is invalid"
+            )
+        if message.gone or message.receipt_handle != receipt_handle:
+            raise SqsError(
+                "InvalidParameterValue",
+                f"Value {receipt_handle} for parameter ReceiptHandle is invalid. Reason: Message "
+                "does not exist or is not available for visibility timeout change.",
+            )
+        if message.visible_at <= now:
+            raise SqsError("MessageNotInflight", "the message is not in flight")
+        assert message.received_at is not None
+        if not 0 <= timeout_s <= SQS_MAX_VISIBILITY_S or (
+            (now - message.received_at).total_seconds() + timeout_s > SQS_MAX_VISIBILITY_S
+        ):
+            raise SqsError(
+                "InvalidParameterValue",
+                f"VisibilityTimeout={timeout_s} would keep the message hidden past "
+                f"{SQS_MAX_VISIBILITY_S} s from its receive",
+            )
+        self._set_visible_at(message, now + timedelta(seconds=timeout_s))
+
+    def delete(self, receipt_handle: str) -> bool:
+        """Delete with a handle: True if deleted; a stale handle deletes nothing (no error)."""
+        message = self._handles.get(receipt_handle)
+        if message is None:
+            raise SqsError(
+                "ReceiptHandleIsInvalid", f"the receipt handle {receipt_handle!r} is invalid"
+            )
+        if message.gone or message.receipt_handle != receipt_handle:
+            return False
+        self._drop(message)
+        return True
+
+    def remove(self, message: Message) -> None:
+        """Delete a message by hand, whatever its state (an operator purging it)."""
+        if not message.gone:
+            self._drop(message)
+
+    def next_visible_at(self) -> datetime | None:
+        """When the earliest stored message becomes (or became) visible; None if empty."""
+        while self._heap:
+            _, _, message, version = self._heap[0]
+            if message.gone or version != message.version:
+                heapq.heappop(self._heap)
+                continue
+            return message.visible_at
+        return None
+
+    def messages(self) -> list[Message]:
+        return list(self._messages.values())
+
+    # -- internals
+
+    def _store(self, message: Message) -> None:
+        self._messages[message.message_id] = message
+        heapq.heappush(self._heap, (message.visible_at, next(self._seq), message, message.version))
+
+    def _set_visible_at(self, message: Message, visible_at: datetime) -> None:
+        message.visible_at = visible_at
+        message.version += 1
+        heapq.heappush(self._heap, (visible_at, next(self._seq), message, message.version))
+
+    def _hand_out(self, message: Message, now: datetime) -> Received:
+        message.receive_count += 1
+        message.first_received_at = message.first_received_at or now
+        message.received_at = now
+        handle = f"{message.message_id}#{message.receive_count}#{self.new_id()}"
+        message.receipt_handle = handle
+        self._handles[handle] = message
+        self._set_visible_at(message, now + timedelta(seconds=self.visibility_timeout_s))
+        return Received(message, handle, message.receive_count, now)
+
+    def _drop(self, message: Message) -> None:
+        message.gone = True
+        del self._messages[message.message_id]
+
+    def _expired(self, message: Message, now: datetime) -> bool:
+        if (now - message.sent_at).total_seconds() <= self.retention_s:
+            return False
+        self._drop(message)
+        self.expired += 1
+        return True
+
+    def _over_receive_count(self, message: Message) -> bool:
+        return (
+            self.dead_letter is not None
+            and self.max_receive_count is not None
+            and message.receive_count >= self.max_receive_count
+        )
+
+    def _move_to_dead_letter(self, message: Message) -> None:
+        assert self.dead_letter is not None
+        self._drop(message)
+        self.moved_to_dead_letter += 1
+        moved = Message(
+            message_id=message.message_id,
+            body=message.body,
+            message_attributes=message.message_attributes,
+            sent_at=message.sent_at,  # retention counts from the original send
+            visible_at=message.visible_at,
+        )
+        self.dead_letter._store(moved)
+
+
+class SimSqs:
+    """The queues by URL, answering the functions' SQS requests (`respond`)."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self._clock = clock
+        self._queues: dict[str, SimQueue] = {}
+
+    def add(self, queue: SimQueue) -> SimQueue:
+        self._queues[queue.url] = queue
+        return queue
+
+    def respond(self, request: AWSPreparedRequest, operation: str) -> AWSResponse:
+        """The reply SQS would send to `request` (applied to the queues)."""
+        try:
+            return wire.json_response(request, 200, self._apply(operation, wire.params(request)))
+        except SqsError as error:
+            return wire.error_response(request, "sqs", error.code, error.message, error.status)
+
+    def _apply(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
+        queue = self._queues.get(request.get("QueueUrl", ""))
+        if queue is None:
+            raise SqsError("QueueDoesNotExist", "The specified queue does not exist.")
+        now = self._clock()
+        match operation:
+            case "SendMessage":
+                message = queue.send(
+                    request["MessageBody"],
+                    now,
+                    request.get("MessageAttributes"),
+                    int(request.get("DelaySeconds", 0)),
+                )
+                return {"MessageId": message.message_id, "MD5OfMessageBody": message.md5_of_body}
+            case "ChangeMessageVisibility":
+                queue.change_visibility(
+                    request["ReceiptHandle"], int(request["VisibilityTimeout"]), now
+                )
+                return {}
+            case "DeleteMessage":
+                queue.delete(request["ReceiptHandle"])
+                return {}
+        # Anything else would need simulating first: fail loudly rather than pretend.
+        raise SqsError("UnsupportedOperation", f"{operation} is not simulated by taskctl chaos")
+
+
+@dataclass
+class EventSourceMapping:
+    """Lambda's SQS poller for one queue: receive up to `batch_size` visible messages, invoke the
+    function with them, and delete those it did not report as batch item failures.
+
+    `invoke(batch)` runs the function and returns the ids it reported failed, or None if the
+    invocation failed as a whole (crash, timeout, error): then nothing is deleted and every
+    message comes back when its visibility timeout (possibly changed by the function) ends.
+    A deletion with a handle that went stale meanwhile deletes nothing, as in SQS.
+    """
+
+    queue: SimQueue
+    batch_size: int
+    invoke: Callable[[list[Received]], set[str] | None]
+    # Told of each message the function acknowledged (did not report failed), before deletion.
+    on_acknowledged: Callable[[Received], None] | None = None
+    invocations: int = 0
+    deleted: int = 0
+
+    def poll(self, now: datetime) -> int:
+        """One poll; the number of messages handed to the function."""
+        batch = self.queue.receive(self.batch_size, now)
+        if batch:
+            self.deliver(batch)
+        return len(batch)
+
+    def deliver(self, batch: list[Received]) -> None:
+        self.invocations += 1
+        failed = self.invoke(batch)
+        if failed is None:
+            return
+        for received in batch:
+            if received.message.message_id in failed:
+                continue
+            if self.on_acknowledged is not None:
+                self.on_acknowledged(received)
+            if self.queue.delete(received.receipt_handle):
+                self.deleted += 1

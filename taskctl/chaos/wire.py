@@ -1,0 +1,91 @@
+"""The HTTP layer between botocore and the simulation: read a request botocore is about to send,
+and build the response it will parse, success or error, as the real service would send it (JSON
+protocol for both DynamoDB and SQS), so the SDK's own parsing, retries and error classes apply."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from botocore.awsrequest import AWSPreparedRequest, AWSResponse
+
+# Error `__type` prefixes of the two services' JSON protocols.
+DYNAMODB_ERROR_PREFIX = "com.amazonaws.dynamodb.v20120810#"
+SQS_ERROR_PREFIX = "com.amazonaws.sqs#"
+
+
+class _Body:
+    """What botocore reads a response body from (`raw.stream()`)."""
+
+    def __init__(self, content: bytes) -> None:
+        self._content = content
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self._content
+
+    def read(self, *_: Any) -> bytes:
+        return self._content
+
+
+def params(request: AWSPreparedRequest) -> dict[str, Any]:
+    """The operation's parameters as sent (both services speak JSON)."""
+    body = request.body
+    if not body:
+        return {}
+    if isinstance(body, bytes):
+        body = body.decode()
+    return json.loads(body)
+
+
+def sdk_attempt(request: AWSPreparedRequest) -> tuple[str, int]:
+    """(the SDK call's invocation id, the 1-based attempt of this request), from the headers the
+    SDK adds to every try; tries of one call share the id."""
+    invocation_id = _header(request, "amz-sdk-invocation-id") or ""
+    attempt = 1
+    for part in (_header(request, "amz-sdk-request") or "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == "attempt" and value.isdigit():
+            attempt = int(value)
+    return invocation_id, attempt
+
+
+def _header(request: AWSPreparedRequest, name: str) -> str | None:
+    value = request.headers.get(name)
+    if isinstance(value, bytes):
+        return value.decode()
+    return value
+
+
+def json_response(
+    request: AWSPreparedRequest,
+    status: int,
+    body: dict[str, Any],
+    headers: dict[str, str] | None = None,
+) -> AWSResponse:
+    content = json.dumps(body, separators=(",", ":")).encode()
+    all_headers = {
+        "content-type": "application/x-amz-json-1.0",
+        "content-length": str(len(content)),
+        "x-amzn-requestid": "chaos",
+        **(headers or {}),
+    }
+    return AWSResponse(request.url, status, all_headers, _Body(content))
+
+
+def error_response(
+    request: AWSPreparedRequest, service: str, code: str, message: str, status: int = 400
+) -> AWSResponse:
+    """An error reply of `service` ("dynamodb" or "sqs") with error code `code`."""
+    if service == "sqs":
+        fault = "Sender" if status < 500 else "Receiver"
+        return json_response(
+            request,
+            status,
+            {"__type": SQS_ERROR_PREFIX + code, "message": message},
+            # SQS is "awsQueryCompatible": botocore takes the code from this header.
+            {"x-amzn-query-error": f"{code};{fault}"},
+        )
+    return json_response(
+        request, status, {"__type": DYNAMODB_ERROR_PREFIX + code, "message": message}
+    )

@@ -1,0 +1,142 @@
+"""`taskctl chaos`: the seeded fault campaign passes over the real handlers, replays from its seed,
+and its checker does notice stranded tasks when what prevents them is taken away."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from functions import store
+from functions.settings import StackSettings
+from taskctl.chaos.campaign import CampaignConfig, CampaignReport, run_campaign
+from taskctl.chaos.cli import chaos
+from taskctl.chaos.faults import FaultKind, FaultRates
+from taskctl.program import load_stack_settings
+
+SEED = 20261129
+
+
+@pytest.fixture(scope="module")
+def dev() -> StackSettings:
+    return load_stack_settings("dev")
+
+
+def quiet_campaign(dev: StackSettings, tasks: int, **changes: object) -> CampaignConfig:
+    """No fault, no outage, no redrive: what happens is only what the test plants."""
+    config = CampaignConfig(
+        tasks=tasks,
+        seed=SEED,
+        settings=dev,
+        rates=FaultRates.none(),
+        outages_per_task=0.0,
+        redrives_per_task=0.0,
+    )
+    return dataclasses.replace(config, **changes)
+
+
+def findings(report: CampaignReport) -> list[str]:
+    return [f"{v.kind}: {v.task_id} {v.detail}" for v in report.stranded + report.violations]
+
+
+def test_a_campaign_with_every_fault_kind_strands_no_task_and_breaks_no_invariant(dev):
+    # GIVEN the dev stack and a campaign of 80 tasks, with crashes and timeouts twice as
+    # likely as by default so that a campaign this small meets every kind of fault
+    rates = dataclasses.replace(FaultRates(), crash=0.008, timeout=0.008)
+    config = CampaignConfig(tasks=80, seed=SEED, settings=dev, rates=rates)
+    # WHEN it runs
+    report = run_campaign(config)
+    # THEN every fault kind was injected
+    assert all(report.faults[kind.value] > 0 for kind in FaultKind), report.faults
+    # AND tasks were accepted, some failed, some completed, and the world settled
+    summary = report.to_json()
+    assert summary["accepted"] > 40
+    assert summary["statuses"].get("COMPLETED", 0) > 0 and summary["statuses"].get("FAILED", 0) > 0
+    assert summary["settled"] and summary["messagesLeft"] == 0
+    # AND no accepted task is left unfinished, and no invariant broke
+    assert report.passed, findings(report)
+
+
+def test_the_same_seed_replays_the_same_campaign(dev):
+    # GIVEN one small campaign configuration with faults (no outage: it would only add time)
+    config = CampaignConfig(tasks=20, seed=SEED, settings=dev, outages_per_task=0.0)
+    # WHEN it runs twice
+    first, second = run_campaign(config), run_campaign(config)
+    # THEN the same faults were injected at the same calls and every task ended the same way
+    assert first.to_json()["accepted"] > 0 and sum(first.faults.values()) > 0
+    assert first.to_json()["faultDetails"] == second.to_json()["faultDetails"]
+    assert first.digest == second.digest
+
+
+@pytest.mark.parametrize(("reconciler", "stranded"), [(False, 3), (True, 0)])
+def test_messages_deleted_by_hand_strand_their_tasks_unless_the_reconciler_runs(
+    dev, reconciler, stranded
+):
+    # GIVEN a fault-free campaign whose first 3 task messages are deleted as soon as sent
+    config = quiet_campaign(dev, 10, lose_messages=3, reconciler=reconciler)
+    # WHEN it runs, with or without the reconciler
+    report = run_campaign(config)
+    # THEN without it exactly those 3 tasks are reported stranded, PENDING; with it none is
+    assert len(report.stranded) == stranded, findings(report)
+    assert all(found.record["status"] == "PENDING" for found in report.stranded)
+    assert report.passed is (stranded == 0)
+    assert report.violations == []
+
+
+@pytest.mark.parametrize("recognise_own_writes", [True, False])
+def test_without_own_write_recognition_lost_responses_strand_accepted_tasks(
+    dev, monkeypatch, recognise_own_writes
+):
+    # GIVEN half of all write replies lost (the SDK retries them), nothing else, and no
+    # reconciler to cover for mistakes
+    config = quiet_campaign(
+        dev, 20, rates=dataclasses.replace(FaultRates.none(), lost_response=0.5), reconciler=False
+    )
+    # AND, in one run, conditional writes that no longer recognise their own earlier try
+    if not recognise_own_writes:
+        monkeypatch.setattr(store, "_written_by", lambda error, token: False)
+    # WHEN the campaign runs
+    report = run_campaign(config)
+    # THEN lost responses were injected
+    assert report.faults[FaultKind.LOST_RESPONSE.value] > 10
+    # AND with recognition every task ends; without it, a retried create reads as a repeat
+    # request, the API replays its 202 without sending the message, and the checker says so
+    if recognise_own_writes:
+        assert report.passed, findings(report)
+    else:
+        assert len(report.stranded) > 0
+        assert not report.passed
+
+
+def test_the_command_prints_a_json_report_and_exits_1_when_tasks_are_stranded(monkeypatch):
+    # GIVEN the chaos command, made to run a campaign that strands tasks
+    app = typer.Typer(add_completion=False)
+    app.command()(chaos)
+    app.command("noop")(lambda: None)  # keeps Typer from collapsing to the only command
+    real_config = CampaignConfig
+
+    def stranding_config(**kwargs: object) -> CampaignConfig:
+        planted = {"rates": FaultRates.none(), "outages_per_task": 0.0, "redrives_per_task": 0.0}
+        return real_config(**kwargs, **planted, reconciler=False, lose_messages=2)
+
+    monkeypatch.setattr("taskctl.chaos.campaign.CampaignConfig", stranding_config)
+    # WHEN it runs with --json
+    result = CliRunner().invoke(app, ["chaos", "--tasks", "10", "--seed", "5", "--json"])
+    # THEN it exits 1, and stdout is the JSON report naming the seed and the stranded tasks
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["seed"] == 5 and report["tasks"] == 10
+    assert report["stranded"] == 2 and len(report["strandedTasks"]) == 2
+    assert report["reproduce"].startswith("python -m taskctl chaos --tasks 10 --seed 5")
+
+
+def test_the_command_refuses_an_unknown_stack_in_one_line_with_exit_2():
+    app = typer.Typer(add_completion=False)
+    app.command()(chaos)
+    app.command("noop")(lambda: None)
+    result = CliRunner().invoke(app, ["chaos", "--tasks", "5", "--stack", "nope"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: stack nope: ") and result.stderr.count("\n") == 1
