@@ -23,7 +23,7 @@ from moto import mock_aws
 from functions import runtime
 from functions.runtime import FunctionSettings, Runtime
 from functions.settings import REDRIVE_RECEIVE_MARGIN, TaskPolicy
-from functions.store import CHECK_AFTER_ATTRIBUTE, CHECK_INDEX, CHECK_SHARD_ATTRIBUTE
+from taskctl.chaos.dynamodb import create_table as create_task_table
 
 DEV_POLICY = TaskPolicy(maxAttempts=2, errorRate=0.3, backoffBaseSeconds=2, maxDelaySeconds=900)
 START = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
@@ -65,26 +65,7 @@ def resources(aws: None, boto_session: boto3.Session) -> Resources:
     dynamodb = boto_session.client("dynamodb")
     sqs = boto_session.client("sqs")
     table_name = "fault-tolerant-tasks-dev-tasks"
-    dynamodb.create_table(
-        TableName=table_name,
-        AttributeDefinitions=[
-            {"AttributeName": "taskId", "AttributeType": "S"},
-            {"AttributeName": CHECK_SHARD_ATTRIBUTE, "AttributeType": "S"},
-            {"AttributeName": CHECK_AFTER_ATTRIBUTE, "AttributeType": "N"},
-        ],
-        KeySchema=[{"AttributeName": "taskId", "KeyType": "HASH"}],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": CHECK_INDEX,
-                "KeySchema": [
-                    {"AttributeName": CHECK_SHARD_ATTRIBUTE, "KeyType": "HASH"},
-                    {"AttributeName": CHECK_AFTER_ATTRIBUTE, "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "KEYS_ONLY"},
-            }
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_task_table(dynamodb, table_name)
     dlq_url = sqs.create_queue(QueueName="fault-tolerant-tasks-dev-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
