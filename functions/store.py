@@ -478,21 +478,12 @@ class TaskStore:
         condition = Condition(f"#{CHECK_AFTER_ATTRIBUTE} = :seen", {}) & status_is(
             TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.RETRYING
         )
-        try:
-            self._client.update_item(
-                TableName=self._table_name,
-                Key=_key(task_id),
-                UpdateExpression=update,
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                **_condition_args(condition, update, values),
-            )
-        except ClientError as error:
-            if not _condition_failed(error):
-                raise
-            # Our own earlier try (response lost, retried) left exactly the value we write.
-            old = error.response.get("Item", {})
-            return old.get(CHECK_AFTER_ATTRIBUTE, {}).get("N") == str(new_s)
-        return True
+        failed = self._try_update(task_id, update, values, condition)
+        if failed is None:
+            return True
+        # Our own earlier try (response lost, retried) left exactly the value we write.
+        old = failed.response.get("Item", {})
+        return old.get(CHECK_AFTER_ATTRIBUTE, {}).get("N") == str(new_s)
 
     def read_cursor(self) -> dict[str, int]:
         """The reconciler's progress per shard (epoch seconds); empty before its first run."""
@@ -559,6 +550,16 @@ class TaskStore:
         update = "SET " + ", ".join([*sets, "#writeToken = :write_token"])
         if removes:
             update += " REMOVE " + ", ".join(removes)
+        failed = self._try_update(task_id, update, values, condition)
+        if failed is not None and not _written_by(failed, token):
+            raise conflict from failed
+
+    def _try_update(
+        self, task_id: str, update: str, values: dict[str, Any], condition: Condition
+    ) -> ClientError | None:
+        """One conditional UpdateItem that asks for the item as it is if the condition fails:
+        None when applied, the failed condition's error (carrying that item) otherwise. Any
+        other error propagates."""
         try:
             self._client.update_item(
                 TableName=self._table_name,
@@ -569,10 +570,9 @@ class TaskStore:
             )
         except ClientError as error:
             if _condition_failed(error):
-                if _written_by(error, token):
-                    return
-                raise conflict from error
+                return error
             raise
+        return None
 
 
 BATCH_GET_MAX_KEYS = 100
