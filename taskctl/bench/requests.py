@@ -109,11 +109,10 @@ def measure(
     progress: Callable[[str], None] = lambda _step: None,
 ) -> list[ScenarioMeasurement]:
     """Run each scenario `repetitions` times in a fresh moto account; see the module doc."""
-    harness.prepare_environment()
     from moto import mock_aws
 
     measurements = []
-    with mock_aws():
+    with harness.bench_environment(), mock_aws():
         pipeline = harness.Pipeline(policy, memory_mb)
         pipeline.run_task(harness.Scenario(name="warm-up", description="", message="SUCCESS"))
         for scenario in scenarios(policy.maxAttempts):
@@ -122,6 +121,9 @@ def measure(
                 progress(f"{scenario.description} ({repetition + 1}/{repetitions})")
                 runs.append(pipeline.run_task(scenario))
             measurements.append(_summarise(scenario, runs))
+    from functions import runtime
+
+    runtime.use(None)  # the next user reads its own environment
     return measurements
 
 

@@ -36,8 +36,8 @@ from moto.dynamodb.models.dynamo_type import DynamoType
 
 from functions.store import CHECK_AFTER_ATTRIBUTE, CHECK_INDEX, CHECK_SHARD_ATTRIBUTE, TASK_KEY
 from taskctl.chaos import wire
+from taskctl.chaos.wire import REGION
 
-REGION = "us-east-1"
 WRITE_OPERATIONS = frozenset(
     {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
 )

@@ -23,7 +23,6 @@ import hashlib
 import heapq
 import itertools
 import json
-import os
 import random
 import time
 import uuid
@@ -73,6 +72,7 @@ from taskctl.chaos.lambdas import (
     quiet_functions,
 )
 from taskctl.chaos.sqs import EventSourceMapping, Received, SimQueue, SimSqs
+from taskctl.chaos.wire import offline_aws_environment
 from taskctl.ops.redrive import redrive_task
 
 TABLE_NAME = "chaos-tasks"
@@ -199,7 +199,7 @@ class World:
 
     def run(self) -> WorldReport:
         started = time.perf_counter()
-        with _aws_environment(), mock_aws(), quiet_functions():
+        with offline_aws_environment(), mock_aws(), quiet_functions():
             self._build()
             with mock.patch.object(
                 botocore.endpoint, "time", SimpleNamespace(sleep=self.lambdas.sleep)
@@ -717,22 +717,3 @@ def _index_lag_s(rng: random.Random) -> float:
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@contextlib.contextmanager
-def _aws_environment() -> Iterator[None]:
-    """Fake credentials, and none of the developer's AWS settings (a profile, an endpoint):
-    nothing here may reach a real account or the local stack."""
-    with mock.patch.dict(os.environ):
-        for name in list(os.environ):
-            if name.startswith(("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_DEFAULT_PROFILE")):
-                del os.environ[name]
-        os.environ.update(
-            AWS_ACCESS_KEY_ID="chaos",
-            AWS_SECRET_ACCESS_KEY="chaos",
-            AWS_DEFAULT_REGION=REGION,
-            AWS_REGION=REGION,
-            AWS_CONFIG_FILE=os.devnull,
-            AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        )
-        yield

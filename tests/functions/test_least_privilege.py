@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 from aws_harness import (
-    FakeClock,
     FakeLambdaContext,
     Pipeline,
     http_event,
@@ -38,6 +37,7 @@ from functions import api, reconciler
 from functions.queue import task_message_body
 from functions.runtime import Runtime
 from functions.store import CHECK_INDEX
+from taskctl.chaos.clock import SimClock
 from taskctl.program import RecordingMocks, run_program
 
 STACKS = ("dev", "prod")
@@ -185,7 +185,7 @@ def run_dead_letter_branches(calls: CallRecorder, rt: Runtime, pipeline: Pipelin
 
 
 def run_reconciler_branches(
-    calls: CallRecorder, rt: Runtime, pipeline: Pipeline, clock: FakeClock
+    calls: CallRecorder, rt: Runtime, pipeline: Pipeline, clock: SimClock
 ) -> None:
     """One pass that recovers a task whose message is gone and rechecks one that is on schedule
     (a live lease), reading and saving its cursor. (Tasks the scenarios before left unfinished
@@ -207,7 +207,7 @@ def run_reconciler_branches(
 
 
 @pytest.fixture
-def recorded(rt: Runtime, resources: Any, pipeline: Pipeline, clock: FakeClock) -> dict:
+def recorded(rt: Runtime, resources: Any, pipeline: Pipeline, clock: SimClock) -> dict:
     calls = CallRecorder(rt, resources)
     run_api_branches(calls)
     discard_messages(pipeline, pipeline.queue_url)

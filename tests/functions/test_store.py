@@ -8,7 +8,6 @@ from datetime import timedelta
 
 import pytest
 from aws_faults import lose_response
-from aws_harness import FakeClock
 
 from functions.lifecycle import (
     AttemptOutcome,
@@ -29,6 +28,7 @@ from functions.store import (
     attempts_are,
     status_is,
 )
+from taskctl.chaos.clock import SimClock
 
 TASK_ID = "3f0c9a52-4e0b-4a8e-9a6e-1c2d3e4f5a6b"
 LEASE = timedelta(seconds=30)
@@ -78,7 +78,7 @@ def expires_at(rt: Runtime) -> int | None:
 
 
 def test_an_unfinished_task_never_expires_and_a_finished_one_expires_ttl_days_later(
-    rt: Runtime, pending: TaskRecord, clock: FakeClock
+    rt: Runtime, pending: TaskRecord, clock: SimClock
 ) -> None:
     assert expires_at(rt) is None
     clock.advance(3600)
@@ -137,7 +137,7 @@ def test_only_one_of_two_claims_of_the_same_attempt_wins(rt: Runtime, pending: T
 
 
 def test_a_running_attempt_cannot_be_reclaimed_as_lost_before_its_lease_runs_out(
-    rt: Runtime, pending: TaskRecord, clock: FakeClock
+    rt: Runtime, pending: TaskRecord, clock: SimClock
 ) -> None:
     record = claimed(rt)
 

@@ -120,7 +120,6 @@ def test_a_failed_attempt_hides_its_message_for_exactly_the_computed_delay(
     # GIVEN an ERROR task's message
     task_id = submit("ERROR")
     (message,) = pipeline.receive()
-    pipeline.pin_hidden = False  # observe SQS's own visibility, set by the worker alone
 
     # WHEN its first attempt fails
     delivery = pipeline.deliver([message])

@@ -118,21 +118,12 @@ def _measurement(**overrides) -> ScenarioMeasurement:
 
 
 def test_batching_divides_invocations_and_event_source_requests_by_the_batch_size():
-    batched = Design(
-        name="b",
-        api_kind="http",
-        batch_size=5,
-        memory_mb=256,
-        architecture="arm64",
-        original_writes=False,
-    )
-    single = Design(
-        name="s",
-        api_kind="rest",
-        batch_size=1,
-        memory_mb=1024,
-        architecture="x86_64",
-        original_writes=True,
+    batched, single = (
+        Design(name=n, api_kind=k, batch_size=b, memory_mb=mb, architecture=a, original_writes=o)
+        for n, k, b, mb, a, o in (
+            ("b", "http", 5, 256, "arm64", False),
+            ("s", "rest", 1, 1024, "x86_64", True),
+        )
     )
     m = _measurement()
     ours, original = usage(m, batched, ttl_days=1), usage(m, single, ttl_days=1)
@@ -158,24 +149,16 @@ def test_item_size_follows_dynamodbs_rules():
     assert harness.attribute_value_size({"L": [{"S": "ab"}, {"S": "c"}]}) == 3 + (2 + 1) + (1 + 1)
 
 
-@pytest.fixture
-def restored_environment():
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-    from functions import runtime
-
-    runtime.use(None)
-
-
-def test_metering_the_real_handlers_follows_each_task_to_its_end(restored_environment):
-    # GIVEN the dev policy (2 attempts), each scenario metered once under moto
+def test_metering_the_real_handlers_follows_each_task_to_its_end():
+    # GIVEN the dev policy (2 attempts), each scenario metered once
     policy = TaskPolicy(maxAttempts=2, errorRate=0.3, backoffBaseSeconds=2, maxDelaySeconds=60)
+    environment = dict(os.environ)
     measurements = {m.name: m for m in measure(policy, 256, repetitions=1)}
     first, retry, fails = (
         measurements[n] for n in ("succeedsFirstTime", "succeedsOnRetry", "fails")
     )
+    # THEN the process's environment is as it was (the functions' variables were set inside)
+    assert dict(os.environ) == environment
     # THEN each task ends as its scenario says
     assert (first.final_status, first.attempts) == ("COMPLETED", 1)
     assert (retry.final_status, retry.attempts) == ("COMPLETED", 2)
