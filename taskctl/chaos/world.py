@@ -163,6 +163,8 @@ class WorldReport:
     reconciler_recoveries: int = 0
     dead_letter_moves: int = 0
     messages_left: int = 0
+    delayed_sends: int = 0  # messages sent to the main queue with DelaySeconds
+    peak_in_flight: int = 0  # the main queue's in-flight messages at their most
     simulated_s: float = 0.0
     settled: bool = False
     wall_s: float = 0.0
@@ -629,10 +631,17 @@ class World:
         return which
 
     def _acknowledged(self, received: Received) -> None:
-        """The worker let Lambda delete a message: its task must be finished (or unknown)."""
+        """The worker let Lambda delete a message: its task must be finished (or unknown), or
+        the invocation must have put another message of the task on the main queue first (the
+        delayed copy of a retry or a deferral)."""
         task_id = _task_of(received.message.body)
         item = self.table.item(task_id) if task_id is not None else None
-        if item is not None and item.get("status") not in TERMINAL:
+        invocation = self.lambdas.last
+        replaced = invocation is not None and any(
+            url == self.main_queue.url and _task_of(body) == task_id
+            for url, body in invocation.sent
+        )
+        if item is not None and item.get("status") not in TERMINAL and not replaced:
             self.requests.violations.append(
                 Violation(
                     UNFINISHED_ACKNOWLEDGED,
@@ -672,6 +681,8 @@ class World:
         report.aws_attempts = sum(self.transport.attempts.values())
         report.outage_refusals = self.transport.outage_refusals
         report.dead_letter_moves = self.main_queue.moved_to_dead_letter
+        report.delayed_sends = self.main_queue.sent_delayed
+        report.peak_in_flight = self.main_queue.peak_in_flight
         report.messages_left = len(self.main_queue) + len(self.dead_letter_queue)
         report.simulated_s = self.clock.elapsed_s
         report.digest = fingerprint.hexdigest()[:16]

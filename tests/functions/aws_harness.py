@@ -128,6 +128,7 @@ class Delivery:
 
     message_ids: list[str]
     failed_ids: set[str]
+    bodies: list[str]
 
 
 class Pipeline:
@@ -159,6 +160,14 @@ class Pipeline:
     @property
     def main_queue(self) -> SimQueue:
         return self.worker_mapping.queue
+
+    def delays_sent(self) -> list[int]:
+        """DelaySeconds of each message the worker sent to the main queue, in order."""
+        return [
+            call.get("DelaySeconds", 0)
+            for call in self.send_spy.calls
+            if call["QueueUrl"] == self.queue_url
+        ]
 
     def receive(self, url: str | None = None, max_messages: int = 10) -> list[dict[str, Any]]:
         reply = self.sqs.receive_message(
@@ -212,7 +221,10 @@ class Pipeline:
             spy.attach(runtime.current().sqs)
         response = worker.handler(self._events.sqs(batch, self.main_queue), self.context)
         failed = {item["itemIdentifier"] for item in response["batchItemFailures"]}
-        self.runs.append(Delivery([received.message.message_id for received in batch], failed))
+        messages = [received.message for received in batch]
+        self.runs.append(
+            Delivery([m.message_id for m in messages], failed, [m.body for m in messages])
+        )
         return failed
 
     def _invoke_dead_letter(self, batch: list[Received]) -> set[str]:
