@@ -101,7 +101,7 @@ def _measurement(**overrides) -> ScenarioMeasurement:
         attempts=2,
         calls={
             "api": {"sqs": {"SendMessage": 1}},
-            "worker": {"sqs": {"ChangeMessageVisibility": 1}},
+            "worker": {"sqs": {"SendMessage": 1}},
         },
         wru={"api": 1, "worker": 4},
         rru={"worker": 2},
@@ -167,6 +167,12 @@ def test_metering_the_real_handlers_follows_each_task_to_its_end():
     # AND a submit enqueues exactly one message; only the failed task reaches the DLQ
     for m in (first, retry, fails):
         assert m.calls["api"]["sqs"] == {"SendMessage": 1}
+    # AND each retry is one delayed SendMessage of the worker's, and every delivery is
+    # acknowledged (the retried one once its delayed copy was sent)
+    assert "worker" not in first.calls or "sqs" not in first.calls["worker"]
+    assert retry.calls["worker"]["sqs"] == {"SendMessage": 1}
+    assert fails.calls["worker"]["sqs"] == {"SendMessage": 2}  # the retry, then the DLQ
+    assert (retry.worker_acknowledged, fails.worker_acknowledged) == (2, 2)
     assert (first.dead_letter_deliveries, fails.dead_letter_deliveries) == (0, 1)
     # AND more attempts cost more writes
     assert sum(fails.wru.values()) > sum(first.wru.values())
