@@ -42,6 +42,7 @@ from taskctl.ops.redrive import (
     redrive_task,
 )
 from taskctl.ops.target import (
+    DEFAULT_LOCAL_STACK,
     LocalOption,
     OpsError,
     QueueUrlOption,
@@ -125,15 +126,15 @@ def redrive(
     bulk: datetime | None = None
     try:
         bulk = _bulk_selection(task_ids or [], status, since)
-        if stack is None and (table is not None or queue_url is not None):
+        stack_name = stack or DEFAULT_LOCAL_STACK
+        policy = stack_policy(stack_name)
+        if stack is None and table is not None and queue_url is not None:
             # The policy (extra attempts, the reconciler's grace) is the stack's: guessing dev
             # for a prod table would grant dev's attempts.
             raise OpsError(
                 "--table/--queue-url name a deployed stack: say which with --stack (its policy "
                 "sets the extra attempts and the reconciler's grace)"
             )
-        stack_name = stack or "dev"
-        policy = stack_policy(stack_name)
         target = resolve_target(
             stack, local=local, table=table, queue_url=queue_url, needs_queue=True
         )

@@ -9,6 +9,8 @@ where the worker claims attempt `attempts + 1` as for any retry.
 The write also schedules the task's next check by the reconciler. So if the enqueue fails, or the
 command is killed between the write and the enqueue, the task is still redriven: the reconciler
 finds it RETRYING and overdue after `recoveryGraceSeconds` and queues its message. No undo.
+
+`dry_run_task` reads and decides the same way and stops there: what a redrive would write.
 """
 
 from __future__ import annotations
