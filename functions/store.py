@@ -192,9 +192,13 @@ def check_shard(task_id: str) -> str:
 def status_shard(status: TaskStatus, task_id: str) -> str:
     """The task's partition key in the status index: its status and its `check_shard`, so the
     16 shards of a status share one status's write rate."""
+    return _status_partition(status, check_shard(task_id))
+
+
+def _status_partition(status: TaskStatus, shard: str) -> str:
     if status not in INDEXED_STATUSES:
         raise ValueError(f"{status} tasks are not in the status index")
-    return f"{status.value}#{check_shard(task_id)}"
+    return f"{status.value}#{shard}"
 
 
 def _index_status(status: TaskStatus, task_id: str, values: dict[str, Any]) -> list[str]:
@@ -510,9 +514,9 @@ class TaskStore:
         costs about one page per shard. Eventually consistent, like any GSI read: an entry may
         lag its task's last write by a moment, so callers read the tasks before acting."""
         shards = [
-            self._status_shard_entries(f"{status.value}#{shard:02d}", since, page_size)
+            self._status_shard_entries(_status_partition(status, f"{n:02d}"), since, page_size)
             for status in statuses
-            for shard in range(CHECK_SHARDS)
+            for n in range(CHECK_SHARDS)
         ]
         return heapq.merge(*shards, key=lambda entry: entry.updated_at, reverse=True)
 

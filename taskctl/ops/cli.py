@@ -126,6 +126,8 @@ def redrive(
     bulk: datetime | None = None
     try:
         bulk = _bulk_selection(task_ids or [], status, since)
+        if limit is not None and bulk is None:
+            raise OpsError("--limit goes with --status FAILED --since; give those too")
         stack_name = stack or DEFAULT_LOCAL_STACK
         policy = stack_policy(stack_name)
         if stack is None and table is not None and queue_url is not None:
@@ -211,7 +213,7 @@ def _redrive_each(
     show_progress: bool,
 ) -> list[RedriveResult]:
     """Each task on its own; an AWS error is that task's failure, unless `STOP_AFTER_ERRORS`
-    come in a row (or every task so far failed so): then the whole run stops."""
+    come in a row (or, in a shorter run, every task meets one): then the whole run stops."""
     assert target.queue_url is not None  # resolve_target(needs_queue=True)
     # Redrive only ever sends to the main queue; the DLQ is not involved.
     queue = TaskQueue(target.client("sqs"), target.queue_url, dead_letter_queue_url="")

@@ -25,6 +25,7 @@ from functions.runtime import Runtime
 from functions.settings import TaskPolicy
 from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_OK
 from taskctl.ops import cli, tasks_cli
+from taskctl.ops.tasks import find_tasks
 
 ALWAYS_FAILS = TaskPolicy(maxAttempts=2, errorRate=1.0, backoffBaseSeconds=2, maxDelaySeconds=900)
 NEVER_FAILS = ALWAYS_FAILS.model_copy(update={"errorRate": 0.0})
@@ -320,6 +321,7 @@ def test_aws_errors_on_every_task_stop_the_run_with_exit_2(
         (["--status", "RETRYING", "--since", "1h"], "only FAILED"),
         (["--since", "1h"], "--status"),
         ([], "give task ids"),
+        (["0b5e7a7e-6f0e-4c55-9a2e-8d0c4f1d2e3a", "--limit", "5"], "--limit goes with"),
         (
             ["0b5e7a7e-6f0e-4c55-9a2e-8d0c4f1d2e3a", "--status", "FAILED", "--since", "1h"],
             "not both",
@@ -335,3 +337,18 @@ def test_bad_bulk_flags_are_usage_errors_and_change_nothing(
     (line,) = outcome.stderr.strip().splitlines()
     assert complaint in line
     assert {record_of(rt, t).status for t in failed_tasks} == {TaskStatus.FAILED}
+
+
+def test_listing_queries_the_index_and_reads_the_records_and_never_scans(
+    rt: Runtime, failed_tasks: list[str]
+) -> None:
+    calls: list[str] = []
+    rt.dynamodb.meta.events.register(
+        "before-call.dynamodb", lambda model, **_: calls.append(model.name)
+    )
+
+    found = find_tasks(rt.store, [TaskStatus.FAILED], since=None, limit=10)
+
+    assert [task.record.taskId for task in found] == failed_tasks[::-1]
+    # one query per shard of the status (16), then one batch read of the records
+    assert calls == ["Query"] * 16 + ["BatchGetItem"]
