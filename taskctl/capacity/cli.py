@@ -105,9 +105,7 @@ def _check(needed: float, limit: float) -> str:
     return "<1%" if 0 < needed < limit / 100 else f"{needed / limit:.0%}"
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "never (the workers do not keep up)"
+def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:
@@ -211,8 +209,13 @@ def print_report(report: CapacityReport, console: Console) -> None:
         f"Cost: ${costs['total']:,.2f} per million tasks (DynamoDB writes "
         f"${costs['dynamodbWrites']:,.2f}), ${report.cost_per_hour:,.2f} per hour at this rate. "
         f"API headroom {_n(report.api_headroom_s)}/s (burst {report.api_stage_burst}). "
-        f"A backlog of {report.backlog_tasks:,} tasks drains in {_duration(report.drain_s)} "
-        f"(workers at most {_n(report.worker_records_s_max)} records/s)."
+        f"A backlog of {report.backlog_tasks:,} tasks "
+        + (
+            "never drains: the workers do not keep up"
+            if report.drain_s is None
+            else f"drains in {_duration(report.drain_s)}"
+        )
+        + f" (they handle at most {_n(report.worker_records_s_max)} records/s)."
     )
     if report.findings:
         console.print(f"[red]Quotas crossed[/] ({len(report.findings)}):")
