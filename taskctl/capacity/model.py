@@ -28,6 +28,7 @@ the deferral share, and AWS latency beyond the stated assumptions.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, replace
 
 from functions.lifecycle import LEASE_MARGIN_S, backoff_ceiling_s
@@ -184,9 +185,9 @@ class CapacityReport:
             "stack": self.stack,
             "ratePerSecond": self.rate_per_s,
             "attemptFailureProbability": self.failure_p,
-            "perTask": asdict(self.flow),
-            "assumptions": asdict(self.assumptions),
-            "quotas": asdict(self.quotas),
+            "perTask": _camel(asdict(self.flow)),
+            "assumptions": _camel(asdict(self.assumptions)),
+            "quotas": _camel(asdict(self.quotas)),
             "lambdaConcurrency": {
                 "api": self.api_concurrency,
                 "worker": self.worker_concurrency,
@@ -209,7 +210,7 @@ class CapacityReport:
                 "inFlightIfWaitsWereInFlight": self.in_flight_if_waits_in_flight,
                 "inFlightQuota": self.in_flight_quota,
             },
-            "dynamodb": [asdict(space) for space in self.key_spaces],
+            "dynamodb": [_camel(asdict(space)) for space in self.key_spaces],
             "api": {
                 "stageRateLimit": self.api_stage_rate,
                 "stageBurstLimit": self.api_stage_burst,
@@ -226,9 +227,14 @@ class CapacityReport:
             },
             "costPerMillionTasks": self.cost_per_million,
             "costPerHour": self.cost_per_hour,
-            "findings": [asdict(finding) for finding in self.findings],
+            "findings": [_camel(asdict(finding)) for finding in self.findings],
             "crossed": self.crossed,
         }
+
+
+def _camel(fields: dict) -> dict:
+    """JSON keys as the rest of taskctl's JSON writes them: `failed_share` -> `failedShare`."""
+    return {re.sub(r"_(\w)", lambda m: m.group(1).upper(), key): v for key, v in fields.items()}
 
 
 def plan(

@@ -15,7 +15,7 @@ from functions.settings import StackSettings
 from taskctl.bench.cost import Prices
 from taskctl.capacity.cli import capacity
 from taskctl.capacity.model import Assumptions, plan, task_flow
-from taskctl.capacity.quotas import Quotas
+from taskctl.capacity.quotas import QUOTAS_FILE, Quotas
 
 # A small, clear stack: 3 attempts, waits of 10 s then 20 s (base 10, no jitter), batches of 10,
 # at most 20 concurrent workers, a 30 s timeout, a 150/s API, a reconciler every minute.
@@ -242,7 +242,7 @@ def test_error_rate_overrides_the_stacks(run):
     result = run("--stack", "prod", "--rate", "10", "--error-rate", "1", "--json")
     report = json.loads(result.output)
     # prod: 5 attempts, all failing: 5 attempts per task, all FAILED.
-    assert report["perTask"]["attempts"] == 5 and report["perTask"]["failed_share"] == 1
+    assert report["perTask"]["attempts"] == 5 and report["perTask"]["failedShare"] == 1
 
 
 @pytest.mark.parametrize(
@@ -256,3 +256,10 @@ def test_error_rate_overrides_the_stacks(run):
 )
 def test_usage_errors_exit_2(run, args):
     assert run(*args).exit_code == 2
+
+
+def test_every_quota_in_the_quotas_file_cites_its_page_and_date():
+    entries = json.loads(QUOTAS_FILE.read_text())["quotas"]
+    for name, entry in entries.items():
+        assert entry["source"].startswith("https://docs.aws.amazon.com/"), name
+        assert entry["taken"] and entry["says"], name
