@@ -11,14 +11,17 @@ change); 2 for a usage error or a stack that cannot be read, as one line on stde
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from taskctl.capacity.model import Assumptions, CapacityReport
+from taskctl.capacity.assumptions import Assumptions
 from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR
+
+if TYPE_CHECKING:
+    from taskctl.capacity.model import CapacityReport
 
 REPORT_WIDTH = 110
 

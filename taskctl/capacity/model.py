@@ -44,6 +44,7 @@ from taskctl.bench.requests import (
     CURSOR_WRU,
     RECONCILER_BILLED_MS,
 )
+from taskctl.capacity.assumptions import Assumptions
 from taskctl.capacity.quotas import Quotas
 
 STATUS_INDEX = "by-status"  # issue 11's sparse index (decision 2): "<STATUS>#<shard>", updatedAt
@@ -52,22 +53,6 @@ WRITE_UNIT_BYTES = 1024
 READ_UNIT_BYTES = 4096
 SECONDS_PER_HOUR = 3600
 TASKS_PER_MILLION = 1_000_000
-
-
-@dataclass(frozen=True, kw_only=True)
-class Assumptions:
-    """What the model takes as given. Durations are AWS estimates: the handlers measured under
-    moto (`make bench`: about 6 ms per api call, 21 ms per worker record) plus a few ms of
-    network for each DynamoDB and SQS call they make."""
-
-    api_ms: float = 40.0  # PutItem + SendMessage
-    worker_record_ms: float = 60.0  # GetItem, two UpdateItems, and a SendMessage on a retry
-    dead_letter_record_ms: float = 20.0  # GetItem of a task the worker already made FAILED
-    item_bytes: int = 600  # a task record with a short message and a few attempts (323-566 B)
-    deferred_share: float = 0.001  # deliveries (duplicates) that meet a live lease and wait it out
-    api_log_bytes: int = 450  # measured by `make bench`
-    worker_log_bytes_per_record: int = 500
-    dead_letter_log_bytes_per_record: int = 800
 
 
 @dataclass(frozen=True)

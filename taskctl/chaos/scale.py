@@ -41,7 +41,7 @@ from functions.lifecycle import (
     simulate_work,
 )
 from functions.settings import StackSettings
-from taskctl.capacity.model import Assumptions
+from taskctl.capacity.assumptions import Assumptions
 from taskctl.capacity.quotas import Quotas
 from taskctl.chaos.clock import SimClock
 
