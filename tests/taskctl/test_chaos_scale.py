@@ -83,6 +83,28 @@ def test_at_a_rate_that_stalls_waits_kept_in_flight_delayed_re_sends_never_stall
     assert report.passed and report.in_flight_ratio > 5
 
 
+def test_issue_13s_example_stalls_waits_kept_in_flight_at_the_real_quota_and_not_re_sends():
+    # GIVEN issue 13's example: maxAttempts 8, base 10 s, no jitter (waits of 1,270 s in all),
+    # and 200 ERROR submits a second for 25 minutes, with SQS's own quota of ~120,000
+    settings = StackSettings(
+        maxAttempts=8, backoffBaseSeconds=10, jitter=False, workerMaxConcurrency=100
+    )
+    config = ScaleConfig(settings=settings, rate_per_s=200, duration_s=1500)
+    # WHEN both designs run it
+    report = scale_report(config, "issue 13")
+    # THEN waits kept in flight reach the quota: a task spends nearly all its first 1,270 s
+    # waiting, so in flight grows by 200 a second and meets 120,000 at second 600. The queue
+    # stalls there, and tasks are still unfinished when the run ends.
+    assert report.old.peak_in_flight == config.quotas.sqs_in_flight == 120_000
+    assert report.old.first_stall_s == 600
+    assert not report.old.settled and report.old.unfinished > 0
+    # AND as delayed re-sends more than the quota's worth wait, yet nothing stalls and all end
+    assert report.ours.peak_delayed > 120_000
+    assert report.ours.stalled_s == 0 and report.ours.settled
+    assert report.ours.failed == report.ours.submitted == 300_000
+    assert report.passed
+
+
 def test_ordinary_tasks_complete_and_sampled_ones_follow_the_lifecycle(quotas):
     # errorRate 0.3 and no ERROR tasks: most complete at once, some on a retry, 0.3^3 = 2.7 %
     # fail; the sampled tasks' attempts are decided by lifecycle.decide_after_attempt.
