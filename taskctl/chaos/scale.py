@@ -93,10 +93,11 @@ class QuotaQueue:
 
     def release(self, now_s: int) -> None:
         """Delays and visibility timeouts that end at `now_s`."""
-        for due in self.delayed.pop(now_s, Counter()), self.hidden.pop(now_s, Counter()):
-            self.visible.update(due)
-        self.delayed_count = sum(sum(c.values()) for c in self.delayed.values())
-        self.hidden_count = sum(sum(c.values()) for c in self.hidden.values())
+        delayed, hidden = self.delayed.pop(now_s, Counter()), self.hidden.pop(now_s, Counter())
+        self.visible.update(delayed)
+        self.visible.update(hidden)
+        self.delayed_count -= sum(delayed.values())
+        self.hidden_count -= sum(hidden.values())
 
     def receive(self, wanted: int, in_flight_now: int) -> Counter[Key]:
         """Up to `wanted` visible messages, spread over the groups in proportion to their size.
