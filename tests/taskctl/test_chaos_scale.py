@@ -155,3 +155,10 @@ def test_the_scale_mode_defaults_to_the_stacks_declared_peak(run):
 def test_the_scale_mode_refuses_an_unknown_stack(run):
     result = run("--scale", "--stack", "nosuch")
     assert result.exit_code == 2
+
+
+def test_the_scale_mode_prints_both_designs_and_the_ratio(run):
+    result = run("--scale", "--stack", "dev", "--rate", "20", "--duration", "20")
+    assert result.exit_code == 0, result.output
+    assert "waits kept in flight (before #13)" in result.output
+    assert "as many messages in flight" in result.output and "Passed" in result.output
