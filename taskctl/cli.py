@@ -1,9 +1,10 @@
 """Try the task pipeline on this machine, check a deployment against its retry policy, and
-operate it: `local up`, `load`, `redrive`, `bench`, `chaos`."""
+operate it: `local up`, `load`, `redrive`, `bench`, `chaos`, `capacity`."""
 
 import typer
 
 from taskctl.bench.cli import bench
+from taskctl.capacity.cli import capacity
 from taskctl.chaos.cli import chaos
 from taskctl.load.cli import load
 from taskctl.local.cli import app as local_app
@@ -15,3 +16,4 @@ app.command(help="Submit N tasks to a deployed API and check them against the re
 app.command(help="Print cost, cold-start and throughput figures; save bench/results.json.")(bench)
 app.command(help="Give FAILED tasks more attempts from their records; requeue them.")(redrive)
 app.command(help="Inject seeded faults into the real handlers; check every task still ends.")(chaos)
+app.command(help="What a steady submit rate needs from AWS; flags each quota crossed.")(capacity)
