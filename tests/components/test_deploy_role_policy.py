@@ -274,3 +274,31 @@ def test_each_declared_resource_arn_is_within_the_statements_granting_its_action
                 and any(fnmatchcase(arn, pattern) for pattern in s["Resource"])
                 for s in _statements()
             ), (resource.type_token, resource.name, action, arn)
+
+
+# -- the preview role (pull requests) --------------------------------------------------------
+
+PREVIEW_POLICY_FILE = POLICY_FILE.with_name("preview-role-policy.json")
+
+
+def test_the_preview_role_reads_state_and_changes_nothing_in_the_stack() -> None:
+    # A pull request runs unreviewed code with this role: `pulumi preview` reads the state and
+    # decrypts its secrets, and may take the stack's lock; nothing else.
+    statements = json.loads(PREVIEW_POLICY_FILE.read_text())["Statement"]
+    grants = {
+        (action, resource)
+        for statement in statements
+        for action in statement["Action"]
+        for resource in statement["Resource"]
+    }
+    bucket = "arn:aws:s3:::fault-tolerant-tasks-state-*"
+    assert grants == {
+        ("s3:ListBucket", bucket),
+        ("s3:GetBucketLocation", bucket),
+        ("s3:GetObject", f"{bucket}/*"),
+        ("s3:PutObject", f"{bucket}/.pulumi/locks/*"),
+        ("s3:DeleteObject", f"{bucket}/.pulumi/locks/*"),
+        ("kms:Decrypt", "arn:aws:kms:*:*:key/*"),
+    }
+    program_actions = set().union(*TYPE_ACTIONS.values())
+    assert program_actions.isdisjoint(action for action, _ in grants)
