@@ -23,13 +23,15 @@ test: venv
 
 # The workflows can't run here, so they are checked statically: against GitHub's workflow schema,
 # and by zizmor's security audits (pinned actions, no script injection, least privilege), offline.
-WORKFLOWS := $(wildcard .github/workflows/*.yml)
+WORKFLOWS  := $(wildcard .github/workflows/*.yml)
+DEPENDABOT := .github/dependabot.yml
 
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
-	$(VENV)/bin/zizmor --offline --persona=pedantic --no-progress $(WORKFLOWS)
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.dependabot $(DEPENDABOT)
+	$(VENV)/bin/zizmor --offline --persona=pedantic --no-progress $(WORKFLOWS) $(DEPENDABOT)
 
 format: venv
 	$(PY) -m ruff format .
