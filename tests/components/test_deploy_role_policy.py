@@ -40,7 +40,6 @@ TYPE_ACTIONS: dict[str, frozenset[str]] = {
     "aws:sqs/queue:Queue": _SQS_QUEUE_ATTRIBUTES
     | {
         "sqs:CreateQueue",
-        "sqs:GetQueueUrl",
         "sqs:ListQueueTags",
         "sqs:TagQueue",
         "sqs:UntagQueue",
