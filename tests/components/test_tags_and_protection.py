@@ -21,6 +21,11 @@ def _provider(run: ProgramRun):
     return provider
 
 
+def _default_tags(run: ProgramRun) -> dict[str, str]:
+    """The provider's default tags (a provider's object inputs reach the engine as JSON)."""
+    return json.loads(_provider(run).inputs["defaultTags"])["tags"]
+
+
 def _provider_reference(run: ProgramRun) -> str:
     """How resources refer to the provider: "<its URN>::<its id>"."""
     provider = _provider(run)
@@ -37,9 +42,7 @@ def test_the_provider_tags_with_project_stack_and_service(program_run):
     # GIVEN the stack WHEN the program runs THEN it declares one AWS provider
     provider = _provider(program_run)
     # AND its default tags name the project, the stack and the service
-    default_tags = provider.inputs["defaultTags"]
-    tags = (json.loads(default_tags) if isinstance(default_tags, str) else default_tags)["tags"]
-    assert tags == {
+    assert _default_tags(program_run) == {
         "project": "fault-tolerant-tasks",
         "stack": program_run.stack,
         "service": "task-processing",
@@ -65,8 +68,7 @@ def test_no_resource_sets_the_default_tags_itself(program_run):
 
 
 def test_dev_and_prod_resources_carry_their_own_stack_tag():
-    dev_tags = json.loads(_provider(run_stack("dev")).inputs["defaultTags"])["tags"]
-    prod_tags = json.loads(_provider(run_stack("prod")).inputs["defaultTags"])["tags"]
+    dev_tags, prod_tags = _default_tags(run_stack("dev")), _default_tags(run_stack("prod"))
     assert (dev_tags["stack"], prod_tags["stack"]) == ("dev", "prod")
     assert {k: v for k, v in dev_tags.items() if k != "stack"} == {
         k: v for k, v in prod_tags.items() if k != "stack"
