@@ -31,7 +31,7 @@ lint: venv
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.dependabot $(DEPENDABOT)
-	$(VENV)/bin/zizmor --offline --persona=pedantic --no-progress $(WORKFLOWS) $(DEPENDABOT)
+	$(VENV)/bin/zizmor --offline --persona=pedantic --no-progress --config .github/zizmor.yml $(WORKFLOWS) $(DEPENDABOT)
 
 format: venv
 	$(PY) -m ruff format .
