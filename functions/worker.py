@@ -89,7 +89,12 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
         raise
     except Exception:
         metrics.add_metric(name=WORKER_RECORD_EXCEPTIONS_METRIC, unit=COUNT_UNIT, value=1)
-        logger.exception("delivery failed; SQS will deliver it again")
+        # The task's context keys went with the block that raised: name the message (its body
+        # names the task), so the line an alarm sends on-call to says which one.
+        logger.exception(
+            "delivery failed; SQS will deliver it again",
+            extra={"messageId": record.message_id, "body": record.body[:200]},
+        )
         raise
 
 

@@ -117,7 +117,10 @@ def test_a_delivery_kept_hidden_for_a_live_lease_is_no_exception(
 
 
 def test_a_record_the_worker_cannot_parse_is_a_record_exception_and_no_failed_task(
-    rt: Runtime, pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
+    rt: Runtime,
+    pipeline: Pipeline,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # GIVEN a batch of a task whose record the worker cannot parse and a healthy task
     broken, healthy = submit("SUCCESS"), submit("SUCCESS")
@@ -139,6 +142,10 @@ def test_a_record_the_worker_cannot_parse_is_a_record_exception_and_no_failed_ta
         FAILED_TASKS_METRIC: 0,
         WORKER_RECORD_EXCEPTIONS_METRIC: 1,
     }
+    # AND the error line the alarm sends on-call to names the message and so the task
+    (line,) = [r for r in caplog.records if "delivery failed" in r.getMessage()]
+    assert line.levelname == "ERROR" and line.exc_info
+    assert (line.messageId, json.loads(line.body)) == (by_task[broken], {"taskId": broken})
 
 
 def test_an_aws_error_is_a_record_exception(
