@@ -400,13 +400,20 @@ def watches(args: MonitoringArgs) -> tuple[Watch, ...]:
             threshold=args.failed_task_rate_alarm_percent,
             period_s=FAILURE_RATE_PERIOD_S,
             evaluation_periods=FAILURE_RATE_EVALUATION_PERIODS,
-            description=(
-                f"At least {args.failed_task_rate_alarm_percent} % of the tasks that finished in "
-                "15 minutes ended FAILED with their attempts used up (failedTaskRateAlarmPercent). "
-                "Not a fault of the system: look at what callers submit (the messages in "
-                "lastError) and at errorRate / maxAttempts."
-            ),
+            description=_failure_rate_description(args.failed_task_rate_alarm_percent),
         ),
+    )
+
+
+def _failure_rate_description(percent: float | None) -> str:
+    if percent is None:
+        return "Graphed only: the stack sets no failedTaskRateAlarmPercent."
+    return (
+        f"In each of {FAILURE_RATE_EVALUATION_PERIODS} periods of "
+        f"{FAILURE_RATE_PERIOD_S // 60} minutes, {percent:g} % or more of the finished tasks "
+        "ended FAILED with their attempts used up (failedTaskRateAlarmPercent). Not a fault of "
+        "the system: look at what callers submit (lastError of the FAILED tasks) and at "
+        "errorRate / maxAttempts."
     )
 
 

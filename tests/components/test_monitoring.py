@@ -232,6 +232,7 @@ def test_failed_task_rate_alarms_only_when_the_stack_sets_a_threshold(with_rate_
     assert set(alarms) - default == {"tasks-failed-task-rate"}
     alarm = alarms["tasks-failed-task-rate"].inputs
     assert alarm["threshold"] == 5
+    assert "5 % or more of the finished tasks" in alarm["alarmDescription"]
     assert alarm["comparisonOperator"] == "GreaterThanOrEqualToThreshold"
     assert alarm["evaluationPeriods"] == 3
     assert alarm["treatMissingData"] == "notBreaching"  # no finished tasks: no failure rate
