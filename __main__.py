@@ -26,7 +26,12 @@ from components.iam import (
     queue_send,
     table_access,
 )
-from components.monitoring import Monitoring, MonitoringArgs, healthy_message_age_s
+from components.monitoring import (
+    Monitoring,
+    MonitoringArgs,
+    healthy_dead_letter_age_s,
+    healthy_message_age_s,
+)
 from components.packaging import BundleTarget, build_bundle
 from components.stack_settings import read_stack_settings
 from components.tagging import DefaultTags, tagged_provider
@@ -213,6 +218,7 @@ monitoring = Monitoring(
         queue_name=queues.name,
         dead_letter_queue_name=queues.dlq_name,
         worker_function_name=worker_function.name,
+        dead_letter_function_name=dead_letter_function.name,
         reconciler_function_name=reconciler_function.name,
         reconcile_interval_minutes=settings.reconcileIntervalMinutes,
         api_id=api.api_id,
@@ -220,6 +226,8 @@ monitoring = Monitoring(
         healthy_message_age_s=healthy_message_age_s(
             settings.policy, settings.functionTimeoutSeconds
         ),
+        healthy_dead_letter_age_s=healthy_dead_letter_age_s(settings.visibility_timeout_s),
+        failed_task_rate_alarm_percent=settings.failedTaskRateAlarmPercent,
     ),
     opts=uses_aws_provider,
 )
