@@ -23,6 +23,11 @@ TTL_ATTRIBUTE = "expiresAt"  # epoch seconds; set only when a task ends (COMPLET
 
 @dataclass(frozen=True, kw_only=True)
 class TaskTableArgs:
+    """`deletion_protection` guards the task records twice: DynamoDB refuses to delete the table,
+    and Pulumi (`protect`) refuses any operation that would delete it, destroy or replacement.
+    One knob for both: they guard the same data against the same mistake, and lifting only one
+    still leaves the table undeletable, so two settings could only disagree."""
+
     point_in_time_recovery: bool = False
     deletion_protection: bool = False
 
@@ -80,7 +85,7 @@ class TaskTable(pulumi.ComponentResource):
                 enabled=args.point_in_time_recovery
             ),
             deletion_protection_enabled=args.deletion_protection,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, protect=args.deletion_protection),
         )
         self.name = self.table.name
         self.arn = self.table.arn
