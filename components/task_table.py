@@ -7,7 +7,15 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from functions.store import CHECK_AFTER_ATTRIBUTE, CHECK_INDEX, CHECK_SHARD_ATTRIBUTE, TASK_KEY
+from functions.store import (
+    CHECK_AFTER_ATTRIBUTE,
+    CHECK_INDEX,
+    CHECK_SHARD_ATTRIBUTE,
+    STATUS_INDEX,
+    STATUS_SHARD_ATTRIBUTE,
+    STATUS_SORT_ATTRIBUTE,
+    TASK_KEY,
+)
 
 HASH_KEY = TASK_KEY
 TTL_ATTRIBUTE = "expiresAt"  # epoch seconds; set only when a task ends (COMPLETED or FAILED)
@@ -25,8 +33,8 @@ class TaskTableArgs:
 
 
 class TaskTable(pulumi.ComponentResource):
-    """On-demand DynamoDB table keyed by `taskId`, with TTL on `expiresAt` and the reconciler's
-    sparse check index."""
+    """On-demand DynamoDB table keyed by `taskId`, with TTL on `expiresAt`, the reconciler's
+    sparse check index and the operator's sparse status index."""
 
     table: aws.dynamodb.Table
     name: pulumi.Output[str]
@@ -46,6 +54,8 @@ class TaskTable(pulumi.ComponentResource):
                 aws.dynamodb.TableAttributeArgs(name=HASH_KEY, type="S"),
                 aws.dynamodb.TableAttributeArgs(name=CHECK_SHARD_ATTRIBUTE, type="S"),
                 aws.dynamodb.TableAttributeArgs(name=CHECK_AFTER_ATTRIBUTE, type="N"),
+                aws.dynamodb.TableAttributeArgs(name=STATUS_SHARD_ATTRIBUTE, type="S"),
+                aws.dynamodb.TableAttributeArgs(name=STATUS_SORT_ATTRIBUTE, type="S"),
             ],
             # The reconciler's index: which tasks to look at when. KEYS_ONLY, and written once per
             # task (the worker's writes never touch its keys), so it costs one small index write
@@ -56,7 +66,17 @@ class TaskTable(pulumi.ComponentResource):
                     hash_key=CHECK_SHARD_ATTRIBUTE,
                     range_key=CHECK_AFTER_ATTRIBUTE,
                     projection_type="KEYS_ONLY",
-                )
+                ),
+                # The operator's index (`taskctl tasks list`): tasks by status, newest first.
+                # Sparse (a COMPLETED task leaves it) and sharded 16 ways per status; KEYS_ONLY so
+                # each of its writes (two per status change) stays 1 WRU however long the task's
+                # message and error are.
+                aws.dynamodb.TableGlobalSecondaryIndexArgs(
+                    name=STATUS_INDEX,
+                    hash_key=STATUS_SHARD_ATTRIBUTE,
+                    range_key=STATUS_SORT_ATTRIBUTE,
+                    projection_type="KEYS_ONLY",
+                ),
             ],
             # Expired records are deleted by DynamoDB at no cost, so finished tasks age out; an
             # unfinished task has no expiry at all.

@@ -11,7 +11,14 @@ import pulumi
 from stack_runs import ProgramRun, run_stack
 
 from functions.settings import REDRIVE_RECEIVE_MARGIN, SDK_CALL_BUDGET_S, TaskPolicy
-from functions.store import CHECK_AFTER_ATTRIBUTE, CHECK_INDEX, CHECK_SHARD_ATTRIBUTE
+from functions.store import (
+    CHECK_AFTER_ATTRIBUTE,
+    CHECK_INDEX,
+    CHECK_SHARD_ATTRIBUTE,
+    STATUS_INDEX,
+    STATUS_SHARD_ATTRIBUTE,
+    STATUS_SORT_ATTRIBUTE,
+)
 from taskctl.program import run_program
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -192,31 +199,45 @@ def test_table_is_on_demand_keyed_by_task_id_with_ttl(program_run):
     assert table["hashKey"] == "taskId"
     assert "rangeKey" not in table
     assert table["ttl"] == {"attributeName": "expiresAt", "enabled": True}
-    # THEN it defines exactly the key attributes of the table and its index (DynamoDB rejects an
-    # attribute definition that no key uses); the TTL attribute is no key
+    # THEN it defines exactly the key attributes of the table and its indexes (DynamoDB rejects
+    # an attribute definition that no key uses); the TTL attribute is no key
     assert sorted(table["attributes"], key=lambda attribute: attribute["name"]) == [
         {"name": "checkAfter", "type": "N"},
         {"name": "checkShard", "type": "S"},
+        {"name": "statusShard", "type": "S"},
         {"name": "taskId", "type": "S"},
+        {"name": "updatedAt", "type": "S"},
     ]
 
 
-def test_table_declares_only_the_reconcilers_keys_only_check_index(program_run):
+def test_table_declares_the_keys_only_check_and_status_indexes(program_run):
     table = _table(program_run).inputs
-    # THEN there is one global index, by shard and check time, projecting only the keys
-    (index,) = table["globalSecondaryIndexes"]
-    assert index == {
+    # THEN there are two global indexes, projecting only the keys: the reconciler's, by shard
+    # and check time, and the operator's, by status shard and last update
+    check, status = table["globalSecondaryIndexes"]
+    assert check == {
         "name": "by-check-time",
         "hashKey": "checkShard",
         "rangeKey": "checkAfter",
         "projectionType": "KEYS_ONLY",
     }
+    assert status == {
+        "name": "by-status",
+        "hashKey": "statusShard",
+        "rangeKey": "updatedAt",
+        "projectionType": "KEYS_ONLY",
+    }
     assert "localSecondaryIndexes" not in table
     # AND the names are the ones the functions write and query
-    assert (index["name"], index["hashKey"], index["rangeKey"]) == (
+    assert (check["name"], check["hashKey"], check["rangeKey"]) == (
         CHECK_INDEX,
         CHECK_SHARD_ATTRIBUTE,
         CHECK_AFTER_ATTRIBUTE,
+    )
+    assert (status["name"], status["hashKey"], status["rangeKey"]) == (
+        STATUS_INDEX,
+        STATUS_SHARD_ATTRIBUTE,
+        STATUS_SORT_ATTRIBUTE,
     )
 
 
