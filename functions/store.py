@@ -18,12 +18,18 @@ Item layout: the public `TaskRecord` fields, plus internal attributes that `GET`
 - `requestHash` (SHA-256 of the canonical submit body, for `Idempotency-Key`);
 - `checkShard` / `checkAfter` (epoch seconds): the task's entry in the sparse `CHECK_INDEX`,
   when the reconciler looks at it next (see `functions.reconciler`);
+- `statusShard` (`OPEN#<shard>` or `FAILED#<shard>`) and `listedAt`: the task's entry in the
+  sparse `STATUS_INDEX`, on every task but a COMPLETED one. Written by the create (OPEN), the
+  writes that make a task FAILED and the redrive that makes it unfinished again, and removed by
+  the completing write, each in the same UpdateItem as the status, so the entry can never put a
+  task in the wrong group;
 - `recoveries`: how often the reconciler re-enqueued the task;
 - `deadLetterReturns` / `deadLetterReturnAttempts`: trips through the DLQ without a new attempt.
 """
 
 from __future__ import annotations
 
+import heapq
 import re
 import uuid
 import zlib
@@ -55,6 +61,25 @@ CHECK_AFTER_ATTRIBUTE = "checkAfter"
 # 16 shards spread 1,000 submits/s to ~63 index writes/s per partition key, far from DynamoDB's
 # 1,000 writes/s per partition; the reconciler queries each shard's due range in turn.
 CHECK_SHARDS = 16
+# The operator's index (`taskctl tasks list`, bulk redrive): KEYS_ONLY, keyed by group and shard,
+# newest `listedAt` first. Two groups: OPEN (PENDING, PROCESSING, RETRYING: `listedAt` is when the
+# task was created or redriven) and FAILED (`listedAt` is when it failed). A task's moves between
+# unfinished statuses (every claim and retry) change neither key, so the worker's writes never
+# touch the index: an entry costs two index writes in a task's life (created, completed), not one
+# per status change. Sparse: a COMPLETED task (the bulk of them) leaves the index. KEYS_ONLY keeps
+# each entry under 1 KB, so each index write is 1 WRU whatever the task's message and error; the
+# operator's rare list reads the records (BatchGetItem) and keeps those in the asked-for status
+# (see README "Operations").
+STATUS_INDEX = "by-status"
+STATUS_SHARD_ATTRIBUTE = "statusShard"
+STATUS_SORT_ATTRIBUTE = "listedAt"
+OPEN_GROUP = "OPEN"
+INDEXED_STATUSES = (
+    TaskStatus.PENDING,
+    TaskStatus.PROCESSING,
+    TaskStatus.RETRYING,
+    TaskStatus.FAILED,
+)
 # The reconciler's progress through the index: one item, not a task (its key is not a UUID, so
 # `GET /tasks/{taskId}` can never reach it, and it has no `checkShard`, so it is not indexed).
 RECONCILER_CURSOR_KEY = "reconciler-cursor"
@@ -85,6 +110,15 @@ class AttemptSuperseded(StoreConflict):
 
 class TaskChanged(StoreConflict):
     """The task changed between the read and the write; read it again."""
+
+
+@dataclass(frozen=True)
+class StatusEntry:
+    """One entry of the status index: the task, its group (`OPEN` or `FAILED`) and `listedAt`."""
+
+    task_id: str
+    group: str
+    listed_at: str  # ISO-8601 ms UTC, sortable as text
 
 
 @dataclass(frozen=True)
@@ -161,6 +195,37 @@ def check_shard(task_id: str) -> str:
     return f"{zlib.crc32(task_id.encode()) % CHECK_SHARDS:02d}"
 
 
+def status_shard(status: TaskStatus, task_id: str) -> str:
+    """The task's partition key in the status index: its status's group and its `check_shard`,
+    so the 16 shards of a group share that group's write rate."""
+    return _status_partition(status, check_shard(task_id))
+
+
+def index_group(status: TaskStatus) -> str:
+    """The status index's group holding tasks in `status`."""
+    if status not in INDEXED_STATUSES:
+        raise ValueError(f"{status} tasks are not in the status index")
+    return TaskStatus.FAILED.value if status == TaskStatus.FAILED else OPEN_GROUP
+
+
+def _status_partition(status: TaskStatus, shard: str) -> str:
+    return f"{index_group(status)}#{shard}"
+
+
+def _index_as(status: TaskStatus, task_id: str, at: datetime, values: dict[str, Any]) -> list[str]:
+    """The SET clauses putting the task's status index entry in `status`'s group, listed `at` (not
+    COMPLETED: a completing write removes the entry, `_STATUS_ENTRY`)."""
+    values[":status_shard"] = status_shard(status, task_id)
+    values[":listed_at"] = to_iso(at)
+    return [
+        f"#{STATUS_SHARD_ATTRIBUTE} = :status_shard",
+        f"#{STATUS_SORT_ATTRIBUTE} = :listed_at",
+    ]
+
+
+_STATUS_ENTRY = (f"#{STATUS_SHARD_ATTRIBUTE}", f"#{STATUS_SORT_ATTRIBUTE}")
+
+
 class TaskStore:
     """Reads and conditionally writes task records in one table."""
 
@@ -196,6 +261,8 @@ class TaskStore:
         item["writeToken"] = token
         item[CHECK_SHARD_ATTRIBUTE] = check_shard(task.taskId)
         item[CHECK_AFTER_ATTRIBUTE] = _epoch_s(check_after)
+        item[STATUS_SHARD_ATTRIBUTE] = status_shard(task.status, task.taskId)
+        item[STATUS_SORT_ATTRIBUTE] = task.createdAt
         if request_hash is not None:
             item["requestHash"] = request_hash
         try:
@@ -278,7 +345,9 @@ class TaskStore:
         values: dict[str, Any] = {":completed": TaskStatus.COMPLETED.value, ":now": to_iso(now)}
         sets = ["#status = :completed", "#completedAt = :now", *self._finished(values, now)]
         sets += _close_attempt(attempt, AttemptOutcome.SUCCEEDED, values, now)
-        self._finish(task_id, attempt, sets, values)
+        # The status index is sparse: a COMPLETED task needs no attention, so it leaves it.
+        removes = ("#leaseExpiresAt", "#nextAttemptAt", *_STATUS_ENTRY)
+        self._finish(task_id, attempt, sets, values, removes=removes)
 
     def schedule_retry(
         self,
@@ -322,6 +391,7 @@ class TaskStore:
             "#lastError = :error",
             *self._finished(values, now),
             "#failedAt = :now",
+            *_index_as(TaskStatus.FAILED, task_id, now, values),
             *_close_attempt(attempt, outcome, values, now),
             f"#history[{attempt - 1}].#error = :error",
         ]
@@ -345,6 +415,7 @@ class TaskStore:
             "#lastError = :error",
             *self._finished(values, now),
             "#failedAt = :now",
+            *_index_as(TaskStatus.FAILED, record.taskId, now, values),
         ]
         open_attempt = record.history[-1] if record.history else None
         if open_attempt is not None and open_attempt.outcome is None:
@@ -407,6 +478,7 @@ class TaskStore:
             f"#{CHECK_AFTER_ATTRIBUTE} = :check_after",
             f"#{CHECK_SHARD_ATTRIBUTE} = :shard",
             *_touch(values, now),
+            *_index_as(TaskStatus.RETRYING, failed.taskId, now, values),
         ]
         self._update(
             failed.taskId,
@@ -445,17 +517,68 @@ class TaskStore:
                 return
             args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def get_many(self, task_ids: Sequence[str]) -> list[StoredTask]:
-        """The tasks that exist among `task_ids` (at most 100), read eventually consistently:
-        the reconciler only needs to know which are unfinished, and a stale read only delays
-        a recovery to its next check."""
+    # operator: walk the status index
+
+    def by_status(
+        self, statuses: Sequence[TaskStatus], since: datetime | None, page_size: int = 100
+    ) -> Iterator[StatusEntry]:
+        """The status index's entries of the groups holding `statuses`, listed at or after `since`
+        (None: any time), newest first: each shard is queried newest first
+        (`ScanIndexForward=False`, the bound on the sort key) and the shards' pages are merged
+        lazily, so reading the first N costs about one page per shard. An OPEN entry stands for
+        any unfinished status, and a GSI read is eventually consistent (an entry may lag its
+        task's last write by a moment), so callers read the tasks and keep those in `statuses`."""
+        groups = dict.fromkeys(index_group(status) for status in statuses)
+        shards = [
+            self._status_shard_entries(f"{group}#{n:02d}", since, page_size)
+            for group in groups
+            for n in range(CHECK_SHARDS)
+        ]
+        return heapq.merge(*shards, key=lambda entry: entry.listed_at, reverse=True)
+
+    def _status_shard_entries(
+        self, shard: str, since: datetime | None, page_size: int
+    ) -> Iterator[StatusEntry]:
+        names = {"#shard": STATUS_SHARD_ATTRIBUTE}
+        values: dict[str, Any] = {":shard": {"S": shard}}
+        condition = "#shard = :shard"
+        if since is not None:
+            names["#listed"] = STATUS_SORT_ATTRIBUTE
+            values[":since"] = {"S": to_iso(since)}
+            condition += " AND #listed >= :since"
+        args: dict[str, Any] = {
+            "TableName": self._table_name,
+            "IndexName": STATUS_INDEX,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": False,
+            "Limit": page_size,
+        }
+        while True:
+            page = self._client.query(**args)
+            for item in page.get("Items", []):
+                yield StatusEntry(
+                    task_id=item[TASK_KEY]["S"],
+                    group=item[STATUS_SHARD_ATTRIBUTE]["S"].split("#", 1)[0],
+                    listed_at=item[STATUS_SORT_ATTRIBUTE]["S"],
+                )
+            if "LastEvaluatedKey" not in page:
+                return
+            args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def get_many(self, task_ids: Sequence[str], *, consistent: bool = False) -> list[StoredTask]:
+        """The tasks that exist among `task_ids` (at most 100), in no particular order. Read
+        eventually consistently by default: the reconciler only needs to know which are
+        unfinished, and a stale read only delays a recovery to its next check. An operator's
+        list reads them `consistent`ly, to show each task as it is now."""
         if len(task_ids) > BATCH_GET_MAX_KEYS:
             raise ValueError(f"{len(task_ids)} ids; BatchGetItem takes {BATCH_GET_MAX_KEYS}")
         keys = [_key(task_id) for task_id in dict.fromkeys(task_ids)]
         found: list[StoredTask] = []
         while keys:
             reply = self._client.batch_get_item(
-                RequestItems={self._table_name: {"Keys": keys, "ConsistentRead": False}}
+                RequestItems={self._table_name: {"Keys": keys, "ConsistentRead": consistent}}
             )
             found += [_from_item(item) for item in reply["Responses"].get(self._table_name, [])]
             # Unprocessed keys (throttling) are asked for again; the SDK's backoff paces it.
@@ -693,6 +816,8 @@ _INTERNAL_ATTRIBUTES = (
     "writeToken",
     CHECK_SHARD_ATTRIBUTE,
     CHECK_AFTER_ATTRIBUTE,
+    STATUS_SHARD_ATTRIBUTE,
+    STATUS_SORT_ATTRIBUTE,
     "recoveries",
     "deadLetterReturns",
     "deadLetterReturnAttempts",

@@ -46,6 +46,25 @@ CURSOR_WRU = 1 / 100
 RECONCILER_BILLED_MS = 20 / 100
 
 
+# The operator's status index (functions/store.py STATUS_INDEX), per task. DynamoDB writes a GSI
+# entry whenever a table write adds, changes or removes its keys (a changed key is a delete and a
+# put). The keys are the group (`OPEN` or `FAILED`) and `listedAt`, which only the create, a
+# failure and a redrive set and completion removes: the worker's claims and retries leave them
+# alone. KEYS_ONLY keeps each entry (~100 bytes) at 1 WRU. Derived from the writes the lifecycle
+# makes (not measured under moto, which meters no index writes).
+STATUS_INDEX_WRU_PER_WRITE = 1.0
+# An entry's storage: its keys (~95 bytes) plus DynamoDB's 100 bytes of index overhead. Only a
+# FAILED task keeps one (until TTL deletes the task, entry included, for free); the others'
+# entries live seconds.
+STATUS_INDEX_ENTRY_BYTES = 195
+
+
+def status_index_writes(final_status: str) -> int:
+    """Index writes of a task's life, however many attempts it makes: the create's put (OPEN);
+    then completing removes the entry (a delete) or failing moves it to FAILED (delete + put)."""
+    return 1 + (1 if final_status == "COMPLETED" else 2)
+
+
 def scenarios(max_attempts: int) -> list[harness.Scenario]:
     """The three task lives priced; a draw of 0.0 fails an attempt, 0.99 passes it."""
     if max_attempts < 2:
@@ -186,6 +205,7 @@ class Design:
     architecture: str
     original_writes: bool  # True: two 1-WRU status writes per attempt instead of the measured
     reconciler: bool = False  # the scheduled backstop and its check index
+    status_index: bool = False  # the operator's sparse status index (`taskctl tasks list`)
 
 
 def usage(m: ScenarioMeasurement, design: Design, *, ttl_days: float) -> TaskUsage:
@@ -230,6 +250,10 @@ def usage(m: ScenarioMeasurement, design: Design, *, ttl_days: float) -> TaskUsa
         wru += CHECK_INDEX_WRU + CURSOR_WRU
         rru += CHECK_QUERY_RRU + CHECK_READ_RRU
         billed_ms_per_task["reconciler"] = RECONCILER_BILLED_MS
+    stored_bytes = float(m.item_bytes)
+    if design.status_index:
+        wru += STATUS_INDEX_WRU_PER_WRITE * status_index_writes(m.final_status)
+        stored_bytes += STATUS_INDEX_ENTRY_BYTES if m.final_status == "FAILED" else 0
     log_bytes = sum(m.log_bytes.values()) + harness.PLATFORM_LOG_BYTES_PER_INVOCATION * sum(
         invocations.values()
     )
@@ -245,7 +269,7 @@ def usage(m: ScenarioMeasurement, design: Design, *, ttl_days: float) -> TaskUsa
         dynamodb_wru=float(wru),
         dynamodb_rru=rru,
         log_bytes=float(log_bytes),
-        stored_bytes=float(m.item_bytes),
+        stored_bytes=stored_bytes,
         stored_days=float(ttl_days),
     )
 

@@ -4,7 +4,8 @@ recognised as the caller's own (botocore's real retry, through `aws_faults.lose_
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import pytest
 from aws_faults import lose_response
@@ -20,15 +21,21 @@ from functions.lifecycle import (
 )
 from functions.runtime import Runtime
 from functions.store import (
+    INDEXED_STATUSES,
+    STATUS_SHARD_ATTRIBUTE,
+    STATUS_SORT_ATTRIBUTE,
     AttemptSuperseded,
     Condition,
     StaleClaim,
     TaskAlreadyExists,
     TaskChanged,
     attempts_are,
+    check_shard,
     status_is,
+    status_shard,
 )
 from taskctl.chaos.clock import SimClock
+from taskctl.ops.tasks import find_tasks
 
 TASK_ID = "3f0c9a52-4e0b-4a8e-9a6e-1c2d3e4f5a6b"
 LEASE = timedelta(seconds=30)
@@ -329,3 +336,227 @@ def test_a_check_time_that_is_not_in_the_future_is_refused(rt: Runtime) -> None:
         rt.store.create(task, rt.clock(), check_after=rt.clock())
 
     assert rt.store.get(TASK_ID) is None
+
+
+# -- the status index: OPEN from creation, FAILED when it fails, gone when it completes --------
+
+
+def index_entry(rt: Runtime, task_id: str = TASK_ID) -> tuple[str, str] | None:
+    """The task's `(statusShard, listedAt)`, as stored (None: not in the status index)."""
+    item = rt.dynamodb.get_item(TableName=rt.settings.table_name, Key={"taskId": {"S": task_id}})
+    shard, listed_at = (
+        item["Item"].get(a) for a in (STATUS_SHARD_ATTRIBUTE, STATUS_SORT_ATTRIBUTE)
+    )
+    assert (shard is None) == (listed_at is None), "half an index entry"
+    return (shard["S"], listed_at["S"]) if shard else None
+
+
+def listed(rt: Runtime) -> dict[str, list[str]]:
+    """What an operator's `tasks list --status S` shows for each status (real GSI queries on
+    moto, then the records read and kept if in that status)."""
+    return {
+        status.value: [s.record.taskId for s in find_tasks(rt.store, [status], None, None)]
+        for status in INDEXED_STATUSES
+    }
+
+
+def assert_indexed_as(rt: Runtime, status: TaskStatus | None) -> None:
+    """The task is in the index's group for `status` (None: not at all), and listed under
+    `status` only."""
+    entry = index_entry(rt)
+    assert (entry and entry[0]) == (status and status_shard(status, TASK_ID))
+    assert listed(rt) == {s.value: [TASK_ID] if s == status else [] for s in INDEXED_STATUSES}
+
+
+def retried(rt: Runtime, attempt: int = 1) -> None:
+    rt.store.schedule_retry(TASK_ID, attempt, rt.clock(), "boom", 2, rt.clock())
+
+
+def failed(rt: Runtime, attempt: int = 1) -> None:
+    rt.store.fail(TASK_ID, attempt, rt.clock(), "boom")
+
+
+def redriven(rt: Runtime) -> None:
+    plan = plan_redrive(current(rt), 1, rt.clock())
+    rt.store.redrive(plan.failed, plan.redriven, rt.clock(), rt.clock() + LEASE)  # type: ignore[union-attr]
+
+
+def dead_lettered(rt: Runtime) -> None:
+    seen = rt.store.get(TASK_ID)
+    assert seen is not None
+    rt.store.fail_dead_lettered(seen, "dead-lettered", rt.clock())
+
+
+def test_a_task_is_indexed_under_each_status_it_passes_through(
+    rt: Runtime, pending: TaskRecord
+) -> None:
+    assert_indexed_as(rt, TaskStatus.PENDING)
+    claimed(rt)
+    assert_indexed_as(rt, TaskStatus.PROCESSING)
+    retried(rt)
+    assert_indexed_as(rt, TaskStatus.RETRYING)
+    claimed(rt, attempt=2)
+    assert_indexed_as(rt, TaskStatus.PROCESSING)
+    failed(rt, attempt=2)
+    assert_indexed_as(rt, TaskStatus.FAILED)
+    redriven(rt)
+    assert_indexed_as(rt, TaskStatus.RETRYING)
+    claimed(rt, attempt=3)
+    rt.store.complete(TASK_ID, 3, rt.clock())
+    # COMPLETED needs no attention: the task leaves the sparse index
+    assert_indexed_as(rt, None)
+
+
+def test_the_workers_claims_and_retries_never_rewrite_the_index_entry(
+    rt: Runtime, pending: TaskRecord, clock: SimClock
+) -> None:
+    """Each index write is paid for: an unfinished task keeps the one entry its creation wrote
+    (group OPEN, listed when created) through every claim and retry."""
+    created = index_entry(rt)
+    assert created == (f"OPEN#{check_shard(TASK_ID)}", pending.createdAt)
+    for attempt in (1, 2):
+        clock.advance(5)
+        claimed(rt, attempt=attempt)
+        assert index_entry(rt) == created
+        if attempt == 1:
+            clock.advance(5)
+            retried(rt)
+            assert index_entry(rt) == created
+
+    clock.advance(5)
+    failed(rt, attempt=2)
+    # FAILED is listed from when it failed
+    assert index_entry(rt) == (f"FAILED#{check_shard(TASK_ID)}", current(rt).failedAt)
+
+
+def test_a_lost_attempt_reclaimed_stays_processing_and_its_last_loss_fails_it(
+    rt: Runtime, pending: TaskRecord, clock: SimClock
+) -> None:
+    record = claimed(rt)
+    clock.advance(LEASE.total_seconds() + 1)
+    rt.store.claim(record, 2, rt.clock(), rt.clock() + LEASE, lost_attempt=1)
+    assert_indexed_as(rt, TaskStatus.PROCESSING)
+
+    clock.advance(LEASE.total_seconds() + 1)
+    rt.store.fail(TASK_ID, 2, rt.clock(), "lost", outcome=AttemptOutcome.LOST)
+    assert_indexed_as(rt, TaskStatus.FAILED)
+
+
+@pytest.mark.parametrize("before", ["pending", "processing", "retrying"])
+def test_the_dead_letter_failure_indexes_the_task_as_failed(
+    rt: Runtime, pending: TaskRecord, before: str
+) -> None:
+    if before != "pending":
+        claimed(rt)
+    if before == "retrying":
+        retried(rt)
+
+    dead_lettered(rt)
+
+    assert_indexed_as(rt, TaskStatus.FAILED)
+
+
+def test_a_refused_write_leaves_the_index_entry_as_it_was(rt: Runtime, pending: TaskRecord) -> None:
+    claimed(rt)
+    with pytest.raises(AttemptSuperseded):
+        rt.store.complete(TASK_ID, 2, rt.clock())  # not the attempt in progress
+
+    assert_indexed_as(rt, TaskStatus.PROCESSING)
+
+
+# A write the SDK retried after its reply was lost is recognised as the caller's own: the entry
+# it wrote is the one that stays (the retry changes nothing).
+
+
+@pytest.mark.parametrize(
+    ("setup", "write", "status"),
+    [
+        pytest.param([], lambda rt: claimed(rt), TaskStatus.PROCESSING, id="claim"),
+        pytest.param([claimed], retried, TaskStatus.RETRYING, id="retry"),
+        pytest.param([claimed], failed, TaskStatus.FAILED, id="fail"),
+        pytest.param(
+            [claimed], lambda rt: rt.store.complete(TASK_ID, 1, rt.clock()), None, id="complete"
+        ),
+        pytest.param([], dead_lettered, TaskStatus.FAILED, id="dead-letter"),
+        pytest.param([claimed, failed], redriven, TaskStatus.RETRYING, id="redrive"),
+    ],
+)
+def test_an_update_whose_reply_was_lost_leaves_the_entry_it_wrote(
+    rt: Runtime,
+    pending: TaskRecord,
+    setup: list[Callable[[Runtime], object]],
+    write: Callable[[Runtime], object],
+    status: TaskStatus | None,
+) -> None:
+    for step in setup:
+        step(rt)
+    lost = lose_response(rt.dynamodb, "UpdateItem")
+
+    write(rt)  # no conflict: the item carries this call's token
+
+    assert lost.lost
+    assert_indexed_as(rt, status)
+
+
+def test_a_create_whose_reply_was_lost_is_indexed_once_as_pending(rt: Runtime) -> None:
+    lost = lose_response(rt.dynamodb, "PutItem")
+
+    create(rt, new_task(TASK_ID, "hello", rt.settings.policy, rt.clock()))
+
+    assert lost.lost
+    assert_indexed_as(rt, TaskStatus.PENDING)
+
+
+# -- reading the status index -------------------------------------------------------------------
+
+
+def test_the_index_lists_newest_first_across_shards_and_statuses_within_the_window(
+    rt: Runtime, clock: SimClock
+) -> None:
+    start = rt.clock()
+    # GIVEN tasks created a minute apart (their ids spread over the shards), some then claimed
+    ids = [f"00000000-0000-4000-8000-{n:012d}" for n in range(40)]
+    for task_id in ids:
+        rt.store.create(
+            new_task(task_id, "x", rt.settings.policy, rt.clock()),
+            rt.clock(),
+            check_after=first_check_at(rt.clock(), rt.settings.policy),
+        )
+        clock.advance(60)
+    assert len({check_shard(task_id) for task_id in ids}) > 8
+    for task_id in ids[::4]:
+        rt.store.claim(current_of(rt, task_id), 1, rt.clock(), rt.clock() + LEASE)
+        clock.advance(60)
+    claimed_ids = ids[::4]
+    pending_ids = [task_id for task_id in ids if task_id not in claimed_ids]
+
+    # THEN each status lists its tasks newest first (by when they were submitted)
+    def ids_listed(statuses: list[TaskStatus], since: datetime | None = None) -> list[str]:
+        return [s.record.taskId for s in find_tasks(rt.store, statuses, since, None)]
+
+    assert ids_listed([TaskStatus.PENDING]) == pending_ids[::-1]
+    assert ids_listed([TaskStatus.PROCESSING]) == claimed_ids[::-1]
+    both = ids_listed([TaskStatus.PENDING, TaskStatus.PROCESSING])
+    assert both == ids[::-1]
+    # AND the index's shards merge in time order, page by page
+    entries = list(rt.store.by_status([TaskStatus.PENDING], since=None, page_size=3))
+    assert [e.task_id for e in entries] == ids[::-1]
+    assert {e.group for e in entries} == {"OPEN"}
+
+    # AND `since` bounds the sort key: only what was submitted at or after it
+    since = start + timedelta(seconds=60 * 30)
+    assert (
+        ids_listed([TaskStatus.PENDING], since)
+        == [task_id for task_id in pending_ids if ids.index(task_id) >= 30][::-1]
+    )
+
+
+def current_of(rt: Runtime, task_id: str) -> TaskRecord:
+    stored = rt.store.get(task_id)
+    assert stored is not None
+    return stored.record
+
+
+def test_completed_tasks_cannot_be_asked_for_and_are_never_in_the_index() -> None:
+    with pytest.raises(ValueError, match="not in the status index"):
+        status_shard(TaskStatus.COMPLETED, TASK_ID)
