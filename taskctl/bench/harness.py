@@ -32,9 +32,9 @@ from typing import Any
 from functions.metrics import METRICS_NAMESPACE  # plain constants: nothing reads the environment
 from taskctl.chaos.clock import SimClock
 from taskctl.chaos.dynamodb import create_table
-from taskctl.chaos.events import ACCOUNT, REGION, Events, LambdaContext
-from taskctl.chaos.sqs import EventSourceMapping, Received, SimQueue, SimSqs
-from taskctl.chaos.wire import offline_aws_environment
+from taskctl.chaos.events import Events, LambdaContext
+from taskctl.chaos.sqs import EventSourceMapping, Received, SimSqs
+from taskctl.chaos.wire import REGION, offline_aws_environment
 
 TABLE = "bench-tasks"
 STACK = "bench"
@@ -223,14 +223,10 @@ class Pipeline:
         ids = itertools.count(1)
         queues = SimSqs(self.clock)
         main, dead = (
-            queues.add(
-                SimQueue(
-                    name=name,
-                    url=f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{name}",
-                    arn=f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}",
-                    visibility_timeout_s=VISIBILITY_TIMEOUT_S,
-                    new_id=lambda: str(uuid.UUID(int=next(ids), version=4)),
-                )
+            queues.create_queue(
+                name,
+                visibility_timeout_s=VISIBILITY_TIMEOUT_S,
+                new_id=lambda: str(uuid.UUID(int=next(ids), version=4)),
             )
             for name in ("bench-tasks", "bench-tasks-dlq")
         )

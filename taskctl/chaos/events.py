@@ -13,12 +13,11 @@ from typing import Any
 
 from taskctl.chaos.clock import SimClock
 from taskctl.chaos.sqs import Received, SimQueue, receive_attributes
-from taskctl.chaos.wire import REGION
+from taskctl.chaos.wire import ACCOUNT, REGION
 
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "tests" / "events"
 API_EVENT = "apigw_v2_post_tasks.json"
 SQS_EVENT = "sqs_task_message.json"
-ACCOUNT = "123456789012"
 STAGE = "dev"
 
 

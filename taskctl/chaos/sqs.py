@@ -333,6 +333,28 @@ class SimSqs:
         self._queues[queue.url] = queue
         return queue
 
+    def create_queue(
+        self,
+        name: str,
+        *,
+        visibility_timeout_s: int,
+        new_id: Callable[[], str],
+        dead_letter: SimQueue | None = None,
+        max_receive_count: int | None = None,
+    ) -> SimQueue:
+        """A queue named `name` in the simulated account, with SQS's URL and ARN."""
+        return self.add(
+            SimQueue(
+                name=name,
+                url=f"{wire.SQS_ENDPOINT}/{wire.ACCOUNT}/{name}",
+                arn=f"arn:aws:sqs:{wire.REGION}:{wire.ACCOUNT}:{name}",
+                visibility_timeout_s=visibility_timeout_s,
+                new_id=new_id,
+                dead_letter=dead_letter,
+                max_receive_count=max_receive_count,
+            )
+        )
+
     def queue(self, url: str) -> SimQueue:
         return self._queues[url]
 

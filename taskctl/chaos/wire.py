@@ -14,6 +14,8 @@ from unittest import mock
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 
 REGION = "us-east-1"
+ACCOUNT = "123456789012"
+SQS_ENDPOINT = f"https://sqs.{REGION}.amazonaws.com"
 # Error `__type` prefixes of the two services' JSON protocols.
 DYNAMODB_ERROR_PREFIX = "com.amazonaws.dynamodb.v20120810#"
 SQS_ERROR_PREFIX = "com.amazonaws.sqs#"

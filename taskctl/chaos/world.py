@@ -47,7 +47,7 @@ from functions.runtime import CLIENT_CONFIG, FunctionSettings, Runtime
 from functions.settings import StackSettings
 from taskctl.chaos.clock import SimClock
 from taskctl.chaos.dynamodb import SimTable, create_table
-from taskctl.chaos.events import ACCOUNT, REGION, Events
+from taskctl.chaos.events import Events
 from taskctl.chaos.faults import FaultKind, FaultRates, Faults, Transport
 from taskctl.chaos.invariants import (
     ACCEPTED_MISSING,
@@ -72,14 +72,13 @@ from taskctl.chaos.lambdas import (
     quiet_functions,
 )
 from taskctl.chaos.sqs import EventSourceMapping, Received, SimQueue, SimSqs
-from taskctl.chaos.wire import offline_aws_environment
+from taskctl.chaos.wire import ACCOUNT, REGION, SQS_ENDPOINT, offline_aws_environment
 from taskctl.ops.redrive import redrive_task
 
 TABLE_NAME = "chaos-tasks"
 MAIN_QUEUE = "chaos-tasks"
 DEAD_LETTER_QUEUE = "chaos-tasks-dlq"
 DYNAMODB_ENDPOINT = f"https://dynamodb.{REGION}.amazonaws.com"
-SQS_ENDPOINT = f"https://sqs.{REGION}.amazonaws.com"
 FUNCTIONS = ("api", "worker", "dead-letter", "reconciler", "operator")
 
 GAP_S = (300.0, 900.0)  # normal operation before each outage: 5 to 15 minutes
@@ -238,25 +237,17 @@ class World:
             unprocessed=lambda keys: self.faults.unprocessed_keys(keys, self.lambdas.current),
         )
         self.sqs = SimSqs(self.clock)
-        self.dead_letter_queue = self.sqs.add(
-            SimQueue(
-                name=DEAD_LETTER_QUEUE,
-                url=f"{SQS_ENDPOINT}/{ACCOUNT}/{DEAD_LETTER_QUEUE}",
-                arn=f"arn:aws:sqs:{REGION}:{ACCOUNT}:{DEAD_LETTER_QUEUE}",
-                visibility_timeout_s=settings.visibility_timeout_s,
-                new_id=self.new_id,
-            )
+        self.dead_letter_queue = self.sqs.create_queue(
+            DEAD_LETTER_QUEUE,
+            visibility_timeout_s=settings.visibility_timeout_s,
+            new_id=self.new_id,
         )
-        self.main_queue = self.sqs.add(
-            SimQueue(
-                name=MAIN_QUEUE,
-                url=f"{SQS_ENDPOINT}/{ACCOUNT}/{MAIN_QUEUE}",
-                arn=f"arn:aws:sqs:{REGION}:{ACCOUNT}:{MAIN_QUEUE}",
-                visibility_timeout_s=settings.visibility_timeout_s,
-                new_id=self.new_id,
-                dead_letter=self.dead_letter_queue,
-                max_receive_count=settings.max_receive_count,
-            )
+        self.main_queue = self.sqs.create_queue(
+            MAIN_QUEUE,
+            visibility_timeout_s=settings.visibility_timeout_s,
+            new_id=self.new_id,
+            dead_letter=self.dead_letter_queue,
+            max_receive_count=settings.max_receive_count,
         )
         self.faults = Faults(self._random("faults"), self.plan.rates)
         self.transport = Transport(

@@ -30,14 +30,10 @@ from functions.runtime import FunctionSettings, Runtime
 from functions.settings import REDRIVE_RECEIVE_MARGIN, TaskPolicy
 from taskctl.chaos.clock import SimClock
 from taskctl.chaos.dynamodb import create_table as create_task_table
-from taskctl.chaos.sqs import SimQueue, SimSqs
+from taskctl.chaos.sqs import SimSqs
 
 DEV_POLICY = TaskPolicy(maxAttempts=2, errorRate=0.3, backoffBaseSeconds=2, maxDelaySeconds=900)
 START = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
-
-
-QUEUE_URLS = "https://sqs.us-east-1.amazonaws.com/123456789012/"
-QUEUE_ARNS = "arn:aws:sqs:us-east-1:123456789012:"
 
 
 @dataclass(frozen=True)
@@ -79,17 +75,9 @@ def resources(aws: None, boto_session: boto3.Session, clock: SimClock) -> Iterat
     ids = iter(range(1, 1 << 62))
     new_id = lambda: str(uuid.UUID(int=next(ids), version=4))  # noqa: E731
     dlq, main = (
-        SimQueue(
-            name=name,
-            url=QUEUE_URLS + name,
-            arn=QUEUE_ARNS + name,
-            visibility_timeout_s=MAIN_QUEUE_VISIBILITY_S,
-            new_id=new_id,
-        )
+        queues.create_queue(name, visibility_timeout_s=MAIN_QUEUE_VISIBILITY_S, new_id=new_id)
         for name in ("fault-tolerant-tasks-dev-dlq", "fault-tolerant-tasks-dev-tasks")
     )
-    queues.add(dlq)
-    queues.add(main)
     # Every SQS client answered by the simulated queues: the session's, and those of sessions
     # made during the test (an operator command makes its own).
     stop_serving = queues.serve(boto_session.events)
