@@ -27,6 +27,7 @@ directly, as the Lambda service does.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import itertools
@@ -38,15 +39,19 @@ from typing import Any
 
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 
+from taskctl.capacity.quotas import Quotas
 from taskctl.chaos import wire
 
 RETENTION_S = 1_209_600  # 14 days, as both queues are deployed
 SQS_MAX_VISIBILITY_S = 43_200  # 12 hours from the receive: SQS's ceiling
-SQS_MAX_DELAY_S = 900  # DelaySeconds: 15 minutes at most
-# In-flight messages a standard queue allows (SQS Developer Guide, "Amazon SQS message quotas").
-SQS_IN_FLIGHT_LIMIT = 120_000
 MAX_BODY_BYTES = 262_144
 SENDER_ID = "AIDACHAOSSIMULATION"
+
+
+@functools.cache
+def quotas() -> Quotas:
+    """SQS's in-flight quota and DelaySeconds maximum, from the quotas file that cites them."""
+    return Quotas.load()
 
 
 class SqsError(Exception):
@@ -102,7 +107,7 @@ class SimQueue:
     dead_letter: SimQueue | None = None
     max_receive_count: int | None = None
     retention_s: int = RETENTION_S
-    in_flight_limit: int = SQS_IN_FLIGHT_LIMIT
+    in_flight_limit: int = field(default_factory=lambda: quotas().sqs_in_flight)
     sent: int = 0
     sent_delayed: int = 0
     moved_to_dead_letter: int = 0
@@ -145,10 +150,10 @@ class SimQueue:
     ) -> Message:
         if len(body.encode()) > MAX_BODY_BYTES:
             raise SqsError("InvalidParameterValue", f"message body over {MAX_BODY_BYTES} bytes")
-        if not 0 <= delay_s <= SQS_MAX_DELAY_S:
+        max_delay_s = quotas().sqs_max_delay_s
+        if not 0 <= delay_s <= max_delay_s:
             raise SqsError(
-                "InvalidParameterValue",
-                f"DelaySeconds={delay_s} is outside 0..{SQS_MAX_DELAY_S}",
+                "InvalidParameterValue", f"DelaySeconds={delay_s} is outside 0..{max_delay_s}"
             )
         message = Message(
             message_id=self.new_id(),

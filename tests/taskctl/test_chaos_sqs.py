@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from taskctl.chaos.clock import SimClock
-from taskctl.chaos.sqs import SQS_MAX_DELAY_S, SimQueue, SqsError
+from taskctl.chaos.sqs import SimQueue, SqsError, quotas
 
 
 def queue(clock: SimClock, in_flight_limit: int = 120_000) -> SimQueue:
@@ -68,4 +68,4 @@ def test_at_the_in_flight_quota_the_queue_hands_out_nothing_more():
 def test_a_delay_beyond_sqs_maximum_is_refused():
     clock = SimClock()
     with pytest.raises(SqsError, match="DelaySeconds"):
-        queue(clock).send("too late", clock(), delay_s=SQS_MAX_DELAY_S + 1)
+        queue(clock).send("too late", clock(), delay_s=quotas().sqs_max_delay_s + 1)
