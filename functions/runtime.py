@@ -22,10 +22,10 @@ from botocore.config import Config
 from functions.metrics import METRICS_NAMESPACE
 from functions.queue import TaskQueue
 from functions.settings import (
+    API_AUTH_ENV,
     SDK_CONNECT_TIMEOUT_S,
     SDK_MAX_ATTEMPTS,
     SDK_READ_TIMEOUT_S,
-    API_AUTH_ENV,
     ApiAuth,
     SettingsError,
     TaskPolicy,
