@@ -41,7 +41,7 @@ import botocore.endpoint
 from botocore.retries import standard
 from moto import mock_aws
 
-from functions import api, dead_letter, reconciler, worker
+from functions import api, callers, dead_letter, reconciler, worker
 from functions.lifecycle import ALWAYS_FAILS, ALWAYS_SUCCEEDS, MESSAGE_MAX_CHARS
 from functions.queue import TaskMessage
 from functions.runtime import CLIENT_CONFIG, FunctionSettings, Runtime
@@ -493,7 +493,7 @@ class World:
         if not request.valid and 400 <= status < 500:
             self.report.rejected += 1
             self.requests.rejected_keys.append(
-                str(uuid.uuid5(api.IDEMPOTENCY_NAMESPACE, request.key))
+                callers.idempotent_task_id(callers.ANONYMOUS_OWNER, request.key)
             )
             if invocation.writes:
                 self._violation(
