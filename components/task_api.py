@@ -125,6 +125,7 @@ class TaskApi(pulumi.ComponentResource):
         return aws.apigatewayv2.Authorizer(
             f"{name}-jwt",
             api_id=self.api.id,
+            name=f"{name}-jwt",
             authorizer_type="JWT",
             identity_sources=[TOKEN_SOURCE],
             jwt_configuration=aws.apigatewayv2.AuthorizerJwtConfigurationArgs(

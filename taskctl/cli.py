@@ -8,10 +8,12 @@ from taskctl.chaos.cli import chaos
 from taskctl.load.cli import load
 from taskctl.local.cli import app as local_app
 from taskctl.ops.cli import redrive
+from taskctl.token.cli import token
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.add_typer(local_app, name="local", help="Run the whole stack on this machine (ministack).")
 app.command(help="Submit N tasks to a deployed API and check them against the retry policy.")(load)
 app.command(help="Print cost, cold-start and throughput figures; save bench/results.json.")(bench)
 app.command(help="Give FAILED tasks more attempts from their records; requeue them.")(redrive)
+app.command(help="Print a bearer token for the stack's own app client (apiAuth: jwt).")(token)
 app.command(help="Inject seeded faults into the real handlers; check every task still ends.")(chaos)
