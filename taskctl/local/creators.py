@@ -567,8 +567,15 @@ def create_authorizer(ctx: EmulatorContext, logical: str, inputs: Mapping[str, A
     )
     # The emulator verifies the token as API Gateway does: RS256 signature against the issuer's
     # JWKS (a pool of its own, or the issuer's OpenID discovery), iss, exp/nbf/iat, aud (or
-    # client_id), then the route's scopes (403). Only its reply bodies and headers may differ.
-    return Created(id=authorizer["AuthorizerId"], outputs={})
+    # client_id), then the route's scopes (403), with API Gateway's reply bodies.
+    return Created(
+        id=authorizer["AuthorizerId"],
+        outputs={},
+        notes=[
+            "JWT authorizer enforced (signature, issuer, expiry, audience, scopes) but its "
+            "401s lack AWS's www-authenticate header naming the reason"
+        ],
+    )
 
 
 _ROUTE_INPUTS = {

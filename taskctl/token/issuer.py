@@ -130,7 +130,7 @@ def deployed_app_client(user_pool_id: str, client_id: str, token_url: str) -> Ap
 
     session = boto3.Session()
     if session.region_name is None:
-        raise TokenError("no AWS region configured: set AWS_REGION (or AWS_PROFILE)")
+        raise TokenError("no AWS region configured: set AWS_DEFAULT_REGION (or AWS_PROFILE)")
     return AppClient(
         user_pool_id=user_pool_id,
         client_id=client_id,

@@ -236,3 +236,22 @@ def test_reading_another_owners_task_is_404_like_an_unknown_id(
     assert api.get(f"/tasks/{task_id}").status_code == 200
     # the record keeps its owner for itself
     assert local_stack.stored_item(task_id)["owner"] == {"S": local_stack.owner}
+
+
+def test_the_deployed_authorizer_and_routes_are_the_declared_ones(
+    local_stack: LocalStackUnderTest,
+) -> None:
+    (declared,) = local_stack.deployed("aws:apigatewayv2/authorizer:Authorizer")
+    api_id = declared["inputs"]["apiId"]
+    gateway = local_stack.client("apigatewayv2")
+
+    (authorizer,) = gateway.get_authorizers(ApiId=api_id)["Items"]
+    assert authorizer["AuthorizerType"] == "JWT"
+    assert authorizer["JwtConfiguration"]["Issuer"] == local_stack.outputs["authIssuer"]
+    assert authorizer["JwtConfiguration"]["Audience"] == [local_stack.outputs["appClientId"]]
+    routes = {route["RouteKey"]: route for route in gateway.get_routes(ApiId=api_id)["Items"]}
+    for key, scope in (("POST /tasks", "tasks/write"), ("GET /tasks/{taskId}", "tasks/read")):
+        assert routes[key]["AuthorizationType"] == "JWT"
+        assert routes[key]["AuthorizerId"] == authorizer["AuthorizerId"]
+        assert routes[key]["AuthorizationScopes"] == [scope]
+    assert routes["$default"].get("AuthorizationType", "NONE") == "NONE"
