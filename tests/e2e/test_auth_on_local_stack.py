@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from e2e_support import STACK, LocalStackUnderTest, api_client
 
+from taskctl.program import load_stack_settings
+
 pytestmark = pytest.mark.e2e
 
 GATEWAY_UNAUTHORIZED = {"message": "Unauthorized"}
@@ -255,3 +257,14 @@ def test_the_deployed_authorizer_and_routes_are_the_declared_ones(
         assert routes[key]["AuthorizerId"] == authorizer["AuthorizerId"]
         assert routes[key]["AuthorizationScopes"] == [scope]
     assert routes["$default"].get("AuthorizationType", "NONE") == "NONE"
+
+
+def test_the_api_function_runs_with_its_reserved_concurrency(
+    local_stack: LocalStackUnderTest,
+) -> None:
+    reserved = local_stack.client("lambda").get_function_concurrency(
+        FunctionName=local_stack.function_name("api")
+    )
+    assert reserved["ReservedConcurrentExecutions"] == (
+        load_stack_settings(STACK).apiReservedConcurrency
+    )
