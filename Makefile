@@ -21,9 +21,17 @@ venv: $(VENV)/.installed
 test: venv
 	$(PY) -m pytest
 
+# The workflows can't run here, so they are checked statically: against GitHub's workflow schema,
+# and by zizmor's security audits (pinned actions, no script injection, least privilege), offline.
+WORKFLOWS  := $(wildcard .github/workflows/*.yml)
+DEPENDABOT := .github/dependabot.yml
+
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.dependabot $(DEPENDABOT)
+	$(VENV)/bin/zizmor --offline --persona=pedantic --no-progress --config .github/zizmor.yml $(WORKFLOWS) $(DEPENDABOT)
 
 format: venv
 	$(PY) -m ruff format .

@@ -26,9 +26,15 @@ from components.iam import (
     queue_send,
     table_access,
 )
-from components.monitoring import Monitoring, MonitoringArgs, healthy_message_age_s
+from components.monitoring import (
+    Monitoring,
+    MonitoringArgs,
+    healthy_dead_letter_age_s,
+    healthy_message_age_s,
+)
 from components.packaging import BundleTarget, build_bundle
 from components.stack_settings import read_stack_settings
+from components.tagging import DefaultTags, tagged_provider
 from components.task_api import TaskApi, TaskApiArgs
 from components.task_auth import JwtIssuer, TaskAuth, TaskAuthArgs
 from components.task_function import (
@@ -53,6 +59,17 @@ region = aws.config.region
 if not region:
     raise pulumi.RunError("no AWS region: run `pulumi config set aws:region <region>`")
 name_prefix = f"{pulumi.get_project()}-{stack}"
+# What the resources are for, in cost reports that group several projects by service.
+SERVICE = "task-processing"
+
+# -- one AWS provider for everything, tagging every resource it manages ---------------------------
+aws_provider = tagged_provider(
+    "aws",
+    region=region,
+    tags=DefaultTags(project=pulumi.get_project(), stack=stack, service=SERVICE),
+)
+# Every component gets the provider; their children inherit it through `parent=self`.
+uses_aws_provider = pulumi.ResourceOptions(providers=[aws_provider])
 
 # -- storage and queues --------------------------------------------------------------------------
 table = TaskTable(
@@ -61,6 +78,7 @@ table = TaskTable(
         point_in_time_recovery=settings.pointInTimeRecovery,
         deletion_protection=settings.deletionProtection,
     ),
+    opts=uses_aws_provider,
 )
 queues = TaskQueues(
     "tasks",
@@ -68,6 +86,7 @@ queues = TaskQueues(
         visibility_timeout_s=settings.visibility_timeout_s,
         max_receive_count=settings.max_receive_count,
     ),
+    opts=uses_aws_provider,
 )
 
 # -- functions: one bundle, four handlers --------------------------------------------------------
@@ -115,6 +134,7 @@ api_function = TaskFunction(
             queue_send(queues.arn, sid="EnqueueTasks"),
         ),
     ),
+    opts=uses_aws_provider,
 )
 worker_function = TaskFunction(
     "worker",
@@ -136,6 +156,7 @@ worker_function = TaskFunction(
             maximum_concurrency=settings.workerMaxConcurrency,
         ),
     ),
+    opts=uses_aws_provider,
 )
 dead_letter_function = TaskFunction(
     "dead-letter",
@@ -156,6 +177,7 @@ dead_letter_function = TaskFunction(
             maximum_concurrency=settings.workerMaxConcurrency,
         ),
     ),
+    opts=uses_aws_provider,
 )
 
 reconciler_function = TaskFunction(
@@ -174,6 +196,7 @@ reconciler_function = TaskFunction(
         ),
         trigger=ScheduleTrigger(interval_minutes=settings.reconcileIntervalMinutes),
     ),
+    opts=uses_aws_provider,
 )
 
 # -- the HTTP API and who may call it -------------------------------------------------------------
@@ -184,7 +207,9 @@ jwt_issuer = None
 if settings.apiAuth == "jwt" and settings.apiJwtIssuer:
     jwt_issuer = JwtIssuer(issuer=settings.apiJwtIssuer, audiences=list(settings.jwt_audiences))
 elif settings.apiAuth == "jwt":
-    auth = TaskAuth("callers", TaskAuthArgs(name_prefix=name_prefix, region=region))
+    auth = TaskAuth(
+        "callers", TaskAuthArgs(name_prefix=name_prefix, region=region), opts=uses_aws_provider
+    )
     jwt_issuer = auth.jwt_issuer
 api = TaskApi(
     "tasks",
@@ -198,6 +223,7 @@ api = TaskApi(
         log_retention_days=settings.logRetentionDays,
         auth=jwt_issuer,
     ),
+    opts=uses_aws_provider,
 )
 
 # -- alarms and dashboard ------------------------------------------------------------------------
@@ -211,6 +237,7 @@ monitoring = Monitoring(
         queue_name=queues.name,
         dead_letter_queue_name=queues.dlq_name,
         worker_function_name=worker_function.name,
+        dead_letter_function_name=dead_letter_function.name,
         reconciler_function_name=reconciler_function.name,
         reconcile_interval_minutes=settings.reconcileIntervalMinutes,
         api_id=api.api_id,
@@ -218,7 +245,10 @@ monitoring = Monitoring(
         healthy_message_age_s=healthy_message_age_s(
             settings.policy, settings.functionTimeoutSeconds
         ),
+        healthy_dead_letter_age_s=healthy_dead_letter_age_s(settings.visibility_timeout_s),
+        failed_task_rate_alarm_percent=settings.failedTaskRateAlarmPercent,
     ),
+    opts=uses_aws_provider,
 )
 
 # -- what `pulumi stack output` shows ------------------------------------------------------------

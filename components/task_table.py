@@ -7,7 +7,15 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from functions.store import CHECK_AFTER_ATTRIBUTE, CHECK_INDEX, CHECK_SHARD_ATTRIBUTE, TASK_KEY
+from functions.store import (
+    CHECK_AFTER_ATTRIBUTE,
+    CHECK_INDEX,
+    CHECK_SHARD_ATTRIBUTE,
+    STATUS_INDEX,
+    STATUS_SHARD_ATTRIBUTE,
+    STATUS_SORT_ATTRIBUTE,
+    TASK_KEY,
+)
 
 HASH_KEY = TASK_KEY
 TTL_ATTRIBUTE = "expiresAt"  # epoch seconds; set only when a task ends (COMPLETED or FAILED)
@@ -15,13 +23,18 @@ TTL_ATTRIBUTE = "expiresAt"  # epoch seconds; set only when a task ends (COMPLET
 
 @dataclass(frozen=True, kw_only=True)
 class TaskTableArgs:
+    """`deletion_protection` guards the task records twice: DynamoDB refuses to delete the table,
+    and Pulumi (`protect`) refuses any operation that would delete it, destroy or replacement.
+    One knob for both: they guard the same data against the same mistake, and lifting only one
+    still leaves the table undeletable, so two settings could only disagree."""
+
     point_in_time_recovery: bool = False
     deletion_protection: bool = False
 
 
 class TaskTable(pulumi.ComponentResource):
-    """On-demand DynamoDB table keyed by `taskId`, with TTL on `expiresAt` and the reconciler's
-    sparse check index."""
+    """On-demand DynamoDB table keyed by `taskId`, with TTL on `expiresAt`, the reconciler's
+    sparse check index and the operator's sparse status index."""
 
     table: aws.dynamodb.Table
     name: pulumi.Output[str]
@@ -41,6 +54,8 @@ class TaskTable(pulumi.ComponentResource):
                 aws.dynamodb.TableAttributeArgs(name=HASH_KEY, type="S"),
                 aws.dynamodb.TableAttributeArgs(name=CHECK_SHARD_ATTRIBUTE, type="S"),
                 aws.dynamodb.TableAttributeArgs(name=CHECK_AFTER_ATTRIBUTE, type="N"),
+                aws.dynamodb.TableAttributeArgs(name=STATUS_SHARD_ATTRIBUTE, type="S"),
+                aws.dynamodb.TableAttributeArgs(name=STATUS_SORT_ATTRIBUTE, type="S"),
             ],
             # The reconciler's index: which tasks to look at when. KEYS_ONLY, and written once per
             # task (the worker's writes never touch its keys), so it costs one small index write
@@ -51,7 +66,17 @@ class TaskTable(pulumi.ComponentResource):
                     hash_key=CHECK_SHARD_ATTRIBUTE,
                     range_key=CHECK_AFTER_ATTRIBUTE,
                     projection_type="KEYS_ONLY",
-                )
+                ),
+                # The operator's index (`taskctl tasks list`): tasks by status, newest first.
+                # Sparse (a COMPLETED task leaves it) and sharded 16 ways per status; KEYS_ONLY so
+                # each of its writes (two per status change) stays 1 WRU however long the task's
+                # message and error are.
+                aws.dynamodb.TableGlobalSecondaryIndexArgs(
+                    name=STATUS_INDEX,
+                    hash_key=STATUS_SHARD_ATTRIBUTE,
+                    range_key=STATUS_SORT_ATTRIBUTE,
+                    projection_type="KEYS_ONLY",
+                ),
             ],
             # Expired records are deleted by DynamoDB at no cost, so finished tasks age out; an
             # unfinished task has no expiry at all.
@@ -60,7 +85,7 @@ class TaskTable(pulumi.ComponentResource):
                 enabled=args.point_in_time_recovery
             ),
             deletion_protection_enabled=args.deletion_protection,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, protect=args.deletion_protection),
         )
         self.name = self.table.name
         self.arn = self.table.arn

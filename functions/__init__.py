@@ -5,11 +5,13 @@ Where the I/O is, at a glance:
     lifecycle.py    PURE  statuses, the task record, transitions, backoff, simulated work, and
                           every decision the worker makes (time and randomness are injected)
     settings.py     PURE  the per-stack settings model (shared with the Pulumi program)
-    metrics.py      PURE  the custom metrics' namespace, names and dimensions (shared likewise)
+    metrics.py      PURE  the custom metrics' namespace, names and dimensions (shared likewise),
+                          business outcomes kept apart from faults
     store.py        I/O   DynamoDB task table: conditional writes -> domain exceptions
     queue.py        I/O   SQS: enqueue, re-hide a message (the retry delay), send to the DLQ
     runtime.py      I/O   reads the environment once, builds the boto3 clients on first use
     api.py          handler  POST /tasks, GET /tasks/{taskId}, GET /openapi.json
     worker.py       handler  one attempt per SQS delivery, partial batch response
-    dead_letter.py  handler  DLQ consumer: FAILED if not terminal, DeadLetteredTasks metric
+    dead_letter.py  handler  DLQ consumer: returns unfinished tasks' messages, FAILs poisonous
+                             ones (PoisonMessages metric)
 """

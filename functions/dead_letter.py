@@ -8,10 +8,13 @@ A message gets to the DLQ two ways:
   while the task is unfinished its message goes back to the main queue. Only a message that comes
   back `MAX_DEAD_LETTER_RETURNS` times in a row without a new attempt is poisonous (it stops the
   worker before any claim): its task is made FAILED so that it ends.
-`lifecycle.plan_dead_letter` decides; this handler carries it out. Every FAILED it writes is
-counted in the `DeadLetteredTasks` metric (as is every other message that ends here, but not the
-returned ones: `ReturnedDeadLetters`), whose only dimensions are the service and the stack
-(never the task id: one metric per task would cost a fortune and alarm on nothing).
+`lifecycle.plan_dead_letter` decides; this handler carries it out.
+
+Metrics (`functions.metrics`; only the service and the stack as dimensions, never the task id):
+the worker's own dead letters are its FAILED tasks, a business outcome it has already counted, so
+they count nothing here. Every task this function has to make FAILED itself, and every unreadable
+message, is a `PoisonMessages` fault: in a healthy system the worker ends every task. Returned
+messages are counted in `ReturnedDeadLetters`.
 
 The message is then deleted from the DLQ (acknowledged): DynamoDB is the source of truth, and a
 FAILED task can be redriven from its record. An unreadable message is logged loudly with its
@@ -23,7 +26,6 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
     EventType,
@@ -39,12 +41,17 @@ from functions.lifecycle import (
     ReturnToQueue,
     plan_dead_letter,
 )
-from functions.metrics import DEAD_LETTERED_METRIC, STACK_DIMENSION
+from functions.metrics import (
+    COUNT_UNIT,
+    DEAD_LETTER_COUNTS,
+    POISON_MESSAGES_METRIC,
+    RETURNED_DEAD_LETTERS_METRIC,
+    UNREADABLE_DEAD_LETTERS_METRIC,
+    start_invocation,
+)
 from functions.queue import REASON_ATTRIBUTE, UnreadableMessage, parse_task_message
 from functions.store import TaskChanged
 
-UNREADABLE_METRIC = "UnreadableDeadLetters"
-RETURNED_METRIC = "ReturnedDeadLetters"
 # A task that keeps changing under us is retried through SQS (the record is reported failed).
 MAX_WRITE_TRIES = 3
 
@@ -75,8 +82,8 @@ def _handle(record: SQSRecord) -> str:
                 "messageId": record.message_id,
             },
         )
-        metrics.add_metric(name=UNREADABLE_METRIC, unit=MetricUnit.Count, value=1)
-        metrics.add_metric(name=DEAD_LETTERED_METRIC, unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=UNREADABLE_DEAD_LETTERS_METRIC, unit=COUNT_UNIT, value=1)
+        metrics.add_metric(name=POISON_MESSAGES_METRIC, unit=COUNT_UNIT, value=1)
         return "unreadable"
 
     with logger.append_context_keys(taskId=task_id, messageId=record.message_id):
@@ -92,9 +99,6 @@ def _handle(record: SQSRecord) -> str:
             try:
                 match action:
                     case Acknowledge(reason=why):
-                        metrics.add_metric(
-                            name=DEAD_LETTERED_METRIC, unit=MetricUnit.Count, value=1
-                        )
                         logger.info("dead letter acknowledged", extra={"why": why})
                         return "acknowledged"
                     case ReturnToQueue(returns=returns):
@@ -103,7 +107,9 @@ def _handle(record: SQSRecord) -> str:
                         # counting first could make a task look poisonous when it is not.
                         rt.queue.enqueue(task_id)
                         rt.store.count_dead_letter_return(stored, returns, rt.clock())
-                        metrics.add_metric(name=RETURNED_METRIC, unit=MetricUnit.Count, value=1)
+                        metrics.add_metric(
+                            name=RETURNED_DEAD_LETTERS_METRIC, unit=COUNT_UNIT, value=1
+                        )
                         logger.warning(
                             "task unfinished with attempts left; message returned to the queue",
                             extra={"returns": returns, "reason": reason},
@@ -112,9 +118,7 @@ def _handle(record: SQSRecord) -> str:
                     case FailDeadLettered(reason=why):
                         assert stored is not None
                         rt.store.fail_dead_lettered(stored, why, rt.clock())
-                        metrics.add_metric(
-                            name=DEAD_LETTERED_METRIC, unit=MetricUnit.Count, value=1
-                        )
+                        metrics.add_metric(name=POISON_MESSAGES_METRIC, unit=COUNT_UNIT, value=1)
                         logger.error(
                             "task FAILED by the dead-letter function",
                             extra={"previousStatus": stored.record.status, "reason": why},
@@ -141,11 +145,7 @@ def _reason(record: SQSRecord) -> str:
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    settings = runtime.current().settings
-    # From the runtime's one read of the environment, not the import-time one.
-    metrics.namespace = settings.metrics_namespace
-    metrics.service = settings.service
-    metrics.add_dimension(name=STACK_DIMENSION, value=settings.stack)
+    start_invocation(metrics, runtime.current().settings, DEAD_LETTER_COUNTS)
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )

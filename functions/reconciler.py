@@ -27,15 +27,18 @@ from itertools import islice
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions import runtime
 from functions.lifecycle import Recheck, Recover, plan_recovery
-from functions.metrics import RECOVERED_METRIC, STACK_DIMENSION
+from functions.metrics import (
+    COUNT_UNIT,
+    OLDEST_OVERDUE_METRIC,
+    RECOVERED_TASKS_METRIC,
+    start_invocation,
+)
 from functions.store import BATCH_GET_MAX_KEYS, CHECK_SHARDS, StoredTask
 
-OLDEST_OVERDUE_METRIC = "OldestOverdueTaskAgeSeconds"
 STOP_MARGIN_MS = 10_000
 
 logger = Logger()
@@ -122,16 +125,11 @@ def _batches(entries: Iterator[tuple[str, int]], size: int) -> Iterator[list[tup
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     rt = runtime.current()
-    settings = rt.settings
-    metrics.namespace = settings.metrics_namespace
-    metrics.service = settings.service
-    metrics.add_dimension(name=STACK_DIMENSION, value=settings.stack)
+    start_invocation(metrics, rt.settings)
     # Stop with time to spare: the cursor is saved, and the next scheduled pass goes on.
     sweep = reconcile(rt, lambda: context.get_remaining_time_in_millis() < STOP_MARGIN_MS)
     # Both always emitted, zeros included, so the alarms see a steady series.
-    metrics.add_metric(name=RECOVERED_METRIC, unit=MetricUnit.Count, value=sweep.recovered)
-    metrics.add_metric(
-        name=OLDEST_OVERDUE_METRIC, unit=MetricUnit.Seconds, value=sweep.oldest_overdue_s
-    )
+    metrics.add_metric(name=RECOVERED_TASKS_METRIC, unit=COUNT_UNIT, value=sweep.recovered)
+    metrics.add_metric(name=OLDEST_OVERDUE_METRIC, unit="Seconds", value=sweep.oldest_overdue_s)
     logger.info("reconciler pass done", extra=sweep.__dict__)
     return dict(sweep.__dict__)

@@ -164,6 +164,12 @@ class StackSettings(TaskPolicy):
     apiThrottleRateLimit: Annotated[float, Field(gt=0, le=10_000)] = 20.0
     apiThrottleBurstLimit: Annotated[int, Field(ge=1, le=5_000)] = 40
     alarmEmail: str | None = None
+    # A FAILED task (attempts used up) is a business outcome, so by default nothing pages on it;
+    # the dashboard graphs the rate either way. Set, it alarms at this share of finished tasks.
+    failedTaskRateAlarmPercent: Annotated[
+        float | None,
+        Field(gt=0, le=100, description="Alarm when this % of finished tasks or more end FAILED"),
+    ] = None
     deletionProtection: bool = False
     pointInTimeRecovery: bool = False
     # -- callers: authentication and the bounds on what one caller can spend (issue 9) --------

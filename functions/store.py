@@ -19,12 +19,17 @@ Item layout: the public `TaskRecord` fields, plus internal attributes that `GET`
 - `owner`: who submitted the task (`functions.callers`); only its owner may read it;
 - `checkShard` / `checkAfter` (epoch seconds): the task's entry in the sparse `CHECK_INDEX`,
   when the reconciler looks at it next (see `functions.reconciler`);
+- `statusShard` (`<STATUS>#<shard>`): the task's entry in the sparse `STATUS_INDEX` (sort key
+  `updatedAt`), on every task but a COMPLETED one; every write that changes the status sets it
+  (or, on completion, removes it) in the same UpdateItem, so the entry can never disagree with the
+  status it indexes;
 - `recoveries`: how often the reconciler re-enqueued the task;
 - `deadLetterReturns` / `deadLetterReturnAttempts`: trips through the DLQ without a new attempt.
 """
 
 from __future__ import annotations
 
+import heapq
 import re
 import uuid
 import zlib
@@ -56,6 +61,20 @@ CHECK_AFTER_ATTRIBUTE = "checkAfter"
 # 16 shards spread 1,000 submits/s to ~63 index writes/s per partition key, far from DynamoDB's
 # 1,000 writes/s per partition; the reconciler queries each shard's due range in turn.
 CHECK_SHARDS = 16
+# The operator's index (`taskctl tasks list`, bulk redrive): KEYS_ONLY, keyed by status and shard,
+# newest `updatedAt` first. Sparse: only the statuses that may need attention carry the key, so a
+# COMPLETED task (the bulk of them) leaves the index. KEYS_ONLY keeps every entry under 1 KB, so
+# each index write is 1 WRU whatever the task's message and error (up to 4 KB each); the operator's
+# rare list pays a BatchGetItem instead (see README "Operations").
+STATUS_INDEX = "by-status"
+STATUS_SHARD_ATTRIBUTE = "statusShard"
+STATUS_SORT_ATTRIBUTE = "updatedAt"
+INDEXED_STATUSES = (
+    TaskStatus.PENDING,
+    TaskStatus.PROCESSING,
+    TaskStatus.RETRYING,
+    TaskStatus.FAILED,
+)
 # The reconciler's progress through the index: one item, not a task (its key is not a UUID, so
 # `GET /tasks/{taskId}` can never reach it, and it has no `checkShard`, so it is not indexed).
 RECONCILER_CURSOR_KEY = "reconciler-cursor"
@@ -87,6 +106,15 @@ class AttemptSuperseded(StoreConflict):
 
 class TaskChanged(StoreConflict):
     """The task changed between the read and the write; read it again."""
+
+
+@dataclass(frozen=True)
+class StatusEntry:
+    """One entry of the status index: the task, its status and `updatedAt` as indexed."""
+
+    task_id: str
+    status: TaskStatus
+    updated_at: str  # ISO-8601 ms UTC, sortable as text
 
 
 @dataclass(frozen=True)
@@ -164,6 +192,28 @@ def check_shard(task_id: str) -> str:
     return f"{zlib.crc32(task_id.encode()) % CHECK_SHARDS:02d}"
 
 
+def status_shard(status: TaskStatus, task_id: str) -> str:
+    """The task's partition key in the status index: its status and its `check_shard`, so the
+    16 shards of a status share one status's write rate."""
+    return _status_partition(status, check_shard(task_id))
+
+
+def _status_partition(status: TaskStatus, shard: str) -> str:
+    if status not in INDEXED_STATUSES:
+        raise ValueError(f"{status} tasks are not in the status index")
+    return f"{status.value}#{shard}"
+
+
+def _index_status(status: TaskStatus, task_id: str, values: dict[str, Any]) -> list[str]:
+    """The SET clause moving the task's status index entry to `status` (not COMPLETED: a
+    completing write removes the entry, `_STATUS_ENTRY`)."""
+    values[":status_shard"] = status_shard(status, task_id)
+    return [f"#{STATUS_SHARD_ATTRIBUTE} = :status_shard"]
+
+
+_STATUS_ENTRY = f"#{STATUS_SHARD_ATTRIBUTE}"
+
+
 class TaskStore:
     """Reads and conditionally writes task records in one table."""
 
@@ -202,6 +252,7 @@ class TaskStore:
         item[CHECK_SHARD_ATTRIBUTE] = check_shard(task.taskId)
         item[CHECK_AFTER_ATTRIBUTE] = _epoch_s(check_after)
         item[OWNER_ATTRIBUTE] = owner
+        item[STATUS_SHARD_ATTRIBUTE] = status_shard(task.status, task.taskId)
         if request_hash is not None:
             item["requestHash"] = request_hash
         try:
@@ -247,6 +298,7 @@ class TaskStore:
             "#attempts = :attempt",
             "#leaseExpiresAt = :lease",
             *_touch(values, now),
+            *_index_status(TaskStatus.PROCESSING, task.taskId, values),
         ]
         if lost_attempt is None:
             condition = status_is(*sorted(CLAIMABLE_STATUSES)) & attempts_are(attempt - 1)
@@ -284,7 +336,9 @@ class TaskStore:
         values: dict[str, Any] = {":completed": TaskStatus.COMPLETED.value, ":now": to_iso(now)}
         sets = ["#status = :completed", "#completedAt = :now", *self._finished(values, now)]
         sets += _close_attempt(attempt, AttemptOutcome.SUCCEEDED, values, now)
-        self._finish(task_id, attempt, sets, values)
+        # The status index is sparse: a COMPLETED task needs no attention, so it leaves it.
+        removes = ("#leaseExpiresAt", "#nextAttemptAt", _STATUS_ENTRY)
+        self._finish(task_id, attempt, sets, values, removes=removes)
 
     def schedule_retry(
         self,
@@ -307,6 +361,7 @@ class TaskStore:
             "#nextAttemptAt = :next",
             "#lastError = :error",
             *_touch(values, now),
+            *_index_status(TaskStatus.RETRYING, task_id, values),
             *_close_attempt(attempt, AttemptOutcome.FAILED, values, now),
             f"#history[{attempt - 1}].#error = :error",
             f"#history[{attempt - 1}].#retryDelaySeconds = :delay",
@@ -328,6 +383,7 @@ class TaskStore:
             "#lastError = :error",
             *self._finished(values, now),
             "#failedAt = :now",
+            *_index_status(TaskStatus.FAILED, task_id, values),
             *_close_attempt(attempt, outcome, values, now),
             f"#history[{attempt - 1}].#error = :error",
         ]
@@ -351,6 +407,7 @@ class TaskStore:
             "#lastError = :error",
             *self._finished(values, now),
             "#failedAt = :now",
+            *_index_status(TaskStatus.FAILED, record.taskId, values),
         ]
         open_attempt = record.history[-1] if record.history else None
         if open_attempt is not None and open_attempt.outcome is None:
@@ -413,6 +470,7 @@ class TaskStore:
             f"#{CHECK_AFTER_ATTRIBUTE} = :check_after",
             f"#{CHECK_SHARD_ATTRIBUTE} = :shard",
             *_touch(values, now),
+            *_index_status(TaskStatus.RETRYING, failed.taskId, values),
         ]
         self._update(
             failed.taskId,
@@ -451,17 +509,66 @@ class TaskStore:
                 return
             args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def get_many(self, task_ids: Sequence[str]) -> list[StoredTask]:
-        """The tasks that exist among `task_ids` (at most 100), read eventually consistently:
-        the reconciler only needs to know which are unfinished, and a stale read only delays
-        a recovery to its next check."""
+    # operator: walk the status index
+
+    def by_status(
+        self, statuses: Sequence[TaskStatus], since: datetime | None, page_size: int = 100
+    ) -> Iterator[StatusEntry]:
+        """The status index's entries for `statuses`, updated at or after `since` (None: any
+        time), newest first: each shard is queried newest first (`ScanIndexForward=False`, the
+        bound on the sort key) and the shards' pages are merged lazily, so reading the first N
+        costs about one page per shard. Eventually consistent, like any GSI read: an entry may
+        lag its task's last write by a moment, so callers read the tasks before acting."""
+        shards = [
+            self._status_shard_entries(_status_partition(status, f"{n:02d}"), since, page_size)
+            for status in statuses
+            for n in range(CHECK_SHARDS)
+        ]
+        return heapq.merge(*shards, key=lambda entry: entry.updated_at, reverse=True)
+
+    def _status_shard_entries(
+        self, shard: str, since: datetime | None, page_size: int
+    ) -> Iterator[StatusEntry]:
+        names = {"#shard": STATUS_SHARD_ATTRIBUTE}
+        values: dict[str, Any] = {":shard": {"S": shard}}
+        condition = "#shard = :shard"
+        if since is not None:
+            names["#updated"] = STATUS_SORT_ATTRIBUTE
+            values[":since"] = {"S": to_iso(since)}
+            condition += " AND #updated >= :since"
+        args: dict[str, Any] = {
+            "TableName": self._table_name,
+            "IndexName": STATUS_INDEX,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": False,
+            "Limit": page_size,
+        }
+        while True:
+            page = self._client.query(**args)
+            for item in page.get("Items", []):
+                yield StatusEntry(
+                    task_id=item[TASK_KEY]["S"],
+                    status=TaskStatus(item[STATUS_SHARD_ATTRIBUTE]["S"].split("#", 1)[0]),
+                    updated_at=item[STATUS_SORT_ATTRIBUTE]["S"],
+                )
+            if "LastEvaluatedKey" not in page:
+                return
+            args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def get_many(self, task_ids: Sequence[str], *, consistent: bool = False) -> list[StoredTask]:
+        """The tasks that exist among `task_ids` (at most 100), in no particular order. Read
+        eventually consistently by default: the reconciler only needs to know which are
+        unfinished, and a stale read only delays a recovery to its next check. An operator's
+        list reads them `consistent`ly, to show each task as it is now."""
         if len(task_ids) > BATCH_GET_MAX_KEYS:
             raise ValueError(f"{len(task_ids)} ids; BatchGetItem takes {BATCH_GET_MAX_KEYS}")
         keys = [_key(task_id) for task_id in dict.fromkeys(task_ids)]
         found: list[StoredTask] = []
         while keys:
             reply = self._client.batch_get_item(
-                RequestItems={self._table_name: {"Keys": keys, "ConsistentRead": False}}
+                RequestItems={self._table_name: {"Keys": keys, "ConsistentRead": consistent}}
             )
             found += [_from_item(item) for item in reply["Responses"].get(self._table_name, [])]
             # Unprocessed keys (throttling) are asked for again; the SDK's backoff paces it.
@@ -701,6 +808,7 @@ _INTERNAL_ATTRIBUTES = (
     "writeToken",
     CHECK_SHARD_ATTRIBUTE,
     CHECK_AFTER_ATTRIBUTE,
+    STATUS_SHARD_ATTRIBUTE,
     "recoveries",
     "deadLetterReturns",
     "deadLetterReturnAttempts",

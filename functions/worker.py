@@ -18,6 +18,11 @@ message of an unfinished task is never deleted by a delivery that did not finish
 
 Errors from AWS propagate: the record is reported failed and SQS redelivers it after the queue's
 visibility timeout; the conditional writes make that replay safe.
+
+Metrics (`functions.metrics`), per invocation: `CompletedTasks` and `FailedTasks` (business
+outcomes), and `WorkerRecordExceptions`, every record that raised anything but the deliberate
+`RetryScheduled`. The partial batch response never raises, so Lambda's `Errors` metric cannot see
+a worker that fails every record; this count does.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
     EventType,
@@ -49,6 +54,14 @@ from functions.lifecycle import (
     plan_delivery,
     simulate_work,
 )
+from functions.metrics import (
+    COMPLETED_TASKS_METRIC,
+    COUNT_UNIT,
+    FAILED_TASKS_METRIC,
+    WORKER_COUNTS,
+    WORKER_RECORD_EXCEPTIONS_METRIC,
+    start_invocation,
+)
 from functions.queue import UnreadableMessage, parse_task_message
 from functions.store import AttemptSuperseded, StaleClaim, StoreConflict
 
@@ -59,6 +72,7 @@ DEFAULT_LEASE_S = 60
 MAX_PLANS_PER_DELIVERY = 3
 
 logger = Logger()
+metrics = Metrics()  # namespace and service: set per invocation from the runtime settings
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
@@ -74,7 +88,13 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
     except RetryScheduled:
         raise
     except Exception:
-        logger.exception("delivery failed; SQS will deliver it again")
+        metrics.add_metric(name=WORKER_RECORD_EXCEPTIONS_METRIC, unit=COUNT_UNIT, value=1)
+        # The task's context keys went with the block that raised: name the message (its body
+        # names the task), so the line an alarm sends on-call to says which one.
+        logger.exception(
+            "delivery failed; SQS will deliver it again",
+            extra={"messageId": record.message_id, "body": record.body[:200]},
+        )
         raise
 
 
@@ -144,6 +164,7 @@ def _run_attempt(rt: runtime.Runtime, record: SQSRecord, task: TaskRecord, attem
     match decision:
         case Completed():
             rt.store.complete(task_id, attempt, finished)
+            metrics.add_metric(name=COMPLETED_TASKS_METRIC, unit=COUNT_UNIT, value=1)
             logger.info("attempt succeeded; task COMPLETED")
             return "completed"
         case RetryLater(retry_delay_s=delay_s, next_attempt_at=next_attempt_at):
@@ -160,6 +181,7 @@ def _run_attempt(rt: runtime.Runtime, record: SQSRecord, task: TaskRecord, attem
         case FailedForGood():
             error = result.error or "attempt failed"
             rt.store.fail(task_id, attempt, finished, error)
+            metrics.add_metric(name=FAILED_TASKS_METRIC, unit=COUNT_UNIT, value=1)
             rt.queue.dead_letter(record.body, f"FAILED after {attempt} attempts: {error}")
             logger.warning("last attempt failed; task FAILED and sent to the DLQ")
             return "failed"
@@ -171,6 +193,7 @@ def _fail_lost_task(
 ) -> str:
     error = f"attempt {attempt} was lost (worker crash or timeout) and no attempts remain"
     rt.store.fail(task_id, attempt, now, error, outcome=AttemptOutcome.LOST)
+    metrics.add_metric(name=FAILED_TASKS_METRIC, unit=COUNT_UNIT, value=1)
     rt.queue.dead_letter(body, f"FAILED: {error}")
     logger.warning("last attempt was lost; task FAILED and sent to the DLQ")
     return "failed"
@@ -183,8 +206,10 @@ def _lease(lambda_context: LambdaContext | None) -> timedelta:
     return timedelta(milliseconds=lambda_context.get_remaining_time_in_millis())
 
 
+@metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    start_invocation(metrics, runtime.current().settings, WORKER_COUNTS)
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )

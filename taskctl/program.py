@@ -149,7 +149,7 @@ def _run_in_fresh_context(
         project=project_name(),
         stack=stack,
         preview=preview,
-        monitor=_ParentRecordingMonitor(mocks),
+        monitor=_RegistrationRecordingMonitor(mocks),
     )
     if str(PROJECT_DIR) not in sys.path:
         sys.path.insert(0, str(PROJECT_DIR))  # the program imports `components` and `functions`
@@ -179,6 +179,8 @@ class CreatedResource:
     outputs: dict[str, Any]
     resource_id: str
     parent_urn: str = ""  # the URN of the component (or of the stack) it was declared under
+    provider: str = ""  # "<provider URN>::<provider id>", or "" for the default provider
+    protect: bool = False  # Pulumi refuses to delete it (`ResourceOptions(protect=True)`)
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
@@ -193,7 +195,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.region = region
         self.account_id = account_id
         self.resources: list[CreatedResource] = []
-        self._parents: dict[tuple[str, str], str] = {}
+        self._registrations: dict[tuple[str, str], tuple[str, bool]] = {}
 
     def created(self, type_token: str) -> list[CreatedResource]:
         """The resources of one type, in declaration order."""
@@ -210,15 +212,27 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
         inputs = dict(args.inputs)
         outputs, resource_id = self._outputs_for(args.typ, args.name, inputs)
-        parent = self._parents.pop((args.typ, args.name), "")
+        parent, protect = self._registrations.pop((args.typ, args.name), ("", False))
         self.resources.append(
-            CreatedResource(args.typ, args.name, inputs, outputs, resource_id, parent)
+            CreatedResource(
+                args.typ,
+                args.name,
+                inputs,
+                outputs,
+                resource_id,
+                parent,
+                provider=args.provider or "",
+                protect=protect,
+            )
         )
         return resource_id, outputs
 
-    def record_parent(self, type_token: str, name: str, parent_urn: str) -> None:
-        """Called by the monitor just before `new_resource`, with the resource's parent URN."""
-        self._parents[(type_token, name)] = parent_urn
+    def record_registration(
+        self, type_token: str, name: str, *, parent_urn: str, protect: bool
+    ) -> None:
+        """Called by the monitor just before `new_resource`, with what the `Mocks` interface does
+        not carry: the resource's parent URN and its `protect` option."""
+        self._registrations[(type_token, name)] = (parent_urn, protect)
 
     def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         raise NotImplementedError(f"RecordingMocks does not fake the invoke {args.token}")
@@ -282,14 +296,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return outputs, resource_id
 
 
-class _ParentRecordingMonitor(MockMonitor):
-    """The standard mock monitor that also tells recording mocks each resource's parent URN,
-    which the `Mocks` interface does not carry."""
+class _RegistrationRecordingMonitor(MockMonitor):
+    """The standard mock monitor that also tells recording mocks each resource's parent URN and
+    `protect` option, which the `Mocks` interface does not carry (the engine sees them here)."""
 
     def RegisterResource(self, request: Any) -> Any:  # the gRPC method it overrides
-        record_parent = getattr(self.mocks, "record_parent", None)
-        if record_parent is not None:
-            record_parent(request.type, request.name, request.parent)
+        record = getattr(self.mocks, "record_registration", None)
+        if record is not None:
+            record(request.type, request.name, parent_urn=request.parent, protect=request.protect)
         return super().RegisterResource(request)
 
 

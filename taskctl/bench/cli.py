@@ -25,6 +25,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 RESULTS_FILE = PROJECT_DIR / "bench" / "results.json"
 OURS, ORIGINAL = "ours", "original"
 OURS_WITHOUT_BACKSTOP = "ours without the reconciler"
+OURS_WITHOUT_STATUS_INDEX = "ours without the status index"
 REPORT_WIDTH = 120
 
 
@@ -110,11 +111,14 @@ def bench(
             architecture=settings.functionArchitecture,
             original_writes=False,
             reconciler=True,
+            status_index=True,
         )
         designs = [
             ours,
             # The same design without its backstop: what the reconciler adds.
             dataclasses.replace(ours, name=OURS_WITHOUT_BACKSTOP, reconciler=False),
+            # ... and without the operator's status index: what `taskctl tasks list` costs.
+            dataclasses.replace(ours, name=OURS_WITHOUT_STATUS_INDEX, status_index=False),
             Design(
                 name=ORIGINAL,
                 api_kind="rest",
@@ -154,6 +158,8 @@ def bench(
         results["costRatioOriginalToOurs"] = ratio(original_total, ours_total)
         without = costs[OURS_WITHOUT_BACKSTOP]["mix"]["costPerMillionTasks"]["total"]
         results["reconcilerCostIncrease"] = ratio(ours_total - without, without)
+        unindexed = costs[OURS_WITHOUT_STATUS_INDEX]["mix"]["costPerMillionTasks"]["total"]
+        results["statusIndexCostIncrease"] = ratio(ours_total - unindexed, unindexed)
 
         # 2. Artifacts and the cold-start proxy.
         artifacts = coldstart.build_bundles(settings.functionPythonVersion, step)
@@ -342,6 +348,13 @@ def _print(results: dict[str, Any], console: Console) -> None:
         f"The reconciler backstop (check index, status reads, cursor, compute) adds "
         f"{_money(ours['mix']['costPerMillionTasks']['total'] - without)} per million tasks: "
         f"{results['reconcilerCostIncrease']:.1%} over {_money(without)} without it."
+    )
+    unindexed = costs[OURS_WITHOUT_STATUS_INDEX]["mix"]["costPerMillionTasks"]["total"]
+    console.print(
+        f"The status index (`taskctl tasks list`; KEYS_ONLY, 1 WRU per entry write, two per "
+        f"status change) adds {_money(ours['mix']['costPerMillionTasks']['total'] - unindexed)} "
+        f"per million tasks: {results['statusIndexCostIncrease']:.1%} over {_money(unindexed)} "
+        "without it."
     )
 
     cold = results["coldStart"]

@@ -41,6 +41,27 @@ CURSOR_WRU = 1 / 100
 RECONCILER_BILLED_MS = 20 / 100
 
 
+# The operator's status index (functions/store.py STATUS_INDEX), per task. DynamoDB writes a GSI
+# entry whenever a table write changes its keys: a changed key is a delete and a put (2 writes), a
+# new one a put, a removed one a delete. The keys are `statusShard` and `updatedAt`, so every
+# status change costs index writes; KEYS_ONLY keeps each entry (~100 bytes) at 1 WRU. Derived from
+# the writes the lifecycle makes (not measured under moto, which meters no index writes).
+STATUS_INDEX_WRU_PER_WRITE = 1.0
+# An entry's storage: its keys (~95 bytes) plus DynamoDB's 100 bytes of index overhead. Only a
+# FAILED task keeps one (until TTL deletes the task, entry included, for free); the others'
+# entries live seconds.
+STATUS_INDEX_ENTRY_BYTES = 195
+
+
+def status_index_writes(attempts: int, final_status: str) -> int:
+    """Index writes of a task's life: the create's put; each claim and each retry moves the
+    entry (delete + put); completing removes it (delete), failing moves it to FAILED (2)."""
+    claims = attempts
+    retries = attempts - 1
+    last = 1 if final_status == "COMPLETED" else 2
+    return 1 + 2 * claims + 2 * retries + last
+
+
 def scenarios(max_attempts: int) -> list[harness.Scenario]:
     """The three task lives priced; a draw of 0.0 fails an attempt, 0.99 passes it."""
     if max_attempts < 2:
@@ -179,6 +200,7 @@ class Design:
     architecture: str
     original_writes: bool  # True: two 1-WRU status writes per attempt instead of the measured
     reconciler: bool = False  # the scheduled backstop and its check index
+    status_index: bool = False  # the operator's sparse status index (`taskctl tasks list`)
 
 
 def usage(m: ScenarioMeasurement, design: Design, *, ttl_days: float) -> TaskUsage:
@@ -221,6 +243,10 @@ def usage(m: ScenarioMeasurement, design: Design, *, ttl_days: float) -> TaskUsa
         wru += CHECK_INDEX_WRU + CURSOR_WRU
         rru += CHECK_QUERY_RRU + CHECK_READ_RRU
         billed_ms_per_task["reconciler"] = RECONCILER_BILLED_MS
+    stored_bytes = float(m.item_bytes)
+    if design.status_index:
+        wru += STATUS_INDEX_WRU_PER_WRITE * status_index_writes(m.attempts, m.final_status)
+        stored_bytes += STATUS_INDEX_ENTRY_BYTES if m.final_status == "FAILED" else 0
     log_bytes = sum(m.log_bytes.values()) + harness.PLATFORM_LOG_BYTES_PER_INVOCATION * sum(
         invocations.values()
     )
@@ -236,7 +262,7 @@ def usage(m: ScenarioMeasurement, design: Design, *, ttl_days: float) -> TaskUsa
         dynamodb_wru=float(wru),
         dynamodb_rru=rru,
         log_bytes=float(log_bytes),
-        stored_bytes=float(m.item_bytes),
+        stored_bytes=stored_bytes,
         stored_days=float(ttl_days),
     )
 

@@ -61,10 +61,48 @@ def chaos(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON instead of tables.")
     ] = False,
+    scale: Annotated[
+        bool,
+        typer.Option(
+            "--scale",
+            help="Scale mode: model the main queue and workers at --rate for --duration "
+            "simulated seconds, in both retry designs, against SQS's in-flight quota "
+            "(taskctl/chaos/scale.py).",
+        ),
+    ] = False,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            max=100_000,
+            help="--scale: submits per second (default: the stack's apiThrottleRateLimit + "
+            "apiThrottleBurstLimit).",
+            show_default=False,
+        ),
+    ] = None,
+    duration: Annotated[
+        int, typer.Option(min=1, max=86_400, help="--scale: simulated seconds of submits.")
+    ] = 600,
+    error_share: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="--scale: share of tasks whose message is ERROR."),
+    ] = 1.0,
+    worker_concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=2,
+            max=1000,
+            help="--scale: worker batches at once (default: the stack's workerMaxConcurrency).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the real handlers over moto's DynamoDB and simulated SQS on a simulated clock,
     inject faults at exact AWS calls, and check that every accepted task still ends."""
     console = Console(highlight=False)
+    if scale:
+        _scale(stack, rate, duration, error_share, worker_concurrency, seed, json_output, console)
+        return
     try:
         # Imported here: moto and the functions are slow to import, and `--help` needs neither.
         from taskctl.chaos.campaign import CampaignConfig, run_campaign
@@ -92,6 +130,47 @@ def chaos(
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
         _print_report(report, console)
+    if not report.passed:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _scale(
+    stack: str,
+    rate: float | None,
+    duration: int,
+    error_share: float,
+    worker_concurrency: int | None,
+    seed: int,
+    json_output: bool,
+    console: Console,
+) -> None:
+    from taskctl.chaos.scale import (
+        ScaleConfig,
+        declared_peak_per_s,
+        print_scale_report,
+        scale_report,
+    )
+
+    try:
+        settings = _settings(stack)
+    except ChaosError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    config = ScaleConfig(
+        settings=settings,
+        rate_per_s=rate or declared_peak_per_s(settings),
+        duration_s=duration,
+        error_share=error_share,
+        worker_concurrency=worker_concurrency,
+        seed=seed,
+    )
+    report = scale_report(config, stack)
+    if not console.is_terminal:  # piped or logged: wide enough for the table to stay readable
+        console = Console(highlight=False, width=max(console.width, 110))
+    if json_output:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        print_scale_report(report, console)
     if not report.passed:
         raise typer.Exit(EXIT_CHECK_FAILED)
 

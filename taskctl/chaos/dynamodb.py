@@ -34,7 +34,15 @@ from moto.core.models import botocore_stubber
 from moto.dynamodb.models import dynamodb_backends
 from moto.dynamodb.models.dynamo_type import DynamoType
 
-from functions.store import CHECK_AFTER_ATTRIBUTE, CHECK_INDEX, CHECK_SHARD_ATTRIBUTE, TASK_KEY
+from functions.store import (
+    CHECK_AFTER_ATTRIBUTE,
+    CHECK_INDEX,
+    CHECK_SHARD_ATTRIBUTE,
+    STATUS_INDEX,
+    STATUS_SHARD_ATTRIBUTE,
+    STATUS_SORT_ATTRIBUTE,
+    TASK_KEY,
+)
 from taskctl.chaos import wire
 
 REGION = "us-east-1"
@@ -67,8 +75,9 @@ _KEY_CONDITION = re.compile(
 
 
 def create_table(client: Any, table_name: str) -> None:
-    """The table as `components.task_table` declares it: hash key `taskId`, and the check index
-    (KEYS_ONLY, hash `checkShard`, range `checkAfter`)."""
+    """The table as `components.task_table` declares it: hash key `taskId`, the check index
+    (KEYS_ONLY, hash `checkShard`, range `checkAfter`) and the status index (KEYS_ONLY, hash
+    `statusShard`, range `updatedAt`)."""
     client.create_table(
         TableName=table_name,
         BillingMode="PAY_PER_REQUEST",
@@ -76,6 +85,8 @@ def create_table(client: Any, table_name: str) -> None:
             {"AttributeName": TASK_KEY, "AttributeType": "S"},
             {"AttributeName": CHECK_SHARD_ATTRIBUTE, "AttributeType": "S"},
             {"AttributeName": CHECK_AFTER_ATTRIBUTE, "AttributeType": "N"},
+            {"AttributeName": STATUS_SHARD_ATTRIBUTE, "AttributeType": "S"},
+            {"AttributeName": STATUS_SORT_ATTRIBUTE, "AttributeType": "S"},
         ],
         KeySchema=[{"AttributeName": TASK_KEY, "KeyType": "HASH"}],
         GlobalSecondaryIndexes=[
@@ -86,7 +97,15 @@ def create_table(client: Any, table_name: str) -> None:
                     {"AttributeName": CHECK_AFTER_ATTRIBUTE, "KeyType": "RANGE"},
                 ],
                 "Projection": {"ProjectionType": "KEYS_ONLY"},
-            }
+            },
+            {
+                "IndexName": STATUS_INDEX,
+                "KeySchema": [
+                    {"AttributeName": STATUS_SHARD_ATTRIBUTE, "KeyType": "HASH"},
+                    {"AttributeName": STATUS_SORT_ATTRIBUTE, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            },
         ],
     )
 

@@ -284,16 +284,17 @@ _ALARM_INPUTS = {
 }
 
 
-@creates("aws:cloudwatch/metricAlarm:MetricAlarm", *_ALARM_INPUTS, "dimensions")
+@creates("aws:cloudwatch/metricAlarm:MetricAlarm", *_ALARM_INPUTS, "dimensions", "metricQueries")
 def create_metric_alarm(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
     name = auto_name(logical, max_len=255)
     request: dict[str, Any] = {
         "AlarmName": name,
         **{aws: inputs[key] for key, aws in _ALARM_INPUTS.items() if key in inputs},
-        "Dimensions": [
-            {"Name": k, "Value": str(v)} for k, v in (inputs.get("dimensions") or {}).items()
-        ],
     }
+    if "metricQueries" in inputs:  # metric math: the queries name the metrics
+        request["Metrics"] = [_metric_query(query) for query in inputs["metricQueries"]]
+    else:
+        request["Dimensions"] = _dimensions(inputs.get("dimensions"))
     ctx.client("cloudwatch").put_metric_alarm(**request)
     # The emulator evaluates alarms only against PutMetricData: it emits no AWS/* service
     # metrics and does not turn the functions' embedded-metric log lines into metrics.
@@ -306,6 +307,31 @@ def create_metric_alarm(ctx: EmulatorContext, logical: str, inputs: Mapping[str,
     return Created(
         id=name, outputs={"arn": ctx.arn("cloudwatch", f"alarm:{name}"), "name": name}, notes=notes
     )
+
+
+def _dimensions(dimensions: Mapping[str, Any] | None) -> list[dict[str, str]]:
+    return [{"Name": k, "Value": str(v)} for k, v in (dimensions or {}).items()]
+
+
+def _metric_query(query: Mapping[str, Any]) -> dict[str, Any]:
+    """One `metricQueries` item as PutMetricAlarm's `Metrics` takes it."""
+    converted: dict[str, Any] = {"Id": query["id"], "ReturnData": bool(query.get("returnData"))}
+    if "expression" in query:
+        converted["Expression"] = query["expression"]
+    if "label" in query:
+        converted["Label"] = query["label"]
+    if "metric" in query:
+        metric = query["metric"]
+        converted["MetricStat"] = {
+            "Metric": {
+                "Namespace": metric["namespace"],
+                "MetricName": metric["metricName"],
+                "Dimensions": _dimensions(metric.get("dimensions")),
+            },
+            "Period": metric["period"],
+            "Stat": metric["stat"],
+        }
+    return converted
 
 
 @creates("aws:cloudwatch/dashboard:Dashboard", "dashboardName", "dashboardBody")

@@ -2,9 +2,9 @@
 
 `EmulatorMocks.new_resource` hands each declared resource's resolved inputs to the creator
 registered for its type token (`taskctl.local.creators.CREATORS`) and returns the emulator's real
-ids and outputs, so later resources receive real ARNs and URLs. Component resources pass through;
-an unknown type, an input its creator does not apply, or any invoke (the program makes none)
-fails the deployment, naming it.
+ids and outputs, so later resources receive real ARNs and URLs. Component resources and the AWS
+provider (in the emulator's region) pass through; another provider, an unknown type, an input its
+creator does not apply, or any invoke (the program makes none) fails the deployment, naming it.
 
 The functions are bundled by the program's own packaging code, targeted at this interpreter
 (`TASKS_BUNDLE_TARGET=local`), so a dependency missing from the bundle fails here as in AWS.
@@ -25,6 +25,10 @@ from pulumi.runtime import MockCallArgs, MockResourceArgs, Mocks
 from components.packaging import BUNDLE_TARGET_ENV, LOCAL_TARGET
 from taskctl.local.creators import CREATORS, EmulatorContext, UnsupportedInputs
 from taskctl.local.emulator import LocalStackError
+
+# The program's one explicit provider (components/tagging.py); any other provider's resources
+# would have no creators, so only this one is accepted.
+AWS_PROVIDER = "pulumi:providers:aws"
 
 
 class DeploymentError(LocalStackError):
@@ -74,8 +78,10 @@ class EmulatorMocks(Mocks):
         self._lock = threading.Lock()
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict]:
-        if not args.custom or args.typ.startswith("pulumi:providers:"):
-            # Components and providers: nothing to create.
+        if not args.custom:  # a component: nothing to create
+            return f"{args.name}-id", dict(args.inputs)
+        if args.typ == AWS_PROVIDER:
+            self._accept_provider(args)
             return f"{args.name}-id", dict(args.inputs)
         creator = CREATORS.get(args.typ)
         if creator is None:
@@ -107,6 +113,19 @@ class EmulatorMocks(Mocks):
             )
         self._on_created(args.typ, args.name)
         return created.id, {**args.inputs, **created.outputs}
+
+    def _accept_provider(self, args: MockResourceArgs) -> None:
+        """The program's AWS provider: nothing to create, since every resource reaches the
+        emulator through the context's clients. Its default tags are not applied (the emulator
+        keeps no cost reports); its region must be the emulator's, or the ARNs would disagree."""
+        region = args.inputs.get("region")
+        if region != self.context.region:
+            message = (
+                f"the program's AWS provider {args.name!r} targets region {region!r}, but the "
+                f"local stack runs in {self.context.region!r}"
+            )
+            self.errors.append(message)
+            raise DeploymentError(message)
 
     def call(self, args: MockCallArgs) -> tuple[dict, list | None]:
         # The program makes no invokes (its policy documents are rendered by components/iam.py,

@@ -1,80 +1,115 @@
-"""`python -m taskctl redrive TASK_ID ...`: give FAILED tasks more attempts, from their records.
+"""`python -m taskctl redrive`: give FAILED tasks more attempts, from their records.
 
-Where: the running local stack of `--stack` (table, queue, region and emulator endpoint from its
-outputs and state), or, with `--table` and `--queue-url`, a deployed stack through the standard
-AWS environment (credentials, `AWS_REGION`, `AWS_PROFILE`).
+Which tasks: the ids given, or in bulk what `taskctl tasks list --status FAILED --since ...` shows
+(the status index, newest first). Each task is redriven on its own, with the single-task
+guarantees (`taskctl.ops.redrive`: a conditional write, then the enqueue), so a refusal or error
+is reported for that task and the run goes on. `--dry-run` reads and plans, and writes nothing.
 
-Exit status: 0 when every id was redriven; 1 when any was refused, not found, or could not be
-enqueued (one `error:` line each on stderr); 2 for an error that stopped the run (bad flags, no
-local stack, AWS unreachable).
+Where: see `taskctl.ops.target` (the local stack by default; `--stack` with `--table` and
+`--queue-url` for a deployed one). The stack's policy decides the default extra attempts and the
+reconciler's grace, so a deployed table always comes with the `--stack` it belongs to.
+
+Exit status: 0 when every task was redriven (or, in a dry run, would be; or none matched); 1 when
+any was refused, not found, or failed (one `error:` line each on stderr); 2 for an error that
+stopped the run (bad flags, no local stack, AWS unreachable: tasks failing with AWS errors
+`STOP_AFTER_ERRORS` times in a row).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated, Any
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Annotated
 
-import boto3
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from functions.lifecycle import TaskRecord
+from functions.lifecycle import TaskRecord, TaskStatus
 from functions.queue import TaskQueue
 from functions.runtime import utc_now
-from functions.settings import SettingsError, TaskPolicy
+from functions.settings import TaskPolicy
 from functions.store import TaskStore
 from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR
-from taskctl.ops.redrive import RedriveOutcome, RedriveResult, canonical_task_id, redrive_task
+from taskctl.ops.redrive import (
+    RedriveOutcome,
+    RedriveResult,
+    canonical_task_id,
+    dry_run_task,
+    redrive_task,
+)
+from taskctl.ops.target import (
+    DEFAULT_LOCAL_STACK,
+    LocalOption,
+    OpsError,
+    QueueUrlOption,
+    StackOption,
+    TableOption,
+    Target,
+    aws_read,
+    resolve_target,
+    stack_policy,
+)
+from taskctl.ops.tasks import SINCE_HELP, find_tasks, parse_since
 
 MAX_EXTRA_ATTEMPTS = 50  # the policy's own maxAttempts limit
+# Tasks failing with AWS errors this many times in a row: the table, the network or the
+# credentials are the problem, not the tasks; stop instead of failing every remaining one.
+STOP_AFTER_ERRORS = 3
 OUTCOME_STYLES = {
     RedriveOutcome.REDRIVEN: "green",
+    RedriveOutcome.WOULD_REDRIVE: "cyan",
     RedriveOutcome.REFUSED: "yellow",
     RedriveOutcome.NOT_FOUND: "yellow",
     RedriveOutcome.ENQUEUE_FAILED: "red",
+    RedriveOutcome.ERROR: "red",
 }
+SUMMARY = ("redriven", "refused", "failed")
 
 
-class RedriveError(Exception):
-    """A problem that stops the whole run; its message is one line and says what to do."""
+class RedriveError(OpsError):
+    """Stopped after some tasks; `results` are theirs."""
 
-
-@dataclass(frozen=True)
-class Target:
-    """The table and main queue to redrive in, and how to reach them."""
-
-    table_name: str
-    queue_url: str
-    description: str
-    client: Callable[[str], Any]  # service name -> boto3 client
+    def __init__(self, message: str, results: list[RedriveResult]) -> None:
+        super().__init__(message)
+        self.results = results
 
 
 def redrive(
     task_ids: Annotated[
-        list[str],
-        typer.Argument(metavar="TASK_ID", help="Ids of FAILED tasks.", show_default=False),
-    ],
-    stack: Annotated[
-        str, typer.Option("--stack", "-s", help="Stack whose policy (and local stack) to use.")
-    ] = "dev",
-    local: Annotated[
-        bool,
-        typer.Option(
-            "--local", help="Use the stack's running local stack (the default without --table)."
+        list[str] | None,
+        typer.Argument(
+            metavar="TASK_ID",
+            help="Ids of FAILED tasks (or select them with --status FAILED --since).",
+            show_default=False,
         ),
+    ] = None,
+    status: Annotated[
+        TaskStatus | None,
+        typer.Option(
+            help="Redrive in bulk the tasks in this status (FAILED: the only one redriven), "
+            "as `tasks list` shows them.",
+            show_default=False,
+            case_sensitive=False,
+        ),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help=f"With --status (required). {SINCE_HELP}")
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="With --status: at most this many, newest first."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be redriven; write nothing.")
     ] = False,
-    table: Annotated[
-        str | None,
-        typer.Option(help="Task table of a deployed stack (`pulumi stack output tableName`)."),
-    ] = None,
-    queue_url: Annotated[
-        str | None,
-        typer.Option(help="Its main queue URL (`pulumi stack output queueUrl`)."),
-    ] = None,
+    stack: StackOption = None,
+    local: LocalOption = False,
+    table: TableOption = None,
+    queue_url: QueueUrlOption = None,
     extra_attempts: Annotated[
         int | None,
         typer.Option(
@@ -88,100 +123,155 @@ def redrive(
     """Redrive FAILED tasks from their DynamoDB records: each becomes RETRYING with more
     attempts, keeps its history, and its message goes back on the main queue."""
     console = Console(highlight=False)
+    bulk: datetime | None = None
     try:
-        policy = _stack_policy(stack)
-        target = _resolve_target(stack, local=local, table=table, queue_url=queue_url)
-        attempts = extra_attempts if extra_attempts is not None else policy.maxAttempts
-        source = "" if extra_attempts is not None else f" (stack {stack}'s maxAttempts)"
-        console.print(
-            f"Redriving {len(task_ids)} task(s) in {target.description} "
-            f"with {attempts} more attempt(s) each{source}"
+        bulk = _bulk_selection(task_ids or [], status, since)
+        if limit is not None and bulk is None:
+            raise OpsError("--limit goes with --status FAILED --since; give those too")
+        stack_name = stack or DEFAULT_LOCAL_STACK
+        policy = stack_policy(stack_name)
+        if stack is None and table is not None and queue_url is not None:
+            # The policy (extra attempts, the reconciler's grace) is the stack's: guessing dev
+            # for a prod table would grant dev's attempts.
+            raise OpsError(
+                "--table/--queue-url name a deployed stack: say which with --stack (its policy "
+                "sets the extra attempts and the reconciler's grace)"
+            )
+        target = resolve_target(
+            stack, local=local, table=table, queue_url=queue_url, needs_queue=True
         )
-        results = _redrive_all(target, policy, _unique(task_ids), attempts)
+        store = TaskStore(target.client("dynamodb"), target.table_name, policy.taskTtlDays)
+        attempts = extra_attempts if extra_attempts is not None else policy.maxAttempts
+        source = "" if extra_attempts is not None else f" (stack {stack_name}'s maxAttempts)"
+        if bulk is not None:
+            chosen = aws_read(lambda: find_tasks(store, [TaskStatus.FAILED], bulk, limit))
+            selected = [task.record.taskId for task in chosen]
+            window = f"FAILED since {bulk.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+            if not selected:
+                console.print(f"No tasks {window} in {target.description}; nothing to redrive.")
+                return
+            what = f"{len(selected)} task(s) {window}"
+        else:
+            selected = _unique(task_ids or [])
+            what = f"{len(selected)} task(s)"
+        verb = "Would redrive" if dry_run else "Redriving"
+        console.print(
+            f"{verb} {what} in {target.description} with {attempts} more attempt(s) each{source}"
+        )
+        results = _redrive_each(
+            target,
+            store,
+            policy,
+            selected,
+            attempts,
+            dry_run=dry_run,
+            show_progress=bulk is not None,
+        )
     except RedriveError as exc:
+        _report(console, exc.results, bulk=bulk is not None, dry_run=dry_run)
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    except OpsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
 
-    console.print(_results_table(results))
-    refused = [result for result in results if not result.succeeded]
-    for result in refused:
-        typer.echo(f"error: task {result.task_id}: {result.detail}", err=True)
-    if refused:
+    _report(console, results, bulk=bulk is not None, dry_run=dry_run)
+    if any(not result.succeeded for result in results):
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
-def _stack_policy(stack: str) -> TaskPolicy:
-    # Imported here: the config reader pulls in pulumi, slow to import and needed only now.
-    from taskctl.program import StackConfigError, load_stack_settings
-
+def _bulk_selection(
+    task_ids: list[str], status: TaskStatus | None, since: str | None
+) -> datetime | None:
+    """The `--since` moment of a bulk redrive, or None when ids are given."""
+    if status is None:
+        if since is not None:
+            raise OpsError("--since selects tasks with --status FAILED; give both")
+        if not task_ids:
+            raise OpsError("give task ids, or --status FAILED --since 1h to redrive in bulk")
+        return None
+    if task_ids:
+        raise OpsError("give task ids or --status, not both")
+    if status != TaskStatus.FAILED:
+        raise OpsError(f"--status {status.value}: only FAILED tasks can be redriven")
+    if since is None:
+        raise OpsError("a bulk redrive names its window: add --since (such as 1h or 2d)")
     try:
-        return load_stack_settings(stack).policy
-    except (SettingsError, StackConfigError) as exc:
-        raise RedriveError(f"stack {stack}: {exc}") from None
+        return parse_since(since, utc_now())
+    except ValueError as exc:
+        raise OpsError(str(exc)) from None
 
 
-def _resolve_target(stack: str, *, local: bool, table: str | None, queue_url: str | None) -> Target:
-    if table is None and queue_url is None:
-        return _local_target(stack)
-    if local:
-        raise RedriveError("give either --local or --table with --queue-url, not both")
-    if table is None or queue_url is None:
-        raise RedriveError("--table and --queue-url go together; give both")
-    session = boto3.Session()
-    region = session.region_name
-    if region is None:
-        raise RedriveError("no AWS region configured: set AWS_REGION (or AWS_PROFILE)")
-    return Target(
-        table_name=table,
-        queue_url=queue_url,
-        description=f"table {table} ({region})",
-        client=session.client,
-    )
-
-
-def _local_target(stack: str) -> Target:
-    from taskctl.local import emulator
-    from taskctl.local.emulator import LocalStackError
-    from taskctl.local.paths import StackPaths
-    from taskctl.local.stack import read_outputs
-
-    try:
-        outputs = read_outputs(stack)
-    except LocalStackError as exc:
-        raise RedriveError(f"{exc}; for a deployed stack pass --table and --queue-url") from None
-    running = emulator.read_running(StackPaths.for_stack(stack))
-    if running is None:  # stopped between the two reads
-        raise RedriveError(f"local stack {stack!r} is not running")
-    # The emulator's own credentials and endpoint, whatever the shell's AWS settings say.
-    session = boto3.Session(
-        aws_access_key_id=emulator.FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=emulator.FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        region_name=running.region,
-    )
-    return Target(
-        table_name=outputs["tableName"],
-        queue_url=outputs["queueUrl"],
-        description=f"local stack {stack} at {running.endpoint_url}",
-        client=lambda service: session.client(service, endpoint_url=running.endpoint_url),
-    )
-
-
-def _redrive_all(
-    target: Target, policy: TaskPolicy, task_ids: list[str], extra_attempts: int
+def _redrive_each(
+    target: Target,
+    store: TaskStore,
+    policy: TaskPolicy,
+    task_ids: list[str],
+    extra_attempts: int,
+    *,
+    dry_run: bool,
+    show_progress: bool,
 ) -> list[RedriveResult]:
-    store = TaskStore(target.client("dynamodb"), target.table_name, policy.taskTtlDays)
+    """Each task on its own; an AWS error is that task's failure, unless `STOP_AFTER_ERRORS`
+    come in a row (or, in a shorter run, every task meets one): then the whole run stops."""
+    assert target.queue_url is not None  # resolve_target(needs_queue=True)
     # Redrive only ever sends to the main queue; the DLQ is not involved.
     queue = TaskQueue(target.client("sqs"), target.queue_url, dead_letter_queue_url="")
-    results = []
-    for task_id in task_ids:
+    results: list[RedriveResult] = []
+    errors_in_a_row = 0
+    for task_id in _progress(task_ids, show_progress, "dry run" if dry_run else "redriving"):
         try:
-            results.append(
-                redrive_task(store, queue.enqueue, task_id, extra_attempts, utc_now(), policy)
-            )
+            if dry_run:
+                result = dry_run_task(store, task_id, extra_attempts, utc_now())
+            else:
+                result = redrive_task(
+                    store, queue.enqueue, task_id, extra_attempts, utc_now(), policy
+                )
+            errors_in_a_row = 0
         except (BotoCoreError, ClientError) as exc:
-            done = f" after {len(results)} of {len(task_ids)} task(s)" if results else ""
-            raise RedriveError(f"task {task_id}: {' '.join(str(exc).split())}{done}") from None
+            errors_in_a_row += 1
+            result = RedriveResult(
+                canonical_task_id(task_id) or task_id, RedriveOutcome.ERROR, _one_line(exc)
+            )
+        results.append(result)
+        if errors_in_a_row == min(STOP_AFTER_ERRORS, len(task_ids)):
+            raise RedriveError(
+                f"stopped after {len(results)} of {len(task_ids)} task(s): {errors_in_a_row} in "
+                f"a row failed with AWS errors (last: {result.detail}); check the credentials, "
+                "the region and the table",
+                results,
+            )
     return results
+
+
+def _progress(task_ids: list[str], show: bool, label: str) -> Iterable[str]:
+    """The ids, with a progress bar (on a terminal) while a bulk run works through them."""
+    if not show:
+        yield from task_ids
+        return
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, transient=True) as progress:
+        yield from progress.track(task_ids, total=len(task_ids))
+
+
+def _report(console: Console, results: list[RedriveResult], *, bulk: bool, dry_run: bool) -> None:
+    """The per-task table, an `error:` line per task not redriven, and (bulk) the summary."""
+    if results:
+        console.print(_results_table(results))
+    for result in results:
+        if not result.succeeded:
+            typer.echo(f"error: task {result.task_id}: {result.detail}", err=True)
+    if bulk:
+        counts = dict.fromkeys(SUMMARY, 0)
+        for result in results:
+            counts[result.summary_bucket] += 1
+        labels = {"redriven": "would be redriven" if dry_run else "redriven"}
+        line = ", ".join(f"{counts[name]} {labels.get(name, name)}" for name in SUMMARY)
+        console.print(f"Summary: {line}" + (" (dry run: nothing written)" if dry_run else ""))
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def _unique(task_ids: list[str]) -> list[str]:

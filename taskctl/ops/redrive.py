@@ -9,6 +9,8 @@ where the worker claims attempt `attempts + 1` as for any retry.
 The write also schedules the task's next check by the reconciler. So if the enqueue fails, or the
 command is killed between the write and the enqueue, the task is still redriven: the reconciler
 finds it RETRYING and overdue after `recoveryGraceSeconds` and queues its message. No undo.
+
+`dry_run_task` reads and decides the same way and stops there: what a redrive would write.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ class RedriveOutcome(StrEnum):
     NOT_FOUND = "not found"
     # Redriven, but its message could not be sent: the reconciler sends it after the grace.
     ENQUEUE_FAILED = "enqueue failed"
+    # An AWS error (after the SDK's retries) stopped this task's redrive; nothing was written
+    # unless its reply was the part lost, and then the reconciler queues it as above.
+    ERROR = "error"
+    # A dry run: it would be redriven; nothing written.
+    WOULD_REDRIVE = "would redrive"
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,22 @@ class RedriveResult:
 
     @property
     def succeeded(self) -> bool:
-        return self.outcome == RedriveOutcome.REDRIVEN
+        return self.outcome in (RedriveOutcome.REDRIVEN, RedriveOutcome.WOULD_REDRIVE)
+
+    @property
+    def summary_bucket(self) -> str:
+        """Which count of the end-of-run summary it adds to: redriven, refused or failed."""
+        return SUMMARY_BUCKETS[self.outcome]
+
+
+SUMMARY_BUCKETS = {
+    RedriveOutcome.REDRIVEN: "redriven",
+    RedriveOutcome.WOULD_REDRIVE: "redriven",
+    RedriveOutcome.REFUSED: "refused",
+    RedriveOutcome.NOT_FOUND: "refused",
+    RedriveOutcome.ENQUEUE_FAILED: "failed",
+    RedriveOutcome.ERROR: "failed",
+}
 
 
 def canonical_task_id(text: str) -> str | None:
@@ -80,6 +102,34 @@ def redrive_task(
     the problem, not this task). An enqueue error is reported as ENQUEUE_FAILED: the task is
     redriven all the same, and the reconciler queues it.
     """
+    decision = _read_and_plan(store, task_id, extra_attempts, now)
+    if isinstance(decision, RedriveResult):
+        return decision
+    return _write_and_enqueue(store, enqueue, decision, now, first_check_at(now, policy))
+
+
+def dry_run_task(
+    store: TaskStore, task_id: str, extra_attempts: int, now: datetime
+) -> RedriveResult:
+    """What `redrive_task` would do now, without writing or sending anything: WOULD_REDRIVE
+    (with the record it would write), REFUSED or NOT_FOUND."""
+    decision = _read_and_plan(store, task_id, extra_attempts, now)
+    if isinstance(decision, RedriveResult):
+        return decision
+    failed, redriven = decision.failed, decision.redriven
+    return RedriveResult(
+        failed.taskId,
+        RedriveOutcome.WOULD_REDRIVE,
+        f"{redriven.maxAttempts - failed.attempts} more attempt(s); nothing written (dry run)",
+        before=failed,
+        after=redriven,
+    )
+
+
+def _read_and_plan(
+    store: TaskStore, task_id: str, extra_attempts: int, now: datetime
+) -> Redrive | RedriveResult:
+    """The redrive to make of the task as read now, or the result that there is none."""
     canonical = canonical_task_id(task_id)
     if canonical is None:
         return RedriveResult(task_id, RedriveOutcome.NOT_FOUND, "not a task id (a UUID)")
@@ -89,7 +139,7 @@ def redrive_task(
     if isinstance(decision, RedriveRefused):
         outcome = RedriveOutcome.NOT_FOUND if before is None else RedriveOutcome.REFUSED
         return RedriveResult(canonical, outcome, decision.reason, before=before)
-    return _write_and_enqueue(store, enqueue, decision, now, first_check_at(now, policy))
+    return decision
 
 
 def _write_and_enqueue(

@@ -10,9 +10,15 @@ from pathlib import Path
 import pulumi
 from stack_runs import ProgramRun, run_stack
 
-from functions import reconciler
 from functions.settings import REDRIVE_RECEIVE_MARGIN, SDK_CALL_BUDGET_S, TaskPolicy
-from functions.store import CHECK_AFTER_ATTRIBUTE, CHECK_INDEX, CHECK_SHARD_ATTRIBUTE
+from functions.store import (
+    CHECK_AFTER_ATTRIBUTE,
+    CHECK_INDEX,
+    CHECK_SHARD_ATTRIBUTE,
+    STATUS_INDEX,
+    STATUS_SHARD_ATTRIBUTE,
+    STATUS_SORT_ATTRIBUTE,
+)
 from taskctl.program import run_program
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -21,7 +27,6 @@ QUEUE = "aws:sqs/queue:Queue"
 FUNCTION = "aws:lambda/function:Function"
 MAPPING = "aws:lambda/eventSourceMapping:EventSourceMapping"
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
-ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 RULE = "aws:cloudwatch/eventRule:EventRule"
 TARGET = "aws:cloudwatch/eventTarget:EventTarget"
 PERMISSION = "aws:lambda/permission:Permission"
@@ -194,31 +199,45 @@ def test_table_is_on_demand_keyed_by_task_id_with_ttl(program_run):
     assert table["hashKey"] == "taskId"
     assert "rangeKey" not in table
     assert table["ttl"] == {"attributeName": "expiresAt", "enabled": True}
-    # THEN it defines exactly the key attributes of the table and its index (DynamoDB rejects an
-    # attribute definition that no key uses); the TTL attribute is no key
+    # THEN it defines exactly the key attributes of the table and its indexes (DynamoDB rejects
+    # an attribute definition that no key uses); the TTL attribute is no key
     assert sorted(table["attributes"], key=lambda attribute: attribute["name"]) == [
         {"name": "checkAfter", "type": "N"},
         {"name": "checkShard", "type": "S"},
+        {"name": "statusShard", "type": "S"},
         {"name": "taskId", "type": "S"},
+        {"name": "updatedAt", "type": "S"},
     ]
 
 
-def test_table_declares_only_the_reconcilers_keys_only_check_index(program_run):
+def test_table_declares_the_keys_only_check_and_status_indexes(program_run):
     table = _table(program_run).inputs
-    # THEN there is one global index, by shard and check time, projecting only the keys
-    (index,) = table["globalSecondaryIndexes"]
-    assert index == {
+    # THEN there are two global indexes, projecting only the keys: the reconciler's, by shard
+    # and check time, and the operator's, by status shard and last update
+    check, status = table["globalSecondaryIndexes"]
+    assert check == {
         "name": "by-check-time",
         "hashKey": "checkShard",
         "rangeKey": "checkAfter",
         "projectionType": "KEYS_ONLY",
     }
+    assert status == {
+        "name": "by-status",
+        "hashKey": "statusShard",
+        "rangeKey": "updatedAt",
+        "projectionType": "KEYS_ONLY",
+    }
     assert "localSecondaryIndexes" not in table
     # AND the names are the ones the functions write and query
-    assert (index["name"], index["hashKey"], index["rangeKey"]) == (
+    assert (check["name"], check["hashKey"], check["rangeKey"]) == (
         CHECK_INDEX,
         CHECK_SHARD_ATTRIBUTE,
         CHECK_AFTER_ATTRIBUTE,
+    )
+    assert (status["name"], status["hashKey"], status["rangeKey"]) == (
+        STATUS_INDEX,
+        STATUS_SHARD_ATTRIBUTE,
+        STATUS_SORT_ATTRIBUTE,
     )
 
 
@@ -447,141 +466,6 @@ def test_only_the_api_and_the_reconciler_may_be_invoked_by_another_service(progr
     }
 
 
-# -- monitoring ------------------------------------------------------------------------------
-
-
-def test_alarms_watch_dead_letters_queue_age_worker_reconciler_and_api_errors(program_run):
-    (topic,) = program_run.created("aws:sns/topic:Topic")
-    worker_name = program_run.function("worker").outputs["name"]
-    reconciler_name = program_run.function("reconciler").outputs["name"]
-    (api,) = program_run.created("aws:apigatewayv2/api:Api")
-    watched = {
-        (
-            a.inputs["namespace"],
-            a.inputs["metricName"],
-            json.dumps(a.inputs["dimensions"], sort_keys=True),
-        )
-        for a in program_run.created(ALARM)
-    }
-
-    def key(namespace: str, metric: str, dimensions: dict[str, str]) -> tuple[str, str, str]:
-        return namespace, metric, json.dumps(dimensions, sort_keys=True)
-
-    assert watched == {
-        key(
-            "FaultTolerantTasks",
-            "DeadLetteredTasks",
-            {"service": "dead-letter", "stack": program_run.stack},
-        ),
-        key(
-            "AWS/SQS",
-            "ApproximateNumberOfMessagesVisible",
-            {"QueueName": _dlq(program_run).outputs["name"]},
-        ),
-        key(
-            "AWS/SQS",
-            "ApproximateAgeOfOldestMessage",
-            {"QueueName": _main_queue(program_run).outputs["name"]},
-        ),
-        key("AWS/Lambda", "Errors", {"FunctionName": worker_name}),
-        key("AWS/Lambda", "Throttles", {"FunctionName": worker_name}),
-        key(
-            "FaultTolerantTasks",
-            "RecoveredTasks",
-            {"service": "reconciler", "stack": program_run.stack},
-        ),
-        key("AWS/Lambda", "Errors", {"FunctionName": reconciler_name}),
-        key("AWS/Lambda", "Invocations", {"FunctionName": reconciler_name}),
-        key("AWS/ApiGateway", "5xx", {"ApiId": api.resource_id, "Stage": program_run.stack}),
-    }
-    assert len(program_run.created(ALARM)) == len(watched)
-    for alarm in program_run.created(ALARM):
-        assert alarm.inputs["alarmActions"] == [topic.outputs["arn"]]
-
-
-def test_one_recovered_task_raises_the_recovery_alarm(program_run):
-    alarm = program_run.one(ALARM, "tasks-recovered-tasks").inputs
-    assert (alarm["namespace"], alarm["metricName"]) == ("FaultTolerantTasks", "RecoveredTasks")
-    assert alarm["dimensions"] == {"service": "reconciler", "stack": program_run.stack}
-    assert alarm["statistic"] == "Sum"
-    assert alarm["comparisonOperator"] == "GreaterThanOrEqualToThreshold"
-    assert alarm["threshold"] == 1
-    # THEN it watches the series the reconciler emits: its metric name, its service and stack
-    env = program_run.function("reconciler").inputs["environment"]["variables"]
-    assert alarm["metricName"] == reconciler.RECOVERED_METRIC
-    assert alarm["namespace"] == env["POWERTOOLS_METRICS_NAMESPACE"]
-    assert alarm["dimensions"] == {
-        "service": env["POWERTOOLS_SERVICE_NAME"],
-        reconciler.STACK_DIMENSION: env["TASKS_STACK"],
-    }
-
-
-def test_a_reconciler_that_stops_running_raises_the_stalled_alarm(program_run):
-    """A heartbeat: fewer than 1 invocation per interval, 3 intervals running, or no data."""
-    alarm = program_run.one(ALARM, "tasks-reconciler-stalled").inputs
-    interval_s = program_run.settings.reconcileIntervalMinutes * 60
-    assert (alarm["namespace"], alarm["metricName"]) == ("AWS/Lambda", "Invocations")
-    assert alarm["dimensions"] == {
-        "FunctionName": program_run.function("reconciler").inputs["name"]
-    }
-    assert (alarm["period"], alarm["evaluationPeriods"]) == (interval_s, 3)
-    assert (alarm["comparisonOperator"], alarm["threshold"]) == ("LessThanThreshold", 1)
-    assert alarm["treatMissingData"] == "breaching"
-
-
-def test_a_failed_reconciler_pass_raises_the_reconciler_errors_alarm(program_run):
-    alarm = program_run.one(ALARM, "tasks-reconciler-errors").inputs
-    assert (alarm["namespace"], alarm["metricName"]) == ("AWS/Lambda", "Errors")
-    assert alarm["dimensions"] == {
-        "FunctionName": program_run.function("reconciler").outputs["name"]
-    }
-    assert alarm["statistic"] == "Sum"
-    assert alarm["comparisonOperator"] == "GreaterThanOrEqualToThreshold"
-    assert alarm["threshold"] == 1
-
-
-def test_oldest_message_alarm_allows_a_whole_retry_schedule(program_run):
-    settings = program_run.settings
-    (age_alarm,) = [
-        a
-        for a in program_run.created(ALARM)
-        if a.inputs["metricName"] == "ApproximateAgeOfOldestMessage"
-    ]
-    schedule_s = sum(
-        min(settings.maxDelaySeconds, settings.backoffBaseSeconds * 2 ** (n - 1))
-        for n in range(1, settings.maxAttempts)
-    )
-    assert (
-        age_alarm.inputs["threshold"]
-        > schedule_s + settings.maxAttempts * settings.functionTimeoutSeconds
-    )
-
-
-def test_dashboard_graphs_every_alarmed_metric(program_run):
-    # Dimensions included: the worker's and the reconciler's Errors share namespace and name.
-    (dashboard,) = program_run.created("aws:cloudwatch/dashboard:Dashboard")
-    body = json.loads(dashboard.inputs["dashboardBody"])
-    graphed = []
-    for widget in body["widgets"]:
-        namespace, metric, *dimensions = widget["properties"]["metrics"][0]
-        dimension_pairs = dict(zip(dimensions[::2], dimensions[1::2], strict=True))
-        graphed.append((namespace, metric, json.dumps(dimension_pairs, sort_keys=True)))
-    alarmed = [
-        (
-            a.inputs["namespace"],
-            a.inputs["metricName"],
-            json.dumps(a.inputs["dimensions"], sort_keys=True),
-        )
-        for a in program_run.created(ALARM)
-    ]
-    assert sorted(graphed) == sorted(alarmed)
-
-
-def test_no_alarm_email_means_no_subscription(program_run):
-    subscriptions = program_run.created("aws:sns/topicSubscription:TopicSubscription")
-    assert (program_run.settings.alarmEmail is None) == (subscriptions == [])
-
-
 # -- exports ---------------------------------------------------------------------------------
 
 
@@ -628,9 +512,10 @@ def test_components_use_project_type_tokens_and_parent_children_named_after_them
         assert (PROJECT_DIR / "components" / f"{module}.py").is_file()
     for component in components:
         assert component.parent_urn.split("::")[-2] == "pulumi:pulumi:Stack"
-    # THEN every AWS resource is a child of a component and named after it
+    # THEN every AWS resource is a child of a component and named after it (the one AWS provider
+    # belongs to the whole stack)
     for resource in resources:
-        if resource in components:
+        if resource in components or resource.type_token.startswith("pulumi:providers:"):
             continue
         parent_type, parent_name = resource.parent_urn.split("::")[-2:]
         assert parent_type.split("$")[-1].startswith("fault-tolerant-tasks:"), resource.name

@@ -160,6 +160,8 @@ BAD_VALUES = [
     ("logRetentionDays", "10", "14"),
     ("functionArchitecture", "sparc", "arm64"),
     ("alarmEmail", "ops-at-example", "e-mail"),
+    ("failedTaskRateAlarmPercent", "150", "100"),
+    ("failedTaskRateAlarmPercent", "0", "greater than 0"),
     ("jitter", "sometimes", "bool"),
 ]
 

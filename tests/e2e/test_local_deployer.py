@@ -173,3 +173,36 @@ def test_launcher_puts_a_named_stage_in_the_path_as_aws_does() -> None:
 )
 def test_launcher_leaves_other_events_unchanged(event: dict) -> None:
     assert _with_stage_in_path(event) == event
+
+
+def test_the_programs_aws_provider_passes_through_in_the_emulators_region(
+    mocks: EmulatorMocks,
+) -> None:
+    tags = '{"tags": {"project": "p", "stack": "dev", "service": "s"}}'
+    args = MockResourceArgs(
+        typ="pulumi:providers:aws",
+        name="aws",
+        inputs={"region": "eu-west-1", "defaultTags": tags},
+        custom=True,
+    )
+
+    resource_id, outputs = mocks.new_resource(args)
+
+    assert resource_id and outputs["region"] == "eu-west-1"
+    assert mocks.resources == [] and mocks.errors == []
+
+
+@pytest.mark.parametrize(
+    ("typ", "inputs", "refused"),
+    [
+        ("pulumi:providers:aws", {"region": "us-east-1"}, "us-east-1"),
+        ("pulumi:providers:random", {}, "pulumi:providers:random"),
+    ],
+)
+def test_a_provider_the_local_stack_cannot_serve_fails_loudly(
+    mocks: EmulatorMocks, typ: str, inputs: dict, refused: str
+) -> None:
+    args = MockResourceArgs(typ=typ, name="other", inputs=inputs, custom=True)
+
+    with pytest.raises(DeploymentError, match=refused):
+        mocks.new_resource(args)

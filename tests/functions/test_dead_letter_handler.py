@@ -1,6 +1,7 @@
-"""The dead-letter function on moto: a task the worker failed stays FAILED and is counted in one
-low-cardinality metric; a task whose message got there on receives that were not attempts goes
-back to the main queue and still runs; only a poisonous message ends its task FAILED."""
+"""The dead-letter function on moto: a task the worker failed stays FAILED and is no fault; a task
+whose message got there on receives that were not attempts goes back to the main queue and still
+runs; only a poisonous message ends its task FAILED, counted in the low-cardinality
+`PoisonMessages` metric."""
 
 from __future__ import annotations
 
@@ -18,28 +19,19 @@ from aws_harness import (
     submit,
 )
 from botocore.exceptions import ClientError
+from emf import emf_blobs, metric_total
 
 from functions import dead_letter
+from functions.metrics import (
+    FAILED_TASKS_METRIC,
+    POISON_MESSAGES_METRIC,
+    RETURNED_DEAD_LETTERS_METRIC,
+    UNREADABLE_DEAD_LETTERS_METRIC,
+    WORKER_RECORD_EXCEPTIONS_METRIC,
+)
 from functions.queue import task_message_body
 from functions.runtime import Runtime
 from functions.settings import MAX_DEAD_LETTER_RETURNS, REDRIVE_RECEIVE_MARGIN
-
-
-def emf_blobs(captured: str) -> list[dict[str, Any]]:
-    """The CloudWatch embedded-metric documents printed to stdout."""
-    blobs = []
-    for line in captured.splitlines():
-        if line.startswith("{") and '"_aws"' in line:
-            blobs.append(json.loads(line))
-    return blobs
-
-
-def metric_total(blobs: list[dict[str, Any]], name: str) -> float:
-    total = 0.0
-    for blob in blobs:
-        value = blob.get(name, 0)
-        total += sum(value) if isinstance(value, list) else value
-    return total
 
 
 def dead_letter_directly(pipeline: Pipeline, body: str) -> None:
@@ -47,7 +39,7 @@ def dead_letter_directly(pipeline: Pipeline, body: str) -> None:
     pipeline.sqs.send_message(QueueUrl=pipeline.dlq_url, MessageBody=body)
 
 
-def test_a_task_the_worker_failed_stays_as_it_is_and_is_counted_once(
+def test_a_task_the_worker_failed_stays_as_it_is_and_is_no_poison(
     rt: Runtime, pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
 ) -> None:
     task_id = submit("ERROR")
@@ -60,7 +52,8 @@ def test_a_task_the_worker_failed_stays_as_it_is_and_is_counted_once(
     assert len(handled) == 1
     assert raw_item(rt, task_id) == before
     blobs = emf_blobs(capsys.readouterr().out)
-    assert metric_total(blobs, dead_letter.DEAD_LETTERED_METRIC) == 1
+    # an ordinary FAILED task is a business outcome (the worker counted it): no fault here
+    assert metric_total(blobs, POISON_MESSAGES_METRIC) == 0
     (blob,) = blobs
     directive = blob["_aws"]["CloudWatchMetrics"][0]
     assert directive["Namespace"] == "FaultTolerantTasks"
@@ -184,8 +177,8 @@ def test_unreadable_dead_letters_are_logged_loudly_and_counted(
     assert len(handled) == 3
     out = capsys.readouterr().out
     blobs = emf_blobs(out)
-    assert metric_total(blobs, dead_letter.UNREADABLE_METRIC) == 3
-    assert metric_total(blobs, dead_letter.DEAD_LETTERED_METRIC) == 3
+    assert metric_total(blobs, UNREADABLE_DEAD_LETTERS_METRIC) == 3
+    assert metric_total(blobs, POISON_MESSAGES_METRIC) == 3
     loud = [r for r in caplog.records if r.levelname == "ERROR" and "unreadable" in r.getMessage()]
     assert len(loud) == 3
 
@@ -210,7 +203,7 @@ def test_a_dynamodb_failure_reports_the_dead_letter_failed_for_redelivery(
 
 
 def test_a_poisonous_message_ends_its_task_failed_after_bounded_trips_through_the_dlq(
-    rt: Runtime, pipeline: Pipeline
+    rt: Runtime, pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # GIVEN a task whose every delivery crashes the worker before it can claim an attempt
     task_id = submit("SUCCESS")
@@ -220,6 +213,7 @@ def test_a_poisonous_message_ends_its_task_failed_after_bounded_trips_through_th
         raise ClientError({"Error": {"Code": "InternalServerError"}}, "GetItem")
 
     trips = 0
+    capsys.readouterr()
     while record_of(rt, task_id).status != "FAILED":
         assert trips <= MAX_DEAD_LETTER_RETURNS, "a poisonous message must end its task"
         # WHEN SQS delivers it again each time its visibility runs out ...
@@ -246,3 +240,10 @@ def test_a_poisonous_message_ends_its_task_failed_after_bounded_trips_through_th
     assert record.attempts == 0
     assert f"after {max_receive_count + 1} receives" in (record.lastError or "")
     assert "without a new attempt" in (record.lastError or "")
+    # AND it counts as one poison message: a fault, never the business outcome FailedTasks
+    blobs = emf_blobs(capsys.readouterr().out)
+    assert metric_total(blobs, POISON_MESSAGES_METRIC) == 1
+    assert metric_total(blobs, RETURNED_DEAD_LETTERS_METRIC) == MAX_DEAD_LETTER_RETURNS
+    assert metric_total(blobs, FAILED_TASKS_METRIC) == 0
+    # and every delivery that crashed the worker was a worker record exception
+    assert metric_total(blobs, WORKER_RECORD_EXCEPTIONS_METRIC) == trips * max_receive_count

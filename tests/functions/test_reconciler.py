@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aws_faults import lose_response
 from aws_harness import FakeClock, FakeLambdaContext, Pipeline, raw_item, record_of, submit
-from test_dead_letter_handler import emf_blobs, metric_total
+from emf import emf_blobs, metric_total
 
 from functions import reconciler
 from functions.runtime import Runtime
@@ -124,7 +124,7 @@ def test_the_handler_emits_recovered_tasks_and_the_oldest_overdue_age(
 
     assert result["recovered"] == 1
     blobs = emf_blobs(capsys.readouterr().out)
-    assert metric_total(blobs, reconciler.RECOVERED_METRIC) == 1
+    assert metric_total(blobs, reconciler.RECOVERED_TASKS_METRIC) == 1
     assert metric_total(blobs, reconciler.OLDEST_OVERDUE_METRIC) == (
         rt.settings.policy.recoveryGraceSeconds + 10
     )

@@ -316,13 +316,17 @@ def test_the_old_failures_dead_letter_does_not_fail_the_redriven_task(
 # -- the command ------------------------------------------------------------------------------
 
 
-def run_command(rt: Runtime, *args: str) -> Any:
+def run_command(rt: Runtime, *args: str, stack: str = "dev") -> Any:
     """The command against the runtime's table and queue, as for a deployed stack."""
     return CliRunner().invoke(
         _app(),
-        [*args, "--table", rt.settings.table_name, "--queue-url", rt.settings.queue_url],
+        [*args, *deployed(rt), "--stack", stack],
         env={"COLUMNS": "200"},
     )
+
+
+def deployed(rt: Runtime) -> list[str]:
+    return ["--table", rt.settings.table_name, "--queue-url", rt.settings.queue_url]
 
 
 def _app() -> Any:
@@ -382,9 +386,35 @@ def test_the_command_exits_1_with_one_line_per_refused_id(
     assert record_of(rt, failed_task).status == "RETRYING"  # the others did not stop it
 
 
+def test_a_deployed_table_without_its_stack_is_refused_before_anything_is_read(
+    rt: Runtime, failed_task: str
+) -> None:
+    """Without --stack the command would have to guess the policy (dev's extra attempts and
+    grace on what may be a prod record): it refuses, as a usage error, and writes nothing."""
+    outcome = CliRunner().invoke(_app(), [failed_task, *deployed(rt)])
+
+    assert outcome.exit_code == cli.EXIT_ERROR
+    (line,) = outcome.stderr.strip().splitlines()
+    assert "--stack" in line
+    assert record_of(rt, failed_task).status == "FAILED"
+
+
+def test_the_command_uses_the_named_stacks_policy_for_a_deployed_table(
+    rt: Runtime, failed_task: str
+) -> None:
+    from taskctl.program import load_stack_settings
+
+    outcome = run_command(rt, failed_task, stack="prod")
+
+    assert outcome.exit_code == 0, outcome.output
+    prod_max_attempts = load_stack_settings("prod").maxAttempts
+    assert record_of(rt, failed_task).maxAttempts == 2 + prod_max_attempts
+
+
 def test_the_command_refuses_half_a_deployed_target(rt: Runtime) -> None:
     outcome = CliRunner().invoke(
-        _app(), ["0b5e7a7e-6f0e-4c55-9a2e-8d0c4f1d2e3a", "--table", rt.settings.table_name]
+        _app(),
+        ["0b5e7a7e-6f0e-4c55-9a2e-8d0c4f1d2e3a", "--table", rt.settings.table_name, "-s", "dev"],
     )
 
     assert outcome.exit_code == cli.EXIT_ERROR

@@ -4,6 +4,7 @@ recognised as the caller's own (botocore's real retry, through `aws_faults.lose_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -21,13 +22,17 @@ from functions.lifecycle import (
 )
 from functions.runtime import Runtime
 from functions.store import (
+    INDEXED_STATUSES,
+    STATUS_SHARD_ATTRIBUTE,
     AttemptSuperseded,
     Condition,
     StaleClaim,
     TaskAlreadyExists,
     TaskChanged,
     attempts_are,
+    check_shard,
     status_is,
+    status_shard,
 )
 
 TASK_ID = "3f0c9a52-4e0b-4a8e-9a6e-1c2d3e4f5a6b"
@@ -339,3 +344,193 @@ def test_a_check_time_that_is_not_in_the_future_is_refused(rt: Runtime) -> None:
         rt.store.create(task, rt.clock(), check_after=rt.clock(), owner=CALLER)
 
     assert rt.store.get(TASK_ID) is None
+
+
+# -- the status index: every status change moves the task's entry in the same write ----------
+
+
+def index_entry(rt: Runtime, task_id: str = TASK_ID) -> str | None:
+    """The task's `statusShard`, as stored (None: not in the status index)."""
+    item = rt.dynamodb.get_item(TableName=rt.settings.table_name, Key={"taskId": {"S": task_id}})
+    value = item["Item"].get(STATUS_SHARD_ATTRIBUTE)
+    return value["S"] if value else None
+
+
+def listed(rt: Runtime) -> dict[str, list[str]]:
+    """Task ids the status index holds, by status (a real GSI query on moto)."""
+    return {
+        status.value: [entry.task_id for entry in rt.store.by_status([status], since=None)]
+        for status in INDEXED_STATUSES
+    }
+
+
+def assert_indexed_as(rt: Runtime, status: TaskStatus | None) -> None:
+    """The task is in the index under `status` (None: not at all), and only there."""
+    expected = None if status is None else status_shard(status, TASK_ID)
+    assert index_entry(rt) == expected
+    assert listed(rt) == {s.value: [TASK_ID] if s == status else [] for s in INDEXED_STATUSES}
+
+
+def retried(rt: Runtime, attempt: int = 1) -> None:
+    rt.store.schedule_retry(TASK_ID, attempt, rt.clock(), "boom", 2, rt.clock())
+
+
+def failed(rt: Runtime, attempt: int = 1) -> None:
+    rt.store.fail(TASK_ID, attempt, rt.clock(), "boom")
+
+
+def redriven(rt: Runtime) -> None:
+    plan = plan_redrive(current(rt), 1, rt.clock())
+    rt.store.redrive(plan.failed, plan.redriven, rt.clock(), rt.clock() + LEASE)  # type: ignore[union-attr]
+
+
+def dead_lettered(rt: Runtime) -> None:
+    seen = rt.store.get(TASK_ID)
+    assert seen is not None
+    rt.store.fail_dead_lettered(seen, "dead-lettered", rt.clock())
+
+
+def test_a_task_is_indexed_under_each_status_it_passes_through(
+    rt: Runtime, pending: TaskRecord
+) -> None:
+    assert_indexed_as(rt, TaskStatus.PENDING)
+    claimed(rt)
+    assert_indexed_as(rt, TaskStatus.PROCESSING)
+    retried(rt)
+    assert_indexed_as(rt, TaskStatus.RETRYING)
+    claimed(rt, attempt=2)
+    assert_indexed_as(rt, TaskStatus.PROCESSING)
+    failed(rt, attempt=2)
+    assert_indexed_as(rt, TaskStatus.FAILED)
+    redriven(rt)
+    assert_indexed_as(rt, TaskStatus.RETRYING)
+    claimed(rt, attempt=3)
+    rt.store.complete(TASK_ID, 3, rt.clock())
+    # COMPLETED needs no attention: the task leaves the sparse index
+    assert_indexed_as(rt, None)
+
+
+def test_a_lost_attempt_reclaimed_stays_processing_and_its_last_loss_fails_it(
+    rt: Runtime, pending: TaskRecord, clock: FakeClock
+) -> None:
+    record = claimed(rt)
+    clock.advance(LEASE.total_seconds() + 1)
+    rt.store.claim(record, 2, rt.clock(), rt.clock() + LEASE, lost_attempt=1)
+    assert_indexed_as(rt, TaskStatus.PROCESSING)
+
+    clock.advance(LEASE.total_seconds() + 1)
+    rt.store.fail(TASK_ID, 2, rt.clock(), "lost", outcome=AttemptOutcome.LOST)
+    assert_indexed_as(rt, TaskStatus.FAILED)
+
+
+@pytest.mark.parametrize("before", ["pending", "processing", "retrying"])
+def test_the_dead_letter_failure_indexes_the_task_as_failed(
+    rt: Runtime, pending: TaskRecord, before: str
+) -> None:
+    if before != "pending":
+        claimed(rt)
+    if before == "retrying":
+        retried(rt)
+
+    dead_lettered(rt)
+
+    assert_indexed_as(rt, TaskStatus.FAILED)
+
+
+def test_a_refused_write_leaves_the_index_entry_as_it_was(rt: Runtime, pending: TaskRecord) -> None:
+    claimed(rt)
+    with pytest.raises(AttemptSuperseded):
+        rt.store.complete(TASK_ID, 2, rt.clock())  # not the attempt in progress
+
+    assert_indexed_as(rt, TaskStatus.PROCESSING)
+
+
+# A write the SDK retried after its reply was lost is recognised as the caller's own: the entry
+# it wrote is the one that stays (the retry changes nothing).
+
+
+@pytest.mark.parametrize(
+    ("setup", "write", "status"),
+    [
+        pytest.param([], lambda rt: claimed(rt), TaskStatus.PROCESSING, id="claim"),
+        pytest.param([claimed], retried, TaskStatus.RETRYING, id="retry"),
+        pytest.param([claimed], failed, TaskStatus.FAILED, id="fail"),
+        pytest.param(
+            [claimed], lambda rt: rt.store.complete(TASK_ID, 1, rt.clock()), None, id="complete"
+        ),
+        pytest.param([], dead_lettered, TaskStatus.FAILED, id="dead-letter"),
+        pytest.param([claimed, failed], redriven, TaskStatus.RETRYING, id="redrive"),
+    ],
+)
+def test_an_update_whose_reply_was_lost_leaves_the_entry_it_wrote(
+    rt: Runtime,
+    pending: TaskRecord,
+    setup: list[Callable[[Runtime], object]],
+    write: Callable[[Runtime], object],
+    status: TaskStatus | None,
+) -> None:
+    for step in setup:
+        step(rt)
+    lost = lose_response(rt.dynamodb, "UpdateItem")
+
+    write(rt)  # no conflict: the item carries this call's token
+
+    assert lost.lost
+    assert_indexed_as(rt, status)
+
+
+def test_a_create_whose_reply_was_lost_is_indexed_once_as_pending(rt: Runtime) -> None:
+    lost = lose_response(rt.dynamodb, "PutItem")
+
+    create(rt, new_task(TASK_ID, "hello", rt.settings.policy, rt.clock()))
+
+    assert lost.lost
+    assert_indexed_as(rt, TaskStatus.PENDING)
+
+
+# -- reading the status index -------------------------------------------------------------------
+
+
+def test_the_index_lists_newest_first_across_shards_and_statuses_within_the_window(
+    rt: Runtime, clock: FakeClock
+) -> None:
+    start = rt.clock()
+    # GIVEN tasks created a minute apart (their ids spread over the shards), some then claimed
+    ids = [f"00000000-0000-4000-8000-{n:012d}" for n in range(40)]
+    for task_id in ids:
+        rt.store.create(
+            new_task(task_id, "x", rt.settings.policy, rt.clock()),
+            rt.clock(),
+            check_after=first_check_at(rt.clock(), rt.settings.policy),
+        )
+        clock.advance(60)
+    assert len({check_shard(task_id) for task_id in ids}) > 8
+    for task_id in ids[::4]:
+        rt.store.claim(current_of(rt, task_id), 1, rt.clock(), rt.clock() + LEASE)
+        clock.advance(60)
+    claimed_ids = ids[::4]
+    pending_ids = [task_id for task_id in ids if task_id not in claimed_ids]
+
+    # THEN each status lists its tasks newest first, and both statuses merge in time order
+    pending = list(rt.store.by_status([TaskStatus.PENDING], since=None, page_size=3))
+    assert [e.task_id for e in pending] == pending_ids[::-1]
+    both = list(rt.store.by_status([TaskStatus.PENDING, TaskStatus.PROCESSING], since=None))
+    assert [e.task_id for e in both] == claimed_ids[::-1] + pending_ids[::-1]
+    assert [e.updated_at for e in both] == sorted((e.updated_at for e in both), reverse=True)
+    assert {e.status for e in both[: len(claimed_ids)]} == {TaskStatus.PROCESSING}
+
+    # AND `since` bounds the sort key: only what was updated at or after it
+    since = start + timedelta(seconds=60 * 30)
+    recent = [e.task_id for e in rt.store.by_status([TaskStatus.PENDING], since=since)]
+    assert recent == [task_id for task_id in pending_ids if ids.index(task_id) >= 30][::-1]
+
+
+def current_of(rt: Runtime, task_id: str) -> TaskRecord:
+    stored = rt.store.get(task_id)
+    assert stored is not None
+    return stored.record
+
+
+def test_completed_tasks_cannot_be_asked_for_and_are_never_in_the_index() -> None:
+    with pytest.raises(ValueError, match="not in the status index"):
+        status_shard(TaskStatus.COMPLETED, TASK_ID)

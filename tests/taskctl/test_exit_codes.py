@@ -77,8 +77,9 @@ def test_a_bad_local_flag_is_a_usage_error(no_local_stack) -> None:
         (["T1"], "is not running"),
         (["T1", "--table", "tasks"], "go together"),
         (["T1", "--stack", "staging"], "known stacks: dev, prod"),
+        (["T1", "--table", "tasks", "--queue-url", "https://q"], "--stack"),
     ],
-    ids=["no-local-stack", "table-without-queue", "unknown-stack"],
+    ids=["no-local-stack", "table-without-queue", "unknown-stack", "table-without-stack"],
 )
 def test_a_redrive_that_cannot_start_exits_2_with_one_error_line(
     no_local_stack: Path, args: list[str], says: str

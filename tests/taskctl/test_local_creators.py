@@ -7,16 +7,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
+from pulumi.runtime import MockResourceArgs
 
-from taskctl.local.creators import CREATORS, SUPPORTED_INPUTS, unsupported_inputs
+from taskctl.local.creators import CREATORS, SUPPORTED_INPUTS, EmulatorContext, unsupported_inputs
+from taskctl.local.deployer import EmulatorMocks
 from taskctl.program import CreatedResource, RecordingMocks, project_name, run_program
 
-# Every stack, and the branch a stack file can switch on (an alarm e-mail adds its subscription).
+# Every stack, and the branches a stack file can switch on (an alarm e-mail adds its subscription,
+# a failure-rate threshold its metric-math alarm).
 VARIANTS = {
     "dev": {},
     "prod": {},
     "dev with alarmEmail": {"alarmEmail": "ops@example.com"},
+    "dev with failedTaskRateAlarmPercent": {"failedTaskRateAlarmPercent": "5"},
 }
 
 
@@ -79,3 +85,47 @@ def test_an_input_outside_the_creators_list_is_named_with_its_path() -> None:
         "globalSecondaryIndexes.keySchemas.attributeName",
         "streamEnabled",
     ]
+
+
+def test_a_metric_math_alarm_reaches_cloudwatch_as_metric_queries(
+    declared, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the failure-rate alarm as the program declares it (a stack sets the threshold)
+    (rate_alarm,) = [
+        r
+        for r in declared
+        if r.type_token == "aws:cloudwatch/metricAlarm:MetricAlarm" and "metricQueries" in r.inputs
+    ]
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    with mock_aws():
+        cloudwatch = boto3.client("cloudwatch", region_name="eu-west-1")
+        context = EmulatorContext(
+            endpoint_url="http://127.0.0.1:1", region="eu-west-1", account_id="123456789012",
+            port=1, stack="dev", _clients={"cloudwatch": cloudwatch},
+        )  # fmt: skip
+
+        # WHEN the local deployer creates it
+        alarm_name, _ = EmulatorMocks(context, on_created=lambda _typ, _name: None).new_resource(
+            MockResourceArgs(
+                typ=rate_alarm.type_token,
+                name=rate_alarm.name,
+                inputs=rate_alarm.inputs,
+                custom=True,
+            )
+        )
+
+        # THEN CloudWatch holds the expression and its two inputs, and no single metric
+        (alarm,) = cloudwatch.describe_alarms(AlarmNames=[alarm_name])["MetricAlarms"]
+    assert "MetricName" not in alarm
+    queries = {query["Id"]: query for query in alarm["Metrics"]}
+    assert queries["result"]["ReturnData"] is True
+    assert "failed" in queries["result"]["Expression"]
+    stat = queries["failed"]["MetricStat"]
+    assert stat["Metric"]["MetricName"] == "FailedTasks"
+    assert {d["Name"]: d["Value"] for d in stat["Metric"]["Dimensions"]} == {
+        "service": "worker",
+        "stack": "dev",
+    }
+    assert (stat["Period"], stat["Stat"]) == (300, "Sum")
+    assert alarm["Threshold"] == 5

@@ -1,0 +1,230 @@
+"""`python -m taskctl tasks list|show`: the tasks that need attention, and one task's timeline.
+
+`list` reads the sparse status index (`functions.store.STATUS_INDEX`; never a table scan): the
+16 shards of each status asked newest first, merged, then the records read in batches. `show`
+reads one record. Both only read, so a deployed table needs no `--stack` (no policy is used).
+
+Exit status: 0 when it printed what was asked (an empty list included); 1 when `show` finds no
+such task; 2 for bad flags, no local stack, or AWS unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from functions.lifecycle import TaskStatus, from_iso
+from functions.runtime import utc_now
+from functions.store import StoredTask, TaskStore
+from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR
+from taskctl.ops.redrive import canonical_task_id
+from taskctl.ops.target import (
+    LocalOption,
+    OpsError,
+    StackOption,
+    TableOption,
+    aws_read,
+    resolve_target,
+)
+from taskctl.ops.tasks import (
+    SINCE_HELP,
+    TimelineEvent,
+    find_tasks,
+    parse_since,
+    shorten,
+    statuses_to_list,
+    timeline,
+)
+
+DEFAULT_LIMIT = 50
+# The store's TTL only matters for terminal writes, which these commands never make.
+UNUSED_TTL_DAYS = 1
+STATUS_STYLES = {
+    TaskStatus.PENDING: "blue",
+    TaskStatus.PROCESSING: "cyan",
+    TaskStatus.RETRYING: "yellow",
+    TaskStatus.FAILED: "red",
+    TaskStatus.COMPLETED: "green",
+}
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n\n")[0])
+
+
+@app.command("list")
+def list_tasks(
+    status: Annotated[
+        TaskStatus | None,
+        typer.Option(
+            help="Only this status (default: PENDING, PROCESSING, RETRYING and FAILED; "
+            "COMPLETED tasks are not indexed).",
+            show_default=False,
+            case_sensitive=False,
+        ),
+    ] = None,
+    since: Annotated[str | None, typer.Option(help=SINCE_HELP, show_default=False)] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = (
+        DEFAULT_LIMIT
+    ),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON record per line instead of a table.")
+    ] = False,
+    stack: StackOption = None,
+    local: LocalOption = False,
+    table: TableOption = None,
+) -> None:
+    """Tasks that need attention, newest first: by status, from the status index."""
+    try:
+        statuses = statuses_to_list(status)
+        moment = parse_since(since, utc_now()) if since is not None else None
+        store = _store(stack, local, table)
+        found = aws_read(lambda: find_tasks(store, statuses, moment, limit))
+    except (OpsError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+
+    if as_json:
+        for task in found:
+            typer.echo(json.dumps(_public(task)))
+        return
+    console = Console(highlight=False)
+    what = "/".join(s.value for s in statuses)
+    window = f" updated since {moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if moment else ""
+    if not found:
+        console.print(f"No {what} tasks{window}.")
+        return
+    console.print(_list_table(found, f"{what} tasks{window}, newest first", utc_now()))
+    if len(found) == limit:
+        console.print(f"(the newest {limit}; --limit shows more)")
+
+
+@app.command("show")
+def show_task(
+    task_id: Annotated[str, typer.Argument(metavar="TASK_ID", help="The task's id.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The record and its timeline as one JSON object.")
+    ] = False,
+    stack: StackOption = None,
+    local: LocalOption = False,
+    table: TableOption = None,
+) -> None:
+    """One task's record and its history as a timeline: attempts, outcomes, waits, errors."""
+    try:
+        canonical = canonical_task_id(task_id)
+        if canonical is None:
+            raise OpsError(f"{task_id!r} is not a task id (a UUID)")
+        store = _store(stack, local, table)
+        stored = aws_read(lambda: store.get(canonical))
+    except OpsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    if stored is None:
+        typer.echo(f"error: task {canonical}: not found", err=True)
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+    events = timeline(stored)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "task": _public(stored),
+                    "recoveries": stored.recoveries,
+                    "timeline": [
+                        {"at": e.at, "event": e.event, "detail": e.detail} for e in events
+                    ],
+                }
+            )
+        )
+        return
+    console = Console(highlight=False)
+    console.print(_summary(stored))
+    console.print(_timeline_table(events))
+
+
+def _store(stack: str | None, local: bool, table: str | None) -> TaskStore:
+    target = resolve_target(stack, local=local, table=table)
+    return TaskStore(target.client("dynamodb"), target.table_name, UNUSED_TTL_DAYS)
+
+
+def _public(stored: StoredTask) -> dict[str, Any]:
+    """The record as `GET /tasks/{taskId}` shows it."""
+    return stored.record.model_dump(mode="json", exclude_none=True)
+
+
+def _list_table(found: list[StoredTask], title: str, now: datetime) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("updated")
+    table.add_column("task", no_wrap=True)
+    table.add_column("status")
+    table.add_column("attempts", justify="right")
+    table.add_column("last error")
+    table.add_column("message")
+    for stored in found:
+        task = stored.record
+        table.add_row(
+            f"{task.updatedAt[:19].replace('T', ' ')} ({_ago(task.updatedAt, now)})",
+            task.taskId,
+            f"[{STATUS_STYLES[task.status]}]{task.status.value}[/]",
+            f"{task.attempts}/{task.maxAttempts}",
+            escape(shorten(task.lastError, 50)),
+            escape(shorten(task.message, 30)),
+        )
+    return table
+
+
+def _ago(stamp: str, now: datetime) -> str:
+    seconds = max(0, int((now - from_iso(stamp)).total_seconds()))
+    for unit_s, unit in ((86_400, "d"), (3_600, "h"), (60, "m")):
+        if seconds >= unit_s:
+            return f"{seconds // unit_s}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def _summary(stored: StoredTask) -> Table:
+    task = stored.record
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("task", task.taskId)
+    grid.add_row("status", f"[{STATUS_STYLES[task.status]}]{task.status.value}[/]")
+    grid.add_row("attempts", f"{task.attempts} of {task.maxAttempts}")
+    grid.add_row("message", escape(shorten(task.message, 200)))
+    grid.add_row("created", task.createdAt)
+    grid.add_row("updated", task.updatedAt)
+    if task.lastError:
+        grid.add_row("last error", escape(task.lastError))
+    if task.redriveCount:
+        grid.add_row("redriven", f"{task.redriveCount} time(s), last at {task.redrivenAt}")
+    if stored.recoveries:
+        grid.add_row("recovered", f"{stored.recoveries} time(s) by the reconciler")
+    return grid
+
+
+def _timeline_table(events: list[TimelineEvent]) -> Table:
+    table = Table(title="Timeline (UTC)", title_justify="left")
+    table.add_column("at", no_wrap=True)
+    table.add_column("event", no_wrap=True)
+    table.add_column("detail")
+    for event in events:
+        style = _event_style(event.event)
+        table.add_row(
+            event.at.replace("T", " ").rstrip("Z"),
+            f"[{style}]{escape(event.event)}[/]" if style else escape(event.event),
+            escape(event.detail),
+        )
+    return table
+
+
+def _event_style(event: str) -> str:
+    if event.endswith(("FAILED", "LOST")):
+        return "red"
+    if event.endswith(("SUCCEEDED", "COMPLETED")):
+        return "green"
+    if event.startswith(("backoff", "redriven")):
+        return "yellow"
+    return ""
