@@ -502,6 +502,7 @@ def test_the_index_lists_newest_first_across_shards_and_statuses_within_the_wind
             new_task(task_id, "x", rt.settings.policy, rt.clock()),
             rt.clock(),
             check_after=first_check_at(rt.clock(), rt.settings.policy),
+            owner=CALLER,
         )
         clock.advance(60)
     assert len({check_shard(task_id) for task_id in ids}) > 8
