@@ -12,6 +12,7 @@ The app client's secret stays in Cognito: it is neither exported nor written any
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pulumi
@@ -28,6 +29,7 @@ READ_SCOPE = f"{RESOURCE_SERVER}/read"
 ACCESS_TOKEN_VALIDITY_MINUTES = 60  # Cognito's default; the client fetches a new one after
 # A Cognito domain prefix: lowercase letters, digits and hyphens, at most 63 characters.
 DOMAIN_PREFIX_MAX = 63
+DOMAIN_RESERVED_WORDS = ("aws", "amazon", "cognito")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,8 +51,19 @@ class TaskAuthArgs:
     region: str
 
     def __post_init__(self) -> None:
-        if not self.name_prefix or len(self.name_prefix) > 40:
-            raise ValueError(f"name_prefix={self.name_prefix!r} must be 1..40 characters")
+        # It starts the domain prefix: Cognito's alphabet, room for the pool id's suffix, and
+        # none of the words Cognito reserves.
+        if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?", self.name_prefix):
+            raise ValueError(
+                f"name_prefix={self.name_prefix!r} must be 1..40 lowercase letters, digits and "
+                "inner hyphens (it starts the Cognito domain prefix)"
+            )
+        reserved = [word for word in DOMAIN_RESERVED_WORDS if word in self.name_prefix]
+        if reserved:
+            raise ValueError(
+                f"name_prefix={self.name_prefix!r} contains {reserved[0]!r}, which a Cognito "
+                "domain prefix may not"
+            )
 
 
 class TaskAuth(pulumi.ComponentResource):

@@ -178,6 +178,12 @@ def _smoke_token(stack: str, outputs: dict[str, Any], running: RunningEmulator) 
     also proves that the pool issues tokens the authorizer accepts."""
     from taskctl.token.issuer import TokenError, emulator_app_client, fetch_token
 
+    if outputs.get("apiAuth") == "jwt" and "appClientId" not in outputs:
+        raise LocalStackError(
+            f"stack {stack!r} names an external token issuer (apiJwtIssuer), which the local "
+            "stack cannot reach; run it locally with the stack's own user pool (unset "
+            "apiJwtIssuer and apiJwtAudience)"
+        )
     try:
         app = emulator_app_client(stack, outputs, running)
         return fetch_token(app) if app is not None else None
