@@ -19,10 +19,11 @@ Item layout: the public `TaskRecord` fields, plus internal attributes that `GET`
 - `owner`: who submitted the task (`functions.callers`); only its owner may read it;
 - `checkShard` / `checkAfter` (epoch seconds): the task's entry in the sparse `CHECK_INDEX`,
   when the reconciler looks at it next (see `functions.reconciler`);
-- `statusShard` (`<STATUS>#<shard>`): the task's entry in the sparse `STATUS_INDEX` (sort key
-  `updatedAt`), on every task but a COMPLETED one; every write that changes the status sets it
-  (or, on completion, removes it) in the same UpdateItem, so the entry can never disagree with the
-  status it indexes;
+- `statusShard` (`OPEN#<shard>` or `FAILED#<shard>`) and `listedAt`: the task's entry in the
+  sparse `STATUS_INDEX`, on every task but a COMPLETED one. Written by the create (OPEN), the
+  writes that make a task FAILED and the redrive that makes it unfinished again, and removed by
+  the completing write, each in the same UpdateItem as the status, so the entry can never put a
+  task in the wrong group;
 - `recoveries`: how often the reconciler re-enqueued the task;
 - `deadLetterReturns` / `deadLetterReturnAttempts`: trips through the DLQ without a new attempt.
 """
@@ -61,14 +62,19 @@ CHECK_AFTER_ATTRIBUTE = "checkAfter"
 # 16 shards spread 1,000 submits/s to ~63 index writes/s per partition key, far from DynamoDB's
 # 1,000 writes/s per partition; the reconciler queries each shard's due range in turn.
 CHECK_SHARDS = 16
-# The operator's index (`taskctl tasks list`, bulk redrive): KEYS_ONLY, keyed by status and shard,
-# newest `updatedAt` first. Sparse: only the statuses that may need attention carry the key, so a
-# COMPLETED task (the bulk of them) leaves the index. KEYS_ONLY keeps every entry under 1 KB, so
-# each index write is 1 WRU whatever the task's message and error (up to 4 KB each); the operator's
-# rare list pays a BatchGetItem instead (see README "Operations").
+# The operator's index (`taskctl tasks list`, bulk redrive): KEYS_ONLY, keyed by group and shard,
+# newest `listedAt` first. Two groups: OPEN (PENDING, PROCESSING, RETRYING: `listedAt` is when the
+# task was created or redriven) and FAILED (`listedAt` is when it failed). A task's moves between
+# unfinished statuses (every claim and retry) change neither key, so the worker's writes never
+# touch the index: an entry costs two index writes in a task's life (created, completed), not one
+# per status change. Sparse: a COMPLETED task (the bulk of them) leaves the index. KEYS_ONLY keeps
+# each entry under 1 KB, so each index write is 1 WRU whatever the task's message and error; the
+# operator's rare list reads the records (BatchGetItem) and keeps those in the asked-for status
+# (see README "Operations").
 STATUS_INDEX = "by-status"
 STATUS_SHARD_ATTRIBUTE = "statusShard"
-STATUS_SORT_ATTRIBUTE = "updatedAt"
+STATUS_SORT_ATTRIBUTE = "listedAt"
+OPEN_GROUP = "OPEN"
 INDEXED_STATUSES = (
     TaskStatus.PENDING,
     TaskStatus.PROCESSING,
@@ -110,11 +116,11 @@ class TaskChanged(StoreConflict):
 
 @dataclass(frozen=True)
 class StatusEntry:
-    """One entry of the status index: the task, its status and `updatedAt` as indexed."""
+    """One entry of the status index: the task, its group (`OPEN` or `FAILED`) and `listedAt`."""
 
     task_id: str
-    status: TaskStatus
-    updated_at: str  # ISO-8601 ms UTC, sortable as text
+    group: str
+    listed_at: str  # ISO-8601 ms UTC, sortable as text
 
 
 @dataclass(frozen=True)
@@ -193,25 +199,34 @@ def check_shard(task_id: str) -> str:
 
 
 def status_shard(status: TaskStatus, task_id: str) -> str:
-    """The task's partition key in the status index: its status and its `check_shard`, so the
-    16 shards of a status share one status's write rate."""
+    """The task's partition key in the status index: its status's group and its `check_shard`,
+    so the 16 shards of a group share that group's write rate."""
     return _status_partition(status, check_shard(task_id))
 
 
-def _status_partition(status: TaskStatus, shard: str) -> str:
+def index_group(status: TaskStatus) -> str:
+    """The status index's group holding tasks in `status`."""
     if status not in INDEXED_STATUSES:
         raise ValueError(f"{status} tasks are not in the status index")
-    return f"{status.value}#{shard}"
+    return TaskStatus.FAILED.value if status == TaskStatus.FAILED else OPEN_GROUP
 
 
-def _index_status(status: TaskStatus, task_id: str, values: dict[str, Any]) -> list[str]:
-    """The SET clause moving the task's status index entry to `status` (not COMPLETED: a
-    completing write removes the entry, `_STATUS_ENTRY`)."""
+def _status_partition(status: TaskStatus, shard: str) -> str:
+    return f"{index_group(status)}#{shard}"
+
+
+def _index_as(status: TaskStatus, task_id: str, at: datetime, values: dict[str, Any]) -> list[str]:
+    """The SET clauses putting the task's status index entry in `status`'s group, listed `at` (not
+    COMPLETED: a completing write removes the entry, `_STATUS_ENTRY`)."""
     values[":status_shard"] = status_shard(status, task_id)
-    return [f"#{STATUS_SHARD_ATTRIBUTE} = :status_shard"]
+    values[":listed_at"] = to_iso(at)
+    return [
+        f"#{STATUS_SHARD_ATTRIBUTE} = :status_shard",
+        f"#{STATUS_SORT_ATTRIBUTE} = :listed_at",
+    ]
 
 
-_STATUS_ENTRY = f"#{STATUS_SHARD_ATTRIBUTE}"
+_STATUS_ENTRY = (f"#{STATUS_SHARD_ATTRIBUTE}", f"#{STATUS_SORT_ATTRIBUTE}")
 
 
 class TaskStore:
@@ -253,6 +268,7 @@ class TaskStore:
         item[CHECK_AFTER_ATTRIBUTE] = _epoch_s(check_after)
         item[OWNER_ATTRIBUTE] = owner
         item[STATUS_SHARD_ATTRIBUTE] = status_shard(task.status, task.taskId)
+        item[STATUS_SORT_ATTRIBUTE] = task.createdAt
         if request_hash is not None:
             item["requestHash"] = request_hash
         try:
@@ -298,7 +314,6 @@ class TaskStore:
             "#attempts = :attempt",
             "#leaseExpiresAt = :lease",
             *_touch(values, now),
-            *_index_status(TaskStatus.PROCESSING, task.taskId, values),
         ]
         if lost_attempt is None:
             condition = status_is(*sorted(CLAIMABLE_STATUSES)) & attempts_are(attempt - 1)
@@ -337,7 +352,7 @@ class TaskStore:
         sets = ["#status = :completed", "#completedAt = :now", *self._finished(values, now)]
         sets += _close_attempt(attempt, AttemptOutcome.SUCCEEDED, values, now)
         # The status index is sparse: a COMPLETED task needs no attention, so it leaves it.
-        removes = ("#leaseExpiresAt", "#nextAttemptAt", _STATUS_ENTRY)
+        removes = ("#leaseExpiresAt", "#nextAttemptAt", *_STATUS_ENTRY)
         self._finish(task_id, attempt, sets, values, removes=removes)
 
     def schedule_retry(
@@ -361,7 +376,6 @@ class TaskStore:
             "#nextAttemptAt = :next",
             "#lastError = :error",
             *_touch(values, now),
-            *_index_status(TaskStatus.RETRYING, task_id, values),
             *_close_attempt(attempt, AttemptOutcome.FAILED, values, now),
             f"#history[{attempt - 1}].#error = :error",
             f"#history[{attempt - 1}].#retryDelaySeconds = :delay",
@@ -383,7 +397,7 @@ class TaskStore:
             "#lastError = :error",
             *self._finished(values, now),
             "#failedAt = :now",
-            *_index_status(TaskStatus.FAILED, task_id, values),
+            *_index_as(TaskStatus.FAILED, task_id, now, values),
             *_close_attempt(attempt, outcome, values, now),
             f"#history[{attempt - 1}].#error = :error",
         ]
@@ -407,7 +421,7 @@ class TaskStore:
             "#lastError = :error",
             *self._finished(values, now),
             "#failedAt = :now",
-            *_index_status(TaskStatus.FAILED, record.taskId, values),
+            *_index_as(TaskStatus.FAILED, record.taskId, now, values),
         ]
         open_attempt = record.history[-1] if record.history else None
         if open_attempt is not None and open_attempt.outcome is None:
@@ -470,7 +484,7 @@ class TaskStore:
             f"#{CHECK_AFTER_ATTRIBUTE} = :check_after",
             f"#{CHECK_SHARD_ATTRIBUTE} = :shard",
             *_touch(values, now),
-            *_index_status(TaskStatus.RETRYING, failed.taskId, values),
+            *_index_as(TaskStatus.RETRYING, failed.taskId, now, values),
         ]
         self._update(
             failed.taskId,
@@ -514,17 +528,19 @@ class TaskStore:
     def by_status(
         self, statuses: Sequence[TaskStatus], since: datetime | None, page_size: int = 100
     ) -> Iterator[StatusEntry]:
-        """The status index's entries for `statuses`, updated at or after `since` (None: any
-        time), newest first: each shard is queried newest first (`ScanIndexForward=False`, the
-        bound on the sort key) and the shards' pages are merged lazily, so reading the first N
-        costs about one page per shard. Eventually consistent, like any GSI read: an entry may
-        lag its task's last write by a moment, so callers read the tasks before acting."""
+        """The status index's entries of the groups holding `statuses`, listed at or after `since`
+        (None: any time), newest first: each shard is queried newest first
+        (`ScanIndexForward=False`, the bound on the sort key) and the shards' pages are merged
+        lazily, so reading the first N costs about one page per shard. An OPEN entry stands for
+        any unfinished status, and a GSI read is eventually consistent (an entry may lag its
+        task's last write by a moment), so callers read the tasks and keep those in `statuses`."""
+        groups = dict.fromkeys(index_group(status) for status in statuses)
         shards = [
-            self._status_shard_entries(_status_partition(status, f"{n:02d}"), since, page_size)
-            for status in statuses
+            self._status_shard_entries(f"{group}#{n:02d}", since, page_size)
+            for group in groups
             for n in range(CHECK_SHARDS)
         ]
-        return heapq.merge(*shards, key=lambda entry: entry.updated_at, reverse=True)
+        return heapq.merge(*shards, key=lambda entry: entry.listed_at, reverse=True)
 
     def _status_shard_entries(
         self, shard: str, since: datetime | None, page_size: int
@@ -533,9 +549,9 @@ class TaskStore:
         values: dict[str, Any] = {":shard": {"S": shard}}
         condition = "#shard = :shard"
         if since is not None:
-            names["#updated"] = STATUS_SORT_ATTRIBUTE
+            names["#listed"] = STATUS_SORT_ATTRIBUTE
             values[":since"] = {"S": to_iso(since)}
-            condition += " AND #updated >= :since"
+            condition += " AND #listed >= :since"
         args: dict[str, Any] = {
             "TableName": self._table_name,
             "IndexName": STATUS_INDEX,
@@ -550,8 +566,8 @@ class TaskStore:
             for item in page.get("Items", []):
                 yield StatusEntry(
                     task_id=item[TASK_KEY]["S"],
-                    status=TaskStatus(item[STATUS_SHARD_ATTRIBUTE]["S"].split("#", 1)[0]),
-                    updated_at=item[STATUS_SORT_ATTRIBUTE]["S"],
+                    group=item[STATUS_SHARD_ATTRIBUTE]["S"].split("#", 1)[0],
+                    listed_at=item[STATUS_SORT_ATTRIBUTE]["S"],
                 )
             if "LastEvaluatedKey" not in page:
                 return
@@ -809,6 +825,7 @@ _INTERNAL_ATTRIBUTES = (
     CHECK_SHARD_ATTRIBUTE,
     CHECK_AFTER_ATTRIBUTE,
     STATUS_SHARD_ATTRIBUTE,
+    STATUS_SORT_ATTRIBUTE,
     "recoveries",
     "deadLetterReturns",
     "deadLetterReturnAttempts",

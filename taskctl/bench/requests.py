@@ -42,10 +42,11 @@ RECONCILER_BILLED_MS = 20 / 100
 
 
 # The operator's status index (functions/store.py STATUS_INDEX), per task. DynamoDB writes a GSI
-# entry whenever a table write changes its keys: a changed key is a delete and a put (2 writes), a
-# new one a put, a removed one a delete. The keys are `statusShard` and `updatedAt`, so every
-# status change costs index writes; KEYS_ONLY keeps each entry (~100 bytes) at 1 WRU. Derived from
-# the writes the lifecycle makes (not measured under moto, which meters no index writes).
+# entry whenever a table write adds, changes or removes its keys (a changed key is a delete and a
+# put). The keys are the group (`OPEN` or `FAILED`) and `listedAt`, which only the create, a
+# failure and a redrive set and completion removes: the worker's claims and retries leave them
+# alone. KEYS_ONLY keeps each entry (~100 bytes) at 1 WRU. Derived from the writes the lifecycle
+# makes (not measured under moto, which meters no index writes).
 STATUS_INDEX_WRU_PER_WRITE = 1.0
 # An entry's storage: its keys (~95 bytes) plus DynamoDB's 100 bytes of index overhead. Only a
 # FAILED task keeps one (until TTL deletes the task, entry included, for free); the others'
@@ -53,13 +54,10 @@ STATUS_INDEX_WRU_PER_WRITE = 1.0
 STATUS_INDEX_ENTRY_BYTES = 195
 
 
-def status_index_writes(attempts: int, final_status: str) -> int:
-    """Index writes of a task's life: the create's put; each claim and each retry moves the
-    entry (delete + put); completing removes it (delete), failing moves it to FAILED (2)."""
-    claims = attempts
-    retries = attempts - 1
-    last = 1 if final_status == "COMPLETED" else 2
-    return 1 + 2 * claims + 2 * retries + last
+def status_index_writes(final_status: str) -> int:
+    """Index writes of a task's life, however many attempts it makes: the create's put (OPEN);
+    then completing removes the entry (a delete) or failing moves it to FAILED (delete + put)."""
+    return 1 + (1 if final_status == "COMPLETED" else 2)
 
 
 def scenarios(max_attempts: int) -> list[harness.Scenario]:
@@ -245,7 +243,7 @@ def usage(m: ScenarioMeasurement, design: Design, *, ttl_days: float) -> TaskUsa
         billed_ms_per_task["reconciler"] = RECONCILER_BILLED_MS
     stored_bytes = float(m.item_bytes)
     if design.status_index:
-        wru += STATUS_INDEX_WRU_PER_WRITE * status_index_writes(m.attempts, m.final_status)
+        wru += STATUS_INDEX_WRU_PER_WRITE * status_index_writes(m.final_status)
         stored_bytes += STATUS_INDEX_ENTRY_BYTES if m.final_status == "FAILED" else 0
     log_bytes = sum(m.log_bytes.values()) + harness.PLATFORM_LOG_BYTES_PER_INVOCATION * sum(
         invocations.values()

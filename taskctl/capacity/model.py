@@ -9,7 +9,7 @@ ceiling(n), n = 1..maxAttempts-1)`. By Little's law every steady quantity is a r
 - Lambda concurrency: api `rate x api time`; worker `rate x A x record time` (a batch of B
   records takes B record times and comes A/B times per task, so B cancels); dead letter
   `rate x p^M x its record time`; the reconciler runs one at a time.
-- SQS, with decision 1 of issue 13: a retry wait is a delayed re-send, not in flight. In flight are
+- SQS, as the worker does it: a retry wait is a delayed re-send, not in flight. In flight are
   the records being processed, each held for its whole batch (`min(rate x A, the workers' pace) x
   B x record time`, at most workerMaxConcurrency x workerBatchSize), plus short deferrals (a share
   of deliveries hidden for a lease, the function timeout, plus 1 s). Delayed: `rate x W`. Before
@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field, replace
 from functions.lifecycle import LEASE_MARGIN_S, backoff_ceiling_s
 from functions.reconciler import STOP_MARGIN_MS
 from functions.settings import StackSettings, TaskPolicy
-from functions.store import CHECK_INDEX, CHECK_SHARDS
+from functions.store import CHECK_INDEX, CHECK_SHARDS, STATUS_INDEX
 from taskctl.bench.cost import Prices, TaskUsage, billed_ms, cost_per_million
 from taskctl.bench.harness import PLATFORM_LOG_BYTES_PER_INVOCATION
 from taskctl.bench.requests import (
@@ -47,8 +47,7 @@ from taskctl.bench.requests import (
 from taskctl.capacity.assumptions import Assumptions
 from taskctl.capacity.quotas import Quotas
 
-STATUS_INDEX = "by-status"  # issue 11's sparse index (decision 2): "<STATUS>#<shard>", updatedAt
-STATUS_SHARDS = CHECK_SHARDS  # decision 2: the same 16 shards as the check index
+STATUS_SHARDS = CHECK_SHARDS  # the status index uses the check index's shard function
 WRITE_UNIT_BYTES = 1024
 READ_UNIT_BYTES = 4096
 SECONDS_PER_HOUR = 3600
@@ -350,26 +349,22 @@ def _key_spaces(rate_per_s: float, flow: TaskFlow, a: Assumptions) -> list[KeySp
         busiest_key_write_share=1 / CHECK_SHARDS,
         shards=f"{CHECK_SHARDS} shards (functions/store.py CHECK_SHARDS)",
     )
-    # The status index (decision 2): every status change moves the entry from one key to another
-    # (a GSI update is a delete and a put, 1 unit each for a small entry); COMPLETED removes it.
-    # Per task: PENDING put + delete, a PROCESSING put + delete per attempt, a RETRYING put +
-    # delete per retry, a FAILED put for the FAILED share.
-    pending_ops = 2.0
-    processing_ops = 2.0 * flow.attempts
-    retrying_ops = 2.0 * flow.retries
+    # The status index: one OPEN entry per task from its creation (a put) to its end (a delete;
+    # the worker's claims and retries leave its keys alone), and a FAILED put for the FAILED share.
+    open_ops = 2.0
     failed_ops = flow.failed_share
-    status_ops = pending_ops + processing_ops + retrying_ops + failed_ops
+    status_ops = open_ops + failed_ops
     status_writes = rate_per_s * status_ops
     status = KeySpace(
         name=STATUS_INDEX,
         partition_key="statusShard",
         write_units_s=status_writes,
         read_units_s=0.0,  # operators' listings only
-        busiest_key="PROCESSING#<shard>",
-        busiest_key_write_units_s=rate_per_s * processing_ops / STATUS_SHARDS,
+        busiest_key="OPEN#<shard>",
+        busiest_key_write_units_s=rate_per_s * open_ops / STATUS_SHARDS,
         busiest_key_read_units_s=0.0,
-        busiest_key_write_share=processing_ops / status_ops / STATUS_SHARDS,
-        shards=f"{STATUS_SHARDS} shards per status (decision 2, the check index's shard function)",
+        busiest_key_write_share=open_ops / status_ops / STATUS_SHARDS,
+        shards=f"{STATUS_SHARDS} shards per group (OPEN, FAILED; the check index's shard function)",
     )
     return [table, check, status]
 
@@ -401,7 +396,7 @@ def _usage(
         },
         memory_mb=settings.functionMemoryMb,
         architecture=settings.functionArchitecture,
-        # The submit, one delayed re-send per retry (decision 1), a DLQ send per FAILED task.
+        # The submit, one delayed re-send per retry, a DLQ send per FAILED task.
         sqs_handler_requests=1.0 + flow.retries + flow.failed_share,
         # Each mapping receives and deletes once per batch: every worker delivery is acknowledged
         # (a retry was re-sent), and the dead-letter function acknowledges what it gets.

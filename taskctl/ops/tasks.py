@@ -18,8 +18,9 @@ from functions.store import BATCH_GET_MAX_KEYS, INDEXED_STATUSES, StoredTask, Ta
 _DURATION_PART = re.compile(r"(\d+)([smhdw])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
 SINCE_HELP = (
-    "Only tasks updated since then: a duration back from now (90s, 30m, 1h, 2d, 1h30m) or a "
-    "time (2026-11-29T18:00Z; UTC unless it says otherwise)."
+    "Only FAILED tasks that failed since then, and unfinished tasks submitted or redriven since "
+    "then: a duration back from now (90s, 30m, 1h, 2d, 1h30m) or a time (2026-11-29T18:00Z; UTC "
+    "unless it says otherwise)."
 )
 
 
@@ -58,11 +59,13 @@ def find_tasks(
     since: datetime | None,
     limit: int | None,
 ) -> list[StoredTask]:
-    """The tasks in `statuses` updated since `since`, newest first, at most `limit` (None: all).
+    """The tasks in `statuses` listed since `since` (FAILED ones by when they failed, unfinished
+    ones by when they were submitted or redriven), newest first, at most `limit` (None: all).
 
     The ids come from the status index, newest first; the records are then read consistently,
-    in batches, and a task whose record has already left those statuses (the index lags its
-    writes by a moment) is skipped, so every task returned is as it is now.
+    in batches, and a task not in `statuses` (an OPEN entry stands for all three unfinished
+    statuses, and the index lags its writes by a moment) is skipped, so every task returned is as
+    it is now.
     """
     wanted = set(statuses)
     found: list[StoredTask] = []

@@ -94,7 +94,7 @@ def list_tasks(
         return
     console = Console(highlight=False)
     what = "/".join(s.value for s in statuses)
-    window = f" updated since {moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if moment else ""
+    window = f" since {moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if moment else ""
     if not found:
         console.print(f"No {what} tasks{window}.")
         return

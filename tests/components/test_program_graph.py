@@ -204,9 +204,9 @@ def test_table_is_on_demand_keyed_by_task_id_with_ttl(program_run):
     assert sorted(table["attributes"], key=lambda attribute: attribute["name"]) == [
         {"name": "checkAfter", "type": "N"},
         {"name": "checkShard", "type": "S"},
+        {"name": "listedAt", "type": "S"},
         {"name": "statusShard", "type": "S"},
         {"name": "taskId", "type": "S"},
-        {"name": "updatedAt", "type": "S"},
     ]
 
 
@@ -224,7 +224,7 @@ def test_table_declares_the_keys_only_check_and_status_indexes(program_run):
     assert status == {
         "name": "by-status",
         "hashKey": "statusShard",
-        "rangeKey": "updatedAt",
+        "rangeKey": "listedAt",
         "projectionType": "KEYS_ONLY",
     }
     assert "localSecondaryIndexes" not in table

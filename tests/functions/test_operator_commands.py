@@ -146,7 +146,7 @@ def test_an_empty_list_says_so(rt: Runtime) -> None:
     listing = run(rt, tasks_cli.list_tasks, "--status", "FAILED", "--since", "1h")
 
     assert listing.exit_code == EXIT_OK
-    assert "No FAILED tasks updated since" in listing.stdout
+    assert "No FAILED tasks since" in listing.stdout
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ recognised as the caller's own (botocore's real retry, through `aws_faults.lose_
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from aws_faults import lose_response
@@ -24,6 +24,7 @@ from functions.runtime import Runtime
 from functions.store import (
     INDEXED_STATUSES,
     STATUS_SHARD_ATTRIBUTE,
+    STATUS_SORT_ATTRIBUTE,
     AttemptSuperseded,
     Condition,
     StaleClaim,
@@ -34,6 +35,7 @@ from functions.store import (
     status_is,
     status_shard,
 )
+from taskctl.ops.tasks import find_tasks
 
 TASK_ID = "3f0c9a52-4e0b-4a8e-9a6e-1c2d3e4f5a6b"
 LEASE = timedelta(seconds=30)
@@ -346,28 +348,33 @@ def test_a_check_time_that_is_not_in_the_future_is_refused(rt: Runtime) -> None:
     assert rt.store.get(TASK_ID) is None
 
 
-# -- the status index: every status change moves the task's entry in the same write ----------
+# -- the status index: OPEN from creation, FAILED when it fails, gone when it completes --------
 
 
-def index_entry(rt: Runtime, task_id: str = TASK_ID) -> str | None:
-    """The task's `statusShard`, as stored (None: not in the status index)."""
+def index_entry(rt: Runtime, task_id: str = TASK_ID) -> tuple[str, str] | None:
+    """The task's `(statusShard, listedAt)`, as stored (None: not in the status index)."""
     item = rt.dynamodb.get_item(TableName=rt.settings.table_name, Key={"taskId": {"S": task_id}})
-    value = item["Item"].get(STATUS_SHARD_ATTRIBUTE)
-    return value["S"] if value else None
+    shard, listed_at = (
+        item["Item"].get(a) for a in (STATUS_SHARD_ATTRIBUTE, STATUS_SORT_ATTRIBUTE)
+    )
+    assert (shard is None) == (listed_at is None), "half an index entry"
+    return (shard["S"], listed_at["S"]) if shard else None
 
 
 def listed(rt: Runtime) -> dict[str, list[str]]:
-    """Task ids the status index holds, by status (a real GSI query on moto)."""
+    """What an operator's `tasks list --status S` shows for each status (real GSI queries on
+    moto, then the records read and kept if in that status)."""
     return {
-        status.value: [entry.task_id for entry in rt.store.by_status([status], since=None)]
+        status.value: [s.record.taskId for s in find_tasks(rt.store, [status], None, None)]
         for status in INDEXED_STATUSES
     }
 
 
 def assert_indexed_as(rt: Runtime, status: TaskStatus | None) -> None:
-    """The task is in the index under `status` (None: not at all), and only there."""
-    expected = None if status is None else status_shard(status, TASK_ID)
-    assert index_entry(rt) == expected
+    """The task is in the index's group for `status` (None: not at all), and listed under
+    `status` only."""
+    entry = index_entry(rt)
+    assert (entry and entry[0]) == (status and status_shard(status, TASK_ID))
     assert listed(rt) == {s.value: [TASK_ID] if s == status else [] for s in INDEXED_STATUSES}
 
 
@@ -408,6 +415,28 @@ def test_a_task_is_indexed_under_each_status_it_passes_through(
     rt.store.complete(TASK_ID, 3, rt.clock())
     # COMPLETED needs no attention: the task leaves the sparse index
     assert_indexed_as(rt, None)
+
+
+def test_the_workers_claims_and_retries_never_rewrite_the_index_entry(
+    rt: Runtime, pending: TaskRecord, clock: FakeClock
+) -> None:
+    """Each index write is paid for: an unfinished task keeps the one entry its creation wrote
+    (group OPEN, listed when created) through every claim and retry."""
+    created = index_entry(rt)
+    assert created == (f"OPEN#{check_shard(TASK_ID)}", pending.createdAt)
+    for attempt in (1, 2):
+        clock.advance(5)
+        claimed(rt, attempt=attempt)
+        assert index_entry(rt) == created
+        if attempt == 1:
+            clock.advance(5)
+            retried(rt)
+            assert index_entry(rt) == created
+
+    clock.advance(5)
+    failed(rt, attempt=2)
+    # FAILED is listed from when it failed
+    assert index_entry(rt) == (f"FAILED#{check_shard(TASK_ID)}", current(rt).failedAt)
 
 
 def test_a_lost_attempt_reclaimed_stays_processing_and_its_last_loss_fails_it(
@@ -512,18 +541,25 @@ def test_the_index_lists_newest_first_across_shards_and_statuses_within_the_wind
     claimed_ids = ids[::4]
     pending_ids = [task_id for task_id in ids if task_id not in claimed_ids]
 
-    # THEN each status lists its tasks newest first, and both statuses merge in time order
-    pending = list(rt.store.by_status([TaskStatus.PENDING], since=None, page_size=3))
-    assert [e.task_id for e in pending] == pending_ids[::-1]
-    both = list(rt.store.by_status([TaskStatus.PENDING, TaskStatus.PROCESSING], since=None))
-    assert [e.task_id for e in both] == claimed_ids[::-1] + pending_ids[::-1]
-    assert [e.updated_at for e in both] == sorted((e.updated_at for e in both), reverse=True)
-    assert {e.status for e in both[: len(claimed_ids)]} == {TaskStatus.PROCESSING}
+    # THEN each status lists its tasks newest first (by when they were submitted)
+    def ids_listed(statuses: list[TaskStatus], since: datetime | None = None) -> list[str]:
+        return [s.record.taskId for s in find_tasks(rt.store, statuses, since, None)]
 
-    # AND `since` bounds the sort key: only what was updated at or after it
+    assert ids_listed([TaskStatus.PENDING]) == pending_ids[::-1]
+    assert ids_listed([TaskStatus.PROCESSING]) == claimed_ids[::-1]
+    both = ids_listed([TaskStatus.PENDING, TaskStatus.PROCESSING])
+    assert both == ids[::-1]
+    # AND the index's shards merge in time order, page by page
+    entries = list(rt.store.by_status([TaskStatus.PENDING], since=None, page_size=3))
+    assert [e.task_id for e in entries] == ids[::-1]
+    assert {e.group for e in entries} == {"OPEN"}
+
+    # AND `since` bounds the sort key: only what was submitted at or after it
     since = start + timedelta(seconds=60 * 30)
-    recent = [e.task_id for e in rt.store.by_status([TaskStatus.PENDING], since=since)]
-    assert recent == [task_id for task_id in pending_ids if ids.index(task_id) >= 30][::-1]
+    assert (
+        ids_listed([TaskStatus.PENDING], since)
+        == [task_id for task_id in pending_ids if ids.index(task_id) >= 30][::-1]
+    )
 
 
 def current_of(rt: Runtime, task_id: str) -> TaskRecord:

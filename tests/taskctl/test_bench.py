@@ -152,21 +152,18 @@ def test_batching_divides_invocations_and_event_source_requests_by_the_batch_siz
 
 
 @pytest.mark.parametrize(
-    ("attempts", "final_status", "writes"),
+    ("final_status", "writes"),
     [
-        # put (PENDING); PENDING -> PROCESSING (delete + put); COMPLETED removes it (delete)
-        (1, "COMPLETED", 1 + 2 + 1),
-        # ... plus PROCESSING -> RETRYING and RETRYING -> PROCESSING (2 + 2)
-        (2, "COMPLETED", 1 + 2 + 2 + 2 + 1),
-        # ... and the last failure moves the entry to FAILED instead (delete + put)
-        (2, "FAILED", 1 + 2 + 2 + 2 + 2),
-        (5, "FAILED", 1 + 5 * 2 + 4 * 2 + 2),
+        # put (OPEN); the claims and retries leave the entry; COMPLETED removes it (delete)
+        ("COMPLETED", 1 + 1),
+        # ... or the last failure moves the entry to FAILED instead (delete + put)
+        ("FAILED", 1 + 2),
     ],
 )
-def test_status_index_writes_count_a_delete_and_a_put_per_status_change(
-    attempts: int, final_status: str, writes: int
+def test_status_index_writes_count_the_entrys_put_and_its_end(
+    final_status: str, writes: int
 ) -> None:
-    assert status_index_writes(attempts, final_status) == writes
+    assert status_index_writes(final_status) == writes
 
 
 def test_the_status_index_adds_its_writes_and_a_failed_tasks_entry_to_a_tasks_usage():
@@ -182,9 +179,9 @@ def test_the_status_index_adds_its_writes_and_a_failed_tasks_entry_to_a_tasks_us
     completed = _measurement()
     failed = _measurement(final_status="FAILED")
 
-    assert usage(completed, indexed, ttl_days=1).dynamodb_wru == 5 + 8
+    assert usage(completed, indexed, ttl_days=1).dynamodb_wru == 5 + 2
     assert usage(completed, indexed, ttl_days=1).stored_bytes == 500  # its entry is gone
-    assert usage(failed, indexed, ttl_days=1).dynamodb_wru == 5 + 9
+    assert usage(failed, indexed, ttl_days=1).dynamodb_wru == 5 + 3
     assert usage(failed, indexed, ttl_days=1).stored_bytes == 500 + 195
     assert usage(failed, plain, ttl_days=1).dynamodb_wru == 5
 

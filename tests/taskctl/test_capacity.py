@@ -146,11 +146,11 @@ def test_dynamodb_units_per_table_and_index_at_100_per_second(quotas):
     assert check.write_units_s == pytest.approx(100.0)
     assert check.busiest_key_write_units_s == pytest.approx(6.25)
     assert check.busiest_key_write_share == pytest.approx(1 / 16)
-    # Status index: PENDING put+delete 2, PROCESSING 2 x 1.75 = 3.5, RETRYING 2 x 0.75 = 1.5,
-    # FAILED put 0.125: 7.125 per task, 712.5 WRU/s. Busiest: PROCESSING#<shard>, 100 x 3.5 / 16.
-    assert status.write_units_s == pytest.approx(712.5)
-    assert status.busiest_key == "PROCESSING#<shard>"
-    assert status.busiest_key_write_units_s == pytest.approx(21.875)
+    # Status index: the OPEN entry's put and delete 2 (claims and retries leave it alone), the
+    # FAILED put 0.125: 2.125 per task, 212.5 WRU/s. Busiest: OPEN#<shard>, 100 x 2 / 16.
+    assert status.write_units_s == pytest.approx(212.5)
+    assert status.busiest_key == "OPEN#<shard>"
+    assert status.busiest_key_write_units_s == pytest.approx(12.5)
 
 
 def test_api_reconciler_backlog_and_cost_at_100_per_second(quotas):
@@ -170,8 +170,8 @@ def test_api_reconciler_backlog_and_cost_at_100_per_second(quotas):
     # mappings 2 x (1.75 + 0.125) / 10 = 0.375 x $0.4 = $0.15 per million tasks.
     assert costs["sqsHandlerRequests"] == pytest.approx(0.75)
     assert costs["sqsEventSourceRequests"] == pytest.approx(0.15)
-    # DynamoDB writes: (451 + 100 + 712.5) / 100 = 12.635 units x $1 = $12.635.
-    assert costs["dynamodbWrites"] == pytest.approx(12.635)
+    # DynamoDB writes: (451 + 100 + 212.5) / 100 = 7.635 units x $1 = $7.635.
+    assert costs["dynamodbWrites"] == pytest.approx(7.635)
     # Lambda duration at 1 GB: 0.05 + 1.75 x 0.1 + 0.125 x 0.04 + 0.0002 s = 0.2302 GB-s x
     # $0.00001 x 1e6 = $2.302.
     assert costs["lambdaDuration"] == pytest.approx(2.302)
@@ -194,16 +194,16 @@ def test_each_quota_crossed_is_flagged_with_the_setting_to_change(quotas):
 
 def test_in_flight_partition_and_reconciler_limits_are_flagged(quotas):
     # Against smaller limits the same 100/s crosses them: 229.25 in flight over 200, the status
-    # index's busiest key at 21.875 WCU/s over 20, and a reconciler every 20 min (120,000 tasks
+    # index's busiest key at 12.5 WCU/s over 12, and a reconciler every 20 min (120,000 tasks
     # a pass) over the 100,000 a run gets through.
-    tight = dataclasses.replace(quotas, sqs_in_flight=200, partition_wcu=20)
+    tight = dataclasses.replace(quotas, sqs_in_flight=200, partition_wcu=12)
     settings = SETTINGS.model_copy(update={"reconcileIntervalMinutes": 20})
     report = planned(100, tight, settings=settings)
     by_quota = {finding.quota: finding for finding in report.findings}
     assert by_quota["SQS in-flight messages (main queue)"].setting == (
         "workerMaxConcurrency x workerBatchSize"
     )
-    status = by_quota["DynamoDB by-status: busiest key (PROCESSING#<shard>) write units/s"]
+    status = by_quota["DynamoDB by-status: busiest key (OPEN#<shard>) write units/s"]
     assert "shards" in status.setting
     reconciler = by_quota["reconciler pass (tasks per run within its timeout)"]
     assert reconciler.setting.startswith("reconcileIntervalMinutes")
