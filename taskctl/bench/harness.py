@@ -329,6 +329,9 @@ class Pipeline:
             queue_url=self.queue_url,
             dead_letter_queue_url=self.dlq_url,
             stack=STACK,
+            # Its events come without a verified token: it runs the pipeline behind API
+            # Gateway, whose authorizer (and its 401/403) is not what it exercises.
+            api_auth="none",
         )
         self._metered_session = metered
 
