@@ -36,6 +36,7 @@ from components.packaging import BundleTarget, build_bundle
 from components.stack_settings import read_stack_settings
 from components.tagging import DefaultTags, tagged_provider
 from components.task_api import TaskApi, TaskApiArgs
+from components.task_auth import JwtIssuer, TaskAuth, TaskAuthArgs
 from components.task_function import (
     FunctionRuntime,
     QueueTrigger,
@@ -46,7 +47,7 @@ from components.task_function import (
 )
 from components.task_queues import TaskQueues, TaskQueuesArgs
 from components.task_table import TaskTable, TaskTableArgs
-from functions.settings import SettingsError
+from functions.settings import API_AUTH_ENV, SettingsError
 
 # -- the stack's settings, validated once --------------------------------------------------------
 try:
@@ -120,8 +121,14 @@ api_function = TaskFunction(
         service="api",
         handler="functions.api.handler",
         description="Accepts tasks and answers their status",
-        # Its own timeout: API Gateway gives up after 30 s (the settings model checks it).
-        runtime=dataclasses.replace(function_runtime, timeout_s=settings.apiTimeoutSeconds),
+        # Its own timeout: API Gateway gives up after 30 s (the settings model checks it). It
+        # knows whether callers are authenticated, so it refuses a task route without claims.
+        runtime=dataclasses.replace(
+            function_runtime,
+            timeout_s=settings.apiTimeoutSeconds,
+            environment={**function_runtime.environment, API_AUTH_ENV: settings.apiAuth},
+        ),
+        reserved_concurrency=settings.apiReservedConcurrency,
         permissions=(
             table_access(table.arn, "GetItem", "PutItem"),
             queue_send(queues.arn, sid="EnqueueTasks"),
@@ -193,7 +200,18 @@ reconciler_function = TaskFunction(
     opts=uses_aws_provider,
 )
 
-# -- the HTTP API --------------------------------------------------------------------------------
+# -- the HTTP API and who may call it -------------------------------------------------------------
+# apiAuth jwt: tokens from an external OIDC issuer named in the config, or else from the stack's
+# own Cognito user pool; none: the task routes are open.
+auth = None
+jwt_issuer = None
+if settings.apiAuth == "jwt" and settings.apiJwtIssuer:
+    jwt_issuer = JwtIssuer(issuer=settings.apiJwtIssuer, audiences=list(settings.jwt_audiences))
+elif settings.apiAuth == "jwt":
+    auth = TaskAuth(
+        "callers", TaskAuthArgs(name_prefix=name_prefix, region=region), opts=uses_aws_provider
+    )
+    jwt_issuer = auth.jwt_issuer
 api = TaskApi(
     "tasks",
     TaskApiArgs(
@@ -204,6 +222,7 @@ api = TaskApi(
         throttle_burst_limit=settings.apiThrottleBurstLimit,
         access_log_group_name=f"/aws/apigateway/{name_prefix}-access",
         log_retention_days=settings.logRetentionDays,
+        auth=jwt_issuer,
     ),
     opts=uses_aws_provider,
 )
@@ -240,3 +259,11 @@ pulumi.export("queueUrl", queues.url)
 pulumi.export("dlqUrl", queues.dlq_url)
 pulumi.export("tableName", table.name)
 pulumi.export("dashboardUrl", monitoring.dashboard_url)
+pulumi.export("apiAuth", settings.apiAuth)
+if jwt_issuer is not None:
+    pulumi.export("authIssuer", jwt_issuer.issuer)
+if auth is not None:
+    # Where `python -m taskctl token` gets a token; the client's secret is not exported.
+    pulumi.export("userPoolId", auth.user_pool_id)
+    pulumi.export("appClientId", auth.client_id)
+    pulumi.export("authTokenUrl", auth.token_url)

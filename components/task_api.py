@@ -1,5 +1,12 @@
 """The HTTP API: API Gateway v2 routes `POST /tasks`, `GET /tasks/{taskId}` (and, for JSON errors
-and the OpenAPI document, everything else) to one function."""
+and the OpenAPI document, everything else) to one function.
+
+With a `JwtIssuer` (`apiAuth: jwt`) a JWT authorizer guards the two task routes: API Gateway
+answers 401 for a missing, malformed, badly signed, expired or foreign (issuer, audience) token
+and 403 for a token without the route's scope, before the function runs. The `$default` route
+stays open: it serves the OpenAPI document and the API's own 404/405 replies, and the function
+refuses to run a task route for a request that carries no verified claims.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,8 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+
+from components.task_auth import READ_SCOPE, WRITE_SCOPE, JwtIssuer
 
 # Route key -> child resource suffix. Renaming a child replaces it, so these names are final.
 ROUTES = {
@@ -18,6 +27,10 @@ ROUTES = {
     # `{"message":"Not Found"}`, and the OpenAPI document is served at `GET /openapi.json`.
     "$default": "default",
 }
+# The scope a token needs for each guarded route (a route not listed here is open).
+ROUTE_SCOPES = {"POST /tasks": WRITE_SCOPE, "GET /tasks/{taskId}": READ_SCOPE}
+# Where the authorizer finds the token: `Authorization: Bearer <token>`.
+TOKEN_SOURCE = "$request.header.Authorization"
 PAYLOAD_FORMAT_VERSION = "2.0"  # what functions.api parses (HTTP API event, version 2.0)
 # One JSON line per request: enough to trace a client's complaint to the function's logs.
 ACCESS_LOG_FORMAT = json.dumps(
@@ -47,6 +60,8 @@ class TaskApiArgs:
     throttle_burst_limit: int
     access_log_group_name: str
     log_retention_days: int
+    # Whose tokens the task routes accept; None leaves them open (`apiAuth: none`).
+    auth: JwtIssuer | None = None
 
     def __post_init__(self) -> None:
         if not self.stage_name or "/" in self.stage_name or len(self.stage_name) > 128:
@@ -63,6 +78,7 @@ class TaskApi(pulumi.ComponentResource):
 
     api: aws.apigatewayv2.Api
     stage: aws.apigatewayv2.Stage
+    authorizer: aws.apigatewayv2.Authorizer | None
     access_log_group: aws.cloudwatch.LogGroup
     url: pulumi.Output[str]
     api_id: pulumi.Output[str]
@@ -78,6 +94,7 @@ class TaskApi(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         integration = self._lambda_integration(name, args)
+        self.authorizer = self._authorizer(name, args.auth) if args.auth is not None else None
         routes = [self._route(name, key, suffix, integration) for key, suffix in ROUTES.items()]
         self.access_log_group = aws.cloudwatch.LogGroup(
             f"{name}-access-logs",
@@ -104,14 +121,35 @@ class TaskApi(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
 
+    def _authorizer(self, name: str, auth: JwtIssuer) -> aws.apigatewayv2.Authorizer:
+        return aws.apigatewayv2.Authorizer(
+            f"{name}-jwt",
+            api_id=self.api.id,
+            name=f"{name}-jwt",
+            authorizer_type="JWT",
+            identity_sources=[TOKEN_SOURCE],
+            jwt_configuration=aws.apigatewayv2.AuthorizerJwtConfigurationArgs(
+                issuer=auth.issuer, audiences=auth.audiences
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
     def _route(
         self, name: str, route_key: str, suffix: str, integration: aws.apigatewayv2.Integration
     ) -> aws.apigatewayv2.Route:
+        guard: dict[str, object] = {}
+        if self.authorizer is not None and route_key in ROUTE_SCOPES:
+            guard = {
+                "authorization_type": "JWT",
+                "authorizer_id": self.authorizer.id,
+                "authorization_scopes": [ROUTE_SCOPES[route_key]],
+            }
         return aws.apigatewayv2.Route(
             f"{name}-{suffix}",
             api_id=self.api.id,
             route_key=route_key,
             target=integration.id.apply(lambda integration_id: f"integrations/{integration_id}"),
+            **guard,
             opts=pulumi.ResourceOptions(parent=self),
         )
 

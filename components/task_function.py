@@ -134,6 +134,9 @@ class TaskFunctionArgs:
     permissions: tuple[PolicyStatement, ...]
     trigger: QueueTrigger | ScheduleTrigger | None = None
     description: str = ""
+    # Invocations reserved for this function, which is also the most it runs at once (bounds
+    # what a flood of requests can spend); None shares the account's unreserved pool.
+    reserved_concurrency: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.function_name) <= 64:
@@ -216,6 +219,7 @@ class TaskFunction(pulumi.ComponentResource):
             architectures=[runtime.architecture],
             memory_size=runtime.memory_mb,
             timeout=runtime.timeout_s,
+            reserved_concurrent_executions=args.reserved_concurrency,
             environment=aws.lambda_.FunctionEnvironmentArgs(
                 variables={**runtime.environment, "POWERTOOLS_SERVICE_NAME": args.service}
             ),

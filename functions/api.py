@@ -4,11 +4,19 @@
     GET  /tasks/{taskId}   -> 200 the task record | 404 unknown | 400 not a UUID
     GET  /openapi.json     -> this API's OpenAPI document (generated from the same models)
 
+Callers (`functions.callers`): with `apiAuth: jwt` API Gateway has already refused a request
+without a valid token (401) or without the route's scope (403); the function reads the caller
+from the verified claims. Each task belongs to its caller: another caller's task is a 404 like an
+unknown id, and an Idempotency-Key names a task of its caller only.
+
 Every error is JSON `{"error": "<what is wrong and how to fix it>"}` (plus `details` for
 validation errors). Client mistakes get a 4xx and store nothing:
 
     400  malformed JSON, empty body, body not UTF-8, a taskId that is not a UUID, a bad header
-    404  unknown task or route          405  known route, wrong method (with `Allow`)
+    401  a task route without verified token claims on a stack that authenticates (the
+         function's own guard; API Gateway normally refuses such a request first)
+    404  unknown task (or another caller's), unknown route
+    405  known route, wrong method (with `Allow`)
     409  Idempotency-Key reused with a different body
     413  body over 64 KiB or message over 4096 characters
     415  a Content-Type other than application/json
@@ -41,7 +49,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from functions import api_errors, runtime
+from functions import api_errors, callers, runtime
 from functions.api_errors import (
     IDEMPOTENCY_KEY_MAX_CHARS,
     MAX_BODY_BYTES,
@@ -61,9 +69,6 @@ from functions.lifecycle import (
 )
 from functions.store import StoredTask, TaskAlreadyExists
 
-# Task ids for an Idempotency-Key are uuid5(key) in this namespace: the same key always names
-# the same task, so a repeat is caught by the table's `attribute_not_exists(taskId)` condition.
-IDEMPOTENCY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:fault-tolerant-tasks:idempotency-key")
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 logger = Logger()
@@ -180,10 +185,11 @@ def submit_task(
     ] = None,
 ) -> Response[TaskAccepted]:
     rt = runtime.current()
+    owner = _caller(rt)
     now = rt.clock()
     fingerprint = task.fingerprint()
-    task_id = str(
-        uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key) if idempotency_key else uuid.uuid4()
+    task_id = (
+        callers.idempotent_task_id(owner, idempotency_key) if idempotency_key else str(uuid.uuid4())
     )
     record = new_task(task_id, task.message, rt.settings.policy, now)
     try:
@@ -191,10 +197,11 @@ def submit_task(
             record,
             now,
             check_after=first_check_at(now, rt.settings.policy),
+            owner=owner,
             request_hash=fingerprint if idempotency_key else None,
         )
     except TaskAlreadyExists:
-        return _replay(rt.store.get(task_id), fingerprint)
+        return _replay(rt.store.get(task_id), owner, fingerprint)
     logger.append_keys(taskId=task_id)
     try:
         rt.queue.enqueue(task_id)
@@ -215,9 +222,12 @@ def submit_task(
 def get_task(
     taskId: Annotated[uuid.UUID, Path(description="The id `POST /tasks` returned")],
 ) -> Response[TaskRecord]:
+    rt = runtime.current()
+    owner = _caller(rt)
     task_id = str(taskId)  # canonical lowercase form, as stored
-    stored = runtime.current().store.get(task_id)
-    if stored is None:
+    stored = rt.store.get(task_id)
+    # Another caller's task is answered exactly like one that does not exist.
+    if stored is None or _owner_of(stored) != owner:
         raise ApiError(
             HTTPStatus.NOT_FOUND, f"no task {task_id}; check the id POST /tasks returned"
         )
@@ -232,11 +242,15 @@ def get_task(
 def get_openapi() -> Response[dict[str, Any]]:
     # A tool that loads the document from this URL (a fuzzer, Swagger UI, a client generator)
     # resolves the paths against `servers`: behind a named stage that must be the stage, or it
-    # would call /tasks instead of /dev/tasks and meet the gateway's own 404.
+    # would call /tasks instead of /dev/tasks and meet the gateway's own 404. It declares the
+    # bearer token only where the stack asks for one.
     return Response(
         status_code=HTTPStatus.OK,
         content_type=content_types.APPLICATION_JSON,
-        body=openapi_document(server_url=_stage_prefix() or "/"),
+        body=openapi_document(
+            server_url=_stage_prefix() or "/",
+            authenticated=runtime.current().settings.api_auth == "jwt",
+        ),
     )
 
 
@@ -256,8 +270,33 @@ def _accepted(task_id: str, created_at: str, *, replayed: bool = False) -> Respo
     )
 
 
-def _replay(existing: StoredTask | None, fingerprint: str) -> Response[TaskAccepted]:
-    """A repeat of an `Idempotency-Key`: the original reply if the body matches."""
+def _caller(rt: runtime.Runtime) -> str:
+    """The owner of this request (see `functions.callers`)."""
+    claims = app.current_event.request_context.authorizer.jwt_claim
+    try:
+        return callers.owner_of(rt.settings.api_auth, claims)
+    except callers.Unauthenticated:
+        raise ApiError(
+            HTTPStatus.UNAUTHORIZED,
+            "this API needs a bearer token: send `Authorization: Bearer <token>` (`python -m "
+            "taskctl token` prints one for the stack's own app client)",
+        ) from None
+
+
+def _owner_of(stored: StoredTask) -> str:
+    # A task stored before tasks had owners was submitted to the open API.
+    return stored.owner or callers.ANONYMOUS_OWNER
+
+
+def _replay(existing: StoredTask | None, owner: str, fingerprint: str) -> Response[TaskAccepted]:
+    """A repeat of an `Idempotency-Key`: the original reply if the body matches. Its id is
+    derived from the owner, so the task is the caller's own; were it not (a task stored before
+    ids were scoped), the reply would say nothing about it."""
+    if existing is not None and _owner_of(existing) != owner:
+        raise ApiError(
+            HTTPStatus.CONFLICT,
+            "this Idempotency-Key cannot be used; use a new key for a new task",
+        )
     if existing is None:
         # The first request with this key is being undone right now (its enqueue failed).
         raise ApiError(
@@ -290,12 +329,61 @@ def _stage_prefix() -> str:
 # -- the OpenAPI document ---------------------------------------------------------------------
 
 
-def openapi_document(server_url: str = "/") -> dict[str, Any]:
+# The scope each task operation needs (the JWT authorizer's route scopes, components/task_api.py).
+OPERATION_SCOPES = {("/tasks", "post"): "tasks/write", ("/tasks/{taskId}", "get"): "tasks/read"}
+SECURITY_SCHEME = "bearerToken"
+# API Gateway's own reply to a request its JWT authorizer refuses (not this API's ErrorReply).
+_GATEWAY_DENIAL = {
+    "type": "object",
+    "properties": {"message": {"type": "string", "enum": ["Unauthorized", "Forbidden"]}},
+    "required": ["message"],
+}
+
+
+def openapi_document(server_url: str = "/", *, authenticated: bool = True) -> dict[str, Any]:
     """This API's OpenAPI document, generated from the routes and models above, its paths
-    relative to `server_url` (the stage prefix when served). A new dict on every call."""
+    relative to `server_url` (the stage prefix when served), and, when `authenticated`
+    (`apiAuth: jwt`), the bearer token and scope each task operation needs, with API Gateway's
+    401 and 403. A new dict on every call."""
     document = json.loads(_generated_openapi_json())
     document["servers"] = [{"url": server_url}]
+    if authenticated:
+        _declare_bearer_token(document)
     return document
+
+
+def _declare_bearer_token(document: dict[str, Any]) -> None:
+    document.setdefault("components", {})["securitySchemes"] = {
+        SECURITY_SCHEME: {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": (
+                "An access token of the stack's issuer (its own Cognito user pool unless the "
+                "stack names another): `python -m taskctl token` prints one. API Gateway checks "
+                "it before the function runs."
+            ),
+        }
+    }
+    denial = {"content": {"application/json": {"schema": _GATEWAY_DENIAL}}}
+    for (path, method), scope in OPERATION_SCOPES.items():
+        operation = document["paths"][path][method]
+        # OpenAPI 3.1: a scheme other than oauth2 may list the roles it needs, here the scope.
+        operation["security"] = [{SECURITY_SCHEME: [scope]}]
+        operation["responses"]["401"] = {
+            "description": "No token, or one that is malformed, expired, badly signed, or for "
+            "another issuer or audience (API Gateway's reply; the function's own, in the API's "
+            "error shape, should a request ever reach it without verified claims)",
+            "content": {
+                "application/json": {
+                    "schema": {"anyOf": [_GATEWAY_DENIAL, {"$ref": f"{_SCHEMA_REF}ErrorReply"}]}
+                }
+            },
+        }
+        operation["responses"]["403"] = {
+            "description": f"The token lacks the scope {scope} (API Gateway's reply)",
+            **denial,
+        }
 
 
 @functools.cache

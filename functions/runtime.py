@@ -22,9 +22,11 @@ from botocore.config import Config
 from functions.metrics import METRICS_NAMESPACE
 from functions.queue import TaskQueue
 from functions.settings import (
+    API_AUTH_ENV,
     SDK_CONNECT_TIMEOUT_S,
     SDK_MAX_ATTEMPTS,
     SDK_READ_TIMEOUT_S,
+    ApiAuth,
     SettingsError,
     TaskPolicy,
 )
@@ -63,6 +65,8 @@ class FunctionSettings:
     stack: str
     service: str = "tasks"
     metrics_namespace: str = METRICS_NAMESPACE
+    # Whether API Gateway authenticated the caller (`jwt`) or the API is open (`none`).
+    api_auth: ApiAuth = "jwt"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> FunctionSettings:
@@ -82,7 +86,14 @@ class FunctionSettings:
             stack=environ[STACK_ENV],
             service=environ.get(SERVICE_ENV) or "tasks",
             metrics_namespace=environ.get(METRICS_NAMESPACE_ENV) or METRICS_NAMESPACE,
+            api_auth=_api_auth(environ.get(API_AUTH_ENV) or "jwt"),
         )
+
+
+def _api_auth(value: str) -> ApiAuth:
+    if value not in ("jwt", "none"):
+        raise SettingsError(f"invalid function environment: {API_AUTH_ENV}={value!r}: jwt or none")
+    return "jwt" if value == "jwt" else "none"
 
 
 @dataclass

@@ -55,12 +55,19 @@ LOG_RETENTION_DAYS_ALLOWED = (
 )  # fmt: skip
 
 ENV_PREFIX = "TASKS_"
+# The api function's `apiAuth` (`jwt` or `none`); unset reads as `jwt`, so it fails closed.
+API_AUTH_ENV = ENV_PREFIX + "API_AUTH"
 # Lambda's Python runtimes (python3.X) the functions may run on: the Amazon Linux 2023 ones, which
 # the pinned function dependencies support (cp3X wheels for arm64 and x86_64). The newest is the
 # default. Deprecation dates (AWS Lambda developer guide, "Building Lambda functions with Python"):
 # 3.14 and 3.13 on 2029-06-30, 3.12 on 2028-10-31. python3.10 (2026-10-31) and python3.11
 # (2027-06-30) run on Amazon Linux 2 and are left out.
 LambdaPythonVersion = Literal["3.12", "3.13", "3.14"]
+# Who may call the API (DESIGN §2): `jwt` puts API Gateway's JWT authorizer on the task routes;
+# `none` leaves them open to anyone who has the URL, all callers being one anonymous owner.
+ApiAuth = Literal["jwt", "none"]
+# Lambda's reserved concurrency: at most this many api invocations run at once.
+LAMBDA_MAX_RESERVED_CONCURRENCY = 1000
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -165,6 +172,26 @@ class StackSettings(TaskPolicy):
     ] = None
     deletionProtection: bool = False
     pointInTimeRecovery: bool = False
+    # -- callers: authentication and the bounds on what one caller can spend (issue 9) --------
+    apiAuth: Annotated[
+        ApiAuth, Field(description="jwt: callers need a bearer token; none: open (dev only)")
+    ] = "jwt"
+    apiJwtIssuer: Annotated[
+        str | None,
+        Field(description="An external OIDC issuer (https URL); unset: the stack's own pool"),
+    ] = None
+    apiJwtAudience: Annotated[
+        str | None,
+        Field(description="The external issuer's audience(s), comma-separated"),
+    ] = None
+    apiReservedConcurrency: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=LAMBDA_MAX_RESERVED_CONCURRENCY,
+            description="Concurrent api invocations reserved, and allowed at most",
+        ),
+    ] = 10
 
     @model_validator(mode="after")
     def _aws_limits(self) -> Self:
@@ -195,7 +222,37 @@ class StackSettings(TaskPolicy):
             r"[^@\s]+@[^@\s]+\.[^@\s]+", self.alarmEmail
         ):
             raise ValueError(f"alarmEmail={self.alarmEmail!r} is not an e-mail address")
+        self._callers_are_authenticated_where_it_matters()
         return self
+
+    def _callers_are_authenticated_where_it_matters(self) -> None:
+        """A protected stack holds data someone cares about, so it is a production stack, and
+        a production stack authenticates its callers: `apiAuth: none` with
+        `deletionProtection: true` is refused. An external issuer comes with its audience, and
+        only where tokens are checked at all."""
+        if self.apiAuth == "none" and self.deletionProtection:
+            raise ValueError(
+                "apiAuth='none' with deletionProtection=true: a protected (production) stack "
+                "must authenticate its callers; set apiAuth: jwt"
+            )
+        external = (self.apiJwtIssuer, self.apiJwtAudience)
+        if any(external) and self.apiAuth != "jwt":
+            raise ValueError(
+                "apiJwtIssuer/apiJwtAudience are set but apiAuth is 'none', which checks no "
+                "token; set apiAuth: jwt or remove them"
+            )
+        if any(external) and not all(external):
+            raise ValueError(
+                "apiJwtIssuer and apiJwtAudience go together: an external issuer's tokens are "
+                "accepted only for a named audience"
+            )
+        if self.apiJwtIssuer is not None and not re.fullmatch(
+            r"https://[^\s/]+(/\S*)?", self.apiJwtIssuer
+        ):
+            raise ValueError(
+                f"apiJwtIssuer={self.apiJwtIssuer!r} is not an https URL (API Gateway fetches "
+                "its keys from <issuer>/.well-known/openid-configuration)"
+            )
 
     # -- derived values: computed here, never configured twice ---------------------------------
 
@@ -203,6 +260,11 @@ class StackSettings(TaskPolicy):
     def policy(self) -> TaskPolicy:
         """The subset the functions receive."""
         return TaskPolicy.model_validate(self.model_dump(include=set(TaskPolicy.model_fields)))
+
+    @property
+    def jwt_audiences(self) -> tuple[str, ...]:
+        """The external issuer's audiences (empty with the stack's own pool)."""
+        return tuple(a.strip() for a in (self.apiJwtAudience or "").split(",") if a.strip())
 
     @property
     def visibility_timeout_s(self) -> int:

@@ -16,6 +16,7 @@ Item layout: the public `TaskRecord` fields, plus internal attributes that `GET`
   removed by a redrive, so TTL never deletes an unfinished task;
 - `leaseExpiresAt` (epoch milliseconds, while PROCESSING);
 - `requestHash` (SHA-256 of the canonical submit body, for `Idempotency-Key`);
+- `owner`: who submitted the task (`functions.callers`); only its owner may read it;
 - `checkShard` / `checkAfter` (epoch seconds): the task's entry in the sparse `CHECK_INDEX`,
   when the reconciler looks at it next (see `functions.reconciler`);
 - `statusShard` (`OPEN#<shard>` or `FAILED#<shard>`) and `listedAt`: the task's entry in the
@@ -84,6 +85,7 @@ INDEXED_STATUSES = (
 # `GET /tasks/{taskId}` can never reach it, and it has no `checkShard`, so it is not indexed).
 RECONCILER_CURSOR_KEY = "reconciler-cursor"
 TASK_KEY = "taskId"
+OWNER_ATTRIBUTE = "owner"
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -128,6 +130,7 @@ class StoredTask:
     record: TaskRecord
     lease_expires_at: datetime | None = None
     request_hash: str | None = None
+    owner: str | None = None  # None: stored before tasks had owners
     check_after_s: int | None = None
     recoveries: int = 0
     dead_letter_returns: int = 0
@@ -251,16 +254,19 @@ class TaskStore:
         task: TaskRecord,
         now: datetime,
         check_after: datetime,
+        *,
+        owner: str,
         request_hash: str | None = None,
     ) -> None:
-        """Store a new PENDING task, first checked by the reconciler at `check_after`;
-        `TaskAlreadyExists` if the id is taken (by anyone but this very call)."""
+        """Store a new PENDING task of `owner`, first checked by the reconciler at
+        `check_after`; `TaskAlreadyExists` if the id is taken (by anyone but this very call)."""
         _require_future_check(check_after, now)
         item: dict[str, Any] = task.model_dump(mode="json", exclude_none=True)
         token = _new_token()
         item["writeToken"] = token
         item[CHECK_SHARD_ATTRIBUTE] = check_shard(task.taskId)
         item[CHECK_AFTER_ATTRIBUTE] = _epoch_s(check_after)
+        item[OWNER_ATTRIBUTE] = owner
         item[STATUS_SHARD_ATTRIBUTE] = status_shard(task.status, task.taskId)
         item[STATUS_SORT_ATTRIBUTE] = task.createdAt
         if request_hash is not None:
@@ -803,6 +809,7 @@ def _from_item(item: dict[str, Any]) -> StoredTask:
             datetime.fromtimestamp(lease_ms / 1000, tz=UTC) if lease_ms is not None else None
         ),
         request_hash=internal["requestHash"],
+        owner=internal[OWNER_ATTRIBUTE],
         check_after_s=internal[CHECK_AFTER_ATTRIBUTE],
         recoveries=internal["recoveries"] or 0,
         dead_letter_returns=internal["deadLetterReturns"] or 0,
@@ -812,6 +819,7 @@ def _from_item(item: dict[str, Any]) -> StoredTask:
 
 _INTERNAL_ATTRIBUTES = (
     "requestHash",
+    OWNER_ATTRIBUTE,
     "expiresAt",
     "writeToken",
     CHECK_SHARD_ATTRIBUTE,

@@ -77,6 +77,11 @@ def measure_throughput(
             api_url = found.stdout.strip()
             if found.returncode != 0 or not api_url:
                 return {"measured": False, "reason": f"no apiUrl output: {_last_line(found)}"}
+            # The stack's own app client's token (empty for an open stack), as a user gets it.
+            got = _taskctl(["token", "--stack", stack], env, 60)
+            if got.returncode != 0:
+                return {"measured": False, "reason": f"no token: {_last_line(got)}"}
+            token = got.stdout.strip() or None
             policy = policy_from_stack(stack)
             # A few tasks first, so the figure is the warm stack's rate, not its cold starts.
             progress(f"local load: warming up with {WARM_UP_TASKS} tasks")
@@ -88,6 +93,7 @@ def measure_throughput(
                         concurrency=concurrency,
                         timeout_s=default_timeout_s(policy),
                         policy=policy,
+                        bearer_token=token,
                     )
                 )
             except LoadError as exc:
@@ -98,6 +104,7 @@ def measure_throughput(
                 concurrency=concurrency,
                 timeout_s=default_timeout_s(policy),
                 policy=policy,
+                bearer_token=token,
             )
             done = {"terminal": 0}
 

@@ -7,6 +7,7 @@ unreachable URL, refused submit), reported as one line on stderr.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -70,6 +71,14 @@ def load(
             help="Chance that a deployment keeping its policy passes the FAILED-rate check.",
         ),
     ] = DEFAULT_CONFIDENCE,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="Bearer token for an API that authenticates callers (default: for the running "
+            "local stack's URL, a token of its own app client, as `python -m taskctl token`).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Submit N ordinary tasks, wait until they are terminal, judge them against the policy."""
     console = Console()
@@ -83,6 +92,9 @@ def load(
             max_attempts=max_attempts,
             error_rate=error_rate,
             confidence=confidence,
+        )
+        options = dataclasses.replace(
+            options, bearer_token=token or _local_stack_token(options.url, stack or "dev")
         )
         console.print(
             f"Submitting {options.count} tasks to {options.url} "
@@ -139,6 +151,25 @@ def _options(
         policy=policy,
         confidence=confidence,
     )
+
+
+def _local_stack_token(url: str, stack: str) -> str | None:
+    """A token of the local stack's own app client when `url` is that running stack's API and
+    it authenticates callers; None otherwise (a deployed API needs --token)."""
+    from taskctl.local.emulator import LocalStackError
+    from taskctl.local.stack import read_outputs
+    from taskctl.token.issuer import TokenError, fetch_token, local_app_client
+
+    try:
+        if read_outputs(stack).get("apiUrl", "").rstrip("/") != url:
+            return None
+    except LocalStackError:
+        return None  # no local stack of that name runs: the URL is someone else's
+    try:
+        app = local_app_client(stack)
+        return fetch_token(app) if app is not None else None
+    except TokenError as exc:
+        raise LoadError(f"no token from local stack {stack!r}: {exc}") from None
 
 
 def _run_with_progress(options: LoadOptions, console: Console) -> dict:

@@ -155,9 +155,15 @@ async def _submit_one(client: httpx.AsyncClient, url: str, submission: Submissio
             await asyncio.sleep(_retry_delay_s(response, retry))
             continue
         if response.status_code != 202:
+            hint = ""
+            if response.status_code in (401, 403):
+                hint = (
+                    " (the API wants a bearer token with the scope tasks/write: pass --token, "
+                    "e.g. --token $(python -m taskctl token ...))"
+                )
             raise LoadError(
                 f"submit refused: POST {url} answered {response.status_code}: "
-                f"{_error_text(response)}"
+                f"{_error_text(response)}{hint}"
             )
         try:
             task_id = str(response.json()["taskId"])
@@ -313,9 +319,13 @@ class _LoopbackNameTransport(httpx.AsyncBaseTransport):
 
 
 def make_client(
-    base_url: str, concurrency: int, request_timeout_s: float = REQUEST_TIMEOUT_S
+    base_url: str,
+    concurrency: int,
+    request_timeout_s: float = REQUEST_TIMEOUT_S,
+    bearer_token: str | None = None,
 ) -> httpx.AsyncClient:
-    """An HTTP client sized for `concurrency` requests in flight."""
+    """An HTTP client sized for `concurrency` requests in flight, sending `bearer_token` (if
+    any) with every request."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     loopback = is_loopback_host(httpx.URL(base_url).host)
     transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=not loopback)
@@ -325,4 +335,5 @@ def make_client(
         # A proxy from the environment must not intercept a run against the local stack.
         trust_env=not loopback,
         follow_redirects=False,
+        headers={"Authorization": f"Bearer {bearer_token}"} if bearer_token else None,
     )

@@ -25,6 +25,7 @@ class LoadOptions:
     policy: LoadPolicy
     confidence: float = DEFAULT_CONFIDENCE
     request_timeout_s: float = api.REQUEST_TIMEOUT_S
+    bearer_token: str | None = None  # for a stack that authenticates callers (apiAuth: jwt)
 
 
 def default_timeout_s(policy: LoadPolicy) -> float:
@@ -62,7 +63,9 @@ async def _run(
         tasks.append(task)
         on_submitted(task)
 
-    async with api.make_client(options.url, options.concurrency, options.request_timeout_s) as http:
+    async with api.make_client(
+        options.url, options.concurrency, options.request_timeout_s, options.bearer_token
+    ) as http:
         started_at_s = time.monotonic()
         # Poll alongside submission, so a task's terminal time is not inflated by the others'
         # submits; the poller's timeout starts once the last task is in.

@@ -103,7 +103,7 @@ def up(
 
 def _print_ready(local: stack.LocalStack, stack_name: str) -> None:
     _print_skipped(local.skipped)
-    _print_outputs(local.outputs)
+    _print_outputs(local.outputs, stack_name)
     _print_schedules(local.schedules)
     console.print(
         f"\n[green]ready[/] in {local.ready_after_s:.1f} s: stack [bold]{stack_name}[/] on the "
@@ -144,7 +144,7 @@ def outputs(
     elif as_json:
         typer.echo(json.dumps(values, indent=2))
     else:
-        _print_outputs(values)
+        _print_outputs(values, stack_name)
 
 
 @app.command(name="logs")
@@ -180,7 +180,7 @@ def status(stack_name: StackOption = "dev") -> None:
 # -- printing -----------------------------------------------------------------------------------
 
 
-def _print_outputs(values: dict) -> None:
+def _print_outputs(values: dict, stack_name: str) -> None:
     width = max([len("OUTPUT"), *map(len, values)]) + 2
     console.print(f"Current stack outputs ({len(values)}):")
     console.print(f"    {'OUTPUT':<{width}} VALUE")
@@ -190,15 +190,26 @@ def _print_outputs(values: dict) -> None:
     endpoint = values.get("tasksEndpoint") or (
         f"{values['apiUrl']}/tasks" if "apiUrl" in values else None
     )
-    if endpoint:
-        console.print("\nTry it:")
+    if not endpoint:
+        return
+    bearer = ""
+    if values.get("apiAuth") == "none":
         console.print(
-            f"  curl -i -X POST {endpoint} -H 'Content-Type: application/json' "
-            f'-d \'{{"message":"SUCCESS"}}\'',
-            soft_wrap=True,
-            markup=False,
+            "\n[bold red]OPEN API (apiAuth: none):[/] anyone who reaches this URL can submit and "
+            "read tasks; every caller is the same anonymous owner. For dev only."
         )
-        console.print(f"  curl -s {endpoint}/<taskId>", soft_wrap=True, markup=False)
+    elif "appClientId" in values:
+        bearer = '-H "Authorization: Bearer $TOKEN" '
+    console.print("\nTry it:")
+    if bearer:
+        console.print(f"  TOKEN=$(python -m taskctl token --stack {stack_name})", markup=False)
+    console.print(
+        f"  curl -i -X POST {endpoint} {bearer}-H 'Content-Type: application/json' "
+        f'-d \'{{"message":"SUCCESS"}}\'',
+        soft_wrap=True,
+        markup=False,
+    )
+    console.print(f"  curl -s {bearer}{endpoint}/<taskId>", soft_wrap=True, markup=False)
 
 
 def _print_schedules(schedules: list[stack.Schedule]) -> None:

@@ -395,6 +395,7 @@ def bundle_bytes(code: Any) -> bytes:
     "architectures",
     "memorySize",
     "timeout",
+    "reservedConcurrentExecutions",
     "environment.variables",
 )
 def create_function(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
@@ -419,6 +420,12 @@ def create_function(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any
     lam = ctx.client("lambda")
     function = lam.create_function(**request)
     _wait_active(lam, name)
+    if "reservedConcurrentExecutions" in inputs:
+        # The emulator enforces it: invocations beyond it are throttled, as in AWS.
+        lam.put_function_concurrency(
+            FunctionName=name,
+            ReservedConcurrentExecutions=int(inputs["reservedConcurrentExecutions"]),
+        )
     arn = function["FunctionArn"]
     return Created(
         id=name,
@@ -566,10 +573,51 @@ def create_integration(ctx: EmulatorContext, logical: str, inputs: Mapping[str, 
     return Created(id=integration["IntegrationId"], outputs={})
 
 
-@creates("aws:apigatewayv2/route:Route", "apiId", "routeKey", "target")
+@creates(
+    "aws:apigatewayv2/authorizer:Authorizer",
+    "apiId",
+    "name",
+    "authorizerType",
+    "identitySources",
+    "jwtConfiguration.issuer",
+    "jwtConfiguration.audiences",
+)
+def create_authorizer(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
+    jwt = inputs["jwtConfiguration"]
+    authorizer = ctx.client("apigatewayv2").create_authorizer(
+        ApiId=inputs["apiId"],
+        Name=str(inputs["name"]),
+        AuthorizerType=inputs["authorizerType"],
+        IdentitySource=list(inputs["identitySources"]),
+        JwtConfiguration={"Issuer": jwt["issuer"], "Audience": list(jwt["audiences"])},
+    )
+    # The emulator verifies the token as API Gateway does: RS256 signature against the issuer's
+    # JWKS (a pool of its own, or the issuer's OpenID discovery), iss, exp/nbf/iat, aud (or
+    # client_id), then the route's scopes (403), with API Gateway's reply bodies.
+    return Created(
+        id=authorizer["AuthorizerId"],
+        outputs={},
+        notes=[
+            "JWT authorizer enforced (signature, issuer, expiry, audience, scopes) but its "
+            "401s lack AWS's www-authenticate header naming the reason"
+        ],
+    )
+
+
+_ROUTE_INPUTS = {
+    "apiId": "ApiId",
+    "routeKey": "RouteKey",
+    "target": "Target",
+    "authorizationType": "AuthorizationType",
+    "authorizerId": "AuthorizerId",
+    "authorizationScopes": "AuthorizationScopes",
+}
+
+
+@creates("aws:apigatewayv2/route:Route", *_ROUTE_INPUTS)
 def create_route(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
     route = ctx.client("apigatewayv2").create_route(
-        ApiId=inputs["apiId"], RouteKey=inputs["routeKey"], Target=inputs["target"]
+        **{aws: inputs[key] for key, aws in _ROUTE_INPUTS.items() if key in inputs}
     )
     return Created(id=route["RouteId"], outputs={})
 
@@ -615,5 +663,91 @@ def create_stage(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) 
             f"{throttling['throttlingBurstLimit']}) stored but not enforced: the emulator never "
             "answers 429 for rate",
             "access logging stored but not written by the emulator",
+        ],
+    )
+
+
+# -- Cognito (the stack's own token issuer) ------------------------------------------------------
+
+
+@creates("aws:cognito/userPool:UserPool", "name", "adminCreateUserConfig.allowAdminCreateUserOnly")
+def create_user_pool(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
+    admin_only = bool(inputs["adminCreateUserConfig"]["allowAdminCreateUserOnly"])
+    pool = ctx.client("cognito-idp").create_user_pool(
+        PoolName=str(inputs["name"]),
+        AdminCreateUserConfig={"AllowAdminCreateUserOnly": admin_only},
+    )["UserPool"]
+    pool_id = pool["Id"]
+    return Created(
+        id=pool_id,
+        outputs={
+            "arn": pool.get("Arn") or ctx.arn("cognito-idp", f"userpool/{pool_id}"),
+            "name": pool["Name"],
+            "endpoint": f"cognito-idp.{ctx.region}.amazonaws.com/{pool_id}",
+        },
+    )
+
+
+@creates("aws:cognito/resourceServer:ResourceServer", "userPoolId", "identifier", "name", "scopes")
+def create_resource_server(
+    ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]
+) -> Created:
+    identifier = str(inputs["identifier"])
+    ctx.client("cognito-idp").create_resource_server(
+        UserPoolId=inputs["userPoolId"],
+        Identifier=identifier,
+        Name=str(inputs["name"]),
+        Scopes=[
+            {"ScopeName": scope["scopeName"], "ScopeDescription": scope["scopeDescription"]}
+            for scope in inputs["scopes"]
+        ],
+    )
+    scopes = [f"{identifier}/{scope['scopeName']}" for scope in inputs["scopes"]]
+    return Created(id=f"{inputs['userPoolId']}|{identifier}", outputs={"scopeIdentifiers": scopes})
+
+
+_CLIENT_INPUTS = {
+    "name": "ClientName",
+    "userPoolId": "UserPoolId",
+    "generateSecret": "GenerateSecret",
+    "allowedOauthFlowsUserPoolClient": "AllowedOAuthFlowsUserPoolClient",
+    "allowedOauthFlows": "AllowedOAuthFlows",
+    "allowedOauthScopes": "AllowedOAuthScopes",
+    "supportedIdentityProviders": "SupportedIdentityProviders",
+    "accessTokenValidity": "AccessTokenValidity",
+}
+
+
+@creates(
+    "aws:cognito/userPoolClient:UserPoolClient",
+    *_CLIENT_INPUTS,
+    "tokenValidityUnits.accessToken",
+)
+def create_user_pool_client(
+    ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]
+) -> Created:
+    request = {aws: inputs[key] for key, aws in _CLIENT_INPUTS.items() if key in inputs}
+    if "tokenValidityUnits" in inputs:
+        request["TokenValidityUnits"] = {"AccessToken": inputs["tokenValidityUnits"]["accessToken"]}
+    client = ctx.client("cognito-idp").create_user_pool_client(**request)["UserPoolClient"]
+    # The secret is not an output here either: `taskctl token` reads it from the emulator.
+    return Created(id=client["ClientId"], outputs={"name": client["ClientName"]})
+
+
+@creates("aws:cognito/userPoolDomain:UserPoolDomain", "domain", "userPoolId")
+def create_user_pool_domain(
+    ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]
+) -> Created:
+    domain = str(inputs["domain"])
+    ctx.client("cognito-idp").create_user_pool_domain(
+        Domain=domain, UserPoolId=inputs["userPoolId"]
+    )
+    return Created(
+        id=domain,
+        outputs={"domain": domain},
+        notes=[
+            f"the token endpoint is the emulator's, {ctx.endpoint_url}/oauth2/token, not the "
+            "exported authTokenUrl (https://<domain>.auth.<region>.amazoncognito.com); "
+            "`python -m taskctl token` uses it"
         ],
     )

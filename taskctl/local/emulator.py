@@ -143,6 +143,8 @@ def _emulator_environment(
         "MINISTACK_REGION": region,
         "MINISTACK_ACCOUNT_ID": ACCOUNT_ID,
         "PERSIST_STATE": "0",
+        # Cognito's signing keys live here (not in the shared /tmp/ministack-state default).
+        "STATE_DIR": str(paths.emulator_state_dir),
         "LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
         LAMBDA_PYTHON_ENV: str(lambda_python),  # read by the launcher

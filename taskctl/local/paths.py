@@ -52,5 +52,10 @@ class StackPaths:
         """The emulator's TMPDIR: its pid file and the functions' unpacked code land here."""
         return self.root / "tmp"
 
+    @property
+    def emulator_state_dir(self) -> Path:
+        """The emulator's own files: its Cognito signing keys (one pair per user pool)."""
+        return self.root / "emulator-state"
+
     def ensure(self) -> None:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,15 @@ from taskctl.local.paths import StackPaths
 DEFAULT_REGION = "us-east-1"
 WARM_UP_TIMEOUT_S = 60.0  # a cold api function imports Powertools and pydantic first
 # The outputs `pulumi stack output` shows for this program, in the order it shows them.
-OUTPUT_ORDER = ("apiUrl", "tasksEndpoint", "queueUrl", "dlqUrl", "tableName", "dashboardUrl")
+OUTPUT_ORDER = (
+    "apiUrl",
+    "tasksEndpoint",
+    "apiAuth",
+    "queueUrl",
+    "dlqUrl",
+    "tableName",
+    "dashboardUrl",
+)
 EVENT_RULE_TYPE = "aws:cloudwatch/eventRule:EventRule"
 EVENT_TARGET_TYPE = "aws:cloudwatch/eventTarget:EventTarget"
 
@@ -131,7 +139,7 @@ def bring_up(stack: str, *, port: int, foreground: bool, progress: Progress) -> 
         paths.deployment_file.write_text(deployment_json + "\n")
         if "apiUrl" in outputs:
             progress("warming the API (its first request starts the api function)")
-            smoke_check_api(outputs["apiUrl"])
+            smoke_check_api(outputs["apiUrl"], bearer_token=_smoke_token(stack, outputs, running))
         # Written last: its existence means "ready" to scripts and tests that wait for it.
         # Inside the try, so a Ctrl-C that lands right after it still stops the emulator.
         paths.outputs_file.write_text(json.dumps(outputs, indent=2) + "\n")
@@ -165,15 +173,38 @@ def _deploy(stack: str, running: RunningEmulator, progress: Progress):
     return deploy(stack, context, on_created=lambda typ, name: progress(f"created {typ} {name}"))
 
 
-def smoke_check_api(api_url: str, timeout_s: float = WARM_UP_TIMEOUT_S) -> None:
-    """GET a task that cannot exist: proves API Gateway -> api function -> DynamoDB works, and
-    leaves the function warm so the user's first curl is fast. Anything but 404 is an error."""
+def _smoke_token(stack: str, outputs: dict[str, Any], running: RunningEmulator) -> str | None:
+    """A token of the stack's own app client (None for an open stack): the smoke check then
+    also proves that the pool issues tokens the authorizer accepts."""
+    from taskctl.token.issuer import TokenError, emulator_app_client, fetch_token
+
+    if outputs.get("apiAuth") == "jwt" and "appClientId" not in outputs:
+        raise LocalStackError(
+            f"stack {stack!r} names an external token issuer (apiJwtIssuer), which the local "
+            "stack cannot reach; run it locally with the stack's own user pool (unset "
+            "apiJwtIssuer and apiJwtAudience)"
+        )
+    try:
+        app = emulator_app_client(stack, outputs, running)
+        return fetch_token(app) if app is not None else None
+    except TokenError as exc:
+        raise LocalStackError(f"the deployed user pool issued no token: {exc}") from None
+
+
+def smoke_check_api(
+    api_url: str, timeout_s: float = WARM_UP_TIMEOUT_S, bearer_token: str | None = None
+) -> None:
+    """GET a task that cannot exist: proves API Gateway -> api function -> DynamoDB works (with
+    `bearer_token`, the authorizer too), and leaves the function warm so the user's first curl
+    is fast. Anything but 404 is an error."""
     url = urllib.parse.urlsplit(api_url)
     # Python does not resolve `<id>.execute-api.localhost` (curl does): connect to 127.0.0.1 and
     # route by the Host header, as API Gateway does.
+    headers = {"Host": url.netloc}
+    if bearer_token is not None:
+        headers["Authorization"] = f"Bearer {bearer_token}"
     request = urllib.request.Request(
-        f"http://127.0.0.1:{url.port}{url.path}/tasks/{uuid.UUID(int=0)}",
-        headers={"Host": url.netloc},
+        f"http://127.0.0.1:{url.port}{url.path}/tasks/{uuid.UUID(int=0)}", headers=headers
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as reply:

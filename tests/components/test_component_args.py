@@ -3,9 +3,12 @@ declared (the program's own settings never reach these limits; a new caller migh
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from components.task_api import TaskApiArgs
+from components.task_auth import TaskAuthArgs, domain_prefix
 from components.task_function import QueueTrigger, TaskFunctionArgs
 from components.task_queues import TaskQueuesArgs
 
@@ -79,3 +82,27 @@ def test_function_args_refuse_a_name_or_handler_lambda_would_refuse(
     }
     with pytest.raises(ValueError, match=named):
         TaskFunctionArgs(**{**args, **fields})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("prefix", "named"),
+    [
+        ("", "lowercase letters"),
+        ("Fault-Tasks-dev", "lowercase letters"),
+        ("tasks_dev", "lowercase letters"),
+        ("x" * 41, "1..40"),
+        ("my-aws-tasks", "'aws'"),
+        ("cognito-tasks", "'cognito'"),
+    ],
+)
+def test_auth_args_refuse_a_name_prefix_cognito_would_refuse_as_a_domain(
+    prefix: str, named: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(named)):
+        TaskAuthArgs(name_prefix=prefix, region="eu-west-1")
+
+
+def test_the_domain_prefix_ends_in_the_pool_ids_own_part() -> None:
+    assert domain_prefix("fault-tolerant-tasks-dev", "eu-west-1_AbC123xyz") == (
+        "fault-tolerant-tasks-dev-abc123xyz"
+    )

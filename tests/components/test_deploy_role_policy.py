@@ -92,6 +92,10 @@ TYPE_ACTIONS: dict[str, frozenset[str]] = {
             "lambda:ListTags",
             "lambda:TagResource",
             "lambda:UntagResource",
+            # the api function's reserved concurrency (apiReservedConcurrency)
+            "lambda:PutFunctionConcurrency",
+            "lambda:GetFunctionConcurrency",
+            "lambda:DeleteFunctionConcurrency",
             "iam:PassRole",  # a function is created with its role
         }
     ),
@@ -121,6 +125,44 @@ TYPE_ACTIONS: dict[str, frozenset[str]] = {
     "aws:apigatewayv2/api:Api": _HTTP_API,
     "aws:apigatewayv2/integration:Integration": _HTTP_API,
     "aws:apigatewayv2/route:Route": _HTTP_API,
+    "aws:apigatewayv2/authorizer:Authorizer": _HTTP_API,
+    # The callers' user pool (apiAuth: jwt), its scopes, machine client and token domain.
+    "aws:cognito/userPool:UserPool": frozenset(
+        {
+            "cognito-idp:CreateUserPool",
+            "cognito-idp:DescribeUserPool",
+            "cognito-idp:UpdateUserPool",
+            "cognito-idp:DeleteUserPool",
+            "cognito-idp:GetUserPoolMfaConfig",
+            "cognito-idp:SetUserPoolMfaConfig",
+            "cognito-idp:TagResource",
+            "cognito-idp:UntagResource",
+        }
+    ),
+    "aws:cognito/resourceServer:ResourceServer": frozenset(
+        {
+            "cognito-idp:CreateResourceServer",
+            "cognito-idp:DescribeResourceServer",
+            "cognito-idp:UpdateResourceServer",
+            "cognito-idp:DeleteResourceServer",
+        }
+    ),
+    "aws:cognito/userPoolClient:UserPoolClient": frozenset(
+        {
+            "cognito-idp:CreateUserPoolClient",
+            "cognito-idp:DescribeUserPoolClient",
+            "cognito-idp:UpdateUserPoolClient",
+            "cognito-idp:DeleteUserPoolClient",
+        }
+    ),
+    "aws:cognito/userPoolDomain:UserPoolDomain": frozenset(
+        {
+            "cognito-idp:CreateUserPoolDomain",
+            "cognito-idp:DescribeUserPoolDomain",
+            "cognito-idp:UpdateUserPoolDomain",
+            "cognito-idp:DeleteUserPoolDomain",
+        }
+    ),
     # A stage with access logs sets up a CloudWatch Logs delivery (AWS's "Configuring logging
     # for an HTTP API": the caller needs these log-delivery permissions).
     "aws:apigatewayv2/stage:Stage": _HTTP_API
@@ -188,9 +230,16 @@ STATE_BACKEND_STATEMENTS = {
     "PulumiSecretsKey": {"kms:Encrypt", "kms:Decrypt"},
 }
 # Statements on `Resource: "*"`, each for a documented reason: event source mappings are created
-# before they have an ARN (scoped by a condition on the function instead), and CloudWatch Logs'
-# log-delivery actions support no resource-level permission.
-UNSCOPED_STATEMENTS = {"QueueTriggers", "ApiAccessLogDelivery"}
+# before they have an ARN (scoped by a condition on the function instead), CloudWatch Logs'
+# log-delivery actions support no resource-level permission, and neither do Cognito's
+# CreateUserPool (scoped by a condition on the project tag the provider sets) and
+# DescribeUserPoolDomain (a domain is no ARN).
+UNSCOPED_STATEMENTS = {
+    "QueueTriggers",
+    "ApiAccessLogDelivery",
+    "CreateCallerPool",
+    "DescribeCallerPoolDomain",
+}
 
 
 @cache
@@ -301,3 +350,9 @@ def test_the_preview_role_reads_state_and_changes_nothing_in_the_stack() -> None
     }
     program_actions = set().union(*TYPE_ACTIONS.values())
     assert program_actions.isdisjoint(action for action, _ in grants)
+
+
+def test_a_caller_pool_may_be_created_only_tagged_as_this_projects() -> None:
+    (statement,) = [s for s in _statements() if s["Sid"] == "CreateCallerPool"]
+    assert statement["Action"] == ["cognito-idp:CreateUserPool"]
+    assert statement["Condition"] == {"StringEquals": {"aws:RequestTag/project": project_name()}}

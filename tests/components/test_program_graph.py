@@ -483,6 +483,13 @@ def test_exports_are_what_pulumi_stack_output_shows(program_run):
         "dlqUrl",
         "tableName",
         "dashboardUrl",
+        # Both stacks authenticate callers with their own user pool (tests/components/
+        # test_api_auth.py covers the other settings).
+        "apiAuth",
+        "authIssuer",
+        "userPoolId",
+        "appClientId",
+        "authTokenUrl",
     }
     (api,) = program_run.created("aws:apigatewayv2/api:Api")
     assert outputs["apiUrl"] == f"{api.outputs['apiEndpoint']}/{program_run.stack}"
@@ -498,7 +505,14 @@ def test_components_use_project_type_tokens_and_parent_children_named_after_them
     resources = program_run.mocks.resources
     components = [r for r in resources if r.type_token.startswith("fault-tolerant-tasks:")]
     modules = {r.type_token.split(":")[1] for r in components}
-    assert modules == {"task_queues", "task_table", "task_function", "task_api", "monitoring"}
+    assert modules == {
+        "task_queues",
+        "task_table",
+        "task_function",
+        "task_api",
+        "task_auth",
+        "monitoring",
+    }
     for module in modules:
         assert (PROJECT_DIR / "components" / f"{module}.py").is_file()
     for component in components:

@@ -23,6 +23,7 @@ from e2e_support import (
     STACK,
     UP_TIMEOUT_S,
     LocalStackUnderTest,
+    api_client,
     environment_with_state,
     local_command,
     strand_task,
@@ -68,19 +69,10 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
 
 @pytest.fixture(scope="session")
 def api(local_stack: LocalStackUnderTest) -> Iterator[httpx.Client]:
-    """HTTP to the printed apiUrl, host-routed like curl does it.
-
-    curl resolves `<id>.execute-api.localhost` to 127.0.0.1 itself (RFC 6761); Python's resolver
-    does not, so the client connects to 127.0.0.1 and sends the apiUrl's host in `Host`, which is
-    what API Gateway (and the emulator) routes on.
-    """
-    api_url = httpx.URL(local_stack.api_url)
-    assert api_url.host.endswith(".execute-api.localhost"), local_stack.api_url
-    with httpx.Client(
-        base_url=api_url.copy_with(host="127.0.0.1"),
-        headers={"Host": api_url.netloc.decode()},
-        timeout=30.0,
-    ) as client:
+    """HTTP to the printed apiUrl as the stack's own app client (with its token when the stack
+    authenticates callers, as `python -m taskctl token` prints it)."""
+    token = local_stack.token() if local_stack.authenticates else None
+    with api_client(local_stack, token) as client:
         yield client
 
 

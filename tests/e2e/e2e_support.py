@@ -25,6 +25,7 @@ import boto3
 import httpx
 import pytest
 
+from functions.callers import ANONYMOUS_OWNER
 from functions.lifecycle import new_task
 from functions.settings import TaskPolicy
 from functions.store import TaskStore
@@ -88,6 +89,25 @@ class LocalStackUnderTest:
     @property
     def api_url(self) -> str:
         return self.outputs["apiUrl"]
+
+    @property
+    def authenticates(self) -> bool:
+        """Whether the stack's API wants a token (`apiAuth: jwt`)."""
+        return self.outputs.get("apiAuth") != "none"
+
+    @property
+    def owner(self) -> str:
+        """Who the tests' tasks belong to: the stack's own app client (the `sub` of its
+        client-credentials tokens), or the anonymous owner of an open stack."""
+        return self.outputs["appClientId"] if self.authenticates else ANONYMOUS_OWNER
+
+    def token(self, *scopes: str) -> str:
+        """A token of the stack's own app client, from `python -m taskctl token` as a user
+        gets one (`scopes`: only these; default all)."""
+        flags = [arg for scope in scopes for arg in ("--scope", scope)]
+        got = taskctl("token", "--stack", STACK, *flags, env=self.env, timeout_s=60)
+        assert got.returncode == 0, got.stderr
+        return got.stdout.strip()
 
     @property
     def endpoint_url(self) -> str:
@@ -186,7 +206,7 @@ def strand_task(local_stack: LocalStackUnderTest, message: str) -> StrandedTask:
     store = TaskStore(
         local_stack.client("dynamodb"), local_stack.outputs["tableName"], policy.taskTtlDays
     )
-    store.create(record, created, check_after=now)
+    store.create(record, created, check_after=now, owner=local_stack.owner)
     return StrandedTask(task_id=record.taskId, stranded_at=time.monotonic())
 
 
@@ -195,6 +215,22 @@ def scheduled_run_budget_s(interval_s: int) -> float:
     interval, the emulator scheduler's look-up period, and cold starts of the scheduled function
     and of the worker on a busy machine."""
     return interval_s + EMULATOR_SCHEDULER_TICK_S + 20
+
+
+def api_client(local_stack: LocalStackUnderTest, token: str | None) -> httpx.Client:
+    """HTTP to the printed apiUrl, host-routed like curl does it, with `token` (if any) as the
+    bearer token.
+
+    curl resolves `<id>.execute-api.localhost` to 127.0.0.1 itself (RFC 6761); Python's resolver
+    does not, so the client connects to 127.0.0.1 and sends the apiUrl's host in `Host`, which is
+    what API Gateway (and the emulator) routes on.
+    """
+    api_url = httpx.URL(local_stack.api_url)
+    assert api_url.host.endswith(".execute-api.localhost"), local_stack.api_url
+    headers = {"Host": api_url.netloc.decode()}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return httpx.Client(base_url=api_url.copy_with(host="127.0.0.1"), headers=headers, timeout=30.0)
 
 
 def submit(api: httpx.Client, message: str, **headers: str) -> str:

@@ -49,6 +49,8 @@ FUZZ_SETTINGS = settings(
     suppress_health_check=list(HealthCheck),
 )
 REPLAYED_HEADER = "Idempotent-Replayed"
+# The replies API Gateway's JWT authorizer gives itself, in its own shape (`{"message": ...}`).
+GATEWAY_DENIALS = {"401", "403"}
 
 
 class Target:
@@ -57,10 +59,12 @@ class Target:
     apiUrl's host in `Host` (see the `api` fixture: Python does not resolve
     `*.execute-api.localhost`)."""
 
-    def __init__(self, api_url: str, server_url: str) -> None:
+    def __init__(self, api_url: str, server_url: str, token: str | None) -> None:
         url = httpx.URL(api_url)
         self.base_url = str(url.copy_with(host="127.0.0.1", path=server_url)).rstrip("/")
         self.headers = {"Host": url.netloc.decode()}
+        if token is not None:  # the stack's own app client's, with both scopes
+            self.headers["Authorization"] = f"Bearer {token}"
         self.session = requests.Session()
         self.session.trust_env = False  # no proxy from the environment for a loopback API
 
@@ -79,7 +83,8 @@ class Target:
 
 @pytest.fixture(scope="module")
 def target(local_stack: LocalStackUnderTest, served_document: dict[str, Any]) -> Iterator[Target]:
-    target = Target(local_stack.api_url, served_document["servers"][0]["url"])
+    token = local_stack.token() if local_stack.authenticates else None
+    target = Target(local_stack.api_url, served_document["servers"][0]["url"], token)
     yield target
     target.session.close()
 
@@ -135,10 +140,23 @@ def test_served_document_describes_both_routes_and_their_client_errors(
     assert {"200", "400", "404"} <= set(read["responses"])
     for operation in (submit, read):
         for status, reply in operation["responses"].items():
-            if status.startswith("4"):
+            if status.startswith("4") and status not in GATEWAY_DENIALS:
                 schema = reply["content"]["application/json"]["schema"]
                 assert schema == {"$ref": "#/components/schemas/ErrorReply"}, status
     assert "error" in served_document["components"]["schemas"]["ErrorReply"]["required"]
+
+
+def test_served_document_declares_the_bearer_token_the_stack_asks_for(
+    served_document: dict[str, Any], local_stack: LocalStackUnderTest
+) -> None:
+    paths = served_document["paths"]
+    operations = (paths["/tasks"]["post"], paths["/tasks/{taskId}"]["get"])
+    declared = "securitySchemes" in served_document["components"]
+    assert declared == local_stack.authenticates
+    for operation in operations:
+        assert ("security" in operation) == declared
+        if declared:
+            assert set(operation["responses"]) >= GATEWAY_DENIALS
 
 
 def test_served_document_names_the_stage_so_a_tool_reaching_it_by_url_calls_the_api(
@@ -231,8 +249,20 @@ def _send_and_check(
 def _answered_by_the_emulator(case: schemathesis.Case, response: schemathesis.Response) -> bool:
     """ministack answers OPTIONS itself (403 `{"message": "CORS not configured"}`) for an HTTP
     API without CORS configuration; in AWS such an API's `$default` route carries OPTIONS to
-    the function, which answers 405 in the error shape (see test_api_handler_fuzz.py)."""
-    return case.method == "OPTIONS" and response.status_code == 403
+    the function, which answers 405 in the error shape (see test_api_handler_fuzz.py). And a
+    request the JWT authorizer refuses (schemathesis's `ignored_auth` check sends one without
+    the token) gets API Gateway's own documented 401/403 `{"message": ...}`, as in AWS."""
+    if case.method == "OPTIONS" and response.status_code == 403:
+        return True
+    return str(response.status_code) in GATEWAY_DENIALS and _gateway_message(response)
+
+
+def _gateway_message(response: schemathesis.Response) -> bool:
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("message") in ("Unauthorized", "Forbidden")
 
 
 def _header(response: schemathesis.Response, name: str) -> str | None:

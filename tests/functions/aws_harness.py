@@ -24,6 +24,11 @@ MAIN_QUEUE_VISIBILITY_S = 180  # as deployed: 6 x the 30 s function timeout
 BATCH_SIZE = 10  # records per invocation, at most (the receive's maximum)
 
 
+# The app client the tests call as (an owner), and another one.
+CALLER = "7fcaller0000000000000000a1"
+OTHER_CALLER = "7fcaller0000000000000000b2"
+
+
 def load_event(name: str) -> dict[str, Any]:
     return json.loads((EVENTS_DIR / name).read_text())
 
@@ -39,8 +44,11 @@ def http_event(
     headers: dict[str, str] | None = None,
     base64_body: bool = False,
     stage: str = "dev",
+    caller: str | None = CALLER,
 ) -> dict[str, Any]:
-    """An HTTP API (payload 2.0) event for `method path` (path without the stage)."""
+    """An HTTP API (payload 2.0) event for `method path` (path without the stage), from
+    `caller`: the claims API Gateway's JWT authorizer hands over for that client's verified
+    client-credentials token (None: no authorizer ran, as on an open stack's routes)."""
     template = "apigw_v2_post_tasks.json" if body is not None else "apigw_v2_get_task.json"
     event = copy.deepcopy(load_event(template))
     event.pop("pathParameters", None)
@@ -69,7 +77,26 @@ def http_event(
             event["headers"].pop(name.lower(), None)
         else:
             event["headers"][name.lower()] = value  # HTTP API lowercases header names
+    if caller is not None:
+        event["requestContext"]["authorizer"] = {"jwt": machine_claims(caller), "principalId": ""}
     return event
+
+
+def machine_claims(client_id: str) -> dict[str, Any]:
+    """The `jwt` block of a payload-2.0 event for a Cognito client-credentials token of
+    `client_id` (API Gateway passes every claim as a string, and the scopes apart)."""
+    return {
+        "claims": {
+            "sub": client_id,
+            "client_id": client_id,
+            "iss": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_TestPool",
+            "token_use": "access",
+            "scope": "tasks/read tasks/write",
+            "exp": "1893456000",
+            "iat": "1893452400",
+        },
+        "scopes": ["tasks/read", "tasks/write"],
+    }
 
 
 def submit_event(message: Any = "SUCCESS", **kwargs: Any) -> dict[str, Any]:

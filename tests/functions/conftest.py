@@ -106,6 +106,7 @@ def function_env(monkeypatch: pytest.MonkeyPatch, resources: Resources) -> None:
     monkeypatch.setenv("TASKS_QUEUE_URL", resources.queue_url)
     monkeypatch.setenv("TASKS_DLQ_URL", resources.dlq_url)
     monkeypatch.setenv("TASKS_STACK", "dev")
+    monkeypatch.setenv("TASKS_API_AUTH", "jwt")
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "tasks-test")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "FaultTolerantTasks")
 

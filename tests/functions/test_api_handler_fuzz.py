@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 import schemathesis
-from aws_harness import FakeLambdaContext, http_event
+from aws_harness import CALLER, FakeLambdaContext, http_event
 from hypothesis import HealthCheck, Phase, given, settings
 from requests.adapters import BaseAdapter, HTTPAdapter
 from schemathesis import GenerationMode
@@ -28,9 +30,18 @@ from functions import api
 from functions.runtime import Runtime
 
 EXAMPLES_PER_OPERATION = 80
+TOKEN = "a-token-the-authorizer-accepts"  # stands for a valid token with both scopes
 STAGE = "dev"
 ORIGIN = "https://api.example.test"
-SCHEMATHESIS_CONFIG = {"checks": {"negative_data_rejection": {"expected-statuses": ["4XX"]}}}
+SCHEMATHESIS_CONFIG = {
+    "checks": {
+        "negative_data_rejection": {"expected-statuses": ["4XX"]},
+        # Its probe (the request without the token) goes out on a fresh session, which cannot
+        # reach the in-process handler; the e2e twin makes that check against the emulator's
+        # real authorizer.
+        "ignored_auth": {"enabled": False},
+    }
+}
 FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES_PER_OPERATION,
     derandomize=True,
@@ -42,36 +53,58 @@ FUZZ_SETTINGS = settings(
 
 
 class ApiHandlerAdapter(BaseAdapter):
-    """A `requests` transport whose server is the api Lambda handler behind an HTTP API stage."""
+    """A `requests` transport whose server is the api Lambda handler behind an HTTP API stage
+    whose JWT authorizer guards the task routes: only `Authorization: Bearer <TOKEN>` reaches
+    them, as CALLER's verified claims; anything else gets API Gateway's own 401."""
 
     def send(self, request: requests.PreparedRequest, **_: Any) -> requests.Response:
         url = urlsplit(request.url)
         assert url.path.startswith(f"/{STAGE}/"), url.path
+        path = url.path.removeprefix(f"/{STAGE}")
         body = request.body.encode() if isinstance(request.body, str) else request.body
+        authorized = request.headers.get("Authorization") == f"Bearer {TOKEN}"
+        if _guarded(str(request.method), path) and not authorized:
+            denial = json.dumps({"message": "Unauthorized"}).encode()
+            return _reply(request, 401, denial, {"Content-Type": "application/json"})
         event = http_event(
             request.method,
-            url.path.removeprefix(f"/{STAGE}"),
+            path,
             body=body,
             headers=dict(request.headers),
             # API Gateway hands a body that is not text to the function base64-encoded
             base64_body=body is not None and not _is_utf8(body),
             stage=STAGE,
+            caller=CALLER if authorized else None,
         )
         reply = api.handler(event, FakeLambdaContext(function_name="fault-tolerant-tasks-dev-api"))
         content = reply.get("body", "").encode()
         if reply.get("isBase64Encoded"):
             content = base64.b64decode(content)
-        raw = HTTPResponse(
-            body=io.BytesIO(content),
-            headers=HTTPHeaderDict(reply.get("headers", {})),
-            status=reply["statusCode"],
-            version=11,
-            preload_content=False,
-        )
-        return HTTPAdapter().build_response(request, raw)
+        return _reply(request, reply["statusCode"], content, reply.get("headers", {}))
 
     def close(self) -> None:
         pass
+
+
+def _guarded(method: str, path: str) -> bool:
+    """Whether the request hits a route the JWT authorizer guards (`POST /tasks`,
+    `GET /tasks/{taskId}`); everything else goes to the open `$default` route."""
+    return (method, path) == ("POST", "/tasks") or (
+        method == "GET" and re.fullmatch(r"/tasks/[^/]+", path) is not None
+    )
+
+
+def _reply(
+    request: requests.PreparedRequest, status: int, content: bytes, headers: dict[str, str]
+) -> requests.Response:
+    raw = HTTPResponse(
+        body=io.BytesIO(content),
+        headers=HTTPHeaderDict(headers),
+        status=status,
+        version=11,
+        preload_content=False,
+    )
+    return HTTPAdapter().build_response(request, raw)
 
 
 def _is_utf8(body: bytes) -> bool:
@@ -168,7 +201,11 @@ def _send_and_check(case: schemathesis.Case, rt: Runtime, session: requests.Sess
     stored_before, queued_before = stored_tasks(rt), queued_messages(rt)
 
     # WHEN the generated request reaches the handler
-    transport = {"base_url": f"{ORIGIN}/{STAGE}", "session": session}
+    transport = {
+        "base_url": f"{ORIGIN}/{STAGE}",
+        "session": session,
+        "headers": {"Authorization": f"Bearer {TOKEN}"},
+    }
     response = case.call(**transport)
 
     # THEN the reply is what the document promises (no 5xx among them); a check that sends a
@@ -177,9 +214,11 @@ def _send_and_check(case: schemathesis.Case, rt: Runtime, session: requests.Sess
     stored = stored_tasks(rt) - stored_before
     queued = queued_messages(rt) - queued_before
     if 400 <= response.status_code < 500:
-        # AND a refusal is a JSON error, with nothing stored or queued
+        # AND a refusal is a JSON error (the API's, or the authorizer's own 401), with nothing
+        # stored or queued
         error = _error_text(response)
-        assert isinstance(error, str) and error.strip(), response.text[:300]
+        denied = response.status_code == 401 and response.json() == {"message": "Unauthorized"}
+        assert denied or (isinstance(error, str) and error.strip()), response.text[:300]
         assert (stored, queued) == (0, 0)
     if response.status_code == 202:
         # AND an accepted task is stored and queued once (a replay: not again)

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from aws_faults import lose_response
+from aws_harness import CALLER
 
 from functions.lifecycle import (
     AttemptOutcome,
@@ -44,12 +45,22 @@ LEASE = timedelta(seconds=30)
 @pytest.fixture
 def pending(rt: Runtime) -> TaskRecord:
     task = new_task(TASK_ID, "hello", rt.settings.policy, rt.clock())
-    rt.store.create(task, rt.clock(), check_after=first_check_at(rt.clock(), rt.settings.policy))
+    rt.store.create(
+        task,
+        rt.clock(),
+        check_after=first_check_at(rt.clock(), rt.settings.policy),
+        owner=CALLER,
+    )
     return task
 
 
 def create(rt: Runtime, task: TaskRecord) -> None:
-    rt.store.create(task, rt.clock(), check_after=first_check_at(rt.clock(), rt.settings.policy))
+    rt.store.create(
+        task,
+        rt.clock(),
+        check_after=first_check_at(rt.clock(), rt.settings.policy),
+        owner=CALLER,
+    )
 
 
 def current(rt: Runtime) -> TaskRecord:
@@ -333,7 +344,7 @@ def test_a_check_time_that_is_not_in_the_future_is_refused(rt: Runtime) -> None:
     task = new_task(TASK_ID, "hello", rt.settings.policy, rt.clock())
 
     with pytest.raises(ValueError, match="must be after now"):
-        rt.store.create(task, rt.clock(), check_after=rt.clock())
+        rt.store.create(task, rt.clock(), check_after=rt.clock(), owner=CALLER)
 
     assert rt.store.get(TASK_ID) is None
 
@@ -521,6 +532,7 @@ def test_the_index_lists_newest_first_across_shards_and_statuses_within_the_wind
             new_task(task_id, "x", rt.settings.policy, rt.clock()),
             rt.clock(),
             check_after=first_check_at(rt.clock(), rt.settings.policy),
+            owner=CALLER,
         )
         clock.advance(60)
     assert len({check_shard(task_id) for task_id in ids}) > 8

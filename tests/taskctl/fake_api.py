@@ -112,6 +112,8 @@ class FakeTaskApi:
     unavailable_submits: int = 0  # answer this many POSTs 503 first, storing nothing
     slow_submits: int = 0  # this many POSTs store the task, then answer after `slow_reply_s`
     slow_reply_s: float = 0.0
+    # Like API Gateway's JWT authorizer: without `Authorization: Bearer <this>`, a 401
+    bearer_token: str | None = None
     posts: int = 0
     by_idempotency_key: dict[str, str] = field(default_factory=dict)
     tasks: dict[str, FakeTask] = field(default_factory=dict)
@@ -169,9 +171,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
+    def _refused_token(self) -> bool:
+        expected = self.api.bearer_token
+        if expected is None or self.headers.get("Authorization") == f"Bearer {expected}":
+            return False
+        self._reply(401, {"message": "Unauthorized"})
+        return True
+
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
         raw = self.rfile.read(length)
+        if self._refused_token():
+            return None
         if self.path != f"/{STAGE}/tasks":
             return self._reply(404, {"error": f"no route POST {self.path}"})
         if self.api.submit_status is not None:
@@ -203,6 +214,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def do_GET(self) -> None:
+        if self._refused_token():
+            return None
         match = TASK_PATH.match(self.path)
         if not match:
             return self._reply(404, {"error": f"no route GET {self.path}"})

@@ -187,3 +187,25 @@ def test_submits_that_time_out_or_meet_a_503_are_retried_without_duplicate_tasks
     assert report["submitted"] == 10
     assert report["unfinished"] == 0
     assert report["completed"] + report["failed"] == 10
+
+
+def test_a_given_token_is_sent_with_every_request(run_load_cli, tmp_path):
+    api = FakeTaskApi(error_rate=0.3, max_attempts=2, seed=3, bearer_token="t0ken")
+    with FakeApiServer(api) as server:
+        result = run_load_cli(
+            "--url", server.url, "--count", "20", "--token", "t0ken", *DEV_POLICY,
+            "--report", str(tmp_path / "report.json"),
+        )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    assert _report(tmp_path, result)["submitted"] == len(api.tasks) == 20
+
+
+def test_without_a_token_an_authenticating_api_is_one_line_saying_how_to_get_one(run_load_cli):
+    with FakeApiServer(FakeTaskApi(bearer_token="t0ken")) as server:
+        result = run_load_cli("--url", server.url, "--count", "3", *DEV_POLICY)
+
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "answered 401: Unauthorized" in line
+    assert "--token $(python -m taskctl token" in line

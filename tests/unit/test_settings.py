@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -114,3 +116,46 @@ def test_the_api_function_must_end_before_api_gateway_gives_up() -> None:
 def test_no_function_may_time_out_inside_one_aws_call_and_its_retries() -> None:
     with pytest.raises(SettingsError, match=r"functionTimeoutSeconds=5 is shorter than one AWS"):
         StackSettings.from_config({"functionTimeoutSeconds": 5})
+
+
+# -- callers (issue 9) -------------------------------------------------------------------------
+
+
+def test_callers_authenticate_by_default() -> None:
+    assert StackSettings().apiAuth == "jwt"
+
+
+def test_a_protected_stack_refuses_an_open_api() -> None:
+    with pytest.raises(SettingsError, match=r"apiAuth='none' with deletionProtection=true"):
+        StackSettings.from_config({"apiAuth": "none", "deletionProtection": "true"})
+
+
+def test_an_unprotected_stack_may_be_open() -> None:
+    assert StackSettings.from_config({"apiAuth": "none"}).apiAuth == "none"
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        ({"apiAuth": "basic"}, "apiAuth='basic'"),
+        ({"apiJwtIssuer": "https://id.example.com"}, "go together"),
+        ({"apiJwtAudience": "tasks"}, "go together"),
+        (
+            {"apiAuth": "none", "apiJwtIssuer": "https://id.example.com", "apiJwtAudience": "a"},
+            "checks no token",
+        ),
+        ({"apiJwtIssuer": "http://id.example.com", "apiJwtAudience": "a"}, "not an https URL"),
+        ({"apiReservedConcurrency": 0}, "apiReservedConcurrency=0"),
+    ],
+)
+def test_bad_caller_settings_are_named(config: dict[str, object], named: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(named)):
+        StackSettings.from_config(config)
+
+
+def test_an_external_issuer_lists_its_audiences() -> None:
+    settings = StackSettings.from_config(
+        {"apiJwtIssuer": "https://id.example.com/", "apiJwtAudience": "tasks-api, ops"}
+    )
+
+    assert settings.jwt_audiences == ("tasks-api", "ops")

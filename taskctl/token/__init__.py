@@ -1,0 +1,1 @@
+"""`python -m taskctl token`: a bearer token for a stack's own app client."""
