@@ -3,7 +3,7 @@ or interrupted enqueue, and the worker that then runs the task again (DESIGN §3
 can be redriven from its record").
 
 Tasks are submitted through the api handler and run by the worker through `Pipeline` (Lambda's
-event source mapping played on moto's queues), so a redriven task meets the real claim
+event source mapping played on the simulated queues), so a redriven task meets the real claim
 conditions. The command itself is run through Typer's runner against the same moto table.
 """
 

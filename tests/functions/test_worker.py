@@ -1,9 +1,10 @@
-"""The worker function on moto: the seed's scenarios, real backoff, duplicates, partial batches.
+"""The worker function: the seed's scenarios, real backoff, duplicates, partial batches, and the
+faults around a retry's delayed re-send.
 
-Messages travel through moto's SQS: the api handler enqueues them, `Pipeline` receives them
-and invokes the worker as Lambda's event source mapping would, deleting what the worker
-acknowledged. A failed attempt's message stays hidden for the visibility the worker set; the
-test moves the fake clock to that time and releases it (moto's visibility runs on wall time).
+The table is moto's; messages travel through the simulated queues on the fake clock: the api
+handler enqueues them, `Pipeline` receives them and invokes the worker as Lambda's event source
+mapping would, deleting what the worker acknowledged. A retry's delayed copy (or a message the
+worker hid) becomes visible when the clock reaches its time; `run_until_idle` moves it there.
 """
 
 from __future__ import annotations
