@@ -147,6 +147,7 @@ worker_function = TaskFunction(
         permissions=(
             table_access(table.arn, "GetItem", "UpdateItem"),
             queue_consume(queues.arn, sid="ConsumeTasks"),
+            queue_send(queues.arn, sid="ResendDelayedRetries"),
             message_hiding(queues.arn),
             queue_send(queues.dlq_arn, sid="DeadLetterFailedTasks"),
         ),

@@ -94,9 +94,12 @@ def queue_consume(queue_arn: pulumi.Input[str], *, sid: str) -> PolicyStatement:
 
 
 def message_hiding(queue_arn: pulumi.Input[str]) -> PolicyStatement:
-    """Re-hide received messages of exactly this queue: how the worker delays a retry."""
+    """Re-hide received messages of exactly this queue: the worker's short wait for another
+    delivery's lease, and its fallback when the delayed re-send of a retry fails."""
     return PolicyStatement(
-        sid="DelayRetries", actions=("sqs:ChangeMessageVisibility",), resources=(queue_arn,)
+        sid="HideDeferredMessages",
+        actions=("sqs:ChangeMessageVisibility",),
+        resources=(queue_arn,),
     )
 
 

@@ -79,7 +79,7 @@ class TaskQueues(pulumi.ComponentResource):
         )
 
     def _main_queue(self, name: str, args: TaskQueuesArgs) -> aws.sqs.Queue:
-        # The worker delays a retry itself (ChangeMessageVisibility + partial batch failure) and
+        # The worker delays a retry itself (a copy re-sent with DelaySeconds) and
         # dead-letters a task's last failed attempt itself. The redrive policy is the safety net
         # for messages that crash the worker; its threshold is the attempts plus a margin for
         # receives that are not attempts (see StackSettings.max_receive_count), so it never

@@ -8,7 +8,7 @@ Where the I/O is, at a glance:
     metrics.py      PURE  the custom metrics' namespace, names and dimensions (shared likewise),
                           business outcomes kept apart from faults
     store.py        I/O   DynamoDB task table: conditional writes -> domain exceptions
-    queue.py        I/O   SQS: enqueue, re-hide a message (the retry delay), send to the DLQ
+    queue.py        I/O   SQS: enqueue (delayed: a retry's wait), re-hide a message, send to DLQ
     runtime.py      I/O   reads the environment once, builds the boto3 clients on first use
     api.py          handler  POST /tasks, GET /tasks/{taskId}, GET /openapi.json
     worker.py       handler  one attempt per SQS delivery, partial batch response

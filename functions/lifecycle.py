@@ -243,12 +243,14 @@ class Acknowledge:
 
 @dataclass(frozen=True)
 class Defer:
-    """Not this delivery's turn: hide the message for `delay_s` and report it failed, so SQS
-    delivers it again then. Never acknowledged: the task is unfinished, and this copy may be the
-    only one left (DESIGN §3: only the delivery that finishes a task deletes its message)."""
+    """Not this delivery's turn: the task's message must come back in `delay_s`. The task is
+    unfinished and this copy may be the only one left, so it is acknowledged only once a copy
+    delayed by `delay_s` has been sent. `keep_in_flight`: hide this very copy instead and report
+    it failed (a short wait for another delivery's lease, which a re-send would not shorten)."""
 
     delay_s: int
     reason: str
+    keep_in_flight: bool = False
 
 
 @dataclass(frozen=True)
@@ -291,7 +293,9 @@ def plan_delivery(
             # Another delivery runs the attempt. If it fails, its own message handle may be
             # gone (SQS may have handed this copy the newer one): come back when its lease ends.
             wait_s = (lease_expires_at - now).total_seconds() + LEASE_MARGIN_S
-            return Defer(_whole_seconds(wait_s), "another delivery holds a live lease")
+            return Defer(
+                _whole_seconds(wait_s), "another delivery holds a live lease", keep_in_flight=True
+            )
         # The attempt in flight was lost: it counts, like any attempt.
         if task.attempts >= task.maxAttempts:
             return FailLost(lost_attempt=task.attempts)

@@ -49,15 +49,23 @@ class TaskQueue:
         self._queue_url = queue_url
         self._dead_letter_queue_url = dead_letter_queue_url
 
-    def enqueue(self, task_id: str) -> None:
-        """Put a task's message on the main queue; raises whatever SQS raises."""
-        self._client.send_message(QueueUrl=self._queue_url, MessageBody=task_message_body(task_id))
+    def enqueue(self, task_id: str, delay_s: int = 0) -> None:
+        """Put a task's message on the main queue, delivered no earlier than `delay_s` (0..900)
+        from now; raises whatever SQS raises.
+
+        A delayed message is not in flight while it waits (SQS's in-flight quota counts only
+        received messages), so a retry's wait costs the queue nothing.
+        """
+        self._client.send_message(
+            QueueUrl=self._queue_url, MessageBody=task_message_body(task_id), DelaySeconds=delay_s
+        )
 
     def hide(self, receipt_handle: str, seconds: int) -> None:
         """Make a received main-queue message invisible for `seconds` from now (0..43200).
 
-        This is how a retry delay really happens: with the message reported as a batch item
-        failure, SQS redelivers it no earlier than this.
+        With the message reported as a batch item failure, SQS redelivers it no earlier than
+        this; meanwhile it stays in flight (the worker's fallback when a delayed `enqueue`
+        fails, and its short wait for another delivery's lease).
         """
         self._client.change_message_visibility(
             QueueUrl=self._queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds

@@ -5,16 +5,22 @@ attempt with a conditional write (so the attempt counter is exact and a duplicat
 changes nothing), run the simulated work, and record the outcome:
 
 - success -> COMPLETED; the message is acknowledged (deleted by Lambda);
-- failure with attempts left -> RETRYING, then ChangeMessageVisibility(retry delay) on this very
-  message and the record is reported as a batch item failure: SQS redelivers it no earlier than
-  the delay. (Returning success here would delete the message: no retry at all.)
+- failure with attempts left -> RETRYING, then the task's message is sent again with
+  `DelaySeconds` = the retry delay, and only once that send succeeded is this delivery
+  acknowledged. SQS delivers the new copy no earlier than the delay, and while it waits it is not
+  in flight (SQS allows about 120,000 in-flight messages per queue; waiting retries kept in flight
+  would stall the whole queue at scale). If the send fails, this very message is hidden until the
+  retry is due (ChangeMessageVisibility) and reported as a batch item failure instead, as SQS
+  then redelivers it no earlier than that. (Acknowledging without a new copy would lose the task.)
 - last failure -> FAILED, then the message is sent to the DLQ and acknowledged.
 
-Only a delivery that finishes its task (or finds it finished, or missing) lets Lambda delete the
-message. Any other copy - an early duplicate, one that meets another delivery's live lease, one
-that lost the claim race or whose attempt was superseded - reads the task again and, if it is
-still unfinished, hides its message until the retry or the lease is due and reports it failed: the
-message of an unfinished task is never deleted by a delivery that did not finish it.
+The message of an unfinished task is deleted only by a delivery that finished the task, or that
+first put a delayed copy on the queue. A copy that comes too early (a duplicate, or the original
+when its worker died between the delayed send and the acknowledgement) reads the task again and
+is re-sent delayed until the retry is due in the same way; one that meets another delivery's live
+lease is hidden until the lease ends and reported failed (a short wait). Extra copies are
+harmless: the claim's condition lets one delivery run each attempt, and the others wait or find
+the task finished.
 
 Errors from AWS propagate: the record is reported failed and SQS redelivers it after the queue's
 visibility timeout; the conditional writes make that replay safe.
@@ -28,7 +34,7 @@ a worker that fails every record; this count does.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.utilities.batch import (
@@ -38,6 +44,7 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
 
 from functions import runtime
 from functions.lifecycle import (
@@ -63,6 +70,7 @@ from functions.metrics import (
     start_invocation,
 )
 from functions.queue import UnreadableMessage, parse_task_message
+from functions.settings import MAX_RETRY_DELAY_S
 from functions.store import AttemptSuperseded, StaleClaim, StoreConflict
 
 # Without a Lambda context (a direct call), a claim's lease lasts this long.
@@ -77,7 +85,7 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 
 class RetryScheduled(Exception):
-    """Reported as a batch item failure on purpose: the message stays, hidden until its retry."""
+    """Reported as a batch item failure on purpose: the message stays, hidden until it is due."""
 
 
 def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> str:
@@ -134,10 +142,11 @@ def _plan_and_act(
         case Acknowledge(reason=reason):
             logger.info("acknowledged without running", extra={"reason": reason})
             return "acknowledged"
-        case Defer(delay_s=delay_s, reason=reason):
-            rt.queue.hide(record.receipt_handle, delay_s)
+        case Defer(delay_s=delay_s, reason=reason, keep_in_flight=keep_in_flight):
             logger.info("delivery deferred", extra={"delaySeconds": delay_s, "reason": reason})
-            raise RetryScheduled(f"task {task_id}: {reason}; back in {delay_s} s")
+            if keep_in_flight:
+                _hide_until(rt, record, task_id, delay_s, reason)
+            return _come_back_later(rt, record, task_id, delay_s, reason)
         case FailLost(lost_attempt=attempt):
             return _fail_lost_task(rt, task_id, attempt, now, record.body)
         case Claim():
@@ -170,14 +179,11 @@ def _run_attempt(rt: runtime.Runtime, record: SQSRecord, task: TaskRecord, attem
         case RetryLater(retry_delay_s=delay_s, next_attempt_at=next_attempt_at):
             error = result.error or "attempt failed"
             rt.store.schedule_retry(task_id, attempt, finished, error, delay_s, next_attempt_at)
-            # If this fails (SQS down, or the handle went stale), the record says RETRYING and
-            # the message comes back after the queue's visibility timeout: later, never early.
-            rt.queue.hide(record.receipt_handle, delay_s)
             logger.info(
                 "attempt failed; retry scheduled",
                 extra={"error": error, "retryDelaySeconds": delay_s},
             )
-            raise RetryScheduled(f"task {task_id} retries in {delay_s} s")
+            return _come_back_later(rt, record, task_id, delay_s, "retry scheduled")
         case FailedForGood():
             error = result.error or "attempt failed"
             rt.store.fail(task_id, attempt, finished, error)
@@ -186,6 +192,39 @@ def _run_attempt(rt: runtime.Runtime, record: SQSRecord, task: TaskRecord, attem
             logger.warning("last attempt failed; task FAILED and sent to the DLQ")
             return "failed"
     raise AssertionError(f"unplanned decision {decision!r}")
+
+
+def _come_back_later(
+    rt: runtime.Runtime, record: SQSRecord, task_id: str, delay_s: int, why: str
+) -> str:
+    """Have the unfinished task's message delivered again in `delay_s`, out of flight meanwhile:
+    send a copy delayed that long, then acknowledge this delivery (returning lets Lambda delete
+    it). Only after the send succeeded: if it fails, hide this message instead (`_hide_until`).
+
+    A send applied whose reply was lost leaves two delayed copies (the SDK sent it again), and a
+    process that dies before Lambda deletes this one leaves it to come back after the visibility
+    timeout: extra copies, which are harmless (see the module docstring). Neither comes before
+    the retry is due: the record's nextAttemptAt was written before the send.
+    """
+    # SQS's DelaySeconds maximum; waits are capped there (maxDelaySeconds <= 900), so only
+    # rounding can exceed it, and a copy back a moment early is deferred once more.
+    delay_s = min(delay_s, MAX_RETRY_DELAY_S)
+    try:
+        rt.queue.enqueue(task_id, delay_s=delay_s)
+    except (BotoCoreError, ClientError):
+        logger.warning("could not re-send the message delayed; hiding it instead", exc_info=True)
+        _hide_until(rt, record, task_id, delay_s, why)
+    return why
+
+
+def _hide_until(
+    rt: runtime.Runtime, record: SQSRecord, task_id: str, delay_s: int, why: str
+) -> NoReturn:
+    """Keep this very message, hidden for `delay_s`: it is reported failed, so SQS delivers it
+    again then. If the hide fails too (SQS down, or the handle went stale), the error reports it
+    failed and it comes back after the queue's visibility timeout: the record decides then."""
+    rt.queue.hide(record.receipt_handle, delay_s)
+    raise RetryScheduled(f"task {task_id}: {why}; back in {delay_s} s")
 
 
 def _fail_lost_task(

@@ -193,6 +193,9 @@ NOTES = [
     "SQS event source requests are estimated: one ReceiveMessage per batch and one "
     "DeleteMessageBatch per batch with acknowledged records; empty polls of an idle queue "
     "(a fixed monthly cost) are excluded.",
+    "A retry waits as a delayed message: one SendMessage per retry (measured, the worker's) "
+    "instead of a ChangeMessageVisibility, and its original delivery is deleted, so it is "
+    "acknowledged; the fallback when that send fails (hide the original) is not priced.",
     "DynamoDB units are computed from item sizes (1 KB per WRU, 4 KB per strongly consistent "
     "RRU); the original design is priced at two 1-WRU writes per attempt.",
     "Logs: bytes the functions logged (measured) plus about 270 bytes of Lambda's own "

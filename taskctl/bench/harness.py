@@ -1,38 +1,45 @@
-"""Drive the real handlers under moto, one task at a time, and meter what they ask of AWS.
+"""Drive the real handlers, one task at a time, and meter what they ask of AWS.
 
-The harness plays the parts AWS plays around the functions: API Gateway (an HTTP API v2 event),
-the SQS event source mappings (receive, hand the record to the function, delete it if the
-function did not report it failed) and time (a fake clock advanced past a retry's delay, the
-message made visible again). Those calls go through an unmetered client. The functions' own
-calls go through clients whose botocore hooks count every request by service and operation and
-work out the DynamoDB capacity units it consumes from the items' sizes.
+The parts AWS plays around the functions are the fault campaign's (`taskctl.chaos`), without
+faults: API Gateway's events (`Events`), the simulated SQS queues and their event source mappings
+(`SimSqs`, `EventSourceMapping`: receive, hand the records to the function, delete what it did
+not report failed) on a simulated clock, which moves to the moment a hidden or delayed message
+becomes visible again. The task table is moto's. The functions' own calls go through clients
+whose botocore hooks count every request by service and operation and work out the DynamoDB
+capacity units it consumes from the items' sizes; the mappings use the queues directly, unmetered.
 
-Used by `taskctl bench`; the functions are imported lazily, after the environment they read at
-import time (Powertools service name, metrics namespace) is set.
+Used by `taskctl bench`; the functions are imported lazily, inside `bench_environment`, which sets
+what they read at import time (Powertools service name, metrics namespace) and restores the
+process's environment afterwards.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import math
-import os
 import random
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from functions.metrics import METRICS_NAMESPACE  # plain constants: nothing reads the environment
+from taskctl.chaos.clock import SimClock
+from taskctl.chaos.dynamodb import create_table
+from taskctl.chaos.events import Events, LambdaContext
+from taskctl.chaos.sqs import EventSourceMapping, Received, SimSqs
+from taskctl.chaos.wire import REGION, offline_aws_environment
 
-REGION = "us-east-1"
 TABLE = "bench-tasks"
 STACK = "bench"
-ACCOUNT = "123456789012"
+FUNCTION_TIMEOUT_S = 30  # the lease a claim takes: only its length in the item matters here
+VISIBILITY_TIMEOUT_S = 180
 WRU_BYTES = 1024
 RRU_BYTES = 4096
 # Bytes Lambda itself logs per invocation (START, END and REPORT lines): an estimate from their
@@ -45,6 +52,10 @@ class ScriptedRandom(random.Random):
 
     def __init__(self, draws: list[float]) -> None:
         super().__init__(0)
+        self._draws = list(draws)
+
+    def script(self, draws: tuple[float, ...]) -> None:
+        """The draws for the next task."""
         self._draws = list(draws)
 
     def random(self) -> float:
@@ -170,100 +181,6 @@ class Meter:
         self._sizes = {}
 
 
-# -- the parts AWS plays -------------------------------------------------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-class FakeContext:
-    """The LambdaContext fields the Powertools decorators read."""
-
-    def __init__(self, function: str, memory_mb: int) -> None:
-        self.function_name = f"{STACK}-{function}"
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = (
-            f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{self.function_name}"
-        )
-        self.memory_limit_in_mb = memory_mb
-        self.aws_request_id = str(uuid.uuid4())
-        self.log_group_name = f"/aws/lambda/{self.function_name}"
-        self.log_stream_name = "bench"
-        self._deadline = time.monotonic() + 30
-
-    def get_remaining_time_in_millis(self) -> int:
-        return int((self._deadline - time.monotonic()) * 1000)
-
-
-def http_api_event(method: str, path: str, body: str | None = None) -> dict[str, Any]:
-    now = datetime.now(UTC)
-    return {
-        "version": "2.0",
-        "routeKey": f"{method} {path}",
-        "rawPath": f"/{STACK}{path}",
-        "rawQueryString": "",
-        "headers": {"content-type": "application/json", "host": "bench.execute-api.localhost"},
-        "requestContext": {
-            "accountId": ACCOUNT,
-            "apiId": "bench",
-            "domainName": "bench.execute-api.localhost",
-            "domainPrefix": "bench",
-            "http": {
-                "method": method,
-                "path": f"/{STACK}{path}",
-                "protocol": "HTTP/1.1",
-                "sourceIp": "127.0.0.1",
-                "userAgent": "taskctl-bench",
-            },
-            "requestId": str(uuid.uuid4()),
-            "routeKey": f"{method} {path}",
-            "stage": STACK,
-            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-            "timeEpoch": int(now.timestamp() * 1000),
-        },
-        "body": body,
-        "isBase64Encoded": False,
-    }
-
-
-def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
-    """Received messages in the shape the SQS event source mapping hands a function."""
-    records = []
-    for message in messages:
-        attributes = {
-            name: {
-                "stringValue": a.get("StringValue"),
-                "binaryValue": a.get("BinaryValue"),
-                "stringListValues": [],
-                "binaryListValues": [],
-                "dataType": a["DataType"],
-            }
-            for name, a in (message.get("MessageAttributes") or {}).items()
-        }
-        records.append(
-            {
-                "messageId": message["MessageId"],
-                "receiptHandle": message["ReceiptHandle"],
-                "body": message["Body"],
-                "attributes": message.get("Attributes", {}),
-                "messageAttributes": attributes,
-                "md5OfBody": message["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": queue_arn,
-                "awsRegion": REGION,
-            }
-        )
-    return {"Records": records}
-
-
 @contextlib.contextmanager
 def captured_logs(loggers: list[Any]) -> Iterator[io.StringIO]:
     """Everything the functions log (Powertools handlers, EMF metrics on stdout) into a buffer."""
@@ -278,70 +195,86 @@ def captured_logs(loggers: list[Any]) -> Iterator[io.StringIO]:
             handler.setStream(previous[key])
 
 
-# -- a pipeline under moto -------------------------------------------------------------------------
+# -- a pipeline under moto and the simulated queues ----------------------------------------------
 
 
-def prepare_environment() -> None:
-    """What the functions read at import time, and credentials moto accepts."""
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        AWS_SESSION_TOKEN="bench",
-        AWS_DEFAULT_REGION=REGION,
-        AWS_REGION=REGION,
-        POWERTOOLS_SERVICE_NAME="bench",
-        POWERTOOLS_METRICS_NAMESPACE=METRICS_NAMESPACE,
-    )
-    os.environ.pop("AWS_ENDPOINT_URL", None)
-    os.environ.pop("AWS_PROFILE", None)
+@contextlib.contextmanager
+def bench_environment() -> Iterator[None]:
+    """What the functions read at import time, and credentials moto accepts; the process's
+    environment is restored afterwards."""
+    with offline_aws_environment(
+        POWERTOOLS_SERVICE_NAME=STACK, POWERTOOLS_METRICS_NAMESPACE=METRICS_NAMESPACE
+    ):
+        yield
 
 
 class Pipeline:
-    """One table and queue pair in moto, the three handlers, metered clients."""
+    """One table (moto) and queue pair (simulated), the three handlers, metered clients."""
 
     def __init__(self, policy: Any, memory_mb: int) -> None:
         import boto3
 
         from functions import api, dead_letter, runtime, worker
 
-        self._modules = (api, dead_letter, runtime, worker)
+        self._modules = (api, dead_letter, worker)
         self.memory_mb = memory_mb
-        raw = boto3.Session(region_name=REGION)
-        self.raw_sqs = raw.client("sqs")
-        self.raw_dynamodb = raw.client("dynamodb")
-        self.raw_dynamodb.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "taskId", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "taskId", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
+        self.clock = SimClock()
+        self._events = Events()
+        ids = itertools.count(1)
+        queues = SimSqs(self.clock)
+        main, dead = (
+            queues.create_queue(
+                name,
+                visibility_timeout_s=VISIBILITY_TIMEOUT_S,
+                new_id=lambda: str(uuid.UUID(int=next(ids), version=4)),
+            )
+            for name in ("bench-tasks", "bench-tasks-dlq")
         )
-        self.queue_url = self.raw_sqs.create_queue(QueueName="bench-tasks")["QueueUrl"]
-        self.dlq_url = self.raw_sqs.create_queue(QueueName="bench-tasks-dlq")["QueueUrl"]
-        self.queue_arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:bench-tasks"
-        self.dlq_arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:bench-tasks-dlq"
-        self.meter = Meter(self.raw_dynamodb)
+        # One record per invocation, so that each is metered on its own (batching is priced).
+        self.worker_mapping = EventSourceMapping(main, 1, self._invoke_worker)
+        self.dead_letter_mapping = EventSourceMapping(dead, 1, self._invoke_dead_letter)
+        self.raw_dynamodb = boto3.Session(region_name=REGION).client("dynamodb")
+        create_table(self.raw_dynamodb, TABLE)
         metered = boto3.Session(region_name=REGION)
+        queues.serve(metered.events)
+        self.meter = Meter(self.raw_dynamodb)
         self.meter.attach(metered.events)
-        self.clock = FakeClock()
-        self.settings = runtime.FunctionSettings(
-            policy=policy,
-            table_name=TABLE,
-            queue_url=self.queue_url,
-            dead_letter_queue_url=self.dlq_url,
-            stack=STACK,
-            # Its events come without a verified token: it runs the pipeline behind API
-            # Gateway, whose authorizer (and its 401/403) is not what it exercises.
-            api_auth="none",
+        self.rng = ScriptedRandom([])
+        # One runtime for every task: its clients are reused, as a warm Lambda reuses them.
+        self.runtime = runtime.Runtime(
+            runtime.FunctionSettings(
+                policy=policy,
+                table_name=TABLE,
+                queue_url=main.url,
+                dead_letter_queue_url=dead.url,
+                stack=STACK,
+                # Its events come without a verified token: it runs the pipeline behind API
+                # Gateway, whose authorizer (and its 401/403) is not what it exercises.
+                api_auth="none",
+            ),
+            clock=self.clock,
+            rng=self.rng,
+            session=metered,
         )
-        self._metered_session = metered
+        runtime.use(self.runtime)
+        self._run: ScenarioRun | None = None
 
-    def _invoke(self, run: ScenarioRun, function: str, handler: Any, event: dict) -> Any:
-        api, dead_letter, _runtime, worker = self._modules
+    def _invoke(self, function: str, handler: Any, event: dict) -> Any:
+        run = self._run
+        assert run is not None
+        api, dead_letter, worker = self._modules
         self.meter.function = function
+        context = LambdaContext(
+            function_name=f"{STACK}-{function}",
+            aws_request_id=str(uuid.uuid4()),
+            deadline=self.clock() + timedelta(seconds=FUNCTION_TIMEOUT_S),
+            clock=self.clock,
+            memory_limit_in_mb=self.memory_mb,
+        )
         with captured_logs([api.logger, worker.logger, dead_letter.logger]) as logs:
             overhead_before_s = self.meter.overhead_s
             started = time.perf_counter()
-            reply = handler(event, FakeContext(function, self.memory_mb))
+            reply = handler(event, context)
             elapsed_s = time.perf_counter() - started
             duration_ms = (elapsed_s - (self.meter.overhead_s - overhead_before_s)) * 1000.0
         run.invocations.append(
@@ -354,86 +287,54 @@ class Pipeline:
         )
         return reply
 
+    def _invoke_worker(self, batch: list[Received]) -> set[str]:
+        return self._invoke_mapped("worker", self._modules[2].handler, batch)
+
+    def _invoke_dead_letter(self, batch: list[Received]) -> set[str]:
+        return self._invoke_mapped("dead-letter", self._modules[1].handler, batch)
+
+    def _invoke_mapped(self, function: str, handler: Any, batch: list[Received]) -> set[str]:
+        queue = (self.worker_mapping if function == "worker" else self.dead_letter_mapping).queue
+        reply = self._invoke(function, handler, self._events.sqs(batch, queue))
+        return {item["itemIdentifier"] for item in reply["batchItemFailures"]}
+
     def run_task(self, scenario: Scenario, *, max_deliveries: int = 20) -> ScenarioRun:
         """Submit one task and carry it to its end; meter the functions' requests."""
-        api, dead_letter, runtime, worker = self._modules
-        runtime.use(
-            runtime.Runtime(
-                self.settings,
-                clock=self.clock,
-                rng=ScriptedRandom(list(scenario.draws)),
-                session=self._metered_session,
-            )
-        )
-        # Reuse the clients across tasks, as a warm Lambda does.
-        if not hasattr(self, "_clients"):
-            self._clients = (runtime.current().dynamodb, runtime.current().sqs)
-        current = runtime.current()
-        current.__dict__["dynamodb"], current.__dict__["sqs"] = self._clients
-        run = ScenarioRun(scenario=scenario.name, final_status="?", attempts=0)
+        api = self._modules[0]
+        self.rng.script(scenario.draws)
+        run = self._run = ScenarioRun(scenario=scenario.name, final_status="?", attempts=0)
         self.meter.reset(run)
-
-        reply = self._invoke(
-            run,
-            "api",
-            api.handler,
-            http_api_event("POST", "/tasks", json.dumps({"message": scenario.message})),
+        event = self._events.http(
+            "POST",
+            "/tasks",
+            body=json.dumps({"message": scenario.message}),
+            headers={"content-type": "application/json"},
+            now=self.clock(),
+            request_id=str(uuid.uuid4()),
         )
+        reply = self._invoke("api", api.handler, event)
         if reply["statusCode"] != 202:
             raise RuntimeError(f"submit answered {reply['statusCode']}: {reply.get('body')}")
         task_id = json.loads(reply["body"])["taskId"]
 
-        for _ in range(max_deliveries):
-            message = self._receive(self.queue_url)
-            if message is None:
-                break
-            run.worker_deliveries += 1
-            reply = self._invoke(
-                run, "worker", worker.handler, sqs_event([message], self.queue_arn)
-            )
-            if reply.get("batchItemFailures"):
-                # The worker hid the message until its retry: let that time pass.
-                self._pass_retry_delay(task_id, message)
+        worker = self.worker_mapping
+        while run.worker_deliveries < max_deliveries:
+            if worker.poll(self.clock()):
+                run.worker_deliveries += 1
+            elif (due := worker.queue.next_visible_at()) is not None:
+                self.clock.advance_to(due)  # a retry's delay passes
             else:
-                run.worker_acknowledged += 1
-                self.raw_sqs.delete_message(
-                    QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
-                )
-        while (message := self._receive(self.dlq_url)) is not None:
+                break
+        run.worker_acknowledged = worker.deleted
+        worker.deleted = 0
+        while self.dead_letter_mapping.poll(self.clock()):
             run.dead_letter_deliveries += 1
-            self._invoke(
-                run, "dead-letter", dead_letter.handler, sqs_event([message], self.dlq_arn)
-            )
-            self.raw_sqs.delete_message(
-                QueueUrl=self.dlq_url, ReceiptHandle=message["ReceiptHandle"]
-            )
 
         item = self.raw_dynamodb.get_item(
             TableName=TABLE, Key={"taskId": {"S": task_id}}, ConsistentRead=True
         )["Item"]
-        self.meter.run = None
+        self.meter.run = self._run = None
         run.final_status = item["status"]["S"]
         run.attempts = int(item["attempts"]["N"])
         run.item_bytes = item_size(item)
         return run
-
-    def _receive(self, queue_url: str) -> dict | None:
-        messages = self.raw_sqs.receive_message(
-            QueueUrl=queue_url,
-            MaxNumberOfMessages=1,
-            WaitTimeSeconds=0,
-            AttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        ).get("Messages", [])
-        return messages[0] if messages else None
-
-    def _pass_retry_delay(self, task_id: str, message: dict) -> None:
-        item = self.raw_dynamodb.get_item(
-            TableName=TABLE, Key={"taskId": {"S": task_id}}, ConsistentRead=True
-        )["Item"]
-        if "nextAttemptAt" in item:
-            due = datetime.fromisoformat(item["nextAttemptAt"]["S"].replace("Z", "+00:00"))
-            self.clock.advance(max(0.0, (due - self.clock.now).total_seconds()) + 0.001)
-        self.raw_sqs.change_message_visibility(
-            QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
-        )

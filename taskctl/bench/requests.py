@@ -5,6 +5,11 @@ second attempt, one that fails every attempt (FAILED, dead-lettered). Each runs 
 times after a warm-up task (so durations are warm invocations, as most are in production);
 request counts must agree between repetitions, durations are medians.
 
+A retry's wait is a delayed message: the worker sends the task's message again with
+DelaySeconds (one SendMessage per retry, counted with the worker's calls) and the event source
+mapping deletes the original (its delivery counts as acknowledged, so it is priced in the
+mapping's DeleteMessageBatch requests).
+
 Our design is priced with the stack's batch size, memory and architecture; the original design
 (REST API, batch size 1, two status writes of 1 WRU per attempt, x86_64 at 1024 MB) with the same
 measured request counts and handler durations otherwise.
@@ -128,11 +133,10 @@ def measure(
     progress: Callable[[str], None] = lambda _step: None,
 ) -> list[ScenarioMeasurement]:
     """Run each scenario `repetitions` times in a fresh moto account; see the module doc."""
-    harness.prepare_environment()
     from moto import mock_aws
 
     measurements = []
-    with mock_aws():
+    with harness.bench_environment(), mock_aws():
         pipeline = harness.Pipeline(policy, memory_mb)
         pipeline.run_task(harness.Scenario(name="warm-up", description="", message="SUCCESS"))
         for scenario in scenarios(policy.maxAttempts):
@@ -141,6 +145,9 @@ def measure(
                 progress(f"{scenario.description} ({repetition + 1}/{repetitions})")
                 runs.append(pipeline.run_task(scenario))
             measurements.append(_summarise(scenario, runs))
+    from functions import runtime
+
+    runtime.use(None)  # the next user reads its own environment
     return measurements
 
 
@@ -225,7 +232,9 @@ def usage(m: ScenarioMeasurement, design: Design, *, ttl_days: float) -> TaskUsa
     }
     sqs_handler = sum(m.requests_by_service().get("sqs", {}).values())
     # The event source mappings: one ReceiveMessage per batch, one DeleteMessageBatch per batch
-    # with acknowledged records. Empty polls of an idle queue are a fixed monthly cost, excluded.
+    # with acknowledged records (a retry's original delivery is acknowledged once its delayed
+    # copy is sent, so each attempt's delivery is deleted). Empty polls of an idle queue are a
+    # fixed monthly cost, excluded.
     event_source = (m.worker_deliveries + m.worker_acknowledged) / batch + (
         2 * m.dead_letter_deliveries / batch
     )

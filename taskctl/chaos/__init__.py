@@ -7,4 +7,7 @@ AWS calls (`faults`); an event loop drives clients, mappings, the reconciler's s
 and an operator's redrives (`world`); after the faults stop and everything settles, the
 invariants are checked (`invariants`). `campaign` splits N tasks into worlds and runs them in
 processes; `cli` is the command. The same seed and N replay the same campaign.
+
+The simulated clock, queues, event source mapping player and events are also what the handler
+tests (tests/functions) and `taskctl bench` run on: one model of SQS on simulated time.
 """

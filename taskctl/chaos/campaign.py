@@ -149,6 +149,8 @@ class CampaignReport:
             "reconcilerRecoveries": self.total("reconciler_recoveries"),
             "deadLetterMoves": self.total("dead_letter_moves"),
             "messagesLeft": self.total("messages_left"),
+            "delayedSends": self.total("delayed_sends"),
+            "peakInFlight": max(world.peak_in_flight for world in self.worlds),
             "settled": all(world.settled for world in self.worlds),
             "simulatedSeconds": round(max(world.simulated_s for world in self.worlds), 1),
             "wallSeconds": round(self.wall_s, 1),

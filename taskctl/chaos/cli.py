@@ -271,7 +271,9 @@ def _print_report(report: CampaignReport, console: Console) -> None:
     console.print(
         f"Simulated {hours:.1f} h per world in {report.wall_s:.0f} s of wall time "
         f"({rate:.0f} tasks/s); {summary['awsAttempts']} AWS call attempts; "
-        f"{summary['reconcilerRecoveries']} reconciler recoveries; digest {summary['digest']}."
+        f"{summary['reconcilerRecoveries']} reconciler recoveries; "
+        f"{summary['delayedSends']} delayed sends, at most {summary['peakInFlight']} messages in "
+        f"flight in a world's queue; digest {summary['digest']}."
     )
     console.print(f"Seed {report.config.seed} reproduces this run: {escape(report.reproduce)}")
     if report.passed:

@@ -44,8 +44,8 @@ from functions.store import (
     TASK_KEY,
 )
 from taskctl.chaos import wire
+from taskctl.chaos.wire import REGION
 
-REGION = "us-east-1"
 WRITE_OPERATIONS = frozenset(
     {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
 )

@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from taskctl.chaos.clock import SimClock
-from taskctl.chaos.sqs import Received, SimQueue
+from taskctl.chaos.sqs import Received, SimQueue, receive_attributes
+from taskctl.chaos.wire import ACCOUNT, REGION
 
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "tests" / "events"
 API_EVENT = "apigw_v2_post_tasks.json"
 SQS_EVENT = "sqs_task_message.json"
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
 STAGE = "dev"
 
 
@@ -72,37 +71,31 @@ class Events:
 
     def sqs(self, batch: list[Received], queue: SimQueue) -> dict[str, Any]:
         """The event Lambda's event source mapping builds for `batch` from `queue`."""
-        records = []
-        for received in batch:
-            message = received.message
-            record = json.loads(self._sqs_record)
-            record.update(
-                messageId=message.message_id,
-                receiptHandle=received.receipt_handle,
-                body=message.body,
-                md5OfBody=message.md5_of_body,
-                eventSourceARN=queue.arn,
-                awsRegion=REGION,
-                attributes={
-                    "ApproximateReceiveCount": str(received.receive_count),
-                    "SentTimestamp": str(_epoch_ms(message.sent_at)),
-                    "SenderId": record["attributes"].get("SenderId", "AIDACHAOS"),
-                    "ApproximateFirstReceiveTimestamp": str(
-                        _epoch_ms(message.first_received_at or received.received_at)
-                    ),
-                },
-                messageAttributes={
-                    name: {
-                        "stringValue": value.get("StringValue"),
-                        "stringListValues": [],
-                        "binaryListValues": [],
-                        "dataType": value["DataType"],
-                    }
-                    for name, value in message.message_attributes.items()
-                },
-            )
-            records.append(record)
-        return {"Records": records}
+        return {"Records": [self.sqs_record(received, queue.arn) for received in batch]}
+
+    def sqs_record(self, received: Received, queue_arn: str) -> dict[str, Any]:
+        """One record of such an event: the message as that receive returned it."""
+        message = received.message
+        record = json.loads(self._sqs_record)
+        record.update(
+            messageId=message.message_id,
+            receiptHandle=received.receipt_handle,
+            body=message.body,
+            md5OfBody=message.md5_of_body,
+            eventSourceARN=queue_arn,
+            awsRegion=REGION,
+            attributes=receive_attributes(received),
+            messageAttributes={
+                name: {
+                    "stringValue": value.get("StringValue"),
+                    "stringListValues": [],
+                    "binaryListValues": [],
+                    "dataType": value["DataType"],
+                }
+                for name, value in message.message_attributes.items()
+            },
+        )
+        return record
 
     @staticmethod
     def scheduled(now: datetime, rule_arn: str, event_id: str) -> dict[str, Any]:
@@ -137,7 +130,3 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self.deadline - self.clock()).total_seconds() * 1000))
-
-
-def _epoch_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)

@@ -299,6 +299,9 @@ class Transport:
             response = wire.error_response(request, service, "NotSimulated", service, 400)
         if invocation is not None and operation in WRITE_OPERATIONS and response.status_code == 200:
             invocation.writes += 1
+            if operation == "SendMessage":
+                sent = wire.params(request)
+                invocation.sent.append((sent["QueueUrl"], sent["MessageBody"]))
         return response
 
 

@@ -20,7 +20,8 @@ terminal status. After the faults stop and simulated time has run on until nothi
   to a message), so a task FAILED before its last attempt was failed by receives that were not
   attempts - outages, throttling, duplicates - which DESIGN §8 says must never fail a task;
 - message of an unfinished task acknowledged: the worker let Lambda delete a main-queue message
-  while its task was unfinished (DESIGN §3: only the delivery that finishes a task deletes its
+  while its task was unfinished, without first sending another message of the task to the main
+  queue (a retry's delayed copy) in that invocation (DESIGN §3: an unfinished task always has a
   message; the reconciler would hide such a bug, so it is checked where it happens);
 - plus what the functions themselves promise never to do: an exception escaping the worker's or
   dead-letter function's handler, a 500 from the API, a valid submit refused with a 4xx;

@@ -52,6 +52,8 @@ class Invocation:
     batch: dict[str, Received] = field(default_factory=dict)
     # Writes applied (DynamoDB or SQS) during this invocation: a rejected request makes none.
     writes: int = 0
+    # (queue URL, body) of every SendMessage applied during this invocation.
+    sent: list[tuple[str, str]] = field(default_factory=list)
     # Scripted for this invocation: operation name -> what happens just before that call is sent
     # (run once). The operator's interrupted redrive and racing second operator use it.
     before_call: dict[str, Callable[[], None]] = field(default_factory=dict)

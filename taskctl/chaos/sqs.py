@@ -1,7 +1,10 @@
-"""Simulated SQS on the simulated clock, and Lambda's event source mapping over it.
+"""Simulated SQS on the simulated clock, and Lambda's event source mapping over it: the one queue
+model and the one event source mapping player that the fault campaign, `taskctl bench` and the
+handler tests (tests/functions) all use.
 
-moto's SQS counts visibility timeouts in wall-clock time, so a campaign that simulates hours in
-seconds needs its own queues. They keep what the handlers and the delivery guarantees depend on:
+moto's SQS counts visibility timeouts and delays in wall-clock time, so anything that simulates
+hours in seconds needs its own queues. They keep what the handlers and the delivery guarantees
+depend on:
 
 - a receive hides a message for the queue's visibility timeout, gives it a NEW receipt handle and
   counts it (`ApproximateReceiveCount`); only the newest handle can change or delete it: with an
@@ -10,18 +13,25 @@ seconds needs its own queues. They keep what the handlers and the delivery guara
 - the redrive policy: a message received `maxReceiveCount` times moves to the dead-letter queue on
   its next receive, with its body and message attributes;
 - retention (14 days, counted from the original send, also after a move);
-- at-least-once delivery: `receive_one` hands out a message that is in flight once more.
+- at-least-once delivery: `receive_one` hands out a message that is in flight once more;
+- `DelaySeconds` on a send: the message stays invisible until its delay ends, and is not in flight
+  meanwhile (SQS's quota of about 120,000 in-flight messages counts only received, not yet deleted
+  or visible messages); each queue counts its in-flight messages and their peak, and refuses to
+  hand out more than the quota (a stalled queue, as `OverLimit` stalls a real one).
 
 The functions reach the queues through a real botocore SQS client whose requests are answered here
-(`SimSqs.respond`), so the SDK's parsing, errors and retries are the deployed ones. Lambda's side
-(`EventSourceMapping`) uses the queues directly, as the Lambda service does.
+(`SimSqs.respond`; `SimSqs.serve` routes a boto3 session's clients here), so the SDK's parsing,
+errors and retries are the deployed ones. Lambda's side (`EventSourceMapping`) uses the queues
+directly, as the Lambda service does.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import itertools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,12 +39,19 @@ from typing import Any
 
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 
+from taskctl.capacity.quotas import Quotas
 from taskctl.chaos import wire
 
 RETENTION_S = 1_209_600  # 14 days, as both queues are deployed
 SQS_MAX_VISIBILITY_S = 43_200  # 12 hours from the receive: SQS's ceiling
 MAX_BODY_BYTES = 262_144
 SENDER_ID = "AIDACHAOSSIMULATION"
+
+
+@functools.cache
+def quotas() -> Quotas:
+    """SQS's in-flight quota and DelaySeconds maximum, from the quotas file that cites them."""
+    return Quotas.load()
 
 
 class SqsError(Exception):
@@ -90,17 +107,37 @@ class SimQueue:
     dead_letter: SimQueue | None = None
     max_receive_count: int | None = None
     retention_s: int = RETENTION_S
+    in_flight_limit: int = field(default_factory=lambda: quotas().sqs_in_flight)
     sent: int = 0
+    sent_delayed: int = 0
     moved_to_dead_letter: int = 0
     expired: int = 0
+    peak_in_flight: int = 0
+    over_limit: int = 0  # receives that found the in-flight quota reached
     _messages: dict[str, Message] = field(default_factory=dict)
-    _handles: dict[str, Message] = field(default_factory=dict)
+    _handles: dict[str, Received] = field(default_factory=dict)
     _heap: list[tuple[datetime, int, Message, int]] = field(default_factory=list)
     _seq: itertools.count = field(default_factory=itertools.count)
+    _received: dict[str, Message] = field(default_factory=dict)  # maybe in flight, by id
 
     def __len__(self) -> int:
-        """Messages stored (visible or in flight)."""
+        """Messages stored (visible, delayed or in flight)."""
         return len(self._messages)
+
+    def in_flight(self, now: datetime) -> int:
+        """Messages received and neither deleted nor visible again (SQS's in-flight count)."""
+        for message_id, message in list(self._received.items()):
+            if message.gone or message.visible_at <= now:
+                del self._received[message_id]
+        return len(self._received)
+
+    def delayed(self, now: datetime) -> int:
+        """Messages sent with a delay that has not ended yet (never received: not in flight)."""
+        return sum(
+            1
+            for message in self._messages.values()
+            if message.receive_count == 0 and message.visible_at > now
+        )
 
     # -- what a sender does
 
@@ -113,6 +150,11 @@ class SimQueue:
     ) -> Message:
         if len(body.encode()) > MAX_BODY_BYTES:
             raise SqsError("InvalidParameterValue", f"message body over {MAX_BODY_BYTES} bytes")
+        max_delay_s = quotas().sqs_max_delay_s
+        if not 0 <= delay_s <= max_delay_s:
+            raise SqsError(
+                "InvalidParameterValue", f"DelaySeconds={delay_s} is outside 0..{max_delay_s}"
+            )
         message = Message(
             message_id=self.new_id(),
             body=body,
@@ -122,6 +164,7 @@ class SimQueue:
         )
         self._store(message)
         self.sent += 1
+        self.sent_delayed += delay_s > 0
         return message
 
     # -- what a receiver does
@@ -129,7 +172,14 @@ class SimQueue:
     def receive(self, max_messages: int, now: datetime) -> list[Received]:
         """Up to `max_messages` visible messages, each hidden for the visibility timeout. A
         message already received `max_receive_count` times moves to the dead-letter queue
-        instead (the redrive policy)."""
+        instead (the redrive policy). None while the in-flight quota is reached (SQS answers
+        `OverLimit`: the queue stalls)."""
+        room = self.in_flight_limit - self.in_flight(now)
+        if room <= 0:
+            waiting = self.next_visible_at()
+            self.over_limit += waiting is not None and waiting <= now
+            return []
+        max_messages = min(max_messages, room)
         received: list[Received] = []
         while len(received) < max_messages and self._heap and self._heap[0][0] <= now:
             _, _, message, version = heapq.heappop(self._heap)
@@ -155,11 +205,7 @@ class SimQueue:
         return self._hand_out(message, now)
 
     def change_visibility(self, receipt_handle: str, timeout_s: int, now: datetime) -> None:
-        message = self._handles.get(receipt_handle)
-        if message is None:
-            raise SqsError(
-                "ReceiptHandleIsInvalid", f"the receipt handle {receipt_handle!r} is invalid"
-            )
+        message = self._message_of(receipt_handle)
         if message.gone or message.receipt_handle != receipt_handle:
             raise SqsError(
                 "InvalidParameterValue",
@@ -181,15 +227,25 @@ class SimQueue:
 
     def delete(self, receipt_handle: str) -> bool:
         """Delete with a handle: True if deleted; a stale handle deletes nothing (no error)."""
-        message = self._handles.get(receipt_handle)
-        if message is None:
-            raise SqsError(
-                "ReceiptHandleIsInvalid", f"the receipt handle {receipt_handle!r} is invalid"
-            )
+        message = self._message_of(receipt_handle)
         if message.gone or message.receipt_handle != receipt_handle:
             return False
         self._drop(message)
         return True
+
+    def received(self, receipt_handle: str) -> Received:
+        """The receive that returned `receipt_handle` (stale or not)."""
+        found = self._handles.get(receipt_handle)
+        if found is None:
+            raise SqsError(
+                "ReceiptHandleIsInvalid", f"the receipt handle {receipt_handle!r} is invalid"
+            )
+        return found
+
+    def purge(self) -> None:
+        """Delete every message (PurgeQueue)."""
+        for message in list(self._messages.values()):
+            self._drop(message)
 
     def remove(self, message: Message) -> None:
         """Delete a message by hand, whatever its state (an operator purging it)."""
@@ -226,9 +282,15 @@ class SimQueue:
         message.received_at = now
         handle = f"{message.message_id}#{message.receive_count}#{self.new_id()}"
         message.receipt_handle = handle
-        self._handles[handle] = message
+        received = Received(message, handle, message.receive_count, now)
+        self._handles[handle] = received
         self._set_visible_at(message, now + timedelta(seconds=self.visibility_timeout_s))
-        return Received(message, handle, message.receive_count, now)
+        self._received[message.message_id] = message
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight(now))
+        return received
+
+    def _message_of(self, receipt_handle: str) -> Message:
+        return self.received(receipt_handle).message
 
     def _drop(self, message: Message) -> None:
         message.gone = True
@@ -258,20 +320,64 @@ class SimQueue:
             message_attributes=message.message_attributes,
             sent_at=message.sent_at,  # retention counts from the original send
             visible_at=message.visible_at,
+            receive_count=message.receive_count,  # kept, as SQS keeps it
         )
         self.dead_letter._store(moved)
 
 
 class SimSqs:
-    """The queues by URL, answering the functions' SQS requests (`respond`)."""
+    """The queues by URL, answering SQS requests (`respond`): the functions' calls, and those a
+    test or the benchmark makes to set a scene or to play Lambda's poller."""
 
     def __init__(self, clock: Callable[[], datetime]) -> None:
         self._clock = clock
         self._queues: dict[str, SimQueue] = {}
+        self._last_reply: tuple[AWSPreparedRequest, AWSResponse] | None = None
 
     def add(self, queue: SimQueue) -> SimQueue:
         self._queues[queue.url] = queue
         return queue
+
+    def create_queue(
+        self,
+        name: str,
+        *,
+        visibility_timeout_s: int,
+        new_id: Callable[[], str],
+        dead_letter: SimQueue | None = None,
+        max_receive_count: int | None = None,
+    ) -> SimQueue:
+        """A queue named `name` in the simulated account, with SQS's URL and ARN."""
+        return self.add(
+            SimQueue(
+                name=name,
+                url=f"{wire.SQS_ENDPOINT}/{wire.ACCOUNT}/{name}",
+                arn=f"arn:aws:sqs:{wire.REGION}:{wire.ACCOUNT}:{name}",
+                visibility_timeout_s=visibility_timeout_s,
+                new_id=new_id,
+                dead_letter=dead_letter,
+                max_receive_count=max_receive_count,
+            )
+        )
+
+    def queue(self, url: str) -> SimQueue:
+        return self._queues[url]
+
+    def serve(self, events: Any) -> Callable[[], None]:
+        """Answer the SQS requests of every client created from now on with `events` (a boto3
+        session's `events`) here, instead of the network or moto. Returns the undo."""
+        events.register_first("before-send.sqs", self.before_send)
+        return lambda: events.unregister("before-send.sqs", self.before_send)
+
+    def before_send(self, request: AWSPreparedRequest, event_name: str, **_: Any) -> AWSResponse:
+        """A `before-send` hook: the reply to an SQS request. botocore calls every hook of the
+        event, so one that applies the request itself first (a test's lost reply) brings it here
+        twice: it is applied once (a retry is a new request)."""
+        if self._last_reply is not None and self._last_reply[0] is request:
+            return self._last_reply[1]
+        reply = self.respond(request, event_name.rsplit(".", 1)[-1])
+        self._last_reply = (request, reply)
+        return reply
 
     def respond(self, request: AWSPreparedRequest, operation: str) -> AWSResponse:
         """The reply SQS would send to `request` (applied to the queues)."""
@@ -302,8 +408,81 @@ class SimSqs:
             case "DeleteMessage":
                 queue.delete(request["ReceiptHandle"])
                 return {}
+            case "ReceiveMessage":
+                batch = queue.receive(int(request.get("MaxNumberOfMessages", 1)), now)
+                return {"Messages": [_received_shape(received) for received in batch]}
+            case "GetQueueAttributes":
+                names = set(request.get("AttributeNames") or ["All"])
+                attributes = _attributes(queue, now)
+                if "All" not in names:
+                    attributes = {k: v for k, v in attributes.items() if k in names}
+                return {"Attributes": attributes}
+            case "SetQueueAttributes":
+                _set_attributes(queue, request.get("Attributes", {}), self._queues)
+                return {}
+            case "PurgeQueue":
+                queue.purge()
+                return {}
         # Anything else would need simulating first: fail loudly rather than pretend.
         raise SqsError("UnsupportedOperation", f"{operation} is not simulated by taskctl chaos")
+
+
+def _received_shape(received: Received) -> dict[str, Any]:
+    """A message as ReceiveMessage returns it (all attributes asked for)."""
+    message = received.message
+    return {
+        "MessageId": message.message_id,
+        "ReceiptHandle": received.receipt_handle,
+        "MD5OfBody": message.md5_of_body,
+        "Body": message.body,
+        "Attributes": receive_attributes(received),
+        "MessageAttributes": message.message_attributes,
+    }
+
+
+def receive_attributes(received: Received) -> dict[str, str]:
+    """The system attributes of one receive, as SQS reports them."""
+    message = received.message
+    return {
+        "ApproximateReceiveCount": str(received.receive_count),
+        "SentTimestamp": str(_epoch_ms(message.sent_at)),
+        "SenderId": SENDER_ID,
+        "ApproximateFirstReceiveTimestamp": str(
+            _epoch_ms(message.first_received_at or received.received_at)
+        ),
+    }
+
+
+def _attributes(queue: SimQueue, now: datetime) -> dict[str, str]:
+    in_flight = queue.in_flight(now)
+    delayed = queue.delayed(now)
+    return {
+        "QueueArn": queue.arn,
+        "VisibilityTimeout": str(queue.visibility_timeout_s),
+        "ApproximateNumberOfMessages": str(len(queue) - in_flight - delayed),
+        "ApproximateNumberOfMessagesNotVisible": str(in_flight),
+        "ApproximateNumberOfMessagesDelayed": str(delayed),
+    }
+
+
+def _set_attributes(
+    queue: SimQueue, attributes: dict[str, str], queues: dict[str, SimQueue]
+) -> None:
+    for name, value in attributes.items():
+        match name:
+            case "VisibilityTimeout":
+                queue.visibility_timeout_s = int(value)
+            case "RedrivePolicy":
+                policy = json.loads(value)
+                by_arn = {candidate.arn: candidate for candidate in queues.values()}
+                queue.dead_letter = by_arn[policy["deadLetterTargetArn"]]
+                queue.max_receive_count = int(policy["maxReceiveCount"])
+            case _:
+                raise SqsError("UnsupportedOperation", f"queue attribute {name} is not simulated")
+
+
+def _epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
 
 
 @dataclass

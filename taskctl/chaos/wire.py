@@ -4,12 +4,18 @@ protocol for both DynamoDB and SQS), so the SDK's own parsing, retries and error
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+SQS_ENDPOINT = f"https://sqs.{REGION}.amazonaws.com"
 # Error `__type` prefixes of the two services' JSON protocols.
 DYNAMODB_ERROR_PREFIX = "com.amazonaws.dynamodb.v20120810#"
 SQS_ERROR_PREFIX = "com.amazonaws.sqs#"
@@ -89,3 +95,24 @@ def error_response(
     return json_response(
         request, status, {"__type": DYNAMODB_ERROR_PREFIX + code, "message": message}
     )
+
+
+@contextlib.contextmanager
+def offline_aws_environment(**extra: str) -> Iterator[None]:
+    """Fake credentials, and none of the developer's AWS settings (a profile, an endpoint):
+    nothing run inside may reach a real account or the local stack. `extra` variables are set
+    too; the process's environment is as it was afterwards."""
+    with mock.patch.dict(os.environ):
+        for name in list(os.environ):
+            if name.startswith(("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_DEFAULT_PROFILE")):
+                del os.environ[name]
+        os.environ.update(
+            AWS_ACCESS_KEY_ID="simulated",
+            AWS_SECRET_ACCESS_KEY="simulated",
+            AWS_DEFAULT_REGION=REGION,
+            AWS_REGION=REGION,
+            AWS_CONFIG_FILE=os.devnull,
+            AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+            **extra,
+        )
+        yield

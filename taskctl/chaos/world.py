@@ -23,7 +23,6 @@ import hashlib
 import heapq
 import itertools
 import json
-import os
 import random
 import time
 import uuid
@@ -48,7 +47,7 @@ from functions.runtime import CLIENT_CONFIG, FunctionSettings, Runtime
 from functions.settings import StackSettings
 from taskctl.chaos.clock import SimClock
 from taskctl.chaos.dynamodb import SimTable, create_table
-from taskctl.chaos.events import ACCOUNT, REGION, Events
+from taskctl.chaos.events import Events
 from taskctl.chaos.faults import FaultKind, FaultRates, Faults, Transport
 from taskctl.chaos.invariants import (
     ACCEPTED_MISSING,
@@ -73,13 +72,13 @@ from taskctl.chaos.lambdas import (
     quiet_functions,
 )
 from taskctl.chaos.sqs import EventSourceMapping, Received, SimQueue, SimSqs
+from taskctl.chaos.wire import ACCOUNT, REGION, SQS_ENDPOINT, offline_aws_environment
 from taskctl.ops.redrive import redrive_task
 
 TABLE_NAME = "chaos-tasks"
 MAIN_QUEUE = "chaos-tasks"
 DEAD_LETTER_QUEUE = "chaos-tasks-dlq"
 DYNAMODB_ENDPOINT = f"https://dynamodb.{REGION}.amazonaws.com"
-SQS_ENDPOINT = f"https://sqs.{REGION}.amazonaws.com"
 FUNCTIONS = ("api", "worker", "dead-letter", "reconciler", "operator")
 
 GAP_S = (300.0, 900.0)  # normal operation before each outage: 5 to 15 minutes
@@ -163,6 +162,8 @@ class WorldReport:
     reconciler_recoveries: int = 0
     dead_letter_moves: int = 0
     messages_left: int = 0
+    delayed_sends: int = 0  # messages sent to the main queue with DelaySeconds
+    peak_in_flight: int = 0  # the main queue's in-flight messages at their most
     simulated_s: float = 0.0
     settled: bool = False
     wall_s: float = 0.0
@@ -199,7 +200,7 @@ class World:
 
     def run(self) -> WorldReport:
         started = time.perf_counter()
-        with _aws_environment(), mock_aws(), quiet_functions():
+        with offline_aws_environment(), mock_aws(), quiet_functions():
             self._build()
             with mock.patch.object(
                 botocore.endpoint, "time", SimpleNamespace(sleep=self.lambdas.sleep)
@@ -236,25 +237,17 @@ class World:
             unprocessed=lambda keys: self.faults.unprocessed_keys(keys, self.lambdas.current),
         )
         self.sqs = SimSqs(self.clock)
-        self.dead_letter_queue = self.sqs.add(
-            SimQueue(
-                name=DEAD_LETTER_QUEUE,
-                url=f"{SQS_ENDPOINT}/{ACCOUNT}/{DEAD_LETTER_QUEUE}",
-                arn=f"arn:aws:sqs:{REGION}:{ACCOUNT}:{DEAD_LETTER_QUEUE}",
-                visibility_timeout_s=settings.visibility_timeout_s,
-                new_id=self.new_id,
-            )
+        self.dead_letter_queue = self.sqs.create_queue(
+            DEAD_LETTER_QUEUE,
+            visibility_timeout_s=settings.visibility_timeout_s,
+            new_id=self.new_id,
         )
-        self.main_queue = self.sqs.add(
-            SimQueue(
-                name=MAIN_QUEUE,
-                url=f"{SQS_ENDPOINT}/{ACCOUNT}/{MAIN_QUEUE}",
-                arn=f"arn:aws:sqs:{REGION}:{ACCOUNT}:{MAIN_QUEUE}",
-                visibility_timeout_s=settings.visibility_timeout_s,
-                new_id=self.new_id,
-                dead_letter=self.dead_letter_queue,
-                max_receive_count=settings.max_receive_count,
-            )
+        self.main_queue = self.sqs.create_queue(
+            MAIN_QUEUE,
+            visibility_timeout_s=settings.visibility_timeout_s,
+            new_id=self.new_id,
+            dead_letter=self.dead_letter_queue,
+            max_receive_count=settings.max_receive_count,
         )
         self.faults = Faults(self._random("faults"), self.plan.rates)
         self.transport = Transport(
@@ -632,10 +625,17 @@ class World:
         return which
 
     def _acknowledged(self, received: Received) -> None:
-        """The worker let Lambda delete a message: its task must be finished (or unknown)."""
+        """The worker let Lambda delete a message: its task must be finished (or unknown), or
+        the invocation must have put another message of the task on the main queue first (the
+        delayed copy of a retry or a deferral)."""
         task_id = _task_of(received.message.body)
         item = self.table.item(task_id) if task_id is not None else None
-        if item is not None and item.get("status") not in TERMINAL:
+        invocation = self.lambdas.last
+        replaced = invocation is not None and any(
+            url == self.main_queue.url and _task_of(body) == task_id
+            for url, body in invocation.sent
+        )
+        if item is not None and item.get("status") not in TERMINAL and not replaced:
             self.requests.violations.append(
                 Violation(
                     UNFINISHED_ACKNOWLEDGED,
@@ -675,6 +675,8 @@ class World:
         report.aws_attempts = sum(self.transport.attempts.values())
         report.outage_refusals = self.transport.outage_refusals
         report.dead_letter_moves = self.main_queue.moved_to_dead_letter
+        report.delayed_sends = self.main_queue.sent_delayed
+        report.peak_in_flight = self.main_queue.peak_in_flight
         report.messages_left = len(self.main_queue) + len(self.dead_letter_queue)
         report.simulated_s = self.clock.elapsed_s
         report.digest = fingerprint.hexdigest()[:16]
@@ -720,22 +722,3 @@ def _index_lag_s(rng: random.Random) -> float:
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@contextlib.contextmanager
-def _aws_environment() -> Iterator[None]:
-    """Fake credentials, and none of the developer's AWS settings (a profile, an endpoint):
-    nothing here may reach a real account or the local stack."""
-    with mock.patch.dict(os.environ):
-        for name in list(os.environ):
-            if name.startswith(("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_DEFAULT_PROFILE")):
-                del os.environ[name]
-        os.environ.update(
-            AWS_ACCESS_KEY_ID="chaos",
-            AWS_SECRET_ACCESS_KEY="chaos",
-            AWS_DEFAULT_REGION=REGION,
-            AWS_REGION=REGION,
-            AWS_CONFIG_FILE=os.devnull,
-            AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        )
-        yield

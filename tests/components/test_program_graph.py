@@ -296,11 +296,16 @@ def test_each_function_may_do_exactly_its_own_job(program_run):
     expected = {
         # create and read tasks, enqueue them; nothing to delete: the reconciler covers a lost send
         "api": on_table("GetItem", "PutItem") | {("sqs:SendMessage", main)},
-        # claim and finish attempts; re-hide a message until its retry (the backoff delay); the
-        # last failed attempt goes to the DLQ
+        # claim and finish attempts; re-send a message delayed until its retry (the backoff
+        # delay), or re-hide it (a live lease; a failed re-send); the last failed attempt goes to
+        # the DLQ
         "worker": on_table("GetItem", "UpdateItem")
         | consume(main)
-        | {("sqs:ChangeMessageVisibility", main), ("sqs:SendMessage", dlq)},
+        | {
+            ("sqs:SendMessage", main),
+            ("sqs:ChangeMessageVisibility", main),
+            ("sqs:SendMessage", dlq),
+        },
         # fail poisonous tasks; return the dead letters of unfinished tasks to the main queue
         "dead-letter": on_table("GetItem", "UpdateItem")
         | consume(dlq)

@@ -1,9 +1,10 @@
 """Faults injected at one exact AWS call, through botocore's own event hooks, so the SDK's real
 retry logic runs: "applied, response lost, retried" is what botocore does after a 500 or a reset.
 
-`lose_response(client, "UpdateItem", nth=1)`: the nth matching call is applied by moto, then its
-reply is replaced by a 500 (as a reset connection or a lost reply looks to the caller); botocore
-retries it as it would in Lambda, and the retry meets the world the first try already changed.
+`lose_response(client, "UpdateItem", nth=1)`: the nth matching call is applied (by moto, or by the
+simulated queues for SQS), then its reply is replaced by a 500 (as a reset connection or a lost
+reply looks to the caller); botocore retries it as it would in Lambda, and the retry meets the
+world the first try already changed.
 """
 
 from __future__ import annotations
@@ -14,25 +15,32 @@ from typing import Any
 
 from botocore.awsrequest import AWSResponse
 from moto.core.botocore_stubber import MockRawResponse
-from moto.core.models import botocore_stubber
 
 
 @dataclass
 class LostResponses:
     """Which calls had their response lost, for the test's own assertions."""
 
+    events: Any  # the client's event hooks: whatever answers its requests (moto, simulated SQS)
     operation: str
     nth: set[int]
     seen: int = 0
     lost: list[dict[str, Any]] = field(default_factory=list)  # the real replies, never seen
+    _applying: bool = False
 
-    def __call__(self, request: Any, **_: Any) -> AWSResponse | None:
+    def __call__(self, request: Any, event_name: str, **_: Any) -> AWSResponse | None:
+        if self._applying:
+            return None  # the call is being applied: let the service answer
         self.seen += 1
         if self.seen not in self.nth:
-            return None  # let moto answer as usual
-        # The call really reaches the table (and is applied, or refused by its condition)...
-        reply = botocore_stubber("before-send", request)
-        assert reply is not None, "moto must be active"
+            return None  # let the service answer as usual
+        # The call really reaches the service (and is applied, or refused by its condition)...
+        self._applying = True
+        try:
+            _, reply = self.events.emit_until_response(event_name, request=request)
+        finally:
+            self._applying = False
+        assert reply is not None, "moto or the simulated queues must answer"
         self.lost.append({"status": reply.status_code})
         # ...and its reply never reaches the caller.
         body = json.dumps({"__type": "InternalServerError", "message": "reply lost in transit"})
@@ -42,7 +50,7 @@ class LostResponses:
 def lose_response(client: Any, operation: str, nth: int | set[int] = 1) -> LostResponses:
     """Apply the `nth` call(s) of `operation` on `client`, then lose the reply (a 500)."""
     service = client.meta.service_model.endpoint_prefix
-    hook = LostResponses(operation, {nth} if isinstance(nth, int) else set(nth))
+    hook = LostResponses(client.meta.events, operation, {nth} if isinstance(nth, int) else set(nth))
     client.meta.events.register_first(f"before-send.{service}.{operation}", hook)
     return hook
 

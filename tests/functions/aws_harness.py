@@ -1,5 +1,7 @@
-"""Test doubles around the handlers: realistic events, a fake Lambda context and clock, and a
-`Pipeline` that plays the part of Lambda's SQS event source mapping on moto's queues."""
+"""Test doubles around the handlers: realistic events, a fake Lambda context, and a `Pipeline`
+that plays the part of Lambda's SQS event source mappings. The queues, the clock and the mapping
+player are the fault campaign's own (`taskctl.chaos`): one model of SQS on simulated time serves
+the tests, `taskctl bench` and `taskctl chaos`."""
 
 from __future__ import annotations
 
@@ -8,18 +10,18 @@ import copy
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from functions import api, dead_letter, runtime, worker
 from functions.lifecycle import TaskRecord
+from taskctl.chaos.clock import SimClock
+from taskctl.chaos.events import Events
+from taskctl.chaos.sqs import EventSourceMapping, Received, SimQueue, SimSqs
 
 EVENTS_DIR = Path(__file__).resolve().parent.parent / "events"
 MAIN_QUEUE_VISIBILITY_S = 180  # as deployed: 6 x the 30 s function timeout
-PINNED_VISIBILITY_S = 3_600  # well past any test's wall time, within SQS's 12 h total
+BATCH_SIZE = 10  # records per invocation, at most (the receive's maximum)
 
 
 # The app client the tests call as (an owner), and another one.
@@ -122,17 +124,6 @@ class FakeLambdaContext:
         return self.remaining_ms
 
 
-@dataclass
-class FakeClock:
-    now: datetime
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 # -- SQS --------------------------------------------------------------------------------------
 
 
@@ -158,62 +149,52 @@ class CallSpy:
         self.calls.append(dict(params))
 
 
-def sqs_record(message: dict[str, Any], queue_arn: str) -> dict[str, Any]:
-    """The Lambda event record for a message as `ReceiveMessage` returned it."""
-    record = copy.deepcopy(load_event("sqs_task_message.json")["Records"][0])
-    record.update(
-        messageId=message["MessageId"],
-        receiptHandle=message["ReceiptHandle"],
-        body=message["Body"],
-        attributes=message.get("Attributes", {}),
-        md5OfBody=message["MD5OfBody"],
-        eventSourceARN=queue_arn,
-        messageAttributes={
-            name: {
-                "stringValue": value.get("StringValue"),
-                "stringListValues": [],
-                "binaryListValues": [],
-                "dataType": value["DataType"],
-            }
-            for name, value in message.get("MessageAttributes", {}).items()
-        },
-    )
-    return record
-
-
 @dataclass
 class Delivery:
     """What one worker invocation did with a batch."""
 
     message_ids: list[str]
     failed_ids: set[str]
+    bodies: list[str]
 
 
 class Pipeline:
-    """Lambda's event source mapping, played on moto: receive a batch, invoke the handler,
-    delete the messages it did not report failed. Failed ones stay hidden for whatever
-    visibility the worker set; `advance_to_next_retry` moves the fake clock there and lets
-    SQS deliver them (moto's own visibility runs on wall time)."""
+    """Lambda's event source mappings, played by `taskctl.chaos.sqs.EventSourceMapping` on the
+    simulated queues, which run on the tests' fake clock: receive a batch, invoke the handler,
+    delete what it did not report failed. A hidden or delayed message comes back when the clock
+    reaches its time; `run_until_idle` moves the clock there.
 
-    def __init__(
-        self, sqs: Any, queue_url: str, dlq_url: str, clock: FakeClock, visibility_spy: CallSpy
-    ) -> None:
-        self.sqs = sqs
-        self.queue_url = queue_url
-        self.dlq_url = dlq_url
-        self.clock = clock
-        self.visibility_spy = visibility_spy
+    `sqs` is the tests' own client (its calls set scenes and are not the worker's); the spies see
+    the worker's ChangeMessageVisibility and SendMessage calls."""
+
+    def __init__(self, sqs: Any, resources: Any, clock: SimClock) -> None:
+        """`resources`: conftest's `Resources` (the queues and their URLs)."""
+        self.sqs, self.clock = sqs, clock
+        self.queue_url, self.dlq_url = resources.queue_url, resources.dlq_url
+        self.visibility_spy = CallSpy("ChangeMessageVisibility")
+        self.send_spy = CallSpy("SendMessage")
         self.context = FakeLambdaContext()
-        self.hidden: dict[str, datetime] = {}  # receipt handle -> when SQS shows it again
-        self.pin_hidden = True
-        self._arns: dict[str, str] = {}
         self.runs: list[Delivery] = []
+        self._events = Events()
+        self._queues: SimSqs = resources.queues
+        self.worker_mapping = EventSourceMapping(
+            self._queues.queue(self.queue_url), BATCH_SIZE, self._invoke_worker
+        )
+        self.dead_letter_mapping = EventSourceMapping(
+            self._queues.queue(self.dlq_url), BATCH_SIZE, self._invoke_dead_letter
+        )
 
-    def queue_arn(self, url: str) -> str:
-        if url not in self._arns:
-            attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-            self._arns[url] = attributes["Attributes"]["QueueArn"]
-        return self._arns[url]
+    @property
+    def main_queue(self) -> SimQueue:
+        return self.worker_mapping.queue
+
+    def delays_sent(self) -> list[int]:
+        """DelaySeconds of each message the worker sent to the main queue, in order."""
+        return [
+            call.get("DelaySeconds", 0)
+            for call in self.send_spy.calls
+            if call["QueueUrl"] == self.queue_url
+        ]
 
     def receive(self, url: str | None = None, max_messages: int = 10) -> list[dict[str, Any]]:
         reply = self.sqs.receive_message(
@@ -226,83 +207,59 @@ class Pipeline:
         return reply.get("Messages", [])
 
     def event(self, messages: list[dict[str, Any]], url: str | None = None) -> dict[str, Any]:
-        arn = self.queue_arn(url or self.queue_url)
-        return {"Records": [sqs_record(message, arn) for message in messages]}
+        queue = self._queues.queue(url or self.queue_url)
+        return self._events.sqs(self._batch(queue, messages), queue)
 
     def deliver(self, messages: list[dict[str, Any]]) -> Delivery:
-        """Invoke the worker with `messages` as one batch, then act as the ESM does."""
-        # Spy on the client the worker will use (a test may have installed a new runtime).
-        self.visibility_spy.attach(runtime.current().sqs)
-        calls_before = len(self.visibility_spy.calls)
-        response = worker.handler(self.event(messages), self.context)
-        failed = {item["itemIdentifier"] for item in response["batchItemFailures"]}
-        for message in messages:
-            if message["MessageId"] not in failed:
-                self.sqs.delete_message(
-                    QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
-                )
-        for call in self.visibility_spy.calls[calls_before:]:
-            if self.pin_hidden:
-                # moto counts visibility in wall time, the worker in fake time: keep the message
-                # hidden until the fake clock reaches its time (`advance_to_next_retry`).
-                try:
-                    self.sqs.change_message_visibility(
-                        QueueUrl=self.queue_url,
-                        ReceiptHandle=call["ReceiptHandle"],
-                        VisibilityTimeout=PINNED_VISIBILITY_S,
-                    )
-                except ClientError:
-                    continue  # a stale handle: the worker's own call failed the same way
-            self.hidden[call["ReceiptHandle"]] = self.clock.now + timedelta(
-                seconds=call["VisibilityTimeout"]
-            )
-        delivery = Delivery([m["MessageId"] for m in messages], failed)
-        self.runs.append(delivery)
-        return delivery
-
-    def advance_to_next_retry(self) -> bool:
-        """Move the clock to the earliest hidden message's time and make those due visible.
-        False if nothing is hidden."""
-        if not self.hidden:
-            return False
-        due = min(self.hidden.values())
-        self.clock.now = max(self.clock.now, due)
-        for handle, at in list(self.hidden.items()):
-            if at <= self.clock.now:
-                del self.hidden[handle]
-                try:
-                    self.sqs.change_message_visibility(
-                        QueueUrl=self.queue_url, ReceiptHandle=handle, VisibilityTimeout=0
-                    )
-                except ClientError:
-                    continue  # superseded by a newer receive of the same message
-        return True
+        """Invoke the worker with `messages` (as received) as one batch, then act as the ESM
+        does."""
+        self.worker_mapping.deliver(self._batch(self.main_queue, messages))
+        return self.runs[-1]
 
     def run_until_idle(self, max_invocations: int = 1_000) -> int:
-        """Deliver batches until the main queue is empty and nothing waits for a retry."""
+        """Deliver batches until the main queue is empty, moving the clock to each hidden or
+        delayed message's time."""
         invocations = 0
         while invocations < max_invocations:
-            messages = self.receive()
-            if messages:
-                self.deliver(messages)
+            if self.worker_mapping.poll(self.clock()):
                 invocations += 1
-            elif not self.advance_to_next_retry():
+                continue
+            due = self.main_queue.next_visible_at()
+            if due is None:
                 return invocations
+            self.clock.advance_to(due)
         raise AssertionError(f"still busy after {max_invocations} worker invocations")
 
     def drain_dead_letters(self) -> list[dict[str, Any]]:
-        """Run the dead-letter function on everything in the DLQ; returns the messages."""
+        """Run the dead-letter function on everything visible in the DLQ; returns the
+        messages."""
         handled = []
         while messages := self.receive(self.dlq_url):
-            response = dead_letter.handler(self.event(messages, self.dlq_url), self.context)
-            failed = {item["itemIdentifier"] for item in response["batchItemFailures"]}
-            assert not failed, f"dead-letter function failed on {failed}"
-            for message in messages:
-                self.sqs.delete_message(
-                    QueueUrl=self.dlq_url, ReceiptHandle=message["ReceiptHandle"]
-                )
+            self.dead_letter_mapping.deliver(self._batch(self.dead_letter_mapping.queue, messages))
             handled += messages
         return handled
+
+    def _batch(self, queue: SimQueue, messages: list[dict[str, Any]]) -> list[Received]:
+        return [queue.received(message["ReceiptHandle"]) for message in messages]
+
+    def _invoke_worker(self, batch: list[Received]) -> set[str]:
+        # Spy on the client the worker will use (a test may have installed a new runtime).
+        for spy in (self.visibility_spy, self.send_spy):
+            spy.attach(runtime.current().sqs)
+        response = worker.handler(self._events.sqs(batch, self.main_queue), self.context)
+        failed = {item["itemIdentifier"] for item in response["batchItemFailures"]}
+        messages = [received.message for received in batch]
+        self.runs.append(
+            Delivery([m.message_id for m in messages], failed, [m.body for m in messages])
+        )
+        return failed
+
+    def _invoke_dead_letter(self, batch: list[Received]) -> set[str]:
+        event = self._events.sqs(batch, self.dead_letter_mapping.queue)
+        response = dead_letter.handler(event, self.context)
+        failed = {item["itemIdentifier"] for item in response["batchItemFailures"]}
+        assert not failed, f"dead-letter function failed on {failed}"
+        return failed
 
 
 def submit(message: str) -> str:

@@ -1,8 +1,11 @@
-"""Fixtures for handler tests on moto: fake credentials -> mock_aws -> table and queues ->
-the functions' runtime (with a fake clock and a seeded random source) -> a pipeline driver.
+"""Fixtures for handler tests: fake credentials -> mock_aws (DynamoDB) and the simulated queues
+(SQS, on the fake clock) -> the functions' runtime (with that clock and a seeded random source)
+-> a pipeline driver.
 
 boto3 clients are created only inside the mock, by the same `functions.runtime.Runtime` the
-deployed functions use, from the same environment variables."""
+deployed functions use, from the same environment variables. Their SQS requests are answered by
+`taskctl.chaos.sqs.SimSqs`: moto's queues count visibility and DelaySeconds in wall time, which a
+test that waits minutes of backoff in a few milliseconds cannot use."""
 
 from __future__ import annotations
 
@@ -10,20 +13,24 @@ import dataclasses
 import json
 import os
 import random
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import boto3
+import botocore.handlers
 import pytest
-from aws_harness import MAIN_QUEUE_VISIBILITY_S, CallSpy, FakeClock, Pipeline
+from aws_harness import MAIN_QUEUE_VISIBILITY_S, Pipeline
 from botocore.retries.standard import ExponentialBackoff
 from moto import mock_aws
 
 from functions import runtime
 from functions.runtime import FunctionSettings, Runtime
 from functions.settings import REDRIVE_RECEIVE_MARGIN, TaskPolicy
+from taskctl.chaos.clock import SimClock
 from taskctl.chaos.dynamodb import create_table as create_task_table
+from taskctl.chaos.sqs import SimSqs
 
 DEV_POLICY = TaskPolicy(maxAttempts=2, errorRate=0.3, backoffBaseSeconds=2, maxDelaySeconds=900)
 START = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
@@ -35,6 +42,7 @@ class Resources:
     queue_url: str
     dlq_url: str
     dlq_arn: str
+    queues: SimSqs
 
 
 @pytest.fixture(autouse=True)
@@ -60,24 +68,28 @@ def aws(aws_credentials: None) -> Iterator[None]:
 
 
 @pytest.fixture
-def resources(aws: None, boto_session: boto3.Session) -> Resources:
+def resources(aws: None, boto_session: boto3.Session, clock: SimClock) -> Iterator[Resources]:
     """The stack's table and queue pair, as the Pulumi program declares them."""
-    dynamodb = boto_session.client("dynamodb")
-    sqs = boto_session.client("sqs")
-    table_name = "fault-tolerant-tasks-dev-tasks"
-    create_task_table(dynamodb, table_name)
-    dlq_url = sqs.create_queue(QueueName="fault-tolerant-tasks-dev-dlq")["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    queue_url = sqs.create_queue(
-        QueueName="fault-tolerant-tasks-dev-tasks",
-        Attributes={
-            "VisibilityTimeout": str(MAIN_QUEUE_VISIBILITY_S),
-            "RedrivePolicy": _redrive_policy(dlq_arn, DEV_POLICY),
-        },
-    )["QueueUrl"]
-    return Resources(table_name, queue_url, dlq_url, dlq_arn)
+    create_task_table(boto_session.client("dynamodb"), "fault-tolerant-tasks-dev-tasks")
+    queues = SimSqs(clock)
+    ids = iter(range(1, 1 << 62))
+    new_id = lambda: str(uuid.UUID(int=next(ids), version=4))  # noqa: E731
+    dlq, main = (
+        queues.create_queue(name, visibility_timeout_s=MAIN_QUEUE_VISIBILITY_S, new_id=new_id)
+        for name in ("fault-tolerant-tasks-dev-dlq", "fault-tolerant-tasks-dev-tasks")
+    )
+    # Every SQS client answered by the simulated queues: the session's, and those of sessions
+    # made during the test (an operator command makes its own).
+    stop_serving = queues.serve(boto_session.events)
+    new_sessions = ("before-send.sqs", queues.before_send, botocore.handlers.REGISTER_FIRST)
+    botocore.handlers.BUILTIN_HANDLERS.append(new_sessions)
+    resources = Resources("fault-tolerant-tasks-dev-tasks", main.url, dlq.url, dlq.arn, queues)
+    boto_session.client("sqs").set_queue_attributes(
+        QueueUrl=main.url, Attributes={"RedrivePolicy": _redrive_policy(dlq.arn, DEV_POLICY)}
+    )
+    yield resources
+    botocore.handlers.BUILTIN_HANDLERS.remove(new_sessions)
+    stop_serving()
 
 
 def _redrive_policy(dlq_arn: str, policy: TaskPolicy) -> str:
@@ -100,13 +112,13 @@ def function_env(monkeypatch: pytest.MonkeyPatch, resources: Resources) -> None:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(START)
+def clock() -> SimClock:
+    return SimClock(START)
 
 
 @pytest.fixture
 def make_runtime(
-    function_env: None, resources: Resources, clock: FakeClock, boto_session: boto3.Session
+    function_env: None, resources: Resources, clock: SimClock, boto_session: boto3.Session
 ) -> Iterator[Callable[..., Runtime]]:
     """Install a runtime read from the environment, with the fake clock and a seeded random
     source; `policy=` overrides the environment's policy."""
@@ -137,15 +149,9 @@ def rt(make_runtime: Callable[..., Runtime]) -> Runtime:
 def pipeline(
     make_runtime: Callable[..., Runtime],
     resources: Resources,
-    clock: FakeClock,
+    clock: SimClock,
     boto_session: boto3.Session,
 ) -> Pipeline:
-    """Plays Lambda's SQS event source mapping. It has its own SQS client, so its spy sees only
-    the worker's ChangeMessageVisibility calls."""
-    return Pipeline(
-        boto_session.client("sqs"),
-        resources.queue_url,
-        resources.dlq_url,
-        clock,
-        CallSpy("ChangeMessageVisibility"),
-    )
+    """Plays Lambda's SQS event source mappings. It has its own SQS client, so its spies see
+    only the worker's ChangeMessageVisibility and SendMessage calls."""
+    return Pipeline(boto_session.client("sqs"), resources, clock)

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from aws_faults import fail_calls, lose_response
 from aws_harness import (
-    FakeClock,
     FakeLambdaContext,
     Pipeline,
     http_event,
@@ -25,6 +24,7 @@ from functions import api, reconciler, runtime
 from functions.lifecycle import MESSAGE_MAX_CHARS
 from functions.runtime import Runtime
 from functions.settings import SDK_MAX_ATTEMPTS
+from taskctl.chaos.clock import SimClock
 
 
 def call(event: dict[str, Any]) -> dict[str, Any]:
@@ -295,7 +295,7 @@ def _send_fails(error: Exception, before: Any = None):
     ids=["sqs-5xx", "network"],
 )
 def test_enqueue_failure_is_accepted_and_the_reconciler_queues_the_task(
-    rt: Runtime, pipeline: Pipeline, clock: FakeClock, error: Exception
+    rt: Runtime, pipeline: Pipeline, clock: SimClock, error: Exception
 ) -> None:
     # GIVEN SQS refuses the message
     refuse = _send_fails(error)
@@ -384,7 +384,7 @@ class ProcessDied(BaseException):
 
 
 def test_a_submit_that_died_before_its_enqueue_is_replayed_and_still_runs(
-    rt: Runtime, pipeline: Pipeline, clock: FakeClock
+    rt: Runtime, pipeline: Pipeline, clock: SimClock
 ) -> None:
     # GIVEN the api process dies after writing the record and before sending the message
     def die(**_: Any) -> None:
@@ -408,7 +408,7 @@ def test_a_submit_that_died_before_its_enqueue_is_replayed_and_still_runs(
     assert record_of(rt, task_id).status == "COMPLETED"
 
 
-def run_reconciler_after(clock: FakeClock, seconds: float) -> None:
+def run_reconciler_after(clock: SimClock, seconds: float) -> None:
     clock.advance(seconds)
     reconciler.reconcile(runtime.current())
 

@@ -23,8 +23,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from aws_faults import fail_calls
 from aws_harness import (
-    FakeClock,
     FakeLambdaContext,
     Pipeline,
     http_event,
@@ -38,6 +38,7 @@ from functions import api, reconciler
 from functions.queue import task_message_body
 from functions.runtime import Runtime
 from functions.store import CHECK_INDEX
+from taskctl.chaos.clock import SimClock
 from taskctl.program import RecordingMocks, run_program
 
 STACKS = ("dev", "prod")
@@ -125,8 +126,10 @@ def run_api_branches(calls: CallRecorder) -> None:
 
 
 def run_worker_branches(calls: CallRecorder, rt: Runtime, pipeline: Pipeline) -> None:
-    """Success, a retry, an early duplicate deferred, the last failure (dead-lettered), a lost
-    last attempt, an unreadable message, and a message of a task that does not exist."""
+    """Success, a retry (re-sent delayed), an early duplicate deferred (re-sent delayed), a
+    duplicate meeting a live lease (hidden), a retry whose re-send fails (hidden), the last
+    failure (dead-lettered), a lost last attempt, an unreadable message, and a message of a task
+    that does not exist."""
     succeeds, fails = submit("SUCCESS"), submit("ERROR")
     with calls.running("worker"):
         pipeline.deliver(pipeline.receive())
@@ -136,11 +139,26 @@ def run_worker_branches(calls: CallRecorder, rt: Runtime, pipeline: Pipeline) ->
     pipeline.sqs.send_message(QueueUrl=pipeline.queue_url, MessageBody=task_message_body(fails))
     with calls.running("worker"):
         early = pipeline.deliver(pipeline.receive())
-    assert early.failed_ids == set(early.message_ids)  # deferred: hidden until the retry is due
+    assert early.failed_ids == set()  # deferred: re-sent delayed until the retry is due
+
+    leased = submit("SUCCESS")
+    rt.store.claim(record_of(rt, leased), 1, rt.clock(), rt.clock() + timedelta(seconds=30))
+    with calls.running("worker"):
+        waiting = pipeline.deliver(pipeline.receive())
+    assert waiting.failed_ids == set(waiting.message_ids)  # a live lease: hidden until it ends
+
+    fails_again = submit("ERROR")
+    outage = fail_calls(rt.sqs, "SendMessage")
+    with calls.running("worker"):
+        fallback = pipeline.deliver(pipeline.receive())
+    outage.stop()
+    assert fallback.failed_ids == set(fallback.message_ids)  # the re-send failed: hidden
+    assert record_of(rt, fails_again).status == "RETRYING"
 
     with calls.running("worker"):
         pipeline.run_until_idle()
-    assert record_of(rt, fails).status == "FAILED"
+    assert record_of(rt, fails).status == record_of(rt, fails_again).status == "FAILED"
+    assert record_of(rt, leased).status == "COMPLETED"
 
     lost = submit("SUCCESS")
     for attempt in (1, 2):  # both attempts claimed by workers that died
@@ -185,7 +203,7 @@ def run_dead_letter_branches(calls: CallRecorder, rt: Runtime, pipeline: Pipelin
 
 
 def run_reconciler_branches(
-    calls: CallRecorder, rt: Runtime, pipeline: Pipeline, clock: FakeClock
+    calls: CallRecorder, rt: Runtime, pipeline: Pipeline, clock: SimClock
 ) -> None:
     """One pass that recovers a task whose message is gone and rechecks one that is on schedule
     (a live lease), reading and saving its cursor. (Tasks the scenarios before left unfinished
@@ -207,7 +225,7 @@ def run_reconciler_branches(
 
 
 @pytest.fixture
-def recorded(rt: Runtime, resources: Any, pipeline: Pipeline, clock: FakeClock) -> dict:
+def recorded(rt: Runtime, resources: Any, pipeline: Pipeline, clock: SimClock) -> dict:
     calls = CallRecorder(rt, resources)
     run_api_branches(calls)
     discard_messages(pipeline, pipeline.queue_url)
@@ -307,6 +325,7 @@ def test_the_recorded_calls_are_the_ones_each_handler_is_known_to_make(recorded)
         "worker": {
             ("dynamodb:GetItem", TABLE),
             ("dynamodb:UpdateItem", TABLE),
+            ("sqs:SendMessage", MAIN_QUEUE),
             ("sqs:ChangeMessageVisibility", MAIN_QUEUE),
             ("sqs:SendMessage", DLQ),
         },

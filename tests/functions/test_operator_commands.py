@@ -17,12 +17,13 @@ from typing import Any
 
 import pytest
 import typer
-from aws_harness import FakeClock, Pipeline, raw_item, record_of, submit
+from aws_harness import Pipeline, raw_item, record_of, submit
 from typer.testing import CliRunner
 
 from functions.lifecycle import TaskStatus, from_iso, plan_redrive
 from functions.runtime import Runtime
 from functions.settings import TaskPolicy
+from taskctl.chaos.clock import SimClock
 from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_OK
 from taskctl.ops import cli, tasks_cli
 from taskctl.ops.tasks import find_tasks
@@ -34,14 +35,14 @@ GRACE = timedelta(seconds=ALWAYS_FAILS.recoveryGraceSeconds)
 
 
 @pytest.fixture(autouse=True)
-def commands_read_the_fake_clock(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> None:
+def commands_read_the_fake_clock(monkeypatch: pytest.MonkeyPatch, clock: SimClock) -> None:
     monkeypatch.setattr(cli, "utc_now", clock)
     monkeypatch.setattr(tasks_cli, "utc_now", clock)
 
 
 @pytest.fixture
 def failed_tasks(
-    make_runtime: Callable[..., Runtime], pipeline: Pipeline, clock: FakeClock
+    make_runtime: Callable[..., Runtime], pipeline: Pipeline, clock: SimClock
 ) -> list[str]:
     """Three tasks that FAILED an hour apart (oldest first); then the cause is fixed."""
     make_runtime(policy=ALWAYS_FAILS)

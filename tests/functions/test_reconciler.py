@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 from aws_faults import lose_response
-from aws_harness import FakeClock, FakeLambdaContext, Pipeline, raw_item, record_of, submit
+from aws_harness import FakeLambdaContext, Pipeline, raw_item, record_of, submit
 from emf import emf_blobs, metric_total
 
 from functions import reconciler
 from functions.runtime import Runtime
+from taskctl.chaos.clock import SimClock
 
 
 def lose_message(pipeline: Pipeline) -> None:
@@ -29,7 +30,7 @@ def queued(pipeline: Pipeline) -> list[str]:
 
 
 def test_a_pending_task_without_a_message_is_requeued_once_overdue_and_completes(
-    rt: Runtime, pipeline: Pipeline, clock: FakeClock
+    rt: Runtime, pipeline: Pipeline, clock: SimClock
 ) -> None:
     # GIVEN a submitted task whose message is gone
     task_id = submit("SUCCESS")
@@ -50,11 +51,10 @@ def test_a_pending_task_without_a_message_is_requeued_once_overdue_and_completes
 
 
 def test_a_retrying_task_whose_message_was_deleted_is_recovered_after_its_retry_time(
-    rt: Runtime, pipeline: Pipeline, clock: FakeClock
+    rt: Runtime, pipeline: Pipeline, clock: SimClock
 ) -> None:
     task_id = submit("ERROR")
     pipeline.deliver(pipeline.receive())  # attempt 1 fails: RETRYING, due in 2 s
-    pipeline.hidden.clear()
     pipeline.sqs.purge_queue(QueueUrl=pipeline.queue_url)
 
     clock.advance(rt.settings.policy.recoveryGraceSeconds + 3)
@@ -66,7 +66,7 @@ def test_a_retrying_task_whose_message_was_deleted_is_recovered_after_its_retry_
 
 
 def test_a_task_whose_worker_died_mid_attempt_is_recovered_after_its_lease(
-    rt: Runtime, pipeline: Pipeline, clock: FakeClock
+    rt: Runtime, pipeline: Pipeline, clock: SimClock
 ) -> None:
     task_id = submit("SUCCESS")
     rt.store.claim(record_of(rt, task_id), 1, rt.clock(), rt.clock())  # ... and died
@@ -82,7 +82,7 @@ def test_a_task_whose_worker_died_mid_attempt_is_recovered_after_its_lease(
 
 
 def test_finished_and_on_schedule_tasks_are_left_alone_and_each_entry_is_read_once(
-    rt: Runtime, pipeline: Pipeline, clock: FakeClock
+    rt: Runtime, pipeline: Pipeline, clock: SimClock
 ) -> None:
     finished = submit("SUCCESS")
     pipeline.run_until_idle()
@@ -101,7 +101,7 @@ def test_finished_and_on_schedule_tasks_are_left_alone_and_each_entry_is_read_on
 
 
 def test_a_recovery_whose_reschedule_reply_was_lost_still_requeues(
-    rt: Runtime, pipeline: Pipeline, clock: FakeClock
+    rt: Runtime, pipeline: Pipeline, clock: SimClock
 ) -> None:
     task_id = submit("SUCCESS")
     lose_message(pipeline)
@@ -113,7 +113,7 @@ def test_a_recovery_whose_reschedule_reply_was_lost_still_requeues(
 
 
 def test_the_handler_emits_recovered_tasks_and_the_oldest_overdue_age(
-    rt: Runtime, pipeline: Pipeline, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+    rt: Runtime, pipeline: Pipeline, clock: SimClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
     submit("SUCCESS")
     lose_message(pipeline)
@@ -133,7 +133,7 @@ def test_the_handler_emits_recovered_tasks_and_the_oldest_overdue_age(
 
 
 def test_a_stale_read_of_a_finished_task_neither_moves_its_check_nor_requeues_it(
-    rt: Runtime, pipeline: Pipeline, clock: FakeClock
+    rt: Runtime, pipeline: Pipeline, clock: SimClock
 ) -> None:
     # GIVEN a task that finished, but that the reconciler's eventually consistent read still
     # shows PENDING (as it was before the worker's writes)

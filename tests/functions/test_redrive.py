@@ -3,7 +3,7 @@ or interrupted enqueue, and the worker that then runs the task again (DESIGN §3
 can be redriven from its record").
 
 Tasks are submitted through the api handler and run by the worker through `Pipeline` (Lambda's
-event source mapping played on moto's queues), so a redriven task meets the real claim
+event source mapping played on the simulated queues), so a redriven task meets the real claim
 conditions. The command itself is run through Typer's runner against the same moto table.
 """
 
@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from aws_faults import lose_response
 from aws_harness import (
-    FakeClock,
     FakeLambdaContext,
     Pipeline,
     http_event,
@@ -35,6 +34,7 @@ from functions.queue import TaskQueue
 from functions.runtime import Runtime
 from functions.settings import TaskPolicy
 from functions.store import StoredTask, TaskChanged, TaskStore
+from taskctl.chaos.clock import SimClock
 from taskctl.ops import cli
 from taskctl.ops.redrive import RedriveOutcome, RedriveResult, redrive_task
 
@@ -228,7 +228,7 @@ def test_a_redrive_planned_on_an_older_failure_is_refused(
 
 
 def test_an_enqueue_failure_leaves_the_task_redriven_and_the_reconciler_queues_it(
-    rt: Runtime, pipeline: Pipeline, clock: FakeClock, failed_task: str
+    rt: Runtime, pipeline: Pipeline, clock: SimClock, failed_task: str
 ) -> None:
     gone = TaskQueue(rt.sqs, rt.settings.queue_url + "-deleted", rt.settings.dead_letter_queue_url)
 
@@ -246,7 +246,7 @@ def test_an_enqueue_failure_leaves_the_task_redriven_and_the_reconciler_queues_i
 
 
 def test_a_redrive_killed_between_its_write_and_its_enqueue_still_runs(
-    rt: Runtime, pipeline: Pipeline, clock: FakeClock, failed_task: str
+    rt: Runtime, pipeline: Pipeline, clock: SimClock, failed_task: str
 ) -> None:
     class Killed(BaseException):
         pass

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from aws_faults import lose_response
-from aws_harness import CALLER, FakeClock
+from aws_harness import CALLER
 
 from functions.lifecycle import (
     AttemptOutcome,
@@ -35,6 +35,7 @@ from functions.store import (
     status_is,
     status_shard,
 )
+from taskctl.chaos.clock import SimClock
 from taskctl.ops.tasks import find_tasks
 
 TASK_ID = "3f0c9a52-4e0b-4a8e-9a6e-1c2d3e4f5a6b"
@@ -95,7 +96,7 @@ def expires_at(rt: Runtime) -> int | None:
 
 
 def test_an_unfinished_task_never_expires_and_a_finished_one_expires_ttl_days_later(
-    rt: Runtime, pending: TaskRecord, clock: FakeClock
+    rt: Runtime, pending: TaskRecord, clock: SimClock
 ) -> None:
     assert expires_at(rt) is None
     clock.advance(3600)
@@ -154,7 +155,7 @@ def test_only_one_of_two_claims_of_the_same_attempt_wins(rt: Runtime, pending: T
 
 
 def test_a_running_attempt_cannot_be_reclaimed_as_lost_before_its_lease_runs_out(
-    rt: Runtime, pending: TaskRecord, clock: FakeClock
+    rt: Runtime, pending: TaskRecord, clock: SimClock
 ) -> None:
     record = claimed(rt)
 
@@ -418,7 +419,7 @@ def test_a_task_is_indexed_under_each_status_it_passes_through(
 
 
 def test_the_workers_claims_and_retries_never_rewrite_the_index_entry(
-    rt: Runtime, pending: TaskRecord, clock: FakeClock
+    rt: Runtime, pending: TaskRecord, clock: SimClock
 ) -> None:
     """Each index write is paid for: an unfinished task keeps the one entry its creation wrote
     (group OPEN, listed when created) through every claim and retry."""
@@ -440,7 +441,7 @@ def test_the_workers_claims_and_retries_never_rewrite_the_index_entry(
 
 
 def test_a_lost_attempt_reclaimed_stays_processing_and_its_last_loss_fails_it(
-    rt: Runtime, pending: TaskRecord, clock: FakeClock
+    rt: Runtime, pending: TaskRecord, clock: SimClock
 ) -> None:
     record = claimed(rt)
     clock.advance(LEASE.total_seconds() + 1)
@@ -521,7 +522,7 @@ def test_a_create_whose_reply_was_lost_is_indexed_once_as_pending(rt: Runtime) -
 
 
 def test_the_index_lists_newest_first_across_shards_and_statuses_within_the_window(
-    rt: Runtime, clock: FakeClock
+    rt: Runtime, clock: SimClock
 ) -> None:
     start = rt.clock()
     # GIVEN tasks created a minute apart (their ids spread over the shards), some then claimed

@@ -1,9 +1,10 @@
-"""The worker function on moto: the seed's scenarios, real backoff, duplicates, partial batches.
+"""The worker function: the seed's scenarios, real backoff, duplicates, partial batches, and the
+faults around a retry's delayed re-send.
 
-Messages travel through moto's SQS: the api handler enqueues them, `Pipeline` receives them
-and invokes the worker as Lambda's event source mapping would, deleting what the worker
-acknowledged. A failed attempt's message stays hidden for the visibility the worker set; the
-test moves the fake clock to that time and releases it (moto's visibility runs on wall time).
+The table is moto's; messages travel through the simulated queues on the fake clock: the api
+handler enqueues them, `Pipeline` receives them and invokes the worker as Lambda's event source
+mapping would, deleting what the worker acknowledged. A retry's delayed copy (or a message the
+worker hid) becomes visible when the clock reaches its time; `run_until_idle` moves it there.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from aws_faults import lose_response
+from aws_faults import fail_calls, lose_response
 from aws_harness import (
     Pipeline,
     raw_item,
@@ -28,7 +29,7 @@ from functions import worker
 from functions.lifecycle import backoff_ceiling_s, from_iso, retry_delay_s, to_iso
 from functions.queue import REASON_ATTRIBUTE, task_message_body
 from functions.runtime import Runtime
-from functions.settings import TaskPolicy
+from functions.settings import SDK_MAX_ATTEMPTS, TaskPolicy
 from functions.store import StoredTask
 
 
@@ -114,13 +115,12 @@ def test_random_errors_with_a_seeded_source_split_as_the_error_rate_predicts(
 # -- backoff really happens -------------------------------------------------------------------
 
 
-def test_a_failed_attempt_hides_its_message_for_exactly_the_computed_delay(
+def test_a_failed_attempt_re_sends_its_message_delayed_by_exactly_the_computed_delay(
     rt: Runtime, pipeline: Pipeline
 ) -> None:
     # GIVEN an ERROR task's message
     task_id = submit("ERROR")
     (message,) = pipeline.receive()
-    pipeline.pin_hidden = False  # observe SQS's own visibility, set by the worker alone
 
     # WHEN its first attempt fails
     delivery = pipeline.deliver([message])
@@ -133,13 +133,34 @@ def test_a_failed_attempt_hides_its_message_for_exactly_the_computed_delay(
     assert from_iso(record.nextAttemptAt or "") == pipeline.clock.now + timedelta(
         seconds=expected_delay_s
     )
-    # AND the message was reported failed (so Lambda keeps it) with its visibility set to it
-    assert delivery.failed_ids == {message["MessageId"]}
-    (call,) = pipeline.visibility_spy.calls
-    assert call["ReceiptHandle"] == message["ReceiptHandle"]
-    assert call["VisibilityTimeout"] == record.history[0].retryDelaySeconds
-    # AND SQS does not hand it out again before then
+    # AND a copy of the message was sent delayed by it, so the original was acknowledged
+    assert pipeline.delays_sent() == [expected_delay_s]
+    assert json.loads(pipeline.send_spy.calls[0]["MessageBody"]) == {"taskId": task_id}
+    assert delivery.failed_ids == set()
+    assert pipeline.visibility_spy.calls == []
+    # AND the waiting retry is not in flight (SQS's in-flight quota does not count it)...
+    assert pipeline.main_queue.in_flight(pipeline.clock()) == 0
+    assert pipeline.main_queue.delayed(pipeline.clock()) == 1
+    # ...and SQS does not hand it out before the delay, and does then
+    pipeline.clock.advance(expected_delay_s - 0.001)
     assert pipeline.receive() == []
+    pipeline.clock.advance(0.001)
+    (retry,) = pipeline.receive()
+    assert json.loads(retry["Body"]) == {"taskId": task_id}
+
+
+def test_many_waiting_retries_leave_nothing_in_flight(rt: Runtime, pipeline: Pipeline) -> None:
+    # GIVEN a batch of ERROR tasks
+    task_ids = [submit("ERROR") for _ in range(10)]
+
+    # WHEN their first attempts fail in one invocation
+    delivery = pipeline.deliver(pipeline.receive())
+
+    # THEN every retry waits as a delayed message, none in flight, and all are acknowledged
+    assert delivery.failed_ids == set() and len(delivery.message_ids) == len(task_ids)
+    now = pipeline.clock()
+    assert (pipeline.main_queue.in_flight(now), pipeline.main_queue.delayed(now)) == (0, 10)
+    assert pipeline.main_queue.peak_in_flight == 10  # the batch while it was processed
 
 
 def test_delays_double_per_attempt_and_are_capped(make_runtime: Any, pipeline: Pipeline) -> None:
@@ -151,7 +172,7 @@ def test_delays_double_per_attempt_and_are_capped(make_runtime: Any, pipeline: P
 
     record = task(rt, task_id).record
     assert record.attempts == 6 and record.status == "FAILED"
-    applied = [call["VisibilityTimeout"] for call in pipeline.visibility_spy.calls]
+    applied = pipeline.delays_sent()
     assert applied == [5, 10, 20, 30, 30]
     assert applied == [h.retryDelaySeconds for h in record.history[:-1]]
     # the gap between an attempt's end and the next one's start is the delay, measured
@@ -170,7 +191,7 @@ def test_with_jitter_the_applied_delay_is_the_recorded_one_within_the_ceiling(
     pipeline.run_until_idle()
 
     history = task(rt, task_id).record.history
-    applied = [call["VisibilityTimeout"] for call in pipeline.visibility_spy.calls]
+    applied = pipeline.delays_sent()
     assert applied == [h.retryDelaySeconds for h in history[:-1]]
     assert all(0 <= d <= backoff_ceiling_s(n, policy) for n, d in enumerate(applied, start=1))
     assert len(set(applied)) > 1  # jittered, not the fixed ladder
@@ -282,7 +303,7 @@ def test_a_claim_whose_reply_was_lost_still_runs_the_attempt(
     assert (record.status, record.attempts) == ("COMPLETED", 1)
 
 
-def test_a_retry_whose_reply_was_lost_still_hides_the_message_for_the_delay(
+def test_a_retry_whose_reply_was_lost_still_delays_the_message_by_the_delay(
     rt: Runtime, pipeline: Pipeline
 ) -> None:
     # GIVEN the RETRYING write (the 2nd UpdateItem: claim, then retry) loses its reply
@@ -292,14 +313,14 @@ def test_a_retry_whose_reply_was_lost_still_hides_the_message_for_the_delay(
     # WHEN the first attempt fails
     delivery = pipeline.deliver(pipeline.receive())
 
-    # THEN the message is kept and hidden for the promised delay, and the retry happens
-    assert delivery.failed_ids == set(delivery.message_ids)
-    assert pipeline.visibility_spy.calls[-1]["VisibilityTimeout"] == 2
+    # THEN the message is replaced by one delayed for the promised delay, and the retry happens
+    assert delivery.failed_ids == set()
+    assert pipeline.delays_sent() == [2]
     pipeline.run_until_idle()
     assert (task(rt, task_id).record.status, task(rt, task_id).record.attempts) == ("FAILED", 2)
 
 
-def test_an_early_duplicate_of_a_retrying_task_is_hidden_until_the_retry_is_due(
+def test_an_early_duplicate_of_a_retrying_task_is_delayed_until_the_retry_is_due(
     rt: Runtime, pipeline: Pipeline
 ) -> None:
     # GIVEN an ERROR task waiting for its retry, and a duplicate of its message arriving now
@@ -313,20 +334,111 @@ def test_an_early_duplicate_of_a_retrying_task_is_hidden_until_the_retry_is_due(
     # WHEN the worker gets it
     delivery = pipeline.deliver([early])
 
-    # THEN nothing runs, and the copy is hidden until nextAttemptAt (rounded up) and kept
+    # THEN nothing runs, and the copy is replaced by one delayed until nextAttemptAt (rounded up)
     assert raw_item(rt, task_id) == before
-    assert delivery.failed_ids == {early["MessageId"]}
+    assert delivery.failed_ids == set()
     due = from_iso(task(rt, task_id).record.nextAttemptAt or "")
     wait_s = math.ceil((due - pipeline.clock.now).total_seconds())
-    assert pipeline.visibility_spy.calls[-1] == {
-        "QueueUrl": pipeline.queue_url,
-        "ReceiptHandle": early["ReceiptHandle"],
-        "VisibilityTimeout": wait_s,
-    }
+    assert pipeline.delays_sent()[-1] == wait_s
+    assert pipeline.visibility_spy.calls == []
     # AND once due, both copies together still make exactly one more attempt
     pipeline.run_until_idle()
     record = task(rt, task_id).record
     assert (record.status, record.attempts) == ("FAILED", 2)
+
+
+# -- the delayed re-send under faults ---------------------------------------------------------
+
+
+class Died(BaseException):
+    """The worker's process stops here (no handler may catch it)."""
+
+
+def ends_after_exactly_one_more_attempt_on_time(
+    rt: Runtime, pipeline: Pipeline, task_id: str
+) -> None:
+    """Run the queue dry: the ERROR task makes its 2nd and last attempt, once, and no earlier
+    than its 1st attempt's finish plus the promised delay."""
+    pipeline.run_until_idle()
+    record = task(rt, task_id).record
+    assert (record.status, record.attempts, len(record.history)) == ("FAILED", 2, 2)
+    first, second = record.history
+    waited_s = (from_iso(second.startedAt) - from_iso(first.finishedAt or "")).total_seconds()
+    assert waited_s >= (first.retryDelaySeconds or 0)
+
+
+def test_a_delayed_send_whose_reply_was_lost_leaves_a_harmless_duplicate(
+    rt: Runtime, pipeline: Pipeline
+) -> None:
+    # GIVEN an ERROR task whose re-send is applied but its reply lost (botocore sends it again)
+    task_id = submit("ERROR")
+    lost = lose_response(rt.sqs, "SendMessage", nth=1)
+
+    # WHEN its first attempt fails
+    delivery = pipeline.deliver(pipeline.receive())
+
+    # THEN two delayed copies wait, and the original is acknowledged
+    assert lost.lost == [{"status": 200}]
+    assert delivery.failed_ids == set()
+    assert pipeline.main_queue.delayed(pipeline.clock()) == 2
+    # AND together they make exactly one more attempt, no earlier than promised
+    ends_after_exactly_one_more_attempt_on_time(rt, pipeline, task_id)
+    assert len(pipeline.receive(pipeline.dlq_url)) == 1
+    assert len(pipeline.main_queue) == 0
+
+
+def test_a_worker_dying_between_the_delayed_send_and_the_acknowledgement_retries_on_time(
+    make_runtime: Any, pipeline: Pipeline
+) -> None:
+    # GIVEN a retry delay (600 s) longer than the queue's visibility timeout (180 s), and a
+    # worker that dies right after its delayed re-send, before Lambda deletes the original
+    rt = make_runtime(policy=TaskPolicy(maxAttempts=2, backoffBaseSeconds=600))
+    task_id = submit("ERROR")
+
+    def die(**_: Any) -> None:
+        raise Died("the worker process stopped after SendMessage")
+
+    rt.sqs.meta.events.register_first("after-call.sqs.SendMessage", die)
+    with pytest.raises(Died):
+        pipeline.deliver(pipeline.receive())
+    rt.sqs.meta.events.unregister("after-call.sqs.SendMessage", die)
+    assert task(rt, task_id).record.status == "RETRYING"
+
+    # WHEN the original comes back after its visibility timeout, long before the retry is due
+    pipeline.clock.advance(180)
+    (original,) = pipeline.receive()
+    delivery = pipeline.deliver([original])
+
+    # THEN it starts nothing: it is replaced by a copy delayed until the retry is due
+    assert delivery.failed_ids == set()
+    assert task(rt, task_id).record.attempts == 1
+    assert pipeline.delays_sent() == [600, 420]
+    # AND the task makes exactly one more attempt, no earlier than promised
+    ends_after_exactly_one_more_attempt_on_time(rt, pipeline, task_id)
+
+
+def test_when_the_delayed_send_fails_the_original_is_hidden_until_the_retry_instead(
+    rt: Runtime, pipeline: Pipeline
+) -> None:
+    # GIVEN SQS refuses every SendMessage try after the submit
+    task_id = submit("ERROR")
+    outage = fail_calls(rt.sqs, "SendMessage")
+
+    # WHEN the first attempt fails
+    (message,) = pipeline.receive()
+    delivery = pipeline.deliver([message])
+
+    # THEN the original is kept: hidden until the retry is due and reported failed
+    outage.stop()
+    assert outage.count == SDK_MAX_ATTEMPTS  # the SDK tried, then the worker fell back
+    assert delivery.failed_ids == {message["MessageId"]}
+    (hide,) = pipeline.visibility_spy.calls
+    assert (hide["ReceiptHandle"], hide["VisibilityTimeout"]) == (message["ReceiptHandle"], 2)
+    assert pipeline.main_queue.in_flight(pipeline.clock()) == 1
+    pipeline.clock.advance(1.999)
+    assert pipeline.receive() == []
+    # AND the retry happens once, on time
+    ends_after_exactly_one_more_attempt_on_time(rt, pipeline, task_id)
 
 
 def test_a_message_for_a_task_that_does_not_exist_is_acknowledged(
@@ -374,14 +486,16 @@ def test_a_mixed_batch_reports_exactly_the_failed_messages_and_never_reruns_the_
     ids["SUCCESS-2"] = submit("SUCCESS")
     messages = pipeline.receive()
     assert len(messages) == 3
-    by_task = {json.loads(m["Body"])["taskId"]: m["MessageId"] for m in messages}
 
     delivery = pipeline.deliver(messages)
 
-    assert delivery.failed_ids == {by_task[ids["ERROR"]]}
-    # the retry delivers only the failed message; the successes ran once
+    # every record is acknowledged: the failed one's retry waits as a delayed copy
+    assert delivery.failed_ids == set()
+    assert pipeline.delays_sent() == [2]
+    # the retry delivers only the failed task's message; the successes ran once
     pipeline.run_until_idle()
-    assert all(set(run.message_ids) == {by_task[ids["ERROR"]]} for run in pipeline.runs[1:])
+    assert len(pipeline.runs) == 2
+    assert [json.loads(body)["taskId"] for body in pipeline.runs[1].bodies] == [ids["ERROR"]]
     for name in ("SUCCESS", "SUCCESS-2"):
         record = task(rt, ids[name]).record
         assert (record.status, record.attempts) == ("COMPLETED", 1)

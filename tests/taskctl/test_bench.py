@@ -102,7 +102,7 @@ def _measurement(**overrides) -> ScenarioMeasurement:
         attempts=2,
         calls={
             "api": {"sqs": {"SendMessage": 1}},
-            "worker": {"sqs": {"ChangeMessageVisibility": 1}},
+            "worker": {"sqs": {"SendMessage": 1}},
         },
         wru={"api": 1, "worker": 4},
         rru={"worker": 2},
@@ -119,21 +119,12 @@ def _measurement(**overrides) -> ScenarioMeasurement:
 
 
 def test_batching_divides_invocations_and_event_source_requests_by_the_batch_size():
-    batched = Design(
-        name="b",
-        api_kind="http",
-        batch_size=5,
-        memory_mb=256,
-        architecture="arm64",
-        original_writes=False,
-    )
-    single = Design(
-        name="s",
-        api_kind="rest",
-        batch_size=1,
-        memory_mb=1024,
-        architecture="x86_64",
-        original_writes=True,
+    batched, single = (
+        Design(name=n, api_kind=k, batch_size=b, memory_mb=mb, architecture=a, original_writes=o)
+        for n, k, b, mb, a, o in (
+            ("b", "http", 5, 256, "arm64", False),
+            ("s", "rest", 1, 1024, "x86_64", True),
+        )
     )
     m = _measurement()
     ours, original = usage(m, batched, ttl_days=1), usage(m, single, ttl_days=1)
@@ -194,24 +185,16 @@ def test_item_size_follows_dynamodbs_rules():
     assert harness.attribute_value_size({"L": [{"S": "ab"}, {"S": "c"}]}) == 3 + (2 + 1) + (1 + 1)
 
 
-@pytest.fixture
-def restored_environment():
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-    from functions import runtime
-
-    runtime.use(None)
-
-
-def test_metering_the_real_handlers_follows_each_task_to_its_end(restored_environment):
-    # GIVEN the dev policy (2 attempts), each scenario metered once under moto
+def test_metering_the_real_handlers_follows_each_task_to_its_end():
+    # GIVEN the dev policy (2 attempts), each scenario metered once
     policy = TaskPolicy(maxAttempts=2, errorRate=0.3, backoffBaseSeconds=2, maxDelaySeconds=60)
+    environment = dict(os.environ)
     measurements = {m.name: m for m in measure(policy, 256, repetitions=1)}
     first, retry, fails = (
         measurements[n] for n in ("succeedsFirstTime", "succeedsOnRetry", "fails")
     )
+    # THEN the process's environment is as it was (the functions' variables were set inside)
+    assert dict(os.environ) == environment
     # THEN each task ends as its scenario says
     assert (first.final_status, first.attempts) == ("COMPLETED", 1)
     assert (retry.final_status, retry.attempts) == ("COMPLETED", 2)
@@ -220,6 +203,12 @@ def test_metering_the_real_handlers_follows_each_task_to_its_end(restored_enviro
     # AND a submit enqueues exactly one message; only the failed task reaches the DLQ
     for m in (first, retry, fails):
         assert m.calls["api"]["sqs"] == {"SendMessage": 1}
+    # AND each retry is one delayed SendMessage of the worker's, and every delivery is
+    # acknowledged (the retried one once its delayed copy was sent)
+    assert "worker" not in first.calls or "sqs" not in first.calls["worker"]
+    assert retry.calls["worker"]["sqs"] == {"SendMessage": 1}
+    assert fails.calls["worker"]["sqs"] == {"SendMessage": 2}  # the retry, then the DLQ
+    assert (retry.worker_acknowledged, fails.worker_acknowledged) == (2, 2)
     assert (first.dead_letter_deliveries, fails.dead_letter_deliveries) == (0, 1)
     # AND more attempts cost more writes
     assert sum(fails.wru.values()) > sum(first.wru.values())
