@@ -12,7 +12,7 @@ and the worker instead, second by second on a `SimClock`:
   received message counts as in flight for the whole second it is received in (an upper bound:
   a batch takes less). Each attempt fails for an ERROR task, and with the stack's errorRate for
   any other; a failed attempt that is not the last waits `lifecycle.backoff_ceiling_s` (spread
-  uniformly over [0, that] with jitter) - as a delayed re-send (decision 1 of issue 13, `DELAYED`)
+  uniformly over [0, that] with jitter) - as a delayed re-send (what the worker does since issue 13, `DELAYED`)
   or hidden in flight by ChangeMessageVisibility (the design before it, `IN_FLIGHT`).
 - Sampled task records: one task in `sample_every` is followed in full, its attempts decided by
   the real `lifecycle.simulate_work` and `lifecycle.decide_after_attempt`; the rest are counts.
@@ -46,7 +46,7 @@ from taskctl.capacity.quotas import Quotas
 from taskctl.chaos.clock import SimClock
 
 Design = Literal["delayed", "in-flight"]
-DELAYED: Design = "delayed"  # decision 1 of issue 13: a retry wait is a delayed re-send
+DELAYED: Design = "delayed"  # since issue 13: a retry wait is a delayed re-send
 IN_FLIGHT: Design = "in-flight"  # before it: the wait is kept in flight (ChangeMessageVisibility)
 ORDINARY_MESSAGE = "scale task"  # fails an attempt with the stack's errorRate
 SETTLE_MARGIN_S = 120  # after the last submit: the longest retry wait plus this
