@@ -12,6 +12,7 @@ of the invocations that handled its task.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
@@ -32,13 +33,20 @@ from taskctl.local.logs import functions_of
 pytestmark = pytest.mark.e2e
 
 
-def _worker_metrics_for(local_stack: LocalStackUnderTest, task_id: str) -> Counter[str]:
-    """The worker's metrics, summed over the invocations whose log mentions `task_id`."""
+def _worker_metrics_for(
+    local_stack: LocalStackUnderTest, task_id: str, since_ms: int
+) -> Counter[str]:
+    """The worker's metrics, summed over the invocations since `since_ms` (epoch milliseconds)
+    whose log mentions `task_id`. The bound matters: the emulator's FilterLogEvents returns at
+    most 10,000 events, oldest first, with no next page, and the suite's earlier tests fill the
+    worker's log group with more than that."""
     logs = local_stack.client("logs")
     group = functions_of(local_stack.deployment())["worker"]
     streams: dict[str, list[str]] = {}
     try:
-        for page in logs.get_paginator("filter_log_events").paginate(logGroupName=group):
+        for page in logs.get_paginator("filter_log_events").paginate(
+            logGroupName=group, startTime=since_ms
+        ):
             for event in page["events"]:
                 streams.setdefault(event["logStreamName"], []).append(event["message"])
     except logs.exceptions.ResourceNotFoundException:
@@ -89,6 +97,7 @@ def _store_unparseable_task(local_stack: LocalStackUnderTest) -> str:
 def test_a_worker_exception_raises_the_fault_metric_and_a_failed_task_does_not(
     api: httpx.Client, local_stack: LocalStackUnderTest
 ) -> None:
+    since_ms = int(time.time() * 1000) - 1_000  # the emulator's and this clock are one clock
     # GIVEN a task that uses up its attempts (the ERROR control word): a business outcome
     failed_id = submit(api, "ERROR")
     assert wait_terminal(api, failed_id, timeout_s=90)["status"] == "FAILED"
@@ -96,7 +105,8 @@ def test_a_worker_exception_raises_the_fault_metric_and_a_failed_task_does_not(
     # THEN the worker counts it as a failed task, and as no record exception
     business = wait_until(
         lambda: (
-            (counts := _worker_metrics_for(local_stack, failed_id))[FAILED_TASKS_METRIC] and counts
+            (counts := _worker_metrics_for(local_stack, failed_id, since_ms))[FAILED_TASKS_METRIC]
+            and counts
         ),
         timeout_s=30,
         what="the worker's FailedTasks for the ERROR task",
@@ -115,7 +125,7 @@ def test_a_worker_exception_raises_the_fault_metric_and_a_failed_task_does_not(
         # invocation returns its partial batch response normally) and no failed task
         fault = wait_until(
             lambda: (
-                (counts := _worker_metrics_for(local_stack, broken_id))[
+                (counts := _worker_metrics_for(local_stack, broken_id, since_ms))[
                     WORKER_RECORD_EXCEPTIONS_METRIC
                 ]
                 and counts
