@@ -354,8 +354,8 @@ def _print(results: dict[str, Any], console: Console) -> None:
     )
     unindexed = costs[OURS_WITHOUT_STATUS_INDEX]["mix"]["costPerMillionTasks"]["total"]
     console.print(
-        f"The status index (`taskctl tasks list`; KEYS_ONLY, 1 WRU per entry write, two per "
-        f"status change) adds {_money(ours['mix']['costPerMillionTasks']['total'] - unindexed)} "
+        f"The status index (`taskctl tasks list`; KEYS_ONLY, 1 WRU per entry write, 2 a task, "
+        f"3 if it fails) adds {_money(ours['mix']['costPerMillionTasks']['total'] - unindexed)} "
         f"per million tasks: {results['statusIndexCostIncrease']:.1%} over {_money(unindexed)} "
         "without it."
     )
