@@ -12,8 +12,9 @@ and the worker instead, second by second on a `SimClock`:
   received message counts as in flight for the whole second it is received in (an upper bound:
   a batch takes less). Each attempt fails for an ERROR task, and with the stack's errorRate for
   any other; a failed attempt that is not the last waits `lifecycle.backoff_ceiling_s` (spread
-  uniformly over [0, that] with jitter) - as a delayed re-send (what the worker does since issue 13, `DELAYED`)
-  or hidden in flight by ChangeMessageVisibility (the design before it, `IN_FLIGHT`).
+  uniformly over [0, that] with jitter) - as a delayed re-send (what the worker does since
+  issue 13, `DELAYED`) or hidden in flight by ChangeMessageVisibility (the design before it,
+  `IN_FLIGHT`).
 - Sampled task records: one task in `sample_every` is followed in full, its attempts decided by
   the real `lifecycle.simulate_work` and `lifecycle.decide_after_attempt`; the rest are counts.
   The sampled tasks are checked: each ends (when the run settles), within its attempts, and no
