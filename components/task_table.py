@@ -7,15 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from functions.store import (
-    CHECK_AFTER_ATTRIBUTE,
-    CHECK_INDEX,
-    CHECK_SHARD_ATTRIBUTE,
-    STATUS_INDEX,
-    STATUS_SHARD_ATTRIBUTE,
-    STATUS_SORT_ATTRIBUTE,
-    TASK_KEY,
-)
+from functions.store import CHECK_INDEX, KEY_ATTRIBUTE_TYPES, TABLE_INDEXES, TASK_KEY
 
 HASH_KEY = TASK_KEY
 TTL_ATTRIBUTE = "expiresAt"  # epoch seconds; set only when a task ends (COMPLETED or FAILED)
@@ -51,32 +43,23 @@ class TaskTable(pulumi.ComponentResource):
             billing_mode="PAY_PER_REQUEST",
             hash_key=HASH_KEY,
             attributes=[
-                aws.dynamodb.TableAttributeArgs(name=HASH_KEY, type="S"),
-                aws.dynamodb.TableAttributeArgs(name=CHECK_SHARD_ATTRIBUTE, type="S"),
-                aws.dynamodb.TableAttributeArgs(name=CHECK_AFTER_ATTRIBUTE, type="N"),
-                aws.dynamodb.TableAttributeArgs(name=STATUS_SHARD_ATTRIBUTE, type="S"),
-                aws.dynamodb.TableAttributeArgs(name=STATUS_SORT_ATTRIBUTE, type="S"),
+                aws.dynamodb.TableAttributeArgs(name=name, type=type_)
+                for name, type_ in KEY_ATTRIBUTE_TYPES.items()
             ],
-            # The reconciler's index: which tasks to look at when. KEYS_ONLY, and written once per
-            # task (the worker's writes never touch its keys), so it costs one small index write
-            # per task; finished tasks' entries go with their records when TTL deletes them.
+            # Two sparse KEYS_ONLY indexes (functions/store.py): the reconciler's, which tasks to
+            # look at when, written once per task (the worker's writes never touch its keys); and
+            # the operator's (`taskctl tasks list`), OPEN or FAILED tasks newest first, written
+            # when a task is created, fails, is redriven or completes. KEYS_ONLY keeps every index
+            # write at 1 WRU however long the task's message and error are; finished tasks'
+            # entries go with their records when TTL deletes them.
             global_secondary_indexes=[
                 aws.dynamodb.TableGlobalSecondaryIndexArgs(
-                    name=CHECK_INDEX,
-                    hash_key=CHECK_SHARD_ATTRIBUTE,
-                    range_key=CHECK_AFTER_ATTRIBUTE,
+                    name=index.name,
+                    hash_key=index.hash_key,
+                    range_key=index.range_key,
                     projection_type="KEYS_ONLY",
-                ),
-                # The operator's index (`taskctl tasks list`): tasks by status, newest first.
-                # Sparse (a COMPLETED task leaves it) and sharded 16 ways per status; KEYS_ONLY so
-                # each of its writes (two per status change) stays 1 WRU however long the task's
-                # message and error are.
-                aws.dynamodb.TableGlobalSecondaryIndexArgs(
-                    name=STATUS_INDEX,
-                    hash_key=STATUS_SHARD_ATTRIBUTE,
-                    range_key=STATUS_SORT_ATTRIBUTE,
-                    projection_type="KEYS_ONLY",
-                ),
+                )
+                for index in TABLE_INDEXES
             ],
             # Expired records are deleted by DynamoDB at no cost, so finished tasks age out; an
             # unfinished task has no expiry at all.

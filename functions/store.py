@@ -85,6 +85,30 @@ INDEXED_STATUSES = (
 # `GET /tasks/{taskId}` can never reach it, and it has no `checkShard`, so it is not indexed).
 RECONCILER_CURSOR_KEY = "reconciler-cursor"
 TASK_KEY = "taskId"
+
+
+@dataclass(frozen=True)
+class IndexKeys:
+    """A KEYS_ONLY global index of the task table, by its hash and range attributes."""
+
+    name: str
+    hash_key: str
+    range_key: str
+
+
+# The table's keys, as declared by `components.task_table` and by every emulation of the table:
+# each key attribute and its DynamoDB type, and the two global indexes.
+KEY_ATTRIBUTE_TYPES = {
+    TASK_KEY: "S",
+    CHECK_SHARD_ATTRIBUTE: "S",
+    CHECK_AFTER_ATTRIBUTE: "N",
+    STATUS_SHARD_ATTRIBUTE: "S",
+    STATUS_SORT_ATTRIBUTE: "S",
+}
+TABLE_INDEXES = (
+    IndexKeys(CHECK_INDEX, CHECK_SHARD_ATTRIBUTE, CHECK_AFTER_ATTRIBUTE),
+    IndexKeys(STATUS_INDEX, STATUS_SHARD_ATTRIBUTE, STATUS_SORT_ATTRIBUTE),
+)
 OWNER_ATTRIBUTE = "owner"
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()

@@ -38,9 +38,8 @@ from functions.store import (
     CHECK_AFTER_ATTRIBUTE,
     CHECK_INDEX,
     CHECK_SHARD_ATTRIBUTE,
-    STATUS_INDEX,
-    STATUS_SHARD_ATTRIBUTE,
-    STATUS_SORT_ATTRIBUTE,
+    KEY_ATTRIBUTE_TYPES,
+    TABLE_INDEXES,
     TASK_KEY,
 )
 from taskctl.chaos import wire
@@ -75,37 +74,27 @@ _KEY_CONDITION = re.compile(
 
 
 def create_table(client: Any, table_name: str) -> None:
-    """The table as `components.task_table` declares it: hash key `taskId`, the check index
-    (KEYS_ONLY, hash `checkShard`, range `checkAfter`) and the status index (KEYS_ONLY, hash
-    `statusShard`, range `updatedAt`)."""
+    """The table as `components.task_table` declares it, from the same key description
+    (`functions.store.KEY_ATTRIBUTE_TYPES`, `TABLE_INDEXES`): hash key `taskId` and the two
+    KEYS_ONLY indexes."""
     client.create_table(
         TableName=table_name,
         BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[
-            {"AttributeName": TASK_KEY, "AttributeType": "S"},
-            {"AttributeName": CHECK_SHARD_ATTRIBUTE, "AttributeType": "S"},
-            {"AttributeName": CHECK_AFTER_ATTRIBUTE, "AttributeType": "N"},
-            {"AttributeName": STATUS_SHARD_ATTRIBUTE, "AttributeType": "S"},
-            {"AttributeName": STATUS_SORT_ATTRIBUTE, "AttributeType": "S"},
+            {"AttributeName": name, "AttributeType": type_}
+            for name, type_ in KEY_ATTRIBUTE_TYPES.items()
         ],
         KeySchema=[{"AttributeName": TASK_KEY, "KeyType": "HASH"}],
         GlobalSecondaryIndexes=[
             {
-                "IndexName": CHECK_INDEX,
+                "IndexName": index.name,
                 "KeySchema": [
-                    {"AttributeName": CHECK_SHARD_ATTRIBUTE, "KeyType": "HASH"},
-                    {"AttributeName": CHECK_AFTER_ATTRIBUTE, "KeyType": "RANGE"},
+                    {"AttributeName": index.hash_key, "KeyType": "HASH"},
+                    {"AttributeName": index.range_key, "KeyType": "RANGE"},
                 ],
                 "Projection": {"ProjectionType": "KEYS_ONLY"},
-            },
-            {
-                "IndexName": STATUS_INDEX,
-                "KeySchema": [
-                    {"AttributeName": STATUS_SHARD_ATTRIBUTE, "KeyType": "HASH"},
-                    {"AttributeName": STATUS_SORT_ATTRIBUTE, "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "KEYS_ONLY"},
-            },
+            }
+            for index in TABLE_INDEXES
         ],
     )
 
