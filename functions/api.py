@@ -292,15 +292,16 @@ def _replay(existing: StoredTask | None, owner: str, fingerprint: str) -> Respon
     """A repeat of an `Idempotency-Key`: the original reply if the body matches. Its id is
     derived from the owner, so the task is the caller's own; were it not (a task stored before
     ids were scoped), the reply would say nothing about it."""
-    if existing is not None and _owner_of(existing) != owner:
+    if existing is None:
+        # Its task existed a moment ago and is gone now (TTL deleted it, finished): a retry
+        # then creates it anew.
+        raise ApiError(
+            HTTPStatus.CONFLICT, "a request with this Idempotency-Key is in progress; retry it"
+        )
+    if _owner_of(existing) != owner:
         raise ApiError(
             HTTPStatus.CONFLICT,
             "this Idempotency-Key cannot be used; use a new key for a new task",
-        )
-    if existing is None:
-        # The first request with this key is being undone right now (its enqueue failed).
-        raise ApiError(
-            HTTPStatus.CONFLICT, "a request with this Idempotency-Key is in progress; retry it"
         )
     if existing.request_hash != fingerprint:
         raise ApiError(
