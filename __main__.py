@@ -47,7 +47,7 @@ from components.task_function import (
 )
 from components.task_queues import TaskQueues, TaskQueuesArgs
 from components.task_table import TaskTable, TaskTableArgs
-from functions.settings import API_AUTH_ENV, SettingsError
+from functions.policy import API_AUTH_ENV, SettingsError
 
 # -- the stack's settings, validated once --------------------------------------------------------
 try:

@@ -30,7 +30,7 @@ from functions.metrics import (
     STACK_DIMENSION,
     WORKER_RECORD_EXCEPTIONS_METRIC,
 )
-from functions.settings import TaskPolicy
+from functions.policy import TaskPolicy
 
 ALARM_PERIOD_S = 60
 # Margin on a message's age before it alarms: a healthy queue may hold a message for its whole

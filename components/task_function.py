@@ -21,12 +21,12 @@ from components.iam import (
 )
 from components.packaging import Bundle
 from functions.metrics import METRICS_NAMESPACE
+from functions.policy import TaskPolicy
 from functions.settings import (
     ESM_MAX_BATCH_SIZE,
     ESM_MAX_CONCURRENCY,
     ESM_MIN_BATCH_SIZE,
     ESM_MIN_CONCURRENCY,
-    TaskPolicy,
 )
 
 # Lambda's log group name for a function; creating it ourselves sets its retention and lets

@@ -234,7 +234,7 @@ def get_task(
     return Response(
         status_code=HTTPStatus.OK,
         content_type=content_types.APPLICATION_JSON,
-        body=stored.record.model_dump(mode="json", exclude_none=True),
+        body=stored.record.to_json(),
     )
 
 

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from functions.settings import ApiAuth
+from functions.policy import ApiAuth
 
 ANONYMOUS_OWNER = "anonymous"
 # Task ids for an Idempotency-Key are uuid5(owner and key) in this namespace: the same caller's

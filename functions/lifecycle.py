@@ -24,14 +24,14 @@ RETRYING, due now, with more attempts allowed. The attempts made and their histo
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated
+from functools import cache
+from typing import Annotated, Any, TypeVar, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from functions.settings import MAX_DEAD_LETTER_RETURNS, TaskPolicy
+from functions.policy import MAX_DEAD_LETTER_RETURNS, TaskPolicy
 
 MESSAGE_MAX_CHARS = 4096  # a task's message; documented in the API and the OpenAPI document
 ALWAYS_SUCCEEDS = "SUCCESS"
@@ -116,56 +116,158 @@ def to_epoch_ms(moment: datetime) -> int:
 
 # -- the task record --------------------------------------------------------------------------
 
-# Documentation only: both stay plain strings on the wire and in the table (a task id is stored
-# in its canonical lowercase form, a timestamp as `to_iso` writes it); the `format` tells the
-# OpenAPI document's readers (clients, fuzzers) what the strings hold.
-TaskId = Annotated[str, Field(json_schema_extra={"format": "uuid"})]
-Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+class JsonSchema:
+    """JSON Schema keywords for a record field, for the API's OpenAPI document only.
+
+    The records are plain dataclasses, so the functions that never serve HTTP never import
+    pydantic (README, "Cold start"). The api generates its document with pydantic, which asks
+    each field's metadata for this hook; nothing here validates.
+    """
+
+    def __init__(self, **keywords: Any) -> None:
+        self.keywords = keywords
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict[str, Any]:
+        return {**handler(core_schema), **self.keywords}
 
 
-class AttemptRecord(BaseModel):
+# Both stay plain strings on the wire and in the table (a task id in its canonical lowercase form,
+# a timestamp as `to_iso` writes it); the `format` tells the document's readers (clients,
+# fuzzers) what the strings hold.
+TaskId = Annotated[str, JsonSchema(format="uuid")]
+Timestamp = Annotated[str, JsonSchema(format="date-time")]
+
+# Pydantic reads a stdlib dataclass's config here: the documented records allow no other field.
+_CLOSED_RECORD = {"extra": "forbid"}
+
+
+class RecordError(ValueError):
+    """Data that is not a task record (a stored item someone else wrote, or a bug)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttemptRecord:
     """One attempt in a task's history; `outcome` is None while the attempt runs."""
 
-    model_config = ConfigDict(extra="forbid")
+    __pydantic_config__ = _CLOSED_RECORD
 
-    attempt: Annotated[int, Field(ge=1, description="1-based attempt number")]
+    attempt: Annotated[int, JsonSchema(minimum=1, description="1-based attempt number")]
     startedAt: Timestamp
     finishedAt: Timestamp | None = None
     outcome: AttemptOutcome | None = None
     error: str | None = None
     retryDelaySeconds: Annotated[
-        int | None, Field(description="Wait before the next attempt, if one was scheduled")
+        int | None, JsonSchema(description="Wait before the next attempt, if one was scheduled")
     ] = None
 
+    def __post_init__(self) -> None:
+        _check_minimums(self)
 
-class TaskRecord(BaseModel):
+    def to_json(self) -> dict[str, Any]:
+        """The attempt as `GET` shows it and the table stores it: unset fields left out."""
+        return _json_fields(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AttemptRecord:
+        """The inverse of `to_json`; `RecordError` for anything else."""
+        return _record(cls, data, outcome=AttemptOutcome)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskRecord:
     """A task as `GET /tasks/{taskId}` shows it (DESIGN §2)."""
 
-    model_config = ConfigDict(extra="forbid")
+    __pydantic_config__ = _CLOSED_RECORD
 
     taskId: TaskId
     status: TaskStatus
     message: str
-    attempts: Annotated[int, Field(ge=0, description="Attempts started so far")]
-    maxAttempts: Annotated[int, Field(ge=1)]
+    attempts: Annotated[int, JsonSchema(minimum=0, description="Attempts started so far")]
+    maxAttempts: Annotated[int, JsonSchema(minimum=1)]
     createdAt: Timestamp
     updatedAt: Timestamp
-    nextAttemptAt: Annotated[Timestamp | None, Field(description="Set while RETRYING")] = None
+    nextAttemptAt: Annotated[Timestamp | None, JsonSchema(description="Set while RETRYING")] = None
     lastError: str | None = None
     completedAt: Timestamp | None = None
     failedAt: Timestamp | None = None
     redrivenAt: Annotated[
         Timestamp | None,
-        Field(description="When an operator last redrove the task after it FAILED"),
+        JsonSchema(description="When an operator last redrove the task after it FAILED"),
     ] = None
     redriveCount: Annotated[
-        int | None, Field(ge=1, description="How many times the task was redriven (absent: never)")
+        int | None,
+        JsonSchema(minimum=1, description="How many times the task was redriven (absent: never)"),
     ] = None
-    history: list[AttemptRecord] = Field(default_factory=list)
+    history: list[AttemptRecord] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check_minimums(self)
 
     @property
     def is_terminal(self) -> bool:
         return self.status.is_terminal
+
+    def to_json(self) -> dict[str, Any]:
+        """The task as `GET` shows it and the table stores it: unset fields left out."""
+        shown = _json_fields(self)
+        shown["history"] = [entry.to_json() for entry in self.history]
+        return shown
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TaskRecord:
+        """The inverse of `to_json`; `RecordError` for anything else."""
+        history = data.get("history", [])
+        if not isinstance(history, list):
+            raise RecordError(f"history={history!r}: not a list of attempts")
+        return _record(
+            cls,
+            {**data, "history": [AttemptRecord.from_json(entry) for entry in history]},
+            status=TaskStatus,
+        )
+
+
+R = TypeVar("R", AttemptRecord, TaskRecord)
+RECORD_FIELDS: frozenset[str] = frozenset(spec.name for spec in fields(TaskRecord))
+
+
+def _json_fields(record: AttemptRecord | TaskRecord) -> dict[str, Any]:
+    return {
+        spec.name: value.value if isinstance(value, StrEnum) else value
+        for spec in fields(record)
+        if (value := getattr(record, spec.name)) is not None
+    }
+
+
+def _check_minimums(record: AttemptRecord | TaskRecord) -> None:
+    """The documented lower bounds (`JsonSchema(minimum=...)`), checked on every record made."""
+    for name, minimum in _minimums(type(record)).items():
+        value = getattr(record, name)
+        if value is not None and value < minimum:
+            raise RecordError(f"{name}={value!r}: should be at least {minimum}")
+
+
+@cache
+def _minimums(cls: type) -> dict[str, int]:
+    return {
+        name: schema.keywords["minimum"]
+        for name, hint in get_type_hints(cls, include_extras=True).items()
+        for schema in getattr(hint, "__metadata__", ())
+        if isinstance(schema, JsonSchema) and "minimum" in schema.keywords
+    }
+
+
+def _record(cls: type[R], data: Mapping[str, Any], **enums: type[StrEnum]) -> R:
+    """`cls` from `data`: the named fields read as their enums, the others as given; missing or
+    unknown fields, and values that are not the field's enum, are a `RecordError`."""
+    try:
+        values = dict(data)
+        for name, enum in enums.items():
+            if values.get(name) is not None:
+                values[name] = enum(values[name])
+        return cls(**values)
+    except (TypeError, ValueError) as error:
+        raise RecordError(f"not a {cls.__name__}: {error}") from None
 
 
 def new_task(task_id: str, message: str, policy: TaskPolicy, now: datetime) -> TaskRecord:
@@ -386,16 +488,15 @@ def plan_redrive(task: TaskRecord | None, extra_attempts: int, now: datetime) ->
     if task.status != TaskStatus.FAILED:
         return RedriveRefused(f"it is {task.status}; only a FAILED task can be redriven")
     stamp = to_iso(now)
-    redriven = task.model_copy(
-        update={
-            "status": TaskStatus.RETRYING,
-            "maxAttempts": task.attempts + extra_attempts,
-            "nextAttemptAt": stamp,
-            "failedAt": None,
-            "updatedAt": stamp,
-            "redrivenAt": stamp,
-            "redriveCount": (task.redriveCount or 0) + 1,
-        }
+    redriven = replace(
+        task,
+        status=TaskStatus.RETRYING,
+        maxAttempts=task.attempts + extra_attempts,
+        nextAttemptAt=stamp,
+        failedAt=None,
+        updatedAt=stamp,
+        redrivenAt=stamp,
+        redriveCount=(task.redriveCount or 0) + 1,
     )
     return Redrive(failed=task, redriven=redriven)
 

@@ -20,8 +20,7 @@ import boto3
 from botocore.config import Config
 
 from functions.metrics import METRICS_NAMESPACE
-from functions.queue import TaskQueue
-from functions.settings import (
+from functions.policy import (
     API_AUTH_ENV,
     SDK_CONNECT_TIMEOUT_S,
     SDK_MAX_ATTEMPTS,
@@ -30,6 +29,7 @@ from functions.settings import (
     SettingsError,
     TaskPolicy,
 )
+from functions.queue import TaskQueue
 from functions.store import TaskStore
 
 TABLE_NAME_ENV = "TASKS_TABLE_NAME"

@@ -1,24 +1,34 @@
-"""Per-stack settings: one pydantic model, validated in two places.
+"""Per-stack settings: one pydantic model of the stack config, `StackSettings`.
 
-The Pulumi program validates the stack config with `StackSettings` when it runs; the deployed
-functions parse the subset they need (`TaskPolicy`, its base class) again from their environment
-variables. Field names are the Pulumi config keys (camelCase), so an error names the key the user
-typed in `Pulumi.<stack>.yaml`. Defaults here mirror `Pulumi.yaml`'s `config:` block (a test keeps
-them equal).
+The Pulumi program validates the stack config with `StackSettings` when it runs. Its retry-policy
+fields are generated from `functions.policy.TaskPolicy` (default, bounds, description), which the
+deployed functions parse again from their environment variables without importing pydantic (see
+`functions.policy`). Field names are the Pulumi config keys (camelCase), so an error names the key
+the user typed in `Pulumi.<stack>.yaml`. Defaults here mirror `Pulumi.yaml`'s `config:` block (a
+test keeps them equal).
 
-No Pulumi import: this module ships inside every function bundle.
+No Pulumi import: this module is shared by the program and the tooling. The functions' bundle
+carries it, but only the api imports it (through nothing but `functions.policy`'s names).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
-from typing import Annotated, Literal, Self, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from functions.policy import (
+    POLICY_FIELDS,
+    SDK_CALL_BUDGET_S,
+    ApiAuth,
+    SettingsError,
+    TaskPolicy,
+)
 
 SQS_MAX_VISIBILITY_TIMEOUT_S = 43_200  # 12 hours: SQS's ceiling for a message's visibility
-MAX_RETRY_DELAY_S = 900  # 15 minutes: the original spec's backoff cap
 LAMBDA_MAX_TIMEOUT_S = 900
 VISIBILITY_TO_TIMEOUT_RATIO = 6  # AWS's guidance for a queue feeding a Lambda function
 # Receives of one message that are not attempts: an early duplicate re-hidden until its retry
@@ -26,11 +36,6 @@ VISIBILITY_TO_TIMEOUT_RATIO = 6  # AWS's guidance for a queue feeding a Lambda f
 # without consuming an attempt, so redrive must allow for them or it would dead-letter a task
 # that still has attempts left.
 REDRIVE_RECEIVE_MARGIN = 5
-# A message that reaches the DLQ through the redrive policy while its task still has attempts left
-# went there on receives that were not attempts (an outage, throttling, deferrals, duplicates): the
-# dead-letter function returns it to the main queue. Only this many trips in a row without a new
-# attempt in between mark it poisonous (it crashes the worker before any claim): FAILED.
-MAX_DEAD_LETTER_RETURNS = 3
 API_GATEWAY_TIMEOUT_S = 30  # an HTTP API gives up on its integration after 30 s
 # An SQS event source mapping's limits: 1..10 records per batch without a batching window, and a
 # maximum concurrency of 2..1000 invocations. The settings model and `QueueTrigger` check these.
@@ -38,104 +43,41 @@ ESM_MIN_BATCH_SIZE = 1
 ESM_MAX_BATCH_SIZE = 10
 ESM_MIN_CONCURRENCY = 2
 ESM_MAX_CONCURRENCY = 1000
-# Every AWS call the functions make: connect and read timeouts and the SDK's retry budget (standard
-# mode: up to 3 tries, a random backoff of at most 1 s then 2 s between them). One call, retries
-# included, ends within SDK_CALL_BUDGET_S, so it never outlives the function that makes it.
-SDK_CONNECT_TIMEOUT_S = 1
-SDK_READ_TIMEOUT_S = 2
-SDK_MAX_ATTEMPTS = 3
-SDK_MAX_BACKOFF_TOTAL_S = 3
-SDK_CALL_BUDGET_S = (
-    SDK_MAX_ATTEMPTS * (SDK_CONNECT_TIMEOUT_S + SDK_READ_TIMEOUT_S) + SDK_MAX_BACKOFF_TOTAL_S
-)
 # CloudWatch Logs accepts only these retention periods.
 LOG_RETENTION_DAYS_ALLOWED = (
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
     2922, 3288, 3653,
 )  # fmt: skip
 
-ENV_PREFIX = "TASKS_"
-# The api function's `apiAuth` (`jwt` or `none`); unset reads as `jwt`, so it fails closed.
-API_AUTH_ENV = ENV_PREFIX + "API_AUTH"
 # Lambda's Python runtimes (python3.X) the functions may run on: the Amazon Linux 2023 ones, which
 # the pinned function dependencies support (cp3X wheels for arm64 and x86_64). The newest is the
 # default. Deprecation dates (AWS Lambda developer guide, "Building Lambda functions with Python"):
 # 3.14 and 3.13 on 2029-06-30, 3.12 on 2028-10-31. python3.10 (2026-10-31) and python3.11
 # (2027-06-30) run on Amazon Linux 2 and are left out.
 LambdaPythonVersion = Literal["3.12", "3.13", "3.14"]
-# Who may call the API (DESIGN §2): `jwt` puts API Gateway's JWT authorizer on the task routes;
-# `none` leaves them open to anyone who has the URL, all callers being one anonymous owner.
-ApiAuth = Literal["jwt", "none"]
 # Lambda's reserved concurrency: at most this many api invocations run at once.
 LAMBDA_MAX_RESERVED_CONCURRENCY = 1000
 
 M = TypeVar("M", bound=BaseModel)
 
-
-class SettingsError(ValueError):
-    """Stack settings that cannot be deployed; the message names each bad key and its limit."""
+_POLICY_TYPES = {"int": int, "float": float, "bool": bool}
 
 
-class TaskPolicy(BaseModel):
-    """What the functions need at run time: the retry and simulated-work policy."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    maxAttempts: Annotated[
-        int, Field(ge=1, le=50, description="Attempts per task, first included")
-    ] = 2
-    errorRate: Annotated[
-        float, Field(ge=0.0, le=1.0, description="Probability an ordinary task's attempt fails")
-    ] = 0.3
-    backoffBaseSeconds: Annotated[
-        int, Field(ge=0, le=MAX_RETRY_DELAY_S, description="Delay after the first failed attempt")
-    ] = 2
-    maxDelaySeconds: Annotated[
-        int,
-        Field(ge=0, le=MAX_RETRY_DELAY_S, description="Cap on any retry delay (SQS limit 900 s)"),
-    ] = MAX_RETRY_DELAY_S
-    jitter: Annotated[bool, Field(description="Full jitter: uniform delay in [0, backoff]")] = False
-    taskTtlDays: Annotated[
-        int, Field(ge=1, le=3650, description="Days a finished task's record is kept")
-    ] = 30
-    recoveryGraceSeconds: Annotated[
-        int,
-        Field(
-            ge=10,
-            le=86_400,
-            description="How long an unfinished task may be overdue before it is re-enqueued",
-        ),
-    ] = 300
-
-    @model_validator(mode="after")
-    def _base_within_cap(self) -> Self:
-        if self.backoffBaseSeconds > self.maxDelaySeconds:
-            raise ValueError(
-                f"backoffBaseSeconds={self.backoffBaseSeconds} exceeds "
-                f"maxDelaySeconds={self.maxDelaySeconds}; the first delay could never be reached"
-            )
-        return self
-
-    # -- environment round trip (the functions' side) -----------------------------------------
-
-    def to_env(self) -> dict[str, str]:
-        """The policy as Lambda environment variables (`TASKS_MAX_ATTEMPTS=2`, ...)."""
-        return {
-            _env_name(name): _env_value(getattr(self, name)) for name in TaskPolicy.model_fields
-        }
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> TaskPolicy:
-        """Parse the policy back from the environment; unset variables take the defaults."""
-        raw = {
-            name: environ[_env_name(name)]
-            for name in TaskPolicy.model_fields
-            if _env_name(name) in environ
-        }
-        return _validate(TaskPolicy, raw, source="environment variable", env=True)
+def _policy_field(spec: dataclasses.Field) -> tuple[type, Any]:
+    """A `TaskPolicy` field as a pydantic field: its type, default, description and bounds."""
+    return _POLICY_TYPES[spec.type], Field(default=spec.default, **spec.metadata)
 
 
-class StackSettings(TaskPolicy):
+# The policy's fields as the stack config validates them: generated from `TaskPolicy`, so a
+# bound or a default is written once, where the functions read it.
+_PolicySettings = create_model(
+    "_PolicySettings",
+    __config__=ConfigDict(frozen=True, extra="forbid"),
+    **{spec.name: _policy_field(spec) for spec in dataclasses.fields(TaskPolicy)},
+)
+
+
+class StackSettings(_PolicySettings):
     """Everything that differs between stacks; the Pulumi program's view of the config."""
 
     workerBatchSize: Annotated[
@@ -195,6 +137,10 @@ class StackSettings(TaskPolicy):
 
     @model_validator(mode="after")
     def _aws_limits(self) -> Self:
+        try:
+            self.policy  # noqa: B018 -- the policy's own cross-field checks
+        except SettingsError as problem:
+            raise ValueError(str(problem)) from None
         if self.logRetentionDays not in LOG_RETENTION_DAYS_ALLOWED:
             raise ValueError(
                 f"logRetentionDays={self.logRetentionDays} is not a CloudWatch Logs retention "
@@ -259,7 +205,7 @@ class StackSettings(TaskPolicy):
     @property
     def policy(self) -> TaskPolicy:
         """The subset the functions receive."""
-        return TaskPolicy.model_validate(self.model_dump(include=set(TaskPolicy.model_fields)))
+        return TaskPolicy(**{name: getattr(self, name) for name in POLICY_FIELDS})
 
     @property
     def jwt_audiences(self) -> tuple[str, ...]:
@@ -282,33 +228,24 @@ class StackSettings(TaskPolicy):
         return _validate(cls, dict(values), source="config key")
 
 
-def _env_name(field: str) -> str:
-    return ENV_PREFIX + re.sub(r"(?<!^)(?=[A-Z])", "_", field).upper()
-
-
-def _env_value(value: object) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def _validate(model: type[M], raw: dict, *, source: str, env: bool = False) -> M:
+def _validate(model: type[M], raw: dict, *, source: str) -> M:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise SettingsError(_describe(exc, raw, source=source, env=env)) from None
+        raise SettingsError(_describe(exc, raw, source=source)) from None
 
 
-def _describe(exc: ValidationError, raw: dict, *, source: str, env: bool) -> str:
+def _describe(exc: ValidationError, raw: dict, *, source: str) -> str:
     """One line per problem: the key as the user wrote it, the value, and the limit."""
     lines = []
     for error in exc.errors():
         key = str(error["loc"][0]) if error["loc"] else ""
-        shown = _env_name(key) if env and key else key
         if not key:  # a cross-field check: its message already names keys and values
             lines.append(str(error["msg"]).removeprefix("Value error, "))
         elif error["type"] == "extra_forbidden":
-            lines.append(f"{source} {shown} is not a setting this stack knows")
+            lines.append(f"{source} {key} is not a setting this stack knows")
         else:
             value = raw.get(key, "<missing>")
             limit = str(error["msg"]).removeprefix("Value error, ")
-            lines.append(f"{shown}={value!r}: {limit}")
+            lines.append(f"{key}={value!r}: {limit}")
     return "invalid stack settings: " + "; ".join(lines)

@@ -35,7 +35,7 @@ import re
 import uuid
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -285,7 +285,7 @@ class TaskStore:
         """Store a new PENDING task of `owner`, first checked by the reconciler at
         `check_after`; `TaskAlreadyExists` if the id is taken (by anyone but this very call)."""
         _require_future_check(check_after, now)
-        item: dict[str, Any] = task.model_dump(mode="json", exclude_none=True)
+        item: dict[str, Any] = task.to_json()
         token = _new_token()
         item["writeToken"] = token
         item[CHECK_SHARD_ATTRIBUTE] = check_shard(task.taskId)
@@ -342,7 +342,7 @@ class TaskStore:
         if lost_attempt is None:
             condition = status_is(*sorted(CLAIMABLE_STATUSES)) & attempts_are(attempt - 1)
             values[":empty"] = []
-            values[":entry"] = [entry.model_dump(mode="json", exclude_none=True)]
+            values[":entry"] = [entry.to_json()]
             sets.append("#history = list_append(if_not_exists(#history, :empty), :entry)")
         else:
             if lost_attempt != attempt - 1 or lost_attempt != task.attempts:
@@ -353,12 +353,15 @@ class TaskStore:
             # One write may not touch both the list and one of its elements, so the whole history
             # is rewritten; the condition pins it (history only changes with status/attempts).
             error = _lost_error(lost_attempt)
-            history = [item.model_copy() for item in task.history]
-            history[lost_attempt - 1] = history[lost_attempt - 1].model_copy(
-                update={"finishedAt": stamp, "outcome": AttemptOutcome.LOST, "error": error}
+            history = list(task.history)
+            history[lost_attempt - 1] = replace(
+                history[lost_attempt - 1],
+                finishedAt=stamp,
+                outcome=AttemptOutcome.LOST,
+                error=error,
             )
             history.append(entry)
-            values[":history"] = [h.model_dump(mode="json", exclude_none=True) for h in history]
+            values[":history"] = [entry.to_json() for entry in history]
             values[":error"] = error
             sets += ["#history = :history", "#lastError = :error"]
         self._update(
@@ -828,7 +831,7 @@ def _from_item(item: dict[str, Any]) -> StoredTask:
     lease_ms = data.pop("leaseExpiresAt", None)
     internal = {name: data.pop(name, None) for name in _INTERNAL_ATTRIBUTES}
     return StoredTask(
-        record=TaskRecord.model_validate(data),
+        record=TaskRecord.from_json(data),
         lease_expires_at=(
             datetime.fromtimestamp(lease_ms / 1000, tz=UTC) if lease_ms is not None else None
         ),

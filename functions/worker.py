@@ -69,8 +69,8 @@ from functions.metrics import (
     WORKER_RECORD_EXCEPTIONS_METRIC,
     start_invocation,
 )
+from functions.policy import MAX_RETRY_DELAY_S
 from functions.queue import UnreadableMessage, parse_task_message
-from functions.settings import MAX_RETRY_DELAY_S
 from functions.store import AttemptSuperseded, StaleClaim, StoreConflict
 
 # Without a Lambda context (a direct call), a claim's lease lasts this long.

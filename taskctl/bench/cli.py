@@ -57,7 +57,7 @@ def bench(
     console = Console()
     if not console.is_terminal:  # piped or logged: wide enough for the tables to stay readable
         console = Console(width=max(console.width, REPORT_WIDTH))
-    from functions.settings import SettingsError
+    from functions.policy import SettingsError
     from taskctl.program import StackConfigError, load_stack_settings
 
     try:

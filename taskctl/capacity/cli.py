@@ -64,7 +64,7 @@ def capacity(
     """For a steady submit rate: cost, Lambda concurrency, event source mapping batches, SQS in
     flight and delayed messages, DynamoDB units per table and index (and the busiest key), API
     throttle headroom, the reconciler's pass, and how long a backlog takes to drain."""
-    from functions.settings import SettingsError
+    from functions.policy import SettingsError
     from taskctl.bench.cost import Prices
     from taskctl.capacity.model import plan
     from taskctl.capacity.quotas import Quotas

@@ -32,8 +32,9 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 
 from functions.lifecycle import LEASE_MARGIN_S, backoff_ceiling_s
+from functions.policy import TaskPolicy
 from functions.reconciler import STOP_MARGIN_MS
-from functions.settings import StackSettings, TaskPolicy
+from functions.settings import StackSettings
 from functions.store import CHECK_INDEX, CHECK_SHARDS, STATUS_INDEX
 from taskctl.bench.cost import Prices, TaskUsage, billed_ms, cost_per_million
 from taskctl.bench.harness import PLATFORM_LOG_BYTES_PER_INVOCATION

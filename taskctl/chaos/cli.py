@@ -176,7 +176,7 @@ def _scale(
 
 
 def _settings(stack: str) -> StackSettings:
-    from functions.settings import SettingsError
+    from functions.policy import SettingsError
     from taskctl.program import StackConfigError, load_stack_settings
 
     try:

@@ -23,7 +23,6 @@ An outage window (the world opens and closes it) fails every DynamoDB attempt wi
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -35,8 +34,8 @@ from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.exceptions import ReadTimeoutError
 from moto.core.models import botocore_stubber
 
-from functions.queue import TaskMessage
-from functions.settings import SDK_MAX_ATTEMPTS
+from functions.policy import SDK_MAX_ATTEMPTS
+from functions.queue import UnreadableMessage, parse_task_message
 from functions.store import TASK_KEY
 from taskctl.chaos import wire
 from taskctl.chaos.clock import SimClock
@@ -319,8 +318,8 @@ def _task_named(
         )
     elif operation == "SendMessage":
         try:
-            task_id = str(TaskMessage.model_validate(json.loads(params["MessageBody"])).taskId)
-        except (ValueError, KeyError):
+            task_id = parse_task_message(params["MessageBody"])
+        except (UnreadableMessage, KeyError):
             task_id = None
     else:
         task_id = None

@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
-from functions.lifecycle import TERMINAL_STATUSES, TaskRecord, from_iso
+from functions.lifecycle import RECORD_FIELDS, TERMINAL_STATUSES, from_iso
 
 STRANDED = "stranded"
 ATTEMPTS_OVER_BUDGET = "attempts over budget"
@@ -258,10 +258,7 @@ def _check_record(task_id: str, item: dict[str, Any], watch: TaskWatch | None) -
 def _public(item: dict[str, Any] | None) -> dict[str, Any]:
     """What `GET /tasks/{taskId}` shows of an item: internal attributes (the write token, the
     check schedule, the lease) may change on a finished task, the record may not."""
-    return {name: value for name, value in (item or {}).items() if name in _PUBLIC_FIELDS}
-
-
-_PUBLIC_FIELDS = frozenset(TaskRecord.model_fields)
+    return {name: value for name, value in (item or {}).items() if name in RECORD_FIELDS}
 
 
 def _shown(item: dict[str, Any]) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from moto import mock_aws
 
 from functions import api, callers, dead_letter, reconciler, worker
 from functions.lifecycle import ALWAYS_FAILS, ALWAYS_SUCCEEDS, MESSAGE_MAX_CHARS
-from functions.queue import TaskMessage
+from functions.queue import UnreadableMessage, parse_task_message
 from functions.runtime import CLIENT_CONFIG, FunctionSettings, Runtime
 from functions.settings import StackSettings
 from taskctl.chaos.clock import SimClock
@@ -703,8 +703,8 @@ def _message(number: int, rng: random.Random) -> str:
 
 def _task_of(body: str) -> str | None:
     try:
-        return str(TaskMessage.model_validate_json(body).taskId)
-    except ValueError:
+        return parse_task_message(body)
+    except UnreadableMessage:
         return None
 
 

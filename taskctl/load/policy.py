@@ -10,7 +10,7 @@ def policy_from_stack(stack: str) -> LoadPolicy:
     """The stack's validated policy, read the way the Pulumi program reads it."""
     # Imported here: the Pulumi program's config reader pulls in pulumi, which a run with
     # explicit flags does not need.
-    from functions.settings import SettingsError
+    from functions.policy import SettingsError
     from taskctl.program import load_stack_settings
 
     try:

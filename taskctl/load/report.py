@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from functions.lifecycle import longest_retry_wait_s
-from functions.settings import TaskPolicy
+from functions.policy import TaskPolicy
 from taskctl.load import stats
 from taskctl.load.client import PollStats, TrackedTask
 

@@ -29,9 +29,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from functions.lifecycle import TaskRecord, TaskStatus
+from functions.policy import TaskPolicy
 from functions.queue import TaskQueue
 from functions.runtime import utc_now
-from functions.settings import TaskPolicy
 from functions.store import TaskStore
 from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR
 from taskctl.ops.redrive import (

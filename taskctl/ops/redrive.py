@@ -30,7 +30,7 @@ from functions.lifecycle import (
     first_check_at,
     plan_redrive,
 )
-from functions.settings import TaskPolicy
+from functions.policy import TaskPolicy
 from functions.store import TaskChanged, TaskStore
 
 Enqueue = Callable[[str], None]

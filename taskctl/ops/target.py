@@ -16,7 +16,7 @@ import boto3
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from functions.settings import SettingsError, TaskPolicy
+from functions.policy import SettingsError, TaskPolicy
 
 DEFAULT_LOCAL_STACK = "dev"
 T = TypeVar("T")

@@ -153,7 +153,7 @@ def _store(stack: str | None, local: bool, table: str | None) -> TaskStore:
 
 def _public(stored: StoredTask) -> dict[str, Any]:
     """The record as `GET /tasks/{taskId}` shows it."""
-    return stored.record.model_dump(mode="json", exclude_none=True)
+    return stored.record.to_json()
 
 
 def _list_table(found: list[StoredTask], title: str, now: datetime) -> Table:

@@ -9,7 +9,7 @@ import functools
 import pytest
 from stack_runs import ProgramRun, run_stack
 
-from functions.settings import API_AUTH_ENV
+from functions.policy import API_AUTH_ENV
 from taskctl.program import RecordingMocks, load_stack_settings, project_name, run_program
 
 AUTHORIZER = "aws:apigatewayv2/authorizer:Authorizer"

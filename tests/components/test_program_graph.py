@@ -10,7 +10,8 @@ from pathlib import Path
 import pulumi
 from stack_runs import ProgramRun, run_stack
 
-from functions.settings import REDRIVE_RECEIVE_MARGIN, SDK_CALL_BUDGET_S, TaskPolicy
+from functions.policy import POLICY_FIELDS, SDK_CALL_BUDGET_S, TaskPolicy
+from functions.settings import REDRIVE_RECEIVE_MARGIN
 from functions.store import (
     CHECK_AFTER_ATTRIBUTE,
     CHECK_INDEX,
@@ -536,7 +537,7 @@ def test_dev_and_prod_differences_reach_the_functions_environment():
     prod_env = prod.function("worker").inputs["environment"]["variables"]
     differing_policy = {
         name
-        for name in TaskPolicy.model_fields
+        for name in POLICY_FIELDS
         if getattr(dev.settings, name) != getattr(prod.settings, name)
     }
     assert differing_policy, "the stack files should differ in their retry policy"

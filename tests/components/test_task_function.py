@@ -9,7 +9,8 @@ import pytest
 
 from components.packaging import Bundle, BundleTarget
 from components.task_function import FunctionRuntime, QueueTrigger, ScheduleTrigger
-from functions.settings import SettingsError, StackSettings
+from functions.policy import SettingsError
+from functions.settings import StackSettings
 
 
 @pytest.mark.parametrize(

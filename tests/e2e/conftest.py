@@ -29,7 +29,7 @@ from e2e_support import (
     strand_task,
 )
 
-from functions.settings import TaskPolicy
+from functions.policy import TaskPolicy
 from taskctl.local import emulator
 
 

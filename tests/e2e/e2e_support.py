@@ -27,7 +27,7 @@ import pytest
 
 from functions.callers import ANONYMOUS_OWNER
 from functions.lifecycle import new_task
-from functions.settings import TaskPolicy
+from functions.policy import TaskPolicy
 from functions.store import TaskStore
 from taskctl.local.creators import EMULATOR_SCHEDULER_TICK_S
 from taskctl.local.paths import REPO_ROOT

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from e2e_support import TERMINAL, LocalStackUnderTest, submit, wait_until
 
-from functions.settings import TaskPolicy
+from functions.policy import TaskPolicy
 from taskctl.load.stats import binomial_acceptance
 
 pytestmark = pytest.mark.e2e

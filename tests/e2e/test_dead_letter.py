@@ -11,7 +11,7 @@ import httpx
 import pytest
 from e2e_support import LocalStackUnderTest, submit, wait_terminal, wait_until
 
-from functions.settings import MAX_DEAD_LETTER_RETURNS
+from functions.policy import MAX_DEAD_LETTER_RETURNS
 
 pytestmark = pytest.mark.e2e
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from e2e_support import STACK, TERMINAL, LocalStackUnderTest, taskctl
 
-from functions.settings import TaskPolicy
+from functions.policy import TaskPolicy
 from taskctl.load.stats import check_failure_rate
 from taskctl.local import emulator
 

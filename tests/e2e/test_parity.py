@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from e2e_support import STACK, LocalStackUnderTest
 
-from functions.settings import TaskPolicy
+from functions.policy import TaskPolicy
 from functions.store import CHECK_INDEX
 from taskctl.program import RecordingMocks, run_program
 

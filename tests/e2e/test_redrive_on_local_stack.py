@@ -9,7 +9,7 @@ import httpx
 import pytest
 from e2e_support import STACK, LocalStackUnderTest, submit, taskctl, wait_terminal
 
-from functions.settings import TaskPolicy
+from functions.policy import TaskPolicy
 
 pytestmark = pytest.mark.e2e
 COMMAND_TIMEOUT_S = 60

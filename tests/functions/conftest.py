@@ -26,8 +26,9 @@ from botocore.retries.standard import ExponentialBackoff
 from moto import mock_aws
 
 from functions import runtime
+from functions.policy import TaskPolicy
 from functions.runtime import FunctionSettings, Runtime
-from functions.settings import REDRIVE_RECEIVE_MARGIN, TaskPolicy
+from functions.settings import REDRIVE_RECEIVE_MARGIN
 from taskctl.chaos.clock import SimClock
 from taskctl.chaos.dynamodb import create_table as create_task_table
 from taskctl.chaos.sqs import SimSqs

@@ -22,8 +22,8 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from functions import api, reconciler, runtime
 from functions.lifecycle import MESSAGE_MAX_CHARS
+from functions.policy import SDK_MAX_ATTEMPTS
 from functions.runtime import Runtime
-from functions.settings import SDK_MAX_ATTEMPTS
 from taskctl.chaos.clock import SimClock
 
 

@@ -29,9 +29,10 @@ from functions.metrics import (
     UNREADABLE_DEAD_LETTERS_METRIC,
     WORKER_RECORD_EXCEPTIONS_METRIC,
 )
+from functions.policy import MAX_DEAD_LETTER_RETURNS
 from functions.queue import task_message_body
 from functions.runtime import Runtime
-from functions.settings import MAX_DEAD_LETTER_RETURNS, REDRIVE_RECEIVE_MARGIN
+from functions.settings import REDRIVE_RECEIVE_MARGIN
 
 
 def dead_letter_directly(pipeline: Pipeline, body: str) -> None:

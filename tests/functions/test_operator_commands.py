@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -21,15 +22,15 @@ from aws_harness import Pipeline, raw_item, record_of, submit
 from typer.testing import CliRunner
 
 from functions.lifecycle import TaskStatus, from_iso, plan_redrive
+from functions.policy import TaskPolicy
 from functions.runtime import Runtime
-from functions.settings import TaskPolicy
 from taskctl.chaos.clock import SimClock
 from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_OK
 from taskctl.ops import cli, tasks_cli
 from taskctl.ops.tasks import find_tasks
 
 ALWAYS_FAILS = TaskPolicy(maxAttempts=2, errorRate=1.0, backoffBaseSeconds=2, maxDelaySeconds=900)
-NEVER_FAILS = ALWAYS_FAILS.model_copy(update={"errorRate": 0.0})
+NEVER_FAILS = replace(ALWAYS_FAILS, errorRate=0.0)
 HOUR_S = 3_600
 GRACE = timedelta(seconds=ALWAYS_FAILS.recoveryGraceSeconds)
 
@@ -86,7 +87,7 @@ def test_list_shows_the_failed_tasks_newest_first_and_not_the_others(
     records = json_lines(listing.stdout)
     assert [r["taskId"] for r in records] == failed_tasks[::-1]
     assert {r["status"] for r in records} == {"FAILED"}
-    assert records[0] == record_of(rt, failed_tasks[-1]).model_dump(mode="json", exclude_none=True)
+    assert records[0] == record_of(rt, failed_tasks[-1]).to_json()
     assert completed not in listing.stdout and pending not in listing.stdout
 
 
@@ -196,7 +197,7 @@ def test_show_json_has_the_record_and_its_timeline(rt: Runtime, failed_tasks: li
     shown = run(rt, tasks_cli.show_task, failed_tasks[0], "--json")
 
     body = json.loads(shown.stdout)
-    assert body["task"] == record_of(rt, failed_tasks[0]).model_dump(mode="json", exclude_none=True)
+    assert body["task"] == record_of(rt, failed_tasks[0]).to_json()
     assert [e["event"] for e in body["timeline"]] == [
         "submitted",
         "attempt 1 started",

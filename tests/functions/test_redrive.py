@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,16 +31,16 @@ from typer.testing import CliRunner
 
 from functions import api, reconciler
 from functions.lifecycle import TaskRecord, from_iso
+from functions.policy import TaskPolicy
 from functions.queue import TaskQueue
 from functions.runtime import Runtime
-from functions.settings import TaskPolicy
 from functions.store import StoredTask, TaskChanged, TaskStore
 from taskctl.chaos.clock import SimClock
 from taskctl.ops import cli
 from taskctl.ops.redrive import RedriveOutcome, RedriveResult, redrive_task
 
 ALWAYS_FAILS = TaskPolicy(maxAttempts=2, errorRate=1.0, backoffBaseSeconds=2, maxDelaySeconds=900)
-NEVER_FAILS = ALWAYS_FAILS.model_copy(update={"errorRate": 0.0})
+NEVER_FAILS = replace(ALWAYS_FAILS, errorRate=0.0)
 GRACE = timedelta(seconds=ALWAYS_FAILS.recoveryGraceSeconds)
 
 
@@ -108,7 +109,7 @@ def test_get_shows_a_redriven_task_as_retrying_and_due(rt: Runtime, failed_task:
     assert from_iso(shown["nextAttemptAt"]) == rt.clock()
     assert shown["redriveCount"] == 1 and shown["redrivenAt"] == shown["nextAttemptAt"]
     assert shown.get("failedAt") is None and shown["lastError"]
-    TaskRecord.model_validate(shown)  # the documented shape, nothing more
+    TaskRecord.from_json(shown)  # the documented shape, nothing more
 
 
 def test_a_redriven_task_that_fails_again_uses_every_extra_attempt_with_backoff(

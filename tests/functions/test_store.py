@@ -5,6 +5,7 @@ recognised as the caller's own (botocore's real retry, through `aws_faults.lose_
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -84,7 +85,7 @@ def test_create_then_get_round_trips_the_record(rt: Runtime, pending: TaskRecord
 
 def test_a_second_create_with_the_same_id_is_refused(rt: Runtime, pending: TaskRecord) -> None:
     with pytest.raises(TaskAlreadyExists):
-        create(rt, pending.model_copy(update={"message": "other"}))
+        create(rt, replace(pending, message="other"))
 
     assert current(rt).message == "hello"
 
@@ -270,7 +271,7 @@ def test_a_create_meeting_someone_elses_task_is_still_refused_after_a_lost_reply
     lose_response(rt.dynamodb, "PutItem")  # the retry meets the item the first try wrote...
 
     with pytest.raises(TaskAlreadyExists):  # ...but the first try failed its condition too
-        create(rt, pending.model_copy(update={"message": "other"}))
+        create(rt, replace(pending, message="other"))
 
 
 def test_a_claim_whose_reply_was_lost_is_the_callers_claim(

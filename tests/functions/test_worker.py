@@ -27,9 +27,9 @@ from botocore.exceptions import ClientError
 
 from functions import worker
 from functions.lifecycle import backoff_ceiling_s, from_iso, retry_delay_s, to_iso
+from functions.policy import SDK_MAX_ATTEMPTS, TaskPolicy
 from functions.queue import REASON_ATTRIBUTE, task_message_body
 from functions.runtime import Runtime
-from functions.settings import SDK_MAX_ATTEMPTS, TaskPolicy
 from functions.store import StoredTask
 
 

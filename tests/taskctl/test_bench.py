@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from functions.settings import TaskPolicy
+from functions.policy import TaskPolicy
 from taskctl.bench import harness
 from taskctl.bench.cost import BYTES_PER_GB, Prices, TaskUsage, cost_per_million
 from taskctl.bench.requests import (

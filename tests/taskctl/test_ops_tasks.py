@@ -65,7 +65,7 @@ def task(**fields: object) -> TaskRecord:
         "createdAt": at(0),
         "updatedAt": at(0),
     }
-    return TaskRecord.model_validate({**base, **fields})
+    return TaskRecord(**{**base, **fields})
 
 
 def events(record: TaskRecord, **stored: object) -> list[tuple[str, str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -43,7 +44,7 @@ from functions.lifecycle import (
     simulate_work,
     to_iso,
 )
-from functions.settings import MAX_DEAD_LETTER_RETURNS, MAX_RETRY_DELAY_S, TaskPolicy
+from functions.policy import MAX_DEAD_LETTER_RETURNS, MAX_RETRY_DELAY_S, TaskPolicy
 
 NOW = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
 DEV = TaskPolicy(maxAttempts=2, errorRate=0.3, backoffBaseSeconds=2, maxDelaySeconds=900)
@@ -61,8 +62,9 @@ def policies(draw: st.DrawFn, jitter: bool | None = None) -> TaskPolicy:
 
 
 def task_in(status: TaskStatus, attempts: int = 0, **fields: object) -> TaskRecord:
-    return new_task("3f0c9a52-4e0b-4a8e-9a6e-1c2d3e4f5a6b", "hello", DEV, NOW).model_copy(
-        update={"status": status, "attempts": attempts, **fields}
+    return replace(
+        new_task("3f0c9a52-4e0b-4a8e-9a6e-1c2d3e4f5a6b", "hello", DEV, NOW),
+        **{"status": status, "attempts": attempts, **fields},
     )
 
 
@@ -374,4 +376,4 @@ def test_the_record_model_rejects_unknown_fields_and_bad_attempt_numbers() -> No
     with pytest.raises(ValueError):
         AttemptRecord(attempt=0, startedAt=to_iso(NOW))
     with pytest.raises(ValueError):
-        TaskRecord.model_validate({**task_in(TaskStatus.PENDING).model_dump(), "surprise": 1})
+        TaskRecord.from_json({**task_in(TaskStatus.PENDING).to_json(), "surprise": 1})

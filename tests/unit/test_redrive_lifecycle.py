@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,7 +24,7 @@ from functions.lifecycle import (
     plan_redrive,
     to_iso,
 )
-from functions.settings import TaskPolicy
+from functions.policy import TaskPolicy
 
 FAILED_AT = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
 NOW = FAILED_AT + timedelta(hours=1)
@@ -43,8 +44,9 @@ def failed_task(attempts: int = 2, max_attempts: int = 2, **fields: object) -> T
         )
         for n in range(1, attempts + 1)
     ]
-    return new_task("3f0c9a52-4e0b-4a8e-9a6e-1c2d3e4f5a6b", "ERROR", DEV, FAILED_AT).model_copy(
-        update={
+    return replace(
+        new_task("3f0c9a52-4e0b-4a8e-9a6e-1c2d3e4f5a6b", "ERROR", DEV, FAILED_AT),
+        **{
             "status": TaskStatus.FAILED,
             "attempts": attempts,
             "maxAttempts": max_attempts,
@@ -52,7 +54,7 @@ def failed_task(attempts: int = 2, max_attempts: int = 2, **fields: object) -> T
             "lastError": "simulated error: the message asks to fail",
             "failedAt": stamp,
             **fields,
-        }
+        },
     )
 
 
@@ -96,7 +98,7 @@ def test_a_redrive_is_recorded_and_counted() -> None:
     assert first.redriveCount == 1
     assert from_iso(first.redrivenAt) == NOW and from_iso(first.updatedAt) == NOW
 
-    failed_again = first.model_copy(update={"status": TaskStatus.FAILED, "attempts": 3})
+    failed_again = replace(first, status=TaskStatus.FAILED, attempts=3)
     second = redriven(failed_again)
 
     assert second.redriveCount == 2
@@ -105,9 +107,9 @@ def test_a_redrive_is_recorded_and_counted() -> None:
 def test_a_redriven_record_is_a_valid_api_record() -> None:
     after = redriven(failed_task())
 
-    shown = after.model_dump(mode="json", exclude_none=True)
+    shown = after.to_json()
 
-    assert TaskRecord.model_validate(shown) == after
+    assert TaskRecord.from_json(shown) == after
     assert "failedAt" not in shown
 
 
@@ -149,7 +151,7 @@ def test_any_failed_task_may_make_exactly_the_extra_attempts_after_a_redrive(
 
 @pytest.mark.parametrize("status", ["PENDING", "PROCESSING", "RETRYING", "COMPLETED"])
 def test_only_a_failed_task_can_be_redriven(status: str) -> None:
-    task = failed_task().model_copy(update={"status": TaskStatus(status), "failedAt": None})
+    task = replace(failed_task(), status=TaskStatus(status), failedAt=None)
 
     decision = plan_redrive(task, 1, NOW)
 

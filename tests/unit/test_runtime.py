@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from functions.policy import SettingsError, TaskPolicy
 from functions.runtime import FunctionSettings, Runtime
-from functions.settings import SettingsError, TaskPolicy
 
 REPO = Path(__file__).resolve().parents[2]
 COMPLETE_ENV = {
@@ -74,7 +74,8 @@ def test_every_aws_call_is_bounded_well_inside_the_shortest_function_timeout() -
     """boto3's defaults (60 s reads, legacy retries) could outlive a 15 s function."""
     import boto3
 
-    from functions.settings import SDK_CALL_BUDGET_S, StackSettings
+    from functions.policy import SDK_CALL_BUDGET_S
+    from functions.settings import StackSettings
 
     session = boto3.Session(
         aws_access_key_id="testing", aws_secret_access_key="testing", region_name="eu-west-1"

@@ -8,13 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from functions.settings import (
-    MAX_RETRY_DELAY_S,
-    REDRIVE_RECEIVE_MARGIN,
-    SettingsError,
-    StackSettings,
-    TaskPolicy,
-)
+from functions.policy import MAX_RETRY_DELAY_S, SettingsError, TaskPolicy
+from functions.settings import REDRIVE_RECEIVE_MARGIN, StackSettings
 
 
 @st.composite
