@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from functions.policy import MAX_RETRY_DELAY_S, SettingsError, TaskPolicy
+from functions.policy import MAX_RETRY_DELAY_S, POLICY_FIELDS, SettingsError, TaskPolicy, env_name
 from functions.settings import REDRIVE_RECEIVE_MARGIN, StackSettings
 
 
@@ -154,3 +154,33 @@ def test_an_external_issuer_lists_its_audiences() -> None:
     )
 
     assert settings.jwt_audiences == ("tasks-api", "ops")
+
+
+# -- one declaration of the policy's bounds (functions.policy) -------------------------------
+
+_BOUNDED = [
+    (name, bound, limit)
+    for name in POLICY_FIELDS
+    for bound, limit in TaskPolicy.__dataclass_fields__[name].metadata.items()
+    if bound in ("ge", "le")
+]
+
+
+@pytest.mark.parametrize(("name", "bound", "limit"), _BOUNDED)
+def test_the_config_and_the_environment_refuse_the_same_value_beyond_a_bound(
+    name: str, bound: str, limit: float
+) -> None:
+    # GIVEN a value just beyond one of the policy's bounds (and the base kept within the cap)
+    step = 1 if isinstance(getattr(TaskPolicy(), name), int) else 0.5
+    value = limit - step if bound == "ge" else limit + step
+    # WHEN the stack config or a function's environment carries it THEN both refuse it by name
+    with pytest.raises(SettingsError, match=rf"{name}={value!r}"):
+        StackSettings.from_config({name: value})
+    with pytest.raises(SettingsError, match=rf"{env_name(name)}='{value}'"):
+        TaskPolicy.from_env({env_name(name): str(value)})
+    # AND the limit itself is accepted by both
+    assert getattr(StackSettings.from_config({"backoffBaseSeconds": 0, name: limit}), name) == limit
+
+
+def test_every_bounded_policy_field_is_covered_above() -> None:
+    assert {name for name, _, _ in _BOUNDED} >= {"maxAttempts", "errorRate", "maxDelaySeconds"}
