@@ -3,7 +3,8 @@
 `current()` builds a `Runtime` from `os.environ` on first use: the settings (policy from
 `TaskPolicy.from_env`, table name, queue URLs, stack), boto3 clients (region and endpoint from the
 standard AWS environment, nothing hard-coded), the clock and the random source. Nothing is built
-at import time. Tests (and the benchmark) call `use(runtime)` to inject their own.
+at import time. Tests, the benchmark and the fault campaign call `use(runtime)` to inject their
+own (with their own clock, random source, session or clients).
 """
 
 from __future__ import annotations
@@ -105,14 +106,22 @@ class Runtime:
     # Simulated work and jitter only: not security-sensitive, so the default PRNG is fine.
     rng: random.Random = field(default_factory=random.Random)
     session: Any = None  # a boto3.Session; None means the default session
+    # Makes the client for a service name ("dynamodb", "sqs"); None: the session's, configured
+    # as deployed. The fault campaign passes its own, whose requests go to its simulated AWS.
+    client_factory: Callable[[str], Any] | None = None
+
+    def _client(self, service: str) -> Any:
+        if self.client_factory is not None:
+            return self.client_factory(service)
+        return (self.session or boto3).client(service, config=CLIENT_CONFIG)
 
     @cached_property
     def dynamodb(self) -> Any:
-        return (self.session or boto3).client("dynamodb", config=CLIENT_CONFIG)
+        return self._client("dynamodb")
 
     @cached_property
     def sqs(self) -> Any:
-        return (self.session or boto3).client("sqs", config=CLIENT_CONFIG)
+        return self._client("sqs")
 
     @cached_property
     def store(self) -> TaskStore:

@@ -291,24 +291,24 @@ class World:
     ) -> Runtime:
         """A function's runtime, with the deployed client config; its clients' retry jitter
         comes from the world's seed and their requests go to the transport."""
-        rt = Runtime(
+        seeded_backoff = partial(standard.ExponentialBackoff, random=backoff.random)
+        endpoints = {"dynamodb": DYNAMODB_ENDPOINT, "sqs": SQS_ENDPOINT}
+
+        def client(service: str) -> Any:
+            with mock.patch.object(standard, "ExponentialBackoff", seeded_backoff):
+                made = session.client(
+                    service, config=CLIENT_CONFIG, endpoint_url=endpoints[service]
+                )
+            self.transport.attach(made)
+            return made
+
+        return Runtime(
             function_settings,
             clock=self.clock,
             rng=self._random(f"runtime:{name}"),
             session=session,
+            client_factory=client,
         )
-        seeded_backoff = partial(standard.ExponentialBackoff, random=backoff.random)
-        with mock.patch.object(standard, "ExponentialBackoff", seeded_backoff):
-            clients = {
-                "dynamodb": session.client(
-                    "dynamodb", config=CLIENT_CONFIG, endpoint_url=DYNAMODB_ENDPOINT
-                ),
-                "sqs": session.client("sqs", config=CLIENT_CONFIG, endpoint_url=SQS_ENDPOINT),
-            }
-        for attribute, client in clients.items():
-            self.transport.attach(client)
-            rt.__dict__[attribute] = client  # the runtime's cached clients
-        return rt
 
     def _at(self, offset_s: float, action: Callable[[], None]) -> None:
         heapq.heappush(self._events, (self.clock.at(offset_s), next(self._seq), action))
