@@ -4,7 +4,10 @@ Where the I/O is, at a glance:
 
     lifecycle.py    PURE  statuses, the task record, transitions, backoff, simulated work, and
                           every decision the worker makes (time and randomness are injected)
-    settings.py     PURE  the per-stack settings model (shared with the Pulumi program)
+    policy.py       PURE  the retry policy and limits the functions read from their
+                          environment (plain Python: no pydantic on a queue function's cold start)
+    settings.py     PURE  the per-stack settings model (pydantic), for the Pulumi program and
+                          the tooling; no handler imports it
     metrics.py      PURE  the custom metrics' namespace, names and dimensions (shared likewise),
                           business outcomes kept apart from faults
     store.py        I/O   DynamoDB task table: conditional writes -> domain exceptions

@@ -122,7 +122,7 @@ class JsonSchema:
 
     The records are plain dataclasses, so the functions that never serve HTTP never import
     pydantic (README, "Cold start"). The api generates its document with pydantic, which asks
-    each field's metadata for this hook; nothing here validates.
+    each field's metadata for this hook. A `minimum` is also checked whenever a record is made.
     """
 
     def __init__(self, **keywords: Any) -> None:

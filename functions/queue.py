@@ -29,7 +29,7 @@ def parse_task_message(body: str) -> str:
         task_id = json.loads(body).get("taskId")  # other keys are ignored
         if isinstance(task_id, str):
             return str(UUID(task_id))
-    except (ValueError, AttributeError, RecursionError):  # not JSON, an object, a UUID
+    except (ValueError, AttributeError, RecursionError):  # not JSON, or no object, or no UUID
         pass
     shown = body if len(body) <= 200 else body[:200] + "..."
     raise UnreadableMessage(f"message body is not {{'taskId': <uuid>}}: {shown!r}")

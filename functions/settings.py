@@ -8,7 +8,7 @@ the user typed in `Pulumi.<stack>.yaml`. Defaults here mirror `Pulumi.yaml`'s `c
 test keeps them equal).
 
 No Pulumi import: this module is shared by the program and the tooling. The functions' bundle
-carries it, but only the api imports it (through nothing but `functions.policy`'s names).
+carries it, but no handler imports it.
 """
 
 from __future__ import annotations
