@@ -35,7 +35,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     fills with the CPU-bound rest of the suite.
 
     (xdist's own `--dist loadgroup` cannot do this on pytest 9: it groups by rewriting
-    `item._nodeid`, which pytest 9 no longer reads.)"""
+    `item._nodeid`, which pytest 9 no longer reads.) `--dist each` keeps its meaning."""
+    if config.getvalue("dist") == "each":
+        return None
     from xdist.scheduler import LoadScopeScheduling
 
     class EndToEndTogether(LoadScopeScheduling):
