@@ -18,8 +18,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt functions/requirements
 
 venv: $(VENV)/.installed
 
+# Two workers (pytest-xdist): the end-to-end tests on one, the rest spread over both; tests/conftest.py.
 test: venv
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 # The workflows can't run here, so they are checked statically: against GitHub's workflow schema,
 # and by zizmor's security audits (pinned actions, no script injection, least privilege), offline.

@@ -29,7 +29,7 @@ from pathlib import Path
 import psutil
 
 from taskctl.local.paths import StackPaths
-from taskctl.local.venvs import EMULATOR_VENV, LAMBDA_RUNTIME_VENV, VenvError
+from taskctl.local.venvs import EMULATOR_VENV, LAMBDA_RUNTIME_VENV, VenvError, ensure_all
 
 BIND_HOST = "127.0.0.1"
 HEALTH_PATH = "/_ministack/health"
@@ -54,7 +54,8 @@ class LocalStackError(RuntimeError):
 def ensure_virtualenvs(report: Callable[[str], None] = lambda _message: None) -> tuple[Path, Path]:
     """(emulator interpreter, Lambda runtime interpreter), building either venv if needed."""
     try:
-        return EMULATOR_VENV.ensure(report), LAMBDA_RUNTIME_VENV.ensure(report)
+        emulator_python, lambda_python = ensure_all((EMULATOR_VENV, LAMBDA_RUNTIME_VENV), report)
+        return emulator_python, lambda_python
     except VenvError as error:
         raise LocalStackError(str(error)) from None
 

@@ -9,7 +9,9 @@
 
 Both are made from the running interpreter's base Python, the version the function bundles are
 built for (`components/packaging.py`, local target). A venv is rebuilt when its requirements
-file changes; a file lock keeps two commands started together from building it twice.
+file changes; a file lock keeps two commands started together from building it twice. The two
+are built at the same time, by the running interpreter's pip (`pip --python`), so neither holds
+a pip of its own.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,11 +78,19 @@ class ManagedVenv:
 
     def _build(self, report: Report) -> None:
         python = str(self.python)
+        # The running interpreter's pip installs into the venv (`pip --python`), so the venv
+        # needs no pip of its own: seeding one costs seconds a venv, and the functions' runtime
+        # should not hold it anyway. Without a usable pip here, the venv gets its own.
+        if _pip_can_target_another_python():
+            create = [sys.executable, "-m", "venv", "--clear", "--without-pip", str(self.directory)]
+            pip = [sys.executable, "-m", "pip", "--python", python]
+        else:
+            create = [sys.executable, "-m", "venv", "--clear", str(self.directory)]
+            pip = [python, "-m", "pip"]
         steps = [
-            (f"creating the {self.label} virtualenv",
-             [sys.executable, "-m", "venv", "--clear", str(self.directory)]),
+            (f"creating the {self.label} virtualenv", create),
             (f"installing the {self.label} ({self.requirements.name})",
-             [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             [*pip, "install", "--quiet", "--disable-pip-version-check",
               "-r", str(self.requirements)]),
             (f"compiling the {self.label}", [python, "-c", f"import {self.warm_import}"]),
         ]  # fmt: skip
@@ -90,6 +101,26 @@ class ManagedVenv:
                 last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
                 raise VenvError(f"{label} failed: {last[0]} (command: {' '.join(command)})")
         (self.directory / ".installed").write_text(self._digest() + "\n")
+
+
+def _pip_can_target_another_python() -> bool:
+    """Whether this interpreter has a pip with `--python` (pip 22.3 or later)."""
+    try:
+        from pip import __version__
+    except ImportError:
+        return False
+    major, minor = (int(part) for part in __version__.split(".")[:2])
+    return (major, minor) >= (22, 3)
+
+
+def ensure_all(venvs: Iterable[ManagedVenv], report: Report = lambda _message: None) -> list[Path]:
+    """`ensure` each venv, building those that are not current at the same time (each build is
+    mostly pip unpacking and compiling, one process each); their interpreters, in order. The
+    first build error is raised once every build has ended."""
+    venvs = list(venvs)
+    with ThreadPoolExecutor(max_workers=len(venvs)) as pool:
+        futures = [pool.submit(venv.ensure, report) for venv in venvs]
+    return [future.result() for future in futures]
 
 
 EMULATOR_VENV = ManagedVenv(

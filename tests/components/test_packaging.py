@@ -156,7 +156,12 @@ def _build_dir_with_cached_dependencies(build_dir: Path, target: BundleTarget) -
 
 
 def _copy_of_functions(into: Path) -> Path:
-    return Path(shutil.copytree(FUNCTIONS_DIR, into, ignore=shutil.ignore_patterns("__pycache__")))
+    """A copy of `functions/` at `into/functions` (the archive names its files by that name)."""
+    return Path(
+        shutil.copytree(
+            FUNCTIONS_DIR, into / "functions", ignore=shutil.ignore_patterns("__pycache__")
+        )
+    )
 
 
 def _quiet_build(target: BundleTarget, source: Path, build_dir: Path) -> Bundle:
@@ -165,18 +170,31 @@ def _quiet_build(target: BundleTarget, source: Path, build_dir: Path) -> Bundle:
     )
 
 
+_from_scratch: dict[str, Bundle] = {}
+
+
+def _built_from_scratch(target: BundleTarget, tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    """The target's bundle built from a copy of the code in a fresh build directory (its
+    bytecode compiled there too): once per session, the reference the tests below build against
+    again, changed or not."""
+    if target.name not in _from_scratch:
+        _bundle(target)  # makes sure the target's dependencies are in the shared cache
+        scratch = tmp_path_factory.mktemp(f"from-scratch-{target.name}")
+        source = _copy_of_functions(scratch / "code")
+        build_dir = _build_dir_with_cached_dependencies(scratch / "build", target)
+        _from_scratch[target.name] = _quiet_build(target, source, build_dir)
+    return _from_scratch[target.name]
+
+
 @pytest.mark.parametrize(
     "target", [BundleTarget.local(), _lambda_target()], ids=["local-bytecode", "lambda"]
 )
-def test_rebuilding_from_scratch_gives_the_identical_hash(tmp_path, target):
-    # GIVEN one copy of the code, built once (the local target with its bytecode)
-    _bundle(target)  # makes sure the target's dependencies are in the shared cache
-    source = _copy_of_functions(tmp_path / "functions")
-    first = _quiet_build(
-        target, source, _build_dir_with_cached_dependencies(tmp_path / "a", target)
-    )
-    # WHEN it is built again in a fresh directory (the bytecode compiled again), every file
-    # carrying another modification time and the sources other permissions
+def test_rebuilding_from_scratch_gives_the_identical_hash(tmp_path, tmp_path_factory, target):
+    # GIVEN the code built once from scratch (the local target with its bytecode)
+    first = _built_from_scratch(target, tmp_path_factory)
+    # WHEN another copy of it is built again in another fresh directory (the bytecode compiled
+    # again), every file carrying another modification time and the sources other permissions
+    source = _copy_of_functions(tmp_path)
     second_dir = _build_dir_with_cached_dependencies(tmp_path / "b", target)
     for path in [*second_dir.rglob("*"), *source.rglob("*")]:
         os.utime(path, (1_000_000_000, 1_000_000_000))
@@ -194,13 +212,10 @@ def test_rebuilding_from_scratch_gives_the_identical_hash(tmp_path, target):
         )
 
 
-def test_changing_the_code_changes_the_hash_and_its_bytecode(tmp_path):
+def test_changing_the_code_changes_the_hash_and_its_bytecode(tmp_path, tmp_path_factory):
     target = BundleTarget.local()
-    _bundle(target)
-    source = _copy_of_functions(tmp_path / "functions")
-    before = _quiet_build(
-        target, source, _build_dir_with_cached_dependencies(tmp_path / "a", target)
-    )
+    before = _built_from_scratch(target, tmp_path_factory)
+    source = _copy_of_functions(tmp_path)
     with (source / "settings.py").open("a") as module:
         module.write("\n# changed\n")
     after = _quiet_build(

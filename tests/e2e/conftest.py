@@ -2,8 +2,9 @@
 
 The session fixture runs the real command, `python -m taskctl local up --detach`, on a free port
 with its own state directory (TASKS_LOCAL_DIR), reads the outputs the command wrote, and runs
-`local down` at the end. The emulator's virtualenv and the bundle cache are shared with `make
-local`, so only a cold machine pays for installing them.
+`local down` at the end, checking that it stops the detached stack completely. The emulator's
+virtualenv and the bundle cache are shared with `make local`, so only a cold machine pays for
+installing them.
 
 Right after `up` it strands one task (stored, never queued: see `strand_task`). The reconciler's
 first scheduled run comes one interval after deployment; planting the task first lets that wait
@@ -61,8 +62,11 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         stack = dataclasses.replace(stack, stranded_task=strand_task(stack, "SUCCESS"))
         yield stack
     finally:
-        local_command("down", "--stack", STACK, env=env, timeout_s=60)
-    # Teardown leaves nothing behind: no emulator, no function process, no listening port.
+        stopped = local_command("down", "--stack", STACK, env=env, timeout_s=60)
+    # `local down` of a detached stack succeeds and leaves nothing behind: no emulator, no
+    # function process, no listening port. (The session's stack is the one detached stack the
+    # tests start, so this is where that is checked.)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert emulator.group_members(stack.pid) == [], "processes left after `local down`"
     assert not emulator.port_in_use(port), f"port {port} still bound after `local down`"
 

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -167,26 +166,6 @@ def test_stopping_a_foreground_up_leaves_no_process_and_no_bound_port(
     assert not (state / "outputs.json").exists()  # a stopped stack has no outputs to show
     assert "stopped" in output
     assert ("`local down`" in output) == (stopped_by == "local down")
-
-
-def test_down_stops_a_detached_stack_completely(tmp_path: Path) -> None:
-    # GIVEN a detached stack
-    port = emulator.free_port()
-    env = environment_with_state(tmp_path)
-    started = local_command("up", "--port", str(port), "--detach", env=env, timeout_s=UP_TIMEOUT_S)
-    assert started.returncode == 0, started.stdout + started.stderr
-    emulator_pid = json.loads((tmp_path / STACK / "emulator.json").read_text())["pid"]
-
-    # WHEN it is brought down
-    stopped = local_command("down", env=env, timeout_s=60)
-
-    # THEN nothing of it is left running or listening
-    assert stopped.returncode == 0
-    deadline = time.monotonic() + 5
-    while emulator.group_members(emulator_pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert emulator.group_members(emulator_pid) == []
-    assert not emulator.port_in_use(port)
 
 
 # Run in a child process: a Pulumi program that failed leaves runtime state behind in its process.
