@@ -51,7 +51,9 @@ class SettingsError(ValueError):
     """Stack settings that cannot be deployed; the message names each bad key and its limit."""
 
 
-def setting(default: Any, description: str, *, ge: float | None = None, le: float | None = None):
+def setting(
+    default: Any, description: str, *, ge: float | None = None, le: float | None = None
+) -> Any:
     """A policy field: its default, what it means, and its bounds (inclusive). `StackSettings`
     turns the same three into pydantic `Field`s, so the config and the functions share them."""
     bounds = {name: bound for name, bound in (("ge", ge), ("le", le)) if bound is not None}
