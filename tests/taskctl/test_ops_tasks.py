@@ -65,7 +65,9 @@ def task(**fields: object) -> TaskRecord:
         "createdAt": at(0),
         "updatedAt": at(0),
     }
-    return TaskRecord(**{**base, **fields})
+    # As the store reads it from the table: statuses and outcomes stored as text.
+    history = [entry.to_json() for entry in fields.pop("history", [])]  # type: ignore[attr-defined]
+    return TaskRecord.from_json({**base, **fields, "history": history})
 
 
 def events(record: TaskRecord, **stored: object) -> list[tuple[str, str]]:
