@@ -183,6 +183,19 @@ class CreatedResource:
     protect: bool = False  # Pulumi refuses to delete it (`ResourceOptions(protect=True)`)
 
 
+# The ARN of each named resource type the program declares, by its physical name.
+_ARNS = {
+    "aws:sqs/queue:Queue": "arn:aws:sqs:{region}:{account}:{name}",
+    "aws:dynamodb/table:Table": "arn:aws:dynamodb:{region}:{account}:table/{name}",
+    "aws:iam/role:Role": "arn:aws:iam::{account}:role/{name}",
+    "aws:cloudwatch/logGroup:LogGroup": "arn:aws:logs:{region}:{account}:log-group:{name}",
+    "aws:lambda/function:Function": "arn:aws:lambda:{region}:{account}:function:{name}",
+    # A rule on the default event bus is identified by its name.
+    "aws:cloudwatch/eventRule:EventRule": "arn:aws:events:{region}:{account}:rule/{name}",
+    "aws:sns/topic:Topic": "arn:aws:sns:{region}:{account}:{name}",
+}
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
     """Records every resource; answers with AWS-shaped identifiers so references resolve.
 
@@ -244,39 +257,21 @@ class RecordingMocks(pulumi.runtime.Mocks):
         physical = inputs.get("name") or f"{logical_name}-{suffix}"
         region, account = self.region, self.account_id
         outputs = dict(inputs)
-        resource_id = physical
+        resource_id = f"{logical_name}-id"
+        if type_token in _ARNS:
+            arn = _ARNS[type_token].format(region=region, account=account, name=physical)
+            outputs |= {"name": physical, "arn": arn}
+            resource_id = physical
         if type_token == "aws:sqs/queue:Queue":
-            url = f"https://sqs.{region}.amazonaws.com/{account}/{physical}"
-            outputs |= {
-                "name": physical,
-                "url": url,
-                "arn": f"arn:aws:sqs:{region}:{account}:{physical}",
-            }
-            resource_id = url
-        elif type_token == "aws:dynamodb/table:Table":
-            outputs |= {
-                "name": physical,
-                "arn": f"arn:aws:dynamodb:{region}:{account}:table/{physical}",
-            }
-        elif type_token == "aws:iam/role:Role":
-            outputs |= {"name": physical, "arn": f"arn:aws:iam::{account}:role/{physical}"}
-        elif type_token == "aws:cloudwatch/logGroup:LogGroup":
-            outputs |= {
-                "name": physical,
-                "arn": f"arn:aws:logs:{region}:{account}:log-group:{physical}",
-            }
+            resource_id = f"https://sqs.{region}.amazonaws.com/{account}/{physical}"
+            outputs["url"] = resource_id
+        elif type_token == "aws:sns/topic:Topic":
+            resource_id = outputs["arn"]
         elif type_token == "aws:lambda/function:Function":
-            arn = f"arn:aws:lambda:{region}:{account}:function:{physical}"
-            invoke = (
-                f"arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/{arn}/invocations"
+            outputs["invokeArn"] = (
+                f"arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/{outputs['arn']}"
+                "/invocations"
             )
-            outputs |= {"name": physical, "arn": arn, "invokeArn": invoke}
-        elif type_token == "aws:cloudwatch/eventRule:EventRule":
-            # A rule on the default event bus is identified by its name.
-            outputs |= {
-                "name": physical,
-                "arn": f"arn:aws:events:{region}:{account}:rule/{physical}",
-            }
         elif type_token == "aws:apigatewayv2/api:Api":
             resource_id = suffix
             outputs |= {
@@ -285,14 +280,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 "executionArn": f"arn:aws:execute-api:{region}:{account}:{suffix}",
                 "arn": f"arn:aws:apigateway:{region}::/apis/{suffix}",
             }
-        elif type_token == "aws:sns/topic:Topic":
-            arn = f"arn:aws:sns:{region}:{account}:{physical}"
-            outputs |= {"name": physical, "arn": arn}
-            resource_id = arn
         elif type_token == "aws:cloudwatch/dashboard:Dashboard":
             resource_id = str(inputs.get("dashboardName", physical))
-        else:
-            resource_id = f"{logical_name}-id"
         return outputs, resource_id
 
 
