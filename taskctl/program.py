@@ -1,13 +1,6 @@
-"""Run the Pulumi program without the Pulumi CLI: stack config loading and mock runs.
-
-- `load_stack_config(stack)`: the config the CLI would hand the program for `stack`
-  (`Pulumi.yaml`'s defaults overlaid with `Pulumi.<stack>.yaml`, namespaced keys, string values;
-  a secret it cannot decrypt is read as set but unknown where that is harmless, else refused).
-- `load_stack_settings(stack)`: the same, validated into `StackSettings`.
-- `run_program(stack, mocks)`: run `__main__.py` under `pulumi.runtime.set_mocks` and return the
-  resolved stack outputs, as `pulumi stack output --json` would show them.
-- `RecordingMocks`: mocks that record every resource the program declares, answering with
-  plausible AWS identifiers (ARNs, queue URLs, API endpoints) so cross-references resolve.
+"""Run the Pulumi program without the Pulumi CLI: the stack config as the CLI would hand it over
+(`load_stack_config`; validated, `load_stack_settings`), and `__main__.py` run under mocks
+(`run_program`), such as `RecordingMocks`, which record every resource the program declares.
 """
 
 from __future__ import annotations
@@ -51,21 +44,13 @@ def project_name() -> str:
     return str(_read_yaml(PROJECT_FILE)["name"])
 
 
-def stack_file(stack: str) -> Path:
-    return PROJECT_DIR / f"Pulumi.{stack}.yaml"
-
-
 def load_stack_config(stack: str) -> dict[str, str]:
-    """The stack's config as the Pulumi CLI gives it to the program.
-
-    Keys are namespaced (`fault-tolerant-tasks:maxAttempts`, `aws:region`); values are strings
-    (`"2"`, `"true"`, `"0.3"`). Project defaults from `Pulumi.yaml` fill every key the stack
-    file leaves out. A secret value takes its stand-in (`UNDECRYPTED_SECRET_STAND_INS`), or the
-    file is refused with a `StackConfigError` naming the key.
-    """
+    """The stack's config as the Pulumi CLI gives it to the program: namespaced keys
+    (`aws:region`), string values (`"2"`, `"true"`), `Pulumi.yaml`'s defaults for every key the
+    stack file leaves out, and secrets as `UNDECRYPTED_SECRET_STAND_INS` says."""
     project = _read_yaml(PROJECT_FILE)
     namespace = str(project["name"])
-    path = stack_file(stack)
+    path = PROJECT_DIR / f"Pulumi.{stack}.yaml"
     if not path.is_file():
         known = sorted(p.name.split(".")[1] for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
         raise StackConfigError(f"no stack file {path.name}; known stacks: {', '.join(known)}")
@@ -117,13 +102,10 @@ def run_program(
     preview: bool = False,
     config_overrides: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run `__main__.py` for `stack` under `mocks`; return its resolved exported outputs.
-
-    `config_overrides` replaces stack config entries (namespaced keys, string values), e.g.
-    `{"fault-tolerant-tasks:maxDelaySeconds": "1200"}`. An error in the program (such as a
-    config value it rejects) propagates as the program raised it. Each call runs in a fresh
-    context, so runs do not see each other's resources or config.
-    """
+    """Run `__main__.py` for `stack` under `mocks`; return its resolved exported outputs, as
+    `pulumi stack output --json` shows them. `config_overrides` replaces config entries
+    (namespaced keys, string values). Each call runs in a fresh context, so runs do not see each
+    other's resources or config; an error in the program propagates as the program raised it."""
     config = {**load_stack_config(stack), **(config_overrides or {})}
     _ensure_event_loop()
     return contextvars.Context().run(_run_in_fresh_context, stack, mocks, preview, config)
@@ -208,7 +190,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.region = region
         self.account_id = account_id
         self.resources: list[CreatedResource] = []
-        self._registrations: dict[tuple[str, str], tuple[str, bool]] = {}
+        # (type, name) -> (parent URN, protect), set by the monitor just before `new_resource`.
+        self.registrations: dict[tuple[str, str], tuple[str, bool]] = {}
 
     def created(self, type_token: str) -> list[CreatedResource]:
         """The resources of one type, in declaration order."""
@@ -225,7 +208,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: MockResourceArgs) -> tuple[str, dict[str, Any]]:
         inputs = dict(args.inputs)
         outputs, resource_id = self._outputs_for(args.typ, args.name, inputs)
-        parent, protect = self._registrations.pop((args.typ, args.name), ("", False))
+        parent, protect = self.registrations.pop((args.typ, args.name), ("", False))
         self.resources.append(
             CreatedResource(
                 args.typ,
@@ -239,13 +222,6 @@ class RecordingMocks(pulumi.runtime.Mocks):
             )
         )
         return resource_id, outputs
-
-    def record_registration(
-        self, type_token: str, name: str, *, parent_urn: str, protect: bool
-    ) -> None:
-        """Called by the monitor just before `new_resource`, with what the `Mocks` interface does
-        not carry: the resource's parent URN and its `protect` option."""
-        self._registrations[(type_token, name)] = (parent_urn, protect)
 
     def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         raise NotImplementedError(f"RecordingMocks does not fake the invoke {args.token}")
@@ -290,9 +266,9 @@ class _RegistrationRecordingMonitor(MockMonitor):
     `protect` option, which the `Mocks` interface does not carry (the engine sees them here)."""
 
     def RegisterResource(self, request: Any) -> Any:  # the gRPC method it overrides
-        record = getattr(self.mocks, "record_registration", None)
-        if record is not None:
-            record(request.type, request.name, parent_urn=request.parent, protect=request.protect)
+        if isinstance(self.mocks, RecordingMocks):
+            key = (request.type, request.name)
+            self.mocks.registrations[key] = (request.parent, request.protect)
         return super().RegisterResource(request)
 
 
@@ -314,9 +290,7 @@ def _namespaced(key: str, namespace: str) -> str:
 
 
 def _config_string(value: object) -> str:
-    """A YAML value as the CLI passes it: booleans lower-case, structures as JSON."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
+    """A YAML value as the CLI passes it: booleans (`true`) and structures as JSON."""
+    if isinstance(value, bool | dict | list):
         return json.dumps(value)
     return str(value)
