@@ -18,6 +18,16 @@ def local_root() -> Path:
     return Path(os.environ.get("TASKS_LOCAL_DIR") or REPO_ROOT / ".local").resolve()
 
 
+class _InRoot:
+    """A `StackPaths` attribute: the file or directory of that name under the stack's root."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, paths: StackPaths, owner: type) -> Path:
+        return paths.root / self.name
+
+
 @dataclass(frozen=True)
 class StackPaths:
     """The files of one local stack, all under `<local root>/<stack>/`."""
@@ -25,37 +35,20 @@ class StackPaths:
     stack: str
     root: Path
 
+    # JSON `{pid, port, region}` of the running emulator; its pid is also its process group.
+    pid_file = _InRoot("emulator.json")
+    outputs_file = _InRoot("outputs.json")
+    # What was created, per resource (type, name, inputs, outputs, skipped settings).
+    deployment_file = _InRoot("deployment.json")
+    emulator_log = _InRoot("emulator.log")
+    # The emulator's TMPDIR: its pid file and the functions' unpacked code land here.
+    tmp_dir = _InRoot("tmp")
+    # The emulator's own files: its Cognito signing keys (one pair per user pool).
+    emulator_state_dir = _InRoot("emulator-state")
+
     @classmethod
     def for_stack(cls, stack: str) -> StackPaths:
         return cls(stack=stack, root=local_root() / stack)
-
-    @property
-    def pid_file(self) -> Path:
-        """JSON `{pid, port, region}` of the running emulator; its pid is also its process group."""
-        return self.root / "emulator.json"
-
-    @property
-    def outputs_file(self) -> Path:
-        return self.root / "outputs.json"
-
-    @property
-    def deployment_file(self) -> Path:
-        """What was created, per resource (type, name, inputs, outputs, skipped settings)."""
-        return self.root / "deployment.json"
-
-    @property
-    def emulator_log(self) -> Path:
-        return self.root / "emulator.log"
-
-    @property
-    def tmp_dir(self) -> Path:
-        """The emulator's TMPDIR: its pid file and the functions' unpacked code land here."""
-        return self.root / "tmp"
-
-    @property
-    def emulator_state_dir(self) -> Path:
-        """The emulator's own files: its Cognito signing keys (one pair per user pool)."""
-        return self.root / "emulator-state"
 
     def ensure(self) -> None:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
