@@ -48,18 +48,6 @@ class LocalStackError(RuntimeError):
     """A problem the user can act on; its message is one line and says what to do."""
 
 
-# -- virtualenvs -------------------------------------------------------------------------------
-
-
-def ensure_virtualenvs(report: Callable[[str], None] = lambda _message: None) -> tuple[Path, Path]:
-    """(emulator interpreter, Lambda runtime interpreter), building either venv if needed."""
-    try:
-        emulator_python, lambda_python = ensure_all((EMULATOR_VENV, LAMBDA_RUNTIME_VENV), report)
-        return emulator_python, lambda_python
-    except VenvError as error:
-        raise LocalStackError(str(error)) from None
-
-
 # -- ports and the running-emulator record -------------------------------------------------
 
 
@@ -122,10 +110,6 @@ def read_running(paths: StackPaths) -> RunningEmulator | None:
     return None
 
 
-def write_running(paths: StackPaths, running: RunningEmulator) -> None:
-    paths.pid_file.write_text(json.dumps(asdict(running)) + "\n")
-
-
 # -- start / stop ----------------------------------------------------------------------------
 
 
@@ -153,8 +137,11 @@ def _emulator_environment(
     }
 
 
-def start(paths: StackPaths, *, port: int, region: str, foreground: bool) -> RunningEmulator:
-    """Start the emulator on 127.0.0.1:port and wait until it answers its health check.
+def start(
+    paths: StackPaths, *, port: int, region: str, foreground: bool, report: Callable[[str], None]
+) -> RunningEmulator:
+    """Start the emulator on 127.0.0.1:port, building its virtualenvs first if needed, and wait
+    until it answers its health check.
 
     Raises LocalStackError if the port is taken, or if the emulator exits or stays silent.
     """
@@ -163,8 +150,12 @@ def start(paths: StackPaths, *, port: int, region: str, foreground: bool) -> Run
             f"port {port} on {BIND_HOST} is already in use; stop whatever holds it or pass "
             f"--port with another number"
         )
-    python, lambda_python = ensure_virtualenvs()
-    paths.ensure()
+    try:
+        python, lambda_python = ensure_all((EMULATOR_VENV, LAMBDA_RUNTIME_VENV), report)
+    except VenvError as error:
+        raise LocalStackError(str(error)) from None
+    report(f"starting the emulator on {BIND_HOST}:{port}")
+    paths.tmp_dir.mkdir(parents=True, exist_ok=True)
     log = paths.emulator_log.open("ab")
     try:
         process = subprocess.Popen(
@@ -179,7 +170,7 @@ def start(paths: StackPaths, *, port: int, region: str, foreground: bool) -> Run
     finally:
         log.close()
     running = RunningEmulator(pid=process.pid, port=port, region=region, foreground=foreground)
-    write_running(paths, running)
+    paths.pid_file.write_text(json.dumps(asdict(running)) + "\n")
     try:
         _wait_ready(process, running, paths)
     except BaseException:
@@ -219,10 +210,10 @@ def stop(running: RunningEmulator) -> None:
     """End the emulator's whole process group (its Lambda workers too) and free its port."""
     _signal_group(running.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_S
-    while time.monotonic() < deadline and _group_alive(running.pid):
+    while time.monotonic() < deadline and group_members(running.pid):
         _reap(running.pid)
         time.sleep(0.05)
-    if _group_alive(running.pid):
+    if group_members(running.pid):
         _signal_group(running.pid, signal.SIGKILL)
     _reap(running.pid)
     deadline = time.monotonic() + PORT_RELEASE_TIMEOUT_S
@@ -233,10 +224,6 @@ def stop(running: RunningEmulator) -> None:
 def _signal_group(pgid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
-
-
-def _group_alive(pgid: int) -> bool:
-    return bool(group_members(pgid))
 
 
 def group_members(pgid: int) -> list[int]:

@@ -49,6 +49,3 @@ class StackPaths:
     @classmethod
     def for_stack(cls, stack: str) -> StackPaths:
         return cls(stack=stack, root=local_root() / stack)
-
-    def ensure(self) -> None:
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)

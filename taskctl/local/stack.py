@@ -122,16 +122,10 @@ def bring_up(stack: str, *, port: int, foreground: bool, progress: Progress) -> 
     refuse_if_running(paths)
     check_project_environment()
     region = stack_region(stack)
-    if emulator.port_in_use(port):
-        raise LocalStackError(
-            f"port {port} on 127.0.0.1 is already in use; stop whatever holds it or pass "
-            f"--port with another number"
-        )
-    paths.ensure()
     paths.outputs_file.unlink(missing_ok=True)
-    emulator.ensure_virtualenvs(progress)
-    progress(f"starting the emulator on 127.0.0.1:{port}")
-    running = emulator.start(paths, port=port, region=region, foreground=foreground)
+    running = emulator.start(
+        paths, port=port, region=region, foreground=foreground, report=progress
+    )
     try:
         deployment = _deploy(stack, running, progress)
         outputs = ordered_outputs(deployment.stack_outputs)
