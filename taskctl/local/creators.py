@@ -126,6 +126,11 @@ def auto_name(logical: str, max_len: int = 64) -> str:
     return f"{logical[: max_len - 8]}-{suffix}"
 
 
+def _mapped(inputs: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
+    """The `inputs` that `names` lists, under their AWS names (`{input: AwsName}`)."""
+    return {aws: inputs[key] for key, aws in names.items() if key in inputs}
+
+
 def _sqs_attribute(value: Any) -> str:
     """An SQS attribute value, a string: booleans lower-case (whole numbers already arrive as
     integers from the deployer, so `30`, not `30.0`)."""
@@ -145,9 +150,7 @@ _QUEUE_ATTRIBUTES = {
 @creates("aws:sqs/queue:Queue", *_QUEUE_ATTRIBUTES)
 def create_queue(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
     name = auto_name(logical, max_len=80)
-    attributes = {
-        aws: _sqs_attribute(inputs[key]) for key, aws in _QUEUE_ATTRIBUTES.items() if key in inputs
-    }
+    attributes = {aws: _sqs_attribute(v) for aws, v in _mapped(inputs, _QUEUE_ATTRIBUTES).items()}
     sqs = ctx.client("sqs")
     url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
@@ -287,17 +290,12 @@ _ALARM_INPUTS = {
 @creates("aws:cloudwatch/metricAlarm:MetricAlarm", *_ALARM_INPUTS, "dimensions", "metricQueries")
 def create_metric_alarm(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
     name = auto_name(logical, max_len=255)
-    request: dict[str, Any] = {
-        "AlarmName": name,
-        **{aws: inputs[key] for key, aws in _ALARM_INPUTS.items() if key in inputs},
-    }
+    request = {"AlarmName": name, **_mapped(inputs, _ALARM_INPUTS)}
     if "metricQueries" in inputs:  # metric math: the queries name the metrics
         request["Metrics"] = [_metric_query(query) for query in inputs["metricQueries"]]
     else:
         request["Dimensions"] = _dimensions(inputs.get("dimensions"))
     ctx.client("cloudwatch").put_metric_alarm(**request)
-    # The emulator evaluates alarms only against PutMetricData: it emits no AWS/* service
-    # metrics and does not turn the functions' embedded-metric log lines into metrics.
     notes = [
         "alarms are created but never fire: the emulator produces no AWS/* metrics and does "
         "not extract the functions' EMF metrics from their logs"
@@ -567,9 +565,8 @@ _INTEGRATION_INPUTS = {
 
 @creates("aws:apigatewayv2/integration:Integration", *_INTEGRATION_INPUTS)
 def create_integration(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    integration = ctx.client("apigatewayv2").create_integration(
-        **{aws: inputs[key] for key, aws in _INTEGRATION_INPUTS.items() if key in inputs}
-    )
+    gateway = ctx.client("apigatewayv2")
+    integration = gateway.create_integration(**_mapped(inputs, _INTEGRATION_INPUTS))
     return Created(id=integration["IntegrationId"], outputs={})
 
 
@@ -616,9 +613,7 @@ _ROUTE_INPUTS = {
 
 @creates("aws:apigatewayv2/route:Route", *_ROUTE_INPUTS)
 def create_route(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    route = ctx.client("apigatewayv2").create_route(
-        **{aws: inputs[key] for key, aws in _ROUTE_INPUTS.items() if key in inputs}
-    )
+    route = ctx.client("apigatewayv2").create_route(**_mapped(inputs, _ROUTE_INPUTS))
     return Created(id=route["RouteId"], outputs={})
 
 
@@ -726,7 +721,7 @@ _CLIENT_INPUTS = {
 def create_user_pool_client(
     ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]
 ) -> Created:
-    request = {aws: inputs[key] for key, aws in _CLIENT_INPUTS.items() if key in inputs}
+    request = _mapped(inputs, _CLIENT_INPUTS)
     if "tokenValidityUnits" in inputs:
         request["TokenValidityUnits"] = {"AccessToken": inputs["tokenValidityUnits"]["accessToken"]}
     client = ctx.client("cognito-idp").create_user_pool_client(**request)["UserPoolClient"]
