@@ -63,11 +63,7 @@ def _patch_lambda_python(lambda_python: str) -> None:
 
     def detect_runtime_binary(runtime: str) -> tuple[str, str]:
         binary, worker_script = original(runtime)
-        return (
-            (lambda_python, worker_script)
-            if runtime.startswith("python")
-            else (binary, worker_script)
-        )
+        return (lambda_python if runtime.startswith("python") else binary), worker_script
 
     lambda_runtime._detect_runtime_binary = detect_runtime_binary
 
