@@ -84,7 +84,8 @@ def up(
     try:
         _print_ready(local, stack_name)
         console.print("[dim]function logs follow; Ctrl-C stops everything[/]")
-        _stream_logs(stack_name, local.running, only=None, since_ms=None, follow_new=True)
+        now_ms = int(time.time() * 1000)
+        _stream_logs(stack_name, local.running, only=None, since_ms=now_ms, follow_new=True)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -248,22 +249,22 @@ def _stream_logs(
     running: emulator.RunningEmulator,
     *,
     only: str | None,
-    since_ms: int | None,
+    since_ms: int,
     follow_new: bool,
 ) -> None:
-    groups = logs.functions_of(stack.read_deployment(stack_name))
+    deployment = json.loads(StackPaths.for_stack(stack_name).deployment_file.read_text())
+    groups = logs.functions_of(deployment)
     if only is not None:
         if only not in groups:
             raise _fail(f"no function {only!r}; the stack has {', '.join(groups)}")
         groups = {only: groups[only]}
     width = max(map(len, groups), default=0)
     styles = {name: PREFIX_STYLES[i % len(PREFIX_STYLES)] for i, name in enumerate(groups)}
-    start_ms = since_ms if since_ms is not None else int(time.time() * 1000)
     for line in logs.follow(
         running,
         groups,
         should_stop=lambda: not emulator.is_alive(running.pid),
-        since_ms=start_ms,
+        since_ms=since_ms,
         follow_new=follow_new,
     ):
         # Lambda's own START/END/REPORT lines are dimmed so the functions' logs stand out.

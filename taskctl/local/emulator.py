@@ -28,6 +28,7 @@ from pathlib import Path
 
 import psutil
 
+from taskctl.local.ministack_launcher import LAMBDA_PYTHON_ENV
 from taskctl.local.paths import StackPaths
 from taskctl.local.venvs import EMULATOR_VENV, LAMBDA_RUNTIME_VENV, VenvError, ensure_all
 
@@ -40,7 +41,6 @@ PORT_RELEASE_TIMEOUT_S = 10.0
 ACCOUNT_ID = "000000000000"
 # Runs ministack with our fidelity fixes; see that file for what and why.
 LAUNCHER = Path(__file__).with_name("ministack_launcher.py")
-LAMBDA_PYTHON_ENV = "TASKS_LAMBDA_PYTHON"
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 
 

@@ -28,17 +28,12 @@ class LogLine:
 
 
 def functions_of(deployment: dict[str, Any]) -> dict[str, str]:
-    """{label: log group} for every function the deployment created.
-
-    Labels are `function_label`s: api, worker, dead-letter, reconciler.
-    """
-    groups = {}
-    for resource in deployment.get("resources", []):
-        if resource["type"] == LAMBDA_FUNCTION_TYPE:
-            logging_config = resource["inputs"].get("loggingConfig") or {}
-            default_group = f"/aws/lambda/{resource['outputs']['name']}"
-            groups[function_label(resource)] = logging_config.get("logGroup") or default_group
-    return groups
+    """{label: log group} for every function the deployment created (api: /aws/lambda/...)."""
+    return {
+        function_label(resource): f"/aws/lambda/{resource['outputs']['name']}"
+        for resource in deployment.get("resources", [])
+        if resource["type"] == LAMBDA_FUNCTION_TYPE
+    }
 
 
 def function_label(resource: dict[str, Any]) -> str:
@@ -53,8 +48,8 @@ def follow(
     groups: dict[str, str],
     *,
     should_stop: Callable[[], bool],
-    since_ms: int | None = None,
-    follow_new: bool = True,
+    since_ms: int,
+    follow_new: bool,
 ) -> Iterator[LogLine]:
     """Yield log lines of `groups` ({label: log group}); keep polling while `follow_new`."""
     logs = boto3.client(
@@ -64,7 +59,7 @@ def follow(
         aws_access_key_id="test",
         aws_secret_access_key="test",
     )
-    start_ms = since_ms if since_ms is not None else 0
+    start_ms = since_ms
     seen: set[str] = set()
     while not should_stop():
         batch: list[LogLine] = []
@@ -94,20 +89,12 @@ def _event_key(event: dict[str, Any]) -> str:
 
 
 def _events(logs: Any, group: str, start_ms: int) -> Iterator[dict[str, Any]]:
-    token = None
-    while True:
-        request: dict[str, Any] = {"logGroupName": group, "startTime": start_ms}
-        if token:
-            request["nextToken"] = token
-        try:
-            reply = logs.filter_log_events(**request)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ResourceNotFoundException":
-                return  # the function has not logged yet
+    pages = logs.get_paginator("filter_log_events").paginate(logGroupName=group, startTime=start_ms)
+    try:
+        for page in pages:
+            yield from page.get("events", [])
+    except ClientError as exc:  # a function that has not logged yet has no log group
+        if exc.response["Error"]["Code"] != "ResourceNotFoundException":
             raise
-        except BotoCoreError:
-            return  # the emulator is going away
-        yield from reply.get("events", [])
-        token = reply.get("nextToken")
-        if not token:
-            return
+    except BotoCoreError:
+        return  # the emulator is going away

@@ -230,10 +230,6 @@ def read_outputs(stack: str) -> dict[str, Any]:
     return json.loads(paths.outputs_file.read_text())
 
 
-def read_deployment(stack: str) -> dict[str, Any]:
-    return json.loads(StackPaths.for_stack(stack).deployment_file.read_text())
-
-
 def tear_down(stack: str) -> RunningEmulator | None:
     """Stop the stack's emulator if it runs; return what was stopped (None if nothing was)."""
     paths = StackPaths.for_stack(stack)
