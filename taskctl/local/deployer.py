@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from unittest import mock
 
 import pulumi
 from pulumi.runtime import MockCallArgs, MockResourceArgs, Mocks
@@ -85,22 +86,18 @@ class EmulatorMocks(Mocks):
             return f"{args.name}-id", dict(args.inputs)
         creator = CREATORS.get(args.typ)
         if creator is None:
-            message = (
+            raise self._failed(
                 f"resource {args.name!r} has type {args.typ}, which the local stack cannot "
                 f"create; add a creator for it in taskctl/local/creators.py"
             )
-            self.errors.append(message)
-            raise DeploymentError(message)
         with self._lock:
             try:
                 created = creator(self.context, args.name, _whole_numbers(args.inputs))
             except UnsupportedInputs as exc:
-                self.errors.append(str(exc))
-                raise DeploymentError(str(exc)) from exc
+                raise self._failed(str(exc)) from exc
             except Exception as exc:
                 message = f"creating {args.typ} {args.name!r} in the emulator failed: {exc}"
-                self.errors.append(message)
-                raise DeploymentError(message) from exc
+                raise self._failed(message) from exc
             self.resources.append(
                 DeployedResource(
                     type=args.typ,
@@ -120,21 +117,22 @@ class EmulatorMocks(Mocks):
         keeps no cost reports); its region must be the emulator's, or the ARNs would disagree."""
         region = args.inputs.get("region")
         if region != self.context.region:
-            message = (
+            raise self._failed(
                 f"the program's AWS provider {args.name!r} targets region {region!r}, but the "
                 f"local stack runs in {self.context.region!r}"
             )
-            self.errors.append(message)
-            raise DeploymentError(message)
 
     def call(self, args: MockCallArgs) -> tuple[dict, list | None]:
         # The program makes no invokes (its policy documents are rendered by components/iam.py,
         # its region comes from the config): a new one must be answered here on purpose.
-        message = (
+        raise self._failed(
             f"the program calls the invoke {args.token}, which the local stack does not answer"
         )
+
+    def _failed(self, message: str) -> DeploymentError:
+        """The error to raise, recorded too: the runtime may log an error here, not raise it."""
         self.errors.append(message)
-        raise DeploymentError(message)
+        return DeploymentError(message)
 
 
 # -- running the program ----------------------------------------------------------------------
@@ -147,19 +145,14 @@ def deploy(
     from taskctl.program import run_program  # the Pulumi helper's runner (loads the stack config)
 
     mocks = EmulatorMocks(context, on_created)
-    previous_target = os.environ.get(BUNDLE_TARGET_ENV)
-    os.environ[BUNDLE_TARGET_ENV] = LOCAL_TARGET  # bundle for this interpreter, not Lambda's
-    try:
-        outputs = run_program(stack, mocks)
-    except Exception as exc:
-        if mocks.errors:
-            raise DeploymentError(mocks.errors[0]) from exc
-        raise DeploymentError(f"the Pulumi program failed for stack {stack}: {exc}") from exc
-    finally:
-        if previous_target is None:
-            os.environ.pop(BUNDLE_TARGET_ENV, None)
-        else:
-            os.environ[BUNDLE_TARGET_ENV] = previous_target
+    # Bundle for this interpreter, not Lambda's; the environment is as it was afterwards.
+    with mock.patch.dict(os.environ, {BUNDLE_TARGET_ENV: LOCAL_TARGET}):
+        try:
+            outputs = run_program(stack, mocks)
+        except Exception as exc:
+            if mocks.errors:
+                raise DeploymentError(mocks.errors[0]) from exc
+            raise DeploymentError(f"the Pulumi program failed for stack {stack}: {exc}") from exc
     if mocks.errors:  # an error the runtime logged instead of raising
         raise DeploymentError(mocks.errors[0])
     return Deployment(stack_outputs=_plain(dict(outputs)), resources=mocks.resources)
