@@ -95,7 +95,6 @@ def stack_region(stack: str) -> str:
 def check_project_environment() -> None:
     """The deployment runs the Pulumi program in this interpreter: it needs the project venv."""
     try:
-        import boto3  # noqa: F401
         import pulumi  # noqa: F401
         import pulumi_aws  # noqa: F401
     except ImportError as exc:
@@ -185,9 +184,7 @@ def _smoke_token(stack: str, outputs: dict[str, Any], running: RunningEmulator) 
         raise LocalStackError(f"the deployed user pool issued no token: {exc}") from None
 
 
-def smoke_check_api(
-    api_url: str, timeout_s: float = WARM_UP_TIMEOUT_S, bearer_token: str | None = None
-) -> None:
+def smoke_check_api(api_url: str, bearer_token: str | None) -> None:
     """GET a task that cannot exist: proves API Gateway -> api function -> DynamoDB works (with
     `bearer_token`, the authorizer too), and leaves the function warm so the user's first curl
     is fast. Anything but 404 is an error."""
@@ -201,7 +198,7 @@ def smoke_check_api(
         f"http://127.0.0.1:{url.port}{url.path}/tasks/{uuid.UUID(int=0)}", headers=headers
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as reply:
+        with urllib.request.urlopen(request, timeout=WARM_UP_TIMEOUT_S) as reply:
             status, body = reply.status, reply.read()
     except urllib.error.HTTPError as error:
         status, body = error.code, error.read()
