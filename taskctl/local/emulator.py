@@ -1,8 +1,7 @@
 """The ministack emulator as a managed child process.
 
 Contracts:
-- The emulator runs from its own virtualenv, and the functions from another one that holds only
-  what AWS's Python runtime has (boto3); see `venvs.py`. Neither is the project's virtualenv.
+- The emulator and the functions run from their own virtualenvs (`venvs.py`), not the project's.
 - It binds 127.0.0.1 only, starts in a new session (its pid is its process group id, which the
   functions' worker processes inherit), and `stop()` ends the whole group and waits for the
   port to be free: no process and no bound port are left behind.
@@ -68,7 +67,7 @@ def port_in_use(port: int) -> bool:
 
 
 def free_port() -> int:
-    """A port the OS considers free right now (for tests and `--port 0`)."""
+    """A port the OS considers free right now (for tests)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((BIND_HOST, 0))
         return probe.getsockname()[1]
@@ -140,11 +139,9 @@ def _emulator_environment(
 def start(
     paths: StackPaths, *, port: int, region: str, foreground: bool, report: Callable[[str], None]
 ) -> RunningEmulator:
-    """Start the emulator on 127.0.0.1:port, building its virtualenvs first if needed, and wait
-    until it answers its health check.
-
-    Raises LocalStackError if the port is taken, or if the emulator exits or stays silent.
-    """
+    """Start the emulator on 127.0.0.1:port (its virtualenvs built first if need be) and wait
+    until it answers its health check; LocalStackError if the port is taken, or if the emulator
+    exits or stays silent."""
     if port_in_use(port):
         raise LocalStackError(
             f"port {port} on {BIND_HOST} is already in use; stop whatever holds it or pass "

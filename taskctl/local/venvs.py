@@ -9,9 +9,7 @@
 
 Both are made from the running interpreter's base Python, the version the function bundles are
 built for (`components/packaging.py`, local target). A venv is rebuilt when its requirements
-file changes; a file lock keeps two commands started together from building it twice. The two
-are built at the same time, by the running interpreter's pip (`pip --python`), so neither holds
-a pip of its own.
+file changes; a file lock keeps two commands started together from building it twice.
 """
 
 from __future__ import annotations
