@@ -13,11 +13,6 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def local_root() -> Path:
-    """The directory holding every stack's state (default `<repo>/.local`)."""
-    return Path(os.environ.get("TASKS_LOCAL_DIR") or REPO_ROOT / ".local").resolve()
-
-
 class _InRoot:
     """A `StackPaths` attribute: the file or directory of that name under the stack's root."""
 
@@ -48,4 +43,5 @@ class StackPaths:
 
     @classmethod
     def for_stack(cls, stack: str) -> StackPaths:
-        return cls(stack=stack, root=local_root() / stack)
+        local_root = Path(os.environ.get("TASKS_LOCAL_DIR") or REPO_ROOT / ".local").resolve()
+        return cls(stack=stack, root=local_root / stack)
