@@ -153,10 +153,8 @@ def create_queue(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) 
     attributes = {aws: _sqs_attribute(v) for aws, v in _mapped(inputs, _QUEUE_ATTRIBUTES).items()}
     sqs = ctx.client("sqs")
     url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    return Created(id=url, outputs={"name": name, "arn": arn, "url": url})
+    queue = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+    return Created(id=url, outputs={"name": name, "arn": queue["QueueArn"], "url": url})
 
 
 @creates("aws:sqs/redriveAllowPolicy:RedriveAllowPolicy", "queueUrl", "redriveAllowPolicy")
