@@ -19,7 +19,6 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -153,8 +152,7 @@ def start(
         raise LocalStackError(str(error)) from None
     report(f"starting the emulator on {BIND_HOST}:{port}")
     paths.tmp_dir.mkdir(parents=True, exist_ok=True)
-    log = paths.emulator_log.open("ab")
-    try:
+    with paths.emulator_log.open("ab") as log:
         process = subprocess.Popen(
             [str(python), str(LAUNCHER)],
             cwd=paths.root,
@@ -164,8 +162,6 @@ def start(
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() ends it and its workers
         )
-    finally:
-        log.close()
     running = RunningEmulator(pid=process.pid, port=port, region=region, foreground=foreground)
     paths.pid_file.write_text(json.dumps(asdict(running)) + "\n")
     try:
@@ -178,6 +174,7 @@ def start(
 
 
 def _wait_ready(process: subprocess.Popen, running: RunningEmulator, paths: StackPaths) -> None:
+    health_url = f"{running.endpoint_url}{HEALTH_PATH}"
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -186,21 +183,15 @@ def _wait_ready(process: subprocess.Popen, running: RunningEmulator, paths: Stac
                 f"the emulator exited with code {process.returncode}: "
                 f"{tail[0] if tail else 'no output'} (log: {paths.emulator_log})"
             )
-        if healthy(running.port):
-            return
+        # URLError (no answer yet) and HTTPError (not healthy yet) are OSErrors.
+        with contextlib.suppress(OSError), urllib.request.urlopen(health_url, timeout=1) as reply:
+            if reply.status == 200:
+                return
         time.sleep(0.1)
     raise LocalStackError(
         f"the emulator did not answer on port {running.port} within {READY_TIMEOUT_S:.0f} s "
         f"(log: {paths.emulator_log})"
     )
-
-
-def healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{BIND_HOST}:{port}{HEALTH_PATH}", timeout=1) as reply:
-            return reply.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def stop(running: RunningEmulator) -> None:
