@@ -62,7 +62,6 @@ class Deployment:
         return json.dumps(
             {"outputs": self.stack_outputs, "resources": [asdict(r) for r in self.resources]},
             indent=2,
-            default=str,
         )
 
 
@@ -171,12 +170,8 @@ def _whole_numbers(value: Any) -> Any:
 
 def _plain(value: Any) -> Any:
     """JSON-friendly copy of resolved inputs (the code archive becomes its path)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, pulumi.FileArchive):
-        return {"path": str(value.path)}
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)
+    return json.loads(json.dumps(value, default=_json_leaf))
+
+
+def _json_leaf(value: Any) -> Any:
+    return {"path": str(value.path)} if isinstance(value, pulumi.FileArchive) else str(value)
