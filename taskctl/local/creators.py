@@ -78,7 +78,6 @@ class UnsupportedInputs(ValueError):
 def creates(type_token: str, *inputs: str) -> Callable[[Creator], Creator]:
     """Register a creator for `type_token` that applies exactly `inputs` (`ttl.enabled` names a
     nested one; a name without a dot accepts the whole value, as for `dimensions`)."""
-    supported = frozenset(inputs)
 
     def register(creator: Creator) -> Creator:
         def checked(ctx: EmulatorContext, logical: str, declared: Mapping[str, Any]) -> Created:
@@ -92,7 +91,7 @@ def creates(type_token: str, *inputs: str) -> Callable[[Creator], Creator]:
             return creator(ctx, logical, declared)
 
         CREATORS[type_token] = checked
-        SUPPORTED_INPUTS[type_token] = supported
+        SUPPORTED_INPUTS[type_token] = frozenset(inputs)
         return creator
 
     return register
