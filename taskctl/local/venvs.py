@@ -19,7 +19,7 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +63,7 @@ class ManagedVenv:
             and marker.read_text().strip() == self._digest()
         )
 
-    def ensure(self, report: Report = lambda _message: None) -> Path:
+    def ensure(self, report: Report) -> Path:
         """Build the venv unless it is current; return its interpreter."""
         if self.ready():
             return self.python
@@ -111,11 +111,10 @@ def _pip_can_target_another_python() -> bool:
     return (major, minor) >= (22, 3)
 
 
-def ensure_all(venvs: Iterable[ManagedVenv], report: Report = lambda _message: None) -> list[Path]:
+def ensure_all(venvs: Sequence[ManagedVenv], report: Report) -> list[Path]:
     """`ensure` each venv, building those that are not current at the same time (each build is
     mostly pip unpacking and compiling, one process each); their interpreters, in order. The
     first build error is raised once every build has ended."""
-    venvs = list(venvs)
     with ThreadPoolExecutor(max_workers=len(venvs)) as pool:
         futures = [pool.submit(venv.ensure, report) for venv in venvs]
     return [future.result() for future in futures]
