@@ -59,12 +59,11 @@ def follow(
         aws_access_key_id="test",
         aws_secret_access_key="test",
     )
-    start_ms = since_ms
     seen: set[str] = set()
     while not should_stop():
         batch: list[LogLine] = []
         for label, group in groups.items():
-            for event in _events(logs, group, start_ms):
+            for event in _events(logs, group, since_ms):
                 key = _event_key(event)
                 if key in seen:
                     continue
@@ -74,7 +73,7 @@ def follow(
         yield from batch
         if batch:
             # Keep a little overlap: events with the same millisecond may still arrive.
-            start_ms = max(start_ms, batch[-1].timestamp_ms - 1000)
+            since_ms = max(since_ms, batch[-1].timestamp_ms - 1000)
         if not follow_new:
             return
         time.sleep(POLL_INTERVAL_S)
