@@ -1,6 +1,6 @@
 """Helpers for the end-to-end tests: the stack under test, the CLI, polling with deadlines.
 
-The session fixture runs the real command, `python -m taskctl.local up --detach`, on a free port
+The session fixture runs the real command, `python -m taskctl local up --detach`, on a free port
 with its own state directory (TASKS_LOCAL_DIR), reads the outputs the command wrote, and runs
 `local down` at the end. The emulator's virtualenv and the bundle cache are shared with `make
 local`, so only a cold machine pays for installing them.
