@@ -1,21 +1,16 @@
 """Drive the real handlers, one task at a time, and meter what they ask of AWS.
 
-The parts AWS plays around the functions are the fault campaign's (`taskctl.chaos`), without
-faults: API Gateway's events (`Events`), the simulated SQS queues and their event source mappings
-(`SimSqs`, `EventSourceMapping`: receive, hand the records to the function, delete what it did
-not report failed) on a simulated clock, which moves to the moment a hidden or delayed message
-becomes visible again. The task table is moto's. The functions' own calls go through clients
-whose botocore hooks count every request by service and operation and work out the DynamoDB
-capacity units it consumes from the items' sizes; the mappings use the queues directly, unmetered.
-
-Used by `taskctl bench`; the functions are imported lazily, inside `bench_environment`, which sets
-what they read at import time (Powertools service name, metrics namespace) and restores the
-process's environment afterwards.
+Around the functions, the fault campaign's parts (`taskctl.chaos`) without faults: API Gateway's
+events and the simulated SQS queues and event source mappings on a simulated clock, which moves to
+the moment a delayed or hidden message becomes visible. The task table is moto's. The functions'
+clients carry botocore hooks that count every request and work out the DynamoDB capacity units it
+consumes from the items' sizes; the mappings use the queues directly, unmetered.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import itertools
 import json
@@ -29,12 +24,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from functions.metrics import METRICS_NAMESPACE  # plain constants: nothing reads the environment
 from taskctl.chaos.clock import SimClock
 from taskctl.chaos.dynamodb import create_table
 from taskctl.chaos.events import Events, LambdaContext
-from taskctl.chaos.sqs import EventSourceMapping, Received, SimSqs
-from taskctl.chaos.wire import REGION, offline_aws_environment
+from taskctl.chaos.sqs import EventSourceMapping, Received, SimQueue, SimSqs
+from taskctl.chaos.wire import REGION
 
 TABLE = "bench-tasks"
 STACK = "bench"
@@ -48,18 +42,15 @@ PLATFORM_LOG_BYTES_PER_INVOCATION = 270
 
 
 class ScriptedRandom(random.Random):
-    """`random()` returns the scripted draws in order: 0.0 fails an attempt, 0.99 passes it."""
+    """`random()` returns the scripted `draws` in order, then 0.99: 0.0 fails an attempt, 0.99
+    passes it."""
 
-    def __init__(self, draws: list[float]) -> None:
+    def __init__(self) -> None:
         super().__init__(0)
-        self._draws = list(draws)
-
-    def script(self, draws: tuple[float, ...]) -> None:
-        """The draws for the next task."""
-        self._draws = list(draws)
+        self.draws: list[float] = []
 
     def random(self) -> float:
-        return self._draws.pop(0) if self._draws else 0.99
+        return self.draws.pop(0) if self.draws else 0.99
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,7 +66,6 @@ class Invocation:
     function: str
     duration_ms: float
     log_bytes: int
-    records: int = 1
 
 
 @dataclass(kw_only=True)
@@ -163,15 +153,15 @@ class Meter:
             self.run.rru[self.function] += units if params.get("ConsistentRead") else units / 2
         elif operation in ("PutItem", "UpdateItem", "DeleteItem"):
             key = params.get("Key") or {"taskId": params["Item"]["taskId"]}
-            before = self._sizes.get(json.dumps(key, sort_keys=True), 0)
+            key_text = json.dumps(key, sort_keys=True)
             started = time.perf_counter()
             after_item = self._raw_dynamodb.get_item(
                 TableName=params["TableName"], Key=key, ConsistentRead=True
             ).get("Item")
             # The metering read is not the handler's work: its time is taken off the duration.
             self.overhead_s += time.perf_counter() - started
-            after = item_size(after_item)
-            self._sizes[json.dumps(key, sort_keys=True)] = after
+            before, after = self._sizes.get(key_text, 0), item_size(after_item)
+            self._sizes[key_text] = after
             self.run.wru[self.function] += max(1, math.ceil(max(before, after) / WRU_BYTES))
         elif operation in ("Query", "Scan", "BatchGetItem", "TransactWriteItems", "BatchWriteItem"):
             raise NotImplementedError(f"the benchmark does not meter {operation} yet")
@@ -198,16 +188,6 @@ def captured_logs(loggers: list[Any]) -> Iterator[io.StringIO]:
 # -- a pipeline under moto and the simulated queues ----------------------------------------------
 
 
-@contextlib.contextmanager
-def bench_environment() -> Iterator[None]:
-    """What the functions read at import time, and credentials moto accepts; the process's
-    environment is restored afterwards."""
-    with offline_aws_environment(
-        POWERTOOLS_SERVICE_NAME=STACK, POWERTOOLS_METRICS_NAMESPACE=METRICS_NAMESPACE
-    ):
-        yield
-
-
 class Pipeline:
     """One table (moto) and queue pair (simulated), the three handlers, metered clients."""
 
@@ -216,7 +196,8 @@ class Pipeline:
 
         from functions import api, dead_letter, runtime, worker
 
-        self._modules = (api, dead_letter, worker)
+        self._api = api.handler
+        self._loggers = [api.logger, worker.logger, dead_letter.logger]
         self.memory_mb = memory_mb
         self.clock = SimClock()
         self._events = Events()
@@ -231,15 +212,21 @@ class Pipeline:
             for name in ("bench-tasks", "bench-tasks-dlq")
         )
         # One record per invocation, so that each is metered on its own (batching is priced).
-        self.worker_mapping = EventSourceMapping(main, 1, self._invoke_worker)
-        self.dead_letter_mapping = EventSourceMapping(dead, 1, self._invoke_dead_letter)
+        self.worker_mapping = EventSourceMapping(
+            main, 1, functools.partial(self._invoke_mapped, "worker", worker.handler, main)
+        )
+        self.dead_letter_mapping = EventSourceMapping(
+            dead,
+            1,
+            functools.partial(self._invoke_mapped, "dead-letter", dead_letter.handler, dead),
+        )
         self.raw_dynamodb = boto3.Session(region_name=REGION).client("dynamodb")
         create_table(self.raw_dynamodb, TABLE)
         metered = boto3.Session(region_name=REGION)
         queues.serve(metered.events)
         self.meter = Meter(self.raw_dynamodb)
         self.meter.attach(metered.events)
-        self.rng = ScriptedRandom([])
+        self.rng = ScriptedRandom()
         # One runtime for every task: its clients are reused, as a warm Lambda reuses them.
         self.runtime = runtime.Runtime(
             runtime.FunctionSettings(
@@ -257,12 +244,10 @@ class Pipeline:
             session=metered,
         )
         runtime.use(self.runtime)
-        self._run: ScenarioRun | None = None
 
     def _invoke(self, function: str, handler: Any, event: dict) -> Any:
-        run = self._run
+        run = self.meter.run
         assert run is not None
-        api, dead_letter, worker = self._modules
         self.meter.function = function
         context = LambdaContext(
             function_name=f"{STACK}-{function}",
@@ -271,7 +256,7 @@ class Pipeline:
             clock=self.clock,
             memory_limit_in_mb=self.memory_mb,
         )
-        with captured_logs([api.logger, worker.logger, dead_letter.logger]) as logs:
+        with captured_logs(self._loggers) as logs:
             overhead_before_s = self.meter.overhead_s
             started = time.perf_counter()
             reply = handler(event, context)
@@ -279,30 +264,21 @@ class Pipeline:
             duration_ms = (elapsed_s - (self.meter.overhead_s - overhead_before_s)) * 1000.0
         run.invocations.append(
             Invocation(
-                function=function,
-                duration_ms=duration_ms,
-                log_bytes=len(logs.getvalue().encode()),
-                records=len(event.get("Records", [1])),
+                function=function, duration_ms=duration_ms, log_bytes=len(logs.getvalue().encode())
             )
         )
         return reply
 
-    def _invoke_worker(self, batch: list[Received]) -> set[str]:
-        return self._invoke_mapped("worker", self._modules[2].handler, batch)
-
-    def _invoke_dead_letter(self, batch: list[Received]) -> set[str]:
-        return self._invoke_mapped("dead-letter", self._modules[1].handler, batch)
-
-    def _invoke_mapped(self, function: str, handler: Any, batch: list[Received]) -> set[str]:
-        queue = (self.worker_mapping if function == "worker" else self.dead_letter_mapping).queue
+    def _invoke_mapped(
+        self, function: str, handler: Any, queue: SimQueue, batch: list[Received]
+    ) -> set[str]:
         reply = self._invoke(function, handler, self._events.sqs(batch, queue))
         return {item["itemIdentifier"] for item in reply["batchItemFailures"]}
 
     def run_task(self, scenario: Scenario, *, max_deliveries: int = 20) -> ScenarioRun:
         """Submit one task and carry it to its end; meter the functions' requests."""
-        api = self._modules[0]
-        self.rng.script(scenario.draws)
-        run = self._run = ScenarioRun(scenario=scenario.name, final_status="?", attempts=0)
+        self.rng.draws = list(scenario.draws)
+        run = ScenarioRun(scenario=scenario.name, final_status="?", attempts=0)
         self.meter.reset(run)
         event = self._events.http(
             "POST",
@@ -312,7 +288,7 @@ class Pipeline:
             now=self.clock(),
             request_id=str(uuid.uuid4()),
         )
-        reply = self._invoke("api", api.handler, event)
+        reply = self._invoke("api", self._api, event)
         if reply["statusCode"] != 202:
             raise RuntimeError(f"submit answered {reply['statusCode']}: {reply.get('body')}")
         task_id = json.loads(reply["body"])["taskId"]
@@ -333,7 +309,7 @@ class Pipeline:
         item = self.raw_dynamodb.get_item(
             TableName=TABLE, Key={"taskId": {"S": task_id}}, ConsistentRead=True
         )["Item"]
-        self.meter.run = self._run = None
+        self.meter.run = None
         run.final_status = item["status"]["S"]
         run.attempts = int(item["attempts"]["N"])
         run.item_bytes = item_size(item)

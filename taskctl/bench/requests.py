@@ -18,13 +18,15 @@ measured request counts and handler durations otherwise.
 from __future__ import annotations
 
 import statistics
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from functions.metrics import METRICS_NAMESPACE
 from taskctl.bench import harness
 from taskctl.bench.cost import Prices, TaskUsage, billed_ms, cost_per_million, weighted_mix
+from taskctl.chaos.wire import offline_aws_environment
 
 ORIGINAL_WRITES_PER_ATTEMPT = 2  # PROCESSING, then the outcome; items under 1 KB: 1 WRU each
 FUNCTIONS = ("api", "worker", "dead-letter")
@@ -69,25 +71,14 @@ def scenarios(max_attempts: int) -> list[harness.Scenario]:
     """The three task lives priced; a draw of 0.0 fails an attempt, 0.99 passes it."""
     if max_attempts < 2:
         raise ValueError("the retry scenario needs maxAttempts >= 2")
+    lives = (
+        ("succeedsFirstTime", "succeeds first time", (0.99,)),
+        ("succeedsOnRetry", "fails once, succeeds on retry", (0.0, 0.99)),
+        ("fails", f"fails all {max_attempts} attempts", (0.0,) * max_attempts),
+    )
     return [
-        harness.Scenario(
-            name="succeedsFirstTime",
-            description="succeeds first time",
-            message="bench task",
-            draws=(0.99,),
-        ),
-        harness.Scenario(
-            name="succeedsOnRetry",
-            description="fails once, succeeds on retry",
-            message="bench task",
-            draws=(0.0, 0.99),
-        ),
-        harness.Scenario(
-            name="fails",
-            description=f"fails all {max_attempts} attempts",
-            message="bench task",
-            draws=(0.0,) * max_attempts,
-        ),
+        harness.Scenario(name=name, description=description, message="bench task", draws=draws)
+        for name, description, draws in lives
     ]
 
 
@@ -136,7 +127,14 @@ def measure(
     from moto import mock_aws
 
     measurements = []
-    with harness.bench_environment(), mock_aws():
+    # The pipeline imports the functions, which read these at import time; the process's
+    # environment is restored afterwards.
+    with (
+        offline_aws_environment(
+            POWERTOOLS_SERVICE_NAME=harness.STACK, POWERTOOLS_METRICS_NAMESPACE=METRICS_NAMESPACE
+        ),
+        mock_aws(),
+    ):
         pipeline = harness.Pipeline(policy, memory_mb)
         pipeline.run_task(harness.Scenario(name="warm-up", description="", message="SUCCESS"))
         for scenario in scenarios(policy.maxAttempts):
@@ -157,18 +155,12 @@ def _summarise(scenario: harness.Scenario, runs: list[harness.ScenarioRun]) -> S
         if run.calls != first.calls or run.final_status != first.final_status:
             raise RuntimeError(f"scenario {scenario.name}: request counts differ between runs")
 
-    def per_function(run: harness.ScenarioRun, attribute: str) -> dict[str, float]:
-        totals: Counter = Counter()
+    def per_function(run: harness.ScenarioRun, attribute: str) -> defaultdict[str, float]:
+        totals: defaultdict[str, float] = defaultdict(float)
         for invocation in run.invocations:
             totals[invocation.function] += getattr(invocation, attribute)
-        return dict(totals)
+        return totals
 
-    durations = {
-        function: statistics.median(
-            per_function(run, "duration_ms").get(function, 0.0) for run in runs
-        )
-        for function in FUNCTIONS
-    }
     invocations = Counter(invocation.function for invocation in first.invocations)
     return ScenarioMeasurement(
         name=scenario.name,
@@ -178,11 +170,13 @@ def _summarise(scenario: harness.Scenario, runs: list[harness.ScenarioRun]) -> S
         calls=_nested_calls(first.calls),
         wru=dict(first.wru),
         rru=dict(first.rru),
-        invocations={function: invocations.get(function, 0) for function in FUNCTIONS},
-        duration_ms={function: durations[function] for function in FUNCTIONS},
-        log_bytes={
-            function: int(per_function(first, "log_bytes").get(function, 0))
+        invocations={function: invocations[function] for function in FUNCTIONS},
+        duration_ms={
+            function: statistics.median(per_function(run, "duration_ms")[function] for run in runs)
             for function in FUNCTIONS
+        },
+        log_bytes={
+            function: int(per_function(first, "log_bytes")[function]) for function in FUNCTIONS
         },
         worker_deliveries=first.worker_deliveries,
         worker_acknowledged=first.worker_acknowledged,
@@ -211,25 +205,15 @@ class Design:
 def usage(m: ScenarioMeasurement, design: Design, *, ttl_days: float) -> TaskUsage:
     """Per-task billable units for measurement `m` under `design`."""
     batch = design.batch_size
-    invocations = {
-        "api": float(m.invocations["api"]),
-        "worker": m.worker_deliveries / batch,
-        "dead-letter": m.dead_letter_deliveries / batch,
-    }
-
-    def billed(function: str, deliveries: int) -> float:
-        if deliveries == 0:
-            return 0.0
-        per_delivery_ms = m.duration_ms[function] / deliveries
+    deliveries = {"worker": m.worker_deliveries, "dead-letter": m.dead_letter_deliveries}
+    invocations = {"api": float(m.invocations["api"])}
+    billed_ms_per_task = {"api": billed_ms(m.duration_ms["api"])}
+    for function, delivered in deliveries.items():
+        invocations[function] = delivered / batch
         # A batch of B records is modelled as B times one record's time (an upper bound: the
         # per-invocation overhead is shared in reality), billed per invocation, rounded up.
-        return deliveries / batch * billed_ms(per_delivery_ms * batch)
-
-    billed_ms_per_task = {
-        "api": billed_ms(m.duration_ms["api"]),
-        "worker": billed("worker", m.worker_deliveries),
-        "dead-letter": billed("dead-letter", m.dead_letter_deliveries),
-    }
+        per_delivery_ms = m.duration_ms[function] / delivered if delivered else 0.0
+        billed_ms_per_task[function] = delivered / batch * billed_ms(per_delivery_ms * batch)
     sqs_handler = sum(m.requests_by_service().get("sqs", {}).values())
     # The event source mappings: one ReceiveMessage per batch, one DeleteMessageBatch per batch
     # with acknowledged records (a retry's original delivery is acknowledged once its delayed
