@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,7 +19,7 @@ from rich.table import Table
 
 from taskctl.bench import coldstart, throughput
 from taskctl.bench.cost import PRICES_FILE, Prices
-from taskctl.bench.requests import Design, cost_table, measure, ratio
+from taskctl.bench.requests import FUNCTIONS, Design, cost_table, measure, ratio
 from taskctl.exit_codes import EXIT_ERROR
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -95,10 +96,7 @@ def bench(
     }
 
     with console.status("measuring", spinner="dots") as status:
-
-        def step(message: str) -> None:
-            status.update(message)
-
+        step = status.update
         # 1. Requests per task and cost.
         measurements = measure(
             settings, settings.functionMemoryMb, repetitions=repetitions, progress=step
@@ -153,21 +151,17 @@ def bench(
             for m in measurements
         }
         results["costPerMillionTasks"] = costs
-        ours_total = costs[OURS]["mix"]["costPerMillionTasks"]["total"]
-        original_total = costs[ORIGINAL]["mix"]["costPerMillionTasks"]["total"]
-        results["costRatioOriginalToOurs"] = ratio(original_total, ours_total)
-        without = costs[OURS_WITHOUT_BACKSTOP]["mix"]["costPerMillionTasks"]["total"]
+        ours_total, without, unindexed = (
+            _total(costs, name) for name in (OURS, OURS_WITHOUT_BACKSTOP, OURS_WITHOUT_STATUS_INDEX)
+        )
+        results["costRatioOriginalToOurs"] = ratio(_total(costs, ORIGINAL), ours_total)
         results["reconcilerCostIncrease"] = ratio(ours_total - without, without)
-        unindexed = costs[OURS_WITHOUT_STATUS_INDEX]["mix"]["costPerMillionTasks"]["total"]
         results["statusIndexCostIncrease"] = ratio(ours_total - unindexed, unindexed)
 
         # 2. Artifacts and the cold-start proxy.
         artifacts = coldstart.build_bundles(settings.functionPythonVersion, step)
         results["artifacts"] = artifacts
-        if import_python is None:
-            results["coldStart"] = _cold_start(artifacts, import_runs, step)
-        else:
-            results["coldStart"] = _cold_start_on(import_python, import_runs, step)
+        results["coldStart"] = _cold_start(artifacts, import_python, import_runs, step)
 
         # 3. Local throughput.
         if throughput_tasks:
@@ -211,55 +205,47 @@ NOTES = [
 ]
 
 
-def _cold_start(artifacts: dict[str, Any], runs: int, step) -> dict[str, Any]:
-    local = artifacts.get("local", {})
-    if "path" not in local:
-        return {"measured": False, "reason": f"no local bundle: {local.get('error', 'not built')}"}
-    if not local.get("bytecode"):
-        return {"measured": False, "reason": "the local bundle carries no bytecode"}
-    try:
-        figures = coldstart.measure_bundle(PROJECT_DIR / local["path"], runs=runs, progress=step)
-    except RuntimeError as exc:
-        return {"measured": False, "reason": str(exc)}
-    return {
-        "measured": True,
-        "bundle": local["path"],
-        "compiledWith": local["bytecode"],
-        "pythonPath": "the local bundle, extracted; then boto3 and its dependencies only",
-        **figures,
-    }
-
-
-def _cold_start_on(version: str, runs: int, step) -> dict[str, Any]:
-    """The cold-start proxy on CPython `version` from python3.X on PATH, with the Lambda bundle
-    for this machine's architecture (its manylinux wheels load here) compiled by it."""
+def _cold_start(artifacts: dict[str, Any], version: str | None, runs: int, step) -> dict[str, Any]:
+    """The cold-start proxy on this interpreter with the local bundle; or, given a `version`, on
+    CPython `version` from python3.X on PATH with the Lambda bundle for this machine's
+    architecture (its manylinux wheels load here) compiled by it."""
     from components.packaging import BundleError, BundleTarget, build_bundle, find_python
 
-    interpreter = find_python(version)
-    if interpreter is None:
-        return {"measured": False, "reason": f"no CPython {version} (python{version} on PATH)"}
-    architecture = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(
-        platform.machine(), platform.machine()
-    )
     try:
-        bundle = build_bundle(
-            BundleTarget.lambda_runtime(architecture, version),
-            progress=step,
-            python_finder=lambda _version: interpreter,
-        )
-        figures = coldstart.measure_bundle(
-            bundle.path, runs=runs, python=interpreter.path, progress=step
-        )
+        if version is None:
+            local = artifacts.get("local", {})
+            if "path" not in local:
+                raise RuntimeError(f"no local bundle: {local.get('error', 'not built')}")
+            if not local.get("bytecode"):
+                raise RuntimeError("the local bundle carries no bytecode")
+            bundle_path, compiled_with = PROJECT_DIR / local["path"], local["bytecode"]
+            python, described = sys.executable, "the local bundle"
+        else:
+            interpreter = find_python(version)
+            if interpreter is None:
+                raise RuntimeError(f"no CPython {version} (python{version} on PATH)")
+            machine = platform.machine()
+            bundle = build_bundle(
+                BundleTarget.lambda_runtime("arm64" if machine == "aarch64" else machine, version),
+                progress=step,
+                python_finder=lambda _version: interpreter,
+            )
+            bundle_path, compiled_with = bundle.path, str(bundle.compiled_with)
+            python, described = interpreter.path, "the Lambda bundle for this architecture"
+        figures = coldstart.measure_bundle(bundle_path, runs=runs, python=python, progress=step)
     except (BundleError, RuntimeError) as exc:
         return {"measured": False, "reason": str(exc).splitlines()[0]}
     return {
         "measured": True,
-        "bundle": str(bundle.path.relative_to(PROJECT_DIR)),
-        "compiledWith": str(bundle.compiled_with),
-        "pythonPath": "the Lambda bundle for this architecture, extracted; then boto3 and its "
-        "dependencies only",
+        "bundle": str(bundle_path.relative_to(PROJECT_DIR)),
+        "compiledWith": compiled_with,
+        "pythonPath": f"{described}, extracted; then boto3 and its dependencies only",
         **figures,
     }
+
+
+def _total(costs: dict[str, Any], design: str) -> float:
+    return costs[design]["mix"]["costPerMillionTasks"]["total"]
 
 
 def _money(value: float) -> str:
@@ -279,47 +265,36 @@ def _print(results: dict[str, Any], console: Console) -> None:
         requests.add_column(
             f"{m['description']}\n-> {m['finalStatus']} ({m['attempts']})", justify="right"
         )
-    rows = sorted(
+    calls = sorted(
         {
-            (function, f"{service}.{operation}")
+            (function, service, operation)
             for m in per_task.values()
             for function, services in m["requestsByFunction"].items()
             for service, operations in services.items()
             for operation in operations
         }
     )
-    for function, call in rows:
-        service, operation = call.split(".", 1)
+    for function, service, operation in calls:
         requests.add_row(
-            f"{function}: {call}",
+            f"{function}: {service}.{operation}",
             *(
                 str(m["requestsByFunction"].get(function, {}).get(service, {}).get(operation, 0))
                 for m in per_task.values()
             ),
         )
-    requests.add_row(
-        "DynamoDB write units",
-        *(f"{sum(m['dynamodbWriteUnits'].values()):g}" for m in per_task.values()),
-    )
-    requests.add_row(
-        "DynamoDB read units",
-        *(f"{sum(m['dynamodbReadUnits'].values()):g}" for m in per_task.values()),
-    )
-    requests.add_row(
-        "invocations api/worker/dead-letter",
-        *(
-            "/".join(str(m["invocations"][f]) for f in ("api", "worker", "dead-letter"))
-            for m in per_task.values()
+    totals = {
+        "DynamoDB write units": lambda m: f"{sum(m['dynamodbWriteUnits'].values()):g}",
+        "DynamoDB read units": lambda m: f"{sum(m['dynamodbReadUnits'].values()):g}",
+        "invocations api/worker/dead-letter": lambda m: "/".join(
+            str(m["invocations"][f]) for f in FUNCTIONS
         ),
-    )
-    requests.add_row(
-        "handler ms (median, moto)",
-        *(
-            "/".join(f"{m['handlerMsMedian'][f]:.0f}" for f in ("api", "worker", "dead-letter"))
-            for m in per_task.values()
+        "handler ms (median, moto)": lambda m: "/".join(
+            f"{m['handlerMsMedian'][f]:.0f}" for f in FUNCTIONS
         ),
-    )
-    requests.add_row("bytes logged", *(f"{sum(m['logBytes'].values())}" for m in per_task.values()))
+        "bytes logged": lambda m: f"{sum(m['logBytes'].values())}",
+    }
+    for label, cell in totals.items():
+        requests.add_row(label, *(cell(m) for m in per_task.values()))
     console.print(requests)
 
     costs = results["costPerMillionTasks"]
@@ -346,18 +321,18 @@ def _print(results: dict[str, Any], console: Console) -> None:
             f"The original design costs {results['costRatioOriginalToOurs']:.2f}x ours "
             "per million tasks (policy mix)."
         )
-    without = costs[OURS_WITHOUT_BACKSTOP]["mix"]["costPerMillionTasks"]["total"]
+    ours_total, without, unindexed = (
+        _total(costs, name) for name in (OURS, OURS_WITHOUT_BACKSTOP, OURS_WITHOUT_STATUS_INDEX)
+    )
     console.print(
-        f"The reconciler backstop (check index, status reads, cursor, compute) adds "
-        f"{_money(ours['mix']['costPerMillionTasks']['total'] - without)} per million tasks: "
+        "The reconciler backstop (check index, status reads, cursor, compute) adds "
+        f"{_money(ours_total - without)} per million tasks: "
         f"{results['reconcilerCostIncrease']:.1%} over {_money(without)} without it."
     )
-    unindexed = costs[OURS_WITHOUT_STATUS_INDEX]["mix"]["costPerMillionTasks"]["total"]
     console.print(
         f"The status index (`taskctl tasks list`; KEYS_ONLY, 1 WRU per entry write, 2 a task, "
-        f"3 if it fails) adds {_money(ours['mix']['costPerMillionTasks']['total'] - unindexed)} "
-        f"per million tasks: {results['statusIndexCostIncrease']:.1%} over {_money(unindexed)} "
-        "without it."
+        f"3 if it fails) adds {_money(ours_total - unindexed)} per million tasks: "
+        f"{results['statusIndexCostIncrease']:.1%} over {_money(unindexed)} without it."
     )
 
     cold = results["coldStart"]
@@ -370,8 +345,7 @@ def _print(results: dict[str, Any], console: Console) -> None:
             caption="x import boto3: CPU time (wall-clock time)",
         )
         imports.add_column("module")
-        for variant in (coldstart.SOURCE_ONLY, coldstart.BYTECODE):
-            label = "source only" if variant == coldstart.SOURCE_ONLY else "with bytecode"
+        for label in ("source only", "with bytecode"):
             imports.add_column(f"{label} ms", justify="right")
             imports.add_column("x import boto3", justify="right")
         imports.add_row(
