@@ -1,20 +1,16 @@
 """Cold-start proxy and artifact sizes.
 
 Import time of each handler module against a bare `import boto3`, the median of fresh
-interpreters, in two variants of the same bundle: as built (with bytecode) and with its bytecode
-left out (source only, what a Lambda bundle is when no interpreter of its Python version was at
-hand to compile it). The bundle is the one built for this machine's interpreter, by the same
-builder and requirements as the Lambda bundles, extracted.
+interpreters, from one bundle (built by the same builder and requirements as the Lambda bundles)
+extracted twice: as built, and without its bytecode (what a Lambda bundle is when no interpreter
+of its Python version was at hand to compile it).
 
-Each import runs as Lambda runs it: an interpreter without site-packages (`-I -S`) whose path
-is the bundle (Lambda's `/var/task`), then the packages the Lambda runtime provides (boto3 and its
-dependencies, linked from this environment, with their bytecode, as in the runtime), and which
-never writes bytecode (`-B`: Lambda's code directory is read-only). boto3 alone is measured
-without the bundle. Runs are interleaved (per round: boto3, then each handler in both variants)
-so drift in machine load spreads over all figures alike.
-
-Each import is timed twice: the CPU time of the importing process (the figure reported first:
-on a busy machine it hardly depends on what else runs) and the wall-clock time (what a cold start
+Each import runs as Lambda runs it: no site-packages (`-I -S`), the bundle first on the path
+(Lambda's `/var/task`), then what the runtime provides (boto3 and its dependencies, with their
+bytecode), and no bytecode written (`-B`: Lambda's code directory is read-only). Rounds are
+interleaved (boto3, then each handler in both variants) so drift in machine load spreads over all
+figures alike. Each import is timed twice: the importing process's CPU time (reported first: on a
+busy machine it hardly depends on what else runs) and the wall-clock time (what a cold start
 waits, but here inflated by every other process waiting for the same cores). A proxy: compare
 the ratios, not the absolute times.
 """
@@ -30,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,29 +110,44 @@ def import_seconds(
     return ImportTime(cpu_s=cpu_s, wall_s=wall_s)
 
 
-def measure_imports(
-    bundles: Mapping[str, Path],
-    runtime_packages: Path,
+def measure_bundle(
+    bundle_path: Path,
     *,
     runs: int = 9,
     python: str = sys.executable,
     progress: Callable[[str], None] = lambda _step: None,
 ) -> dict[str, Any]:
-    """Median import time of each handler from each extracted bundle (variant name -> directory)
+    """Median import time of each handler from the bundle, extracted as built and without its
+    bytecode, on `python` (this interpreter, or another the bundle was built and compiled for)
     over `runs` interleaved rounds, bare boto3's, and each median's ratio to boto3's: CPU time
     (`medianSeconds`, `ratioToBoto3`) and wall-clock time (`wall...`)."""
-    baseline: list[ImportTime] = []
-    samples: dict[str, dict[str, list[ImportTime]]] = {
-        variant: {module: [] for module in HANDLER_MODULES} for variant in bundles
-    }
-    for run in range(runs):
-        progress(f"import {BASELINE_MODULE} ({run + 1}/{runs})")
-        baseline.append(import_seconds(BASELINE_MODULE, [str(runtime_packages)], python=python))
-        for module in HANDLER_MODULES:
-            for variant, bundle_dir in bundles.items():
-                progress(f"import {module}, {variant} ({run + 1}/{runs})")
-                path = [str(bundle_dir), str(runtime_packages)]
-                samples[variant][module].append(import_seconds(module, path, python=python))
+    with tempfile.TemporaryDirectory(prefix="taskctl-bench-bundle-") as scratch:
+        root = Path(scratch)
+        bundles = {
+            SOURCE_ONLY: extract(bundle_path, root / SOURCE_ONLY, bytecode=False),
+            BYTECODE: extract(bundle_path, root / BYTECODE),
+        }
+        runtime_packages = link_runtime_provided_packages(root / "runtime")
+        if python != sys.executable:
+            # The runtime's boto3 comes with bytecode for its own Python: compile a copy so.
+            compiled = root / "runtime-compiled"
+            ignored = shutil.ignore_patterns("__pycache__", "*.pyc")
+            shutil.copytree(runtime_packages, compiled, ignore=ignored)
+            compile_all = [python, "-m", "compileall", "-q", str(compiled)]
+            subprocess.run(compile_all, capture_output=True, check=True)
+            runtime_packages = compiled
+        baseline: list[ImportTime] = []
+        samples: dict[str, dict[str, list[ImportTime]]] = {
+            variant: {module: [] for module in HANDLER_MODULES} for variant in bundles
+        }
+        for run in range(runs):
+            progress(f"import {BASELINE_MODULE} ({run + 1}/{runs})")
+            baseline.append(import_seconds(BASELINE_MODULE, [str(runtime_packages)], python=python))
+            for module in HANDLER_MODULES:
+                for variant, bundle_dir in bundles.items():
+                    progress(f"import {module}, {variant} ({run + 1}/{runs})")
+                    path = [str(bundle_dir), str(runtime_packages)]
+                    samples[variant][module].append(import_seconds(module, path, python=python))
     cpu_baseline = statistics.median(t.cpu_s for t in baseline)
     wall_baseline = statistics.median(t.wall_s for t in baseline)
     variants = {}
@@ -165,40 +176,6 @@ def measure_imports(
             **{v: {m: [t.wall_s for t in ts] for m, ts in ms.items()} for v, ms in samples.items()},
         },
     }
-
-
-def measure_bundle(
-    bundle_path: Path,
-    *,
-    runs: int = 9,
-    python: str = sys.executable,
-    progress: Callable[[str], None] = lambda _step: None,
-) -> dict[str, Any]:
-    """`measure_imports` for one bundle as built and without its bytecode, on `python` (this
-    interpreter, or another that the bundle was built and compiled for)."""
-    with tempfile.TemporaryDirectory(prefix="taskctl-bench-bundle-") as scratch:
-        root = Path(scratch)
-        with_bytecode = extract(bundle_path, root / BYTECODE)
-        source_only = extract(bundle_path, root / SOURCE_ONLY, bytecode=False)
-        runtime_packages = link_runtime_provided_packages(root / "runtime")
-        if python != sys.executable:
-            # The runtime's boto3 comes with bytecode for its own Python: compile a copy so.
-            runtime_packages = _compiled_copy(runtime_packages, root / "runtime-compiled", python)
-        return measure_imports(
-            {SOURCE_ONLY: source_only, BYTECODE: with_bytecode},
-            runtime_packages,
-            runs=runs,
-            python=python,
-            progress=progress,
-        )
-
-
-def _compiled_copy(packages: Path, into: Path, python: str) -> Path:
-    shutil.copytree(
-        packages, into, symlinks=False, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-    )
-    subprocess.run([python, "-m", "compileall", "-q", str(into)], capture_output=True, check=True)
-    return into
 
 
 def _describe(python: str) -> str:
