@@ -103,12 +103,8 @@ def attribute_value_size(value: dict[str, Any]) -> int:
         return 3 + sum(attribute_value_size(v) + 1 for v in inner)
     if kind == "M":
         return 3 + sum(len(k.encode()) + attribute_value_size(v) + 1 for k, v in inner.items())
-    if kind == "SS":
-        return sum(len(s.encode()) for s in inner)
-    if kind == "NS":
-        return sum(attribute_value_size({"N": n}) for n in inner)
-    if kind == "BS":
-        return sum(len(b) for b in inner)
+    if kind in ("SS", "NS", "BS"):  # a set: its members' sizes
+        return sum(attribute_value_size({kind[0]: member}) for member in inner)
     raise ValueError(f"unknown DynamoDB type {kind}")
 
 
@@ -122,16 +118,14 @@ def item_size(item: dict[str, Any] | None) -> int:
 
 
 class Meter:
-    """botocore hooks that count requests and DynamoDB capacity on the functions' clients."""
+    """botocore hooks on the functions' session: they count requests and DynamoDB capacity."""
 
-    def __init__(self, raw_dynamodb: Any) -> None:
+    def __init__(self, raw_dynamodb: Any, events: Any) -> None:
         self._raw_dynamodb = raw_dynamodb  # unmetered: reads item sizes for the accounting
         self.run: ScenarioRun | None = None
         self.function = "?"  # the function being invoked, for per-function capacity
         self.overhead_s = 0.0  # time spent metering, inside the handlers' wall time
         self._sizes: dict[str, int] = {}  # item key -> size after the last metered write
-
-    def attach(self, events: Any) -> None:
         events.register("provide-client-params", self._remember_params)
         events.register("before-call", self._count)
         events.register("after-call.dynamodb", self._capacity)
@@ -224,8 +218,7 @@ class Pipeline:
         create_table(self.raw_dynamodb, TABLE)
         metered = boto3.Session(region_name=REGION)
         queues.serve(metered.events)
-        self.meter = Meter(self.raw_dynamodb)
-        self.meter.attach(metered.events)
+        self.meter = Meter(self.raw_dynamodb, metered.events)
         self.rng = ScriptedRandom()
         # One runtime for every task: its clients are reused, as a warm Lambda reuses them.
         self.runtime = runtime.Runtime(

@@ -7,8 +7,9 @@ stopped again whatever happens.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,17 +20,12 @@ from typing import Any
 from taskctl.load.client import LoadError
 from taskctl.load.policy import policy_from_stack
 from taskctl.load.runner import LoadOptions, default_timeout_s, run_load
+from taskctl.local.emulator import free_port
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 UP_TIMEOUT_S = 600  # the first run builds the emulator's virtualenv and the bundle
 DOWN_TIMEOUT_S = 120
 WARM_UP_TASKS = 20
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _taskctl(args: list[str], env: dict[str, str], timeout_s: float) -> subprocess.CompletedProcess:
@@ -57,7 +53,7 @@ def measure_throughput(
     progress: Callable[[str], None] = lambda _step: None,
 ) -> dict[str, Any]:
     """Tasks per second, submit of the first to terminal of the last; or why it was not measured."""
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="taskctl-bench-") as state_dir:
         env = {**os.environ, "TASKS_LOCAL_DIR": state_dir}
         progress(f"local stack {stack}: starting on port {port} (first run installs the emulator)")
@@ -83,21 +79,6 @@ def measure_throughput(
                 return {"measured": False, "reason": f"no token: {_last_line(got)}"}
             token = got.stdout.strip() or None
             policy = policy_from_stack(stack)
-            # A few tasks first, so the figure is the warm stack's rate, not its cold starts.
-            progress(f"local load: warming up with {WARM_UP_TASKS} tasks")
-            try:
-                run_load(
-                    LoadOptions(
-                        url=api_url,
-                        count=WARM_UP_TASKS,
-                        concurrency=concurrency,
-                        timeout_s=default_timeout_s(policy),
-                        policy=policy,
-                        bearer_token=token,
-                    )
-                )
-            except LoadError as exc:
-                return {"measured": False, "reason": f"the warm-up run stopped: {exc}"}
             options = LoadOptions(
                 url=api_url,
                 count=tasks,
@@ -106,14 +87,20 @@ def measure_throughput(
                 policy=policy,
                 bearer_token=token,
             )
-            done = {"terminal": 0}
-
-            def on_terminal(_task: object) -> None:
-                done["terminal"] += 1
-                progress(f"local load: {done['terminal']}/{tasks} tasks terminal")
-
+            # A few tasks first, so the figure is the warm stack's rate, not its cold starts.
+            progress(f"local load: warming up with {WARM_UP_TASKS} tasks")
             try:
-                report = run_load(options, on_terminal=on_terminal)
+                run_load(dataclasses.replace(options, count=WARM_UP_TASKS))
+            except LoadError as exc:
+                return {"measured": False, "reason": f"the warm-up run stopped: {exc}"}
+            terminal = itertools.count(1)
+            try:
+                report = run_load(
+                    options,
+                    on_terminal=lambda _task: progress(
+                        f"local load: {next(terminal)}/{tasks} tasks terminal"
+                    ),
+                )
             except LoadError as exc:
                 return {"measured": False, "reason": f"the load run stopped: {exc}"}
             return {
