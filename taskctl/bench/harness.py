@@ -18,7 +18,7 @@ import math
 import random
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -62,15 +62,9 @@ class Scenario:
 
 
 @dataclass(kw_only=True)
-class Invocation:
-    function: str
-    duration_ms: float
-    log_bytes: int
-
-
-@dataclass(kw_only=True)
 class ScenarioRun:
-    """What one task of a scenario cost, as metered."""
+    """What one task of a scenario cost, as metered. A queue function gets one record per
+    invocation, so its invocations are its deliveries."""
 
     scenario: str
     final_status: str
@@ -78,10 +72,11 @@ class ScenarioRun:
     calls: Counter = field(default_factory=Counter)  # (function, service, operation) -> requests
     wru: Counter = field(default_factory=Counter)  # function -> write request units
     rru: Counter = field(default_factory=Counter)  # function -> read request units
-    invocations: list[Invocation] = field(default_factory=list)
-    worker_deliveries: int = 0
+    invocations: Counter = field(default_factory=Counter)  # function -> invocations
+    # function -> the handlers' wall time (metering taken off), bytes they logged
+    duration_ms: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    log_bytes: Counter = field(default_factory=Counter)
     worker_acknowledged: int = 0
-    dead_letter_deliveries: int = 0
     item_bytes: int = 0
 
 
@@ -253,13 +248,10 @@ class Pipeline:
             overhead_before_s = self.meter.overhead_s
             started = time.perf_counter()
             reply = handler(event, context)
-            elapsed_s = time.perf_counter() - started
-            duration_ms = (elapsed_s - (self.meter.overhead_s - overhead_before_s)) * 1000.0
-        run.invocations.append(
-            Invocation(
-                function=function, duration_ms=duration_ms, log_bytes=len(logs.getvalue().encode())
-            )
-        )
+            handler_s = time.perf_counter() - started - (self.meter.overhead_s - overhead_before_s)
+        run.invocations[function] += 1
+        run.duration_ms[function] += handler_s * 1000.0
+        run.log_bytes[function] += len(logs.getvalue().encode())
         return reply
 
     def _invoke_mapped(
@@ -287,17 +279,15 @@ class Pipeline:
         task_id = json.loads(reply["body"])["taskId"]
 
         worker = self.worker_mapping
-        while run.worker_deliveries < max_deliveries:
-            if worker.poll(self.clock()):
-                run.worker_deliveries += 1
-            elif (due := worker.queue.next_visible_at()) is not None:
+        while run.invocations["worker"] < max_deliveries:
+            if not worker.poll(self.clock()):
+                if (due := worker.queue.next_visible_at()) is None:
+                    break
                 self.clock.advance_to(due)  # a retry's delay passes
-            else:
-                break
         run.worker_acknowledged = worker.deleted
         worker.deleted = 0
         while self.dead_letter_mapping.poll(self.clock()):
-            run.dead_letter_deliveries += 1
+            pass
 
         item = self.raw_dynamodb.get_item(
             TableName=TABLE, Key={"taskId": {"S": task_id}}, ConsistentRead=True

@@ -18,7 +18,7 @@ measured request counts and handler durations otherwise.
 from __future__ import annotations
 
 import statistics
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -154,14 +154,6 @@ def _summarise(scenario: harness.Scenario, runs: list[harness.ScenarioRun]) -> S
     for run in runs[1:]:
         if run.calls != first.calls or run.final_status != first.final_status:
             raise RuntimeError(f"scenario {scenario.name}: request counts differ between runs")
-
-    def per_function(run: harness.ScenarioRun, attribute: str) -> defaultdict[str, float]:
-        totals: defaultdict[str, float] = defaultdict(float)
-        for invocation in run.invocations:
-            totals[invocation.function] += getattr(invocation, attribute)
-        return totals
-
-    invocations = Counter(invocation.function for invocation in first.invocations)
     return ScenarioMeasurement(
         name=scenario.name,
         description=scenario.description,
@@ -170,17 +162,15 @@ def _summarise(scenario: harness.Scenario, runs: list[harness.ScenarioRun]) -> S
         calls=_nested_calls(first.calls),
         wru=dict(first.wru),
         rru=dict(first.rru),
-        invocations={function: invocations[function] for function in FUNCTIONS},
+        invocations={function: first.invocations[function] for function in FUNCTIONS},
         duration_ms={
-            function: statistics.median(per_function(run, "duration_ms")[function] for run in runs)
+            function: statistics.median(run.duration_ms[function] for run in runs)
             for function in FUNCTIONS
         },
-        log_bytes={
-            function: int(per_function(first, "log_bytes")[function]) for function in FUNCTIONS
-        },
-        worker_deliveries=first.worker_deliveries,
+        log_bytes={function: first.log_bytes[function] for function in FUNCTIONS},
+        worker_deliveries=first.invocations["worker"],
         worker_acknowledged=first.worker_acknowledged,
-        dead_letter_deliveries=first.dead_letter_deliveries,
+        dead_letter_deliveries=first.invocations["dead-letter"],
         item_bytes=first.item_bytes,
     )
 
