@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -69,7 +69,6 @@ class TaskUsage:
     log_bytes: float
     stored_bytes: float  # the task's item, kept for `stored_days`
     stored_days: float
-    notes: list[str] = field(default_factory=list)
 
     @property
     def gb_seconds(self) -> float:

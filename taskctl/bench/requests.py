@@ -3,16 +3,9 @@
 Three scenarios on the stack's policy: a task that succeeds first time, one that succeeds on its
 second attempt, one that fails every attempt (FAILED, dead-lettered). Each runs `repetitions`
 times after a warm-up task (so durations are warm invocations, as most are in production);
-request counts must agree between repetitions, durations are medians.
-
-A retry's wait is a delayed message: the worker sends the task's message again with
-DelaySeconds (one SendMessage per retry, counted with the worker's calls) and the event source
-mapping deletes the original (its delivery counts as acknowledged, so it is priced in the
-mapping's DeleteMessageBatch requests).
-
-Our design is priced with the stack's batch size, memory and architecture; the original design
-(REST API, batch size 1, two status writes of 1 WRU per attempt, x86_64 at 1024 MB) with the same
-measured request counts and handler durations otherwise.
+request counts must agree between repetitions, durations are medians. Each design (`Design`) is
+priced on the same measured request counts and handler durations; the model's assumptions are
+the notes `taskctl bench` writes with its figures (`taskctl.bench.cli.NOTES`).
 """
 
 from __future__ import annotations
@@ -213,12 +206,8 @@ def usage(m: ScenarioMeasurement, design: Design, *, ttl_days: float) -> TaskUsa
         2 * m.dead_letter_deliveries / batch
     )
     wru = sum(m.wru.values())
-    if design.original_writes:
-        wru = (
-            m.wru.get("api", 0)
-            + m.wru.get("dead-letter", 0)
-            + ORIGINAL_WRITES_PER_ATTEMPT * m.attempts
-        )
+    if design.original_writes:  # the worker's measured writes become two 1-WRU writes an attempt
+        wru += ORIGINAL_WRITES_PER_ATTEMPT * m.attempts - m.wru.get("worker", 0)
     rru = float(sum(m.rru.values()))
     if design.reconciler:
         wru += CHECK_INDEX_WRU + CURSOR_WRU
