@@ -7,7 +7,6 @@ unreachable URL, refused submit), reported as one line on stderr.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -83,18 +82,16 @@ def load(
     """Submit N ordinary tasks, wait until they are terminal, judge them against the policy."""
     console = Console()
     try:
-        options = _options(
-            url=url,
+        base_url = _base_url(url)
+        policy = resolve_policy(stack=stack, max_attempts=max_attempts, error_rate=error_rate)
+        options = LoadOptions(
+            url=base_url,
             count=count,
             concurrency=concurrency,
-            timeout=timeout,
-            stack=stack,
-            max_attempts=max_attempts,
-            error_rate=error_rate,
+            timeout_s=timeout if timeout is not None else default_timeout_s(policy),
+            policy=policy,
             confidence=confidence,
-        )
-        options = dataclasses.replace(
-            options, bearer_token=token or _local_stack_token(options.url, stack or "dev")
+            bearer_token=token or _local_stack_token(base_url, stack or "dev"),
         )
         console.print(
             f"Submitting {options.count} tasks to {options.url} "
@@ -120,17 +117,8 @@ def load(
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
-def _options(
-    *,
-    url: str,
-    count: int,
-    concurrency: int,
-    timeout: float | None,
-    stack: str | None,
-    max_attempts: int | None,
-    error_rate: float | None,
-    confidence: float,
-) -> LoadOptions:
+def _base_url(url: str) -> str:
+    """`url` without trailing slashes, when it is an http(s) URL."""
     base_url = url.strip().rstrip("/")
     if not base_url:
         raise LoadError(
@@ -142,15 +130,7 @@ def _options(
         raise LoadError(f"--url {url!r} is not a URL: {exc}") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise LoadError(f"--url {url!r} must be an http(s) URL such as https://<id>.../dev")
-    policy = resolve_policy(stack=stack, max_attempts=max_attempts, error_rate=error_rate)
-    return LoadOptions(
-        url=base_url,
-        count=count,
-        concurrency=concurrency,
-        timeout_s=timeout if timeout is not None else default_timeout_s(policy),
-        policy=policy,
-        confidence=confidence,
-    )
+    return base_url
 
 
 def _local_stack_token(url: str, stack: str) -> str | None:
@@ -246,24 +226,17 @@ def _print_summary(result: dict, console: Console) -> None:
 
     timing = Table(title="Timing (seconds)")
     timing.add_column("measure")
-    for column in ("p50", "p95", "p99"):
+    quantiles = ("p50", "p95", "p99")
+    for column in quantiles:
         timing.add_column(column, justify="right")
-    latency, client_latency = result["latencySeconds"], result["clientLatencySeconds"]
     gaps = result["retryGapSeconds"]
-    timing.add_row(
-        "submit -> terminal (record timestamps)",
-        *(_seconds(latency[q]) for q in ("p50", "p95", "p99")),
-    )
-    timing.add_row(
-        "submit -> terminal seen (client clock)",
-        *(_seconds(client_latency[q]) for q in ("p50", "p95", "p99")),
-    )
-    timing.add_row(
-        "retry delay promised", *(_seconds(gaps["promised"][q]) for q in ("p50", "p95", "p99"))
-    )
-    timing.add_row(
-        "retry gap measured", *(_seconds(gaps["measured"][q]) for q in ("p50", "p95", "p99"))
-    )
+    for label, figures in (
+        ("submit -> terminal (record timestamps)", result["latencySeconds"]),
+        ("submit -> terminal seen (client clock)", result["clientLatencySeconds"]),
+        ("retry delay promised", gaps["promised"]),
+        ("retry gap measured", gaps["measured"]),
+    ):
+        timing.add_row(label, *(_seconds(figures[q]) for q in quantiles))
     console.print(timing)
     console.print(
         f"Retry gaps: {gaps['count']} measured, {gaps['violations']} started early "

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -58,7 +60,7 @@ class PollStats:
     requests: int = 0
     transient_errors: int = 0
     not_found: int = 0
-    errors_by_status: dict[int, int] = field(default_factory=dict)
+    errors_by_status: Counter[int] = field(default_factory=Counter)
 
 
 def tasks_url(base_url: str) -> str:
@@ -86,9 +88,18 @@ def ordinary_submissions(count: int) -> list[Submission]:
     ]
 
 
-async def _run_workers(worker_count: int, worker: Callable[[], Awaitable[None]]) -> None:
-    """Run `worker_count` copies of `worker`; the first error cancels the others and is raised."""
-    workers = [asyncio.create_task(worker()) for _ in range(worker_count)]
+async def _for_each(
+    items: list[Any], concurrency: int, action: Callable[[Any], Awaitable[None]]
+) -> None:
+    """`action` on every item, `concurrency` at a time; the first error cancels the others and is
+    raised."""
+    queue = list(items)
+
+    async def worker() -> None:
+        while queue:
+            await action(queue.pop(0))
+
+    workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(queue)))]
     try:
         await asyncio.gather(*workers)
     finally:
@@ -121,16 +132,14 @@ async def submit_tasks(
 ) -> list[TrackedTask]:
     """POST every message; any refusal or an unreachable URL stops the run with a LoadError."""
     url = tasks_url(base_url)
-    queue = list(submissions)
     submitted: list[TrackedTask] = []
 
-    async def worker() -> None:
-        while queue:
-            task = await _submit_one(client, url, queue.pop(0))
-            submitted.append(task)
-            on_submitted(task)
+    async def submit(submission: Submission) -> None:
+        task = await _submit_one(client, url, submission)
+        submitted.append(task)
+        on_submitted(task)
 
-    await _run_workers(min(concurrency, len(submissions)), worker)
+    await _for_each(submissions, concurrency, submit)
     return submitted
 
 
@@ -244,15 +253,12 @@ async def _poll_round(
     stats: PollStats,
     on_terminal: Callable[[TrackedTask], None],
 ) -> list[str]:
-    queue = list(pending)
     outcomes: list[str] = []
 
-    async def worker() -> None:
-        while queue:
-            task = queue.pop(0)
-            outcomes.append(await _poll_one(client, url, task, stats, on_terminal))
+    async def poll(task: TrackedTask) -> None:
+        outcomes.append(await _poll_one(client, url, task, stats, on_terminal))
 
-    await _run_workers(min(concurrency, len(pending)), worker)
+    await _for_each(pending, concurrency, poll)
     return outcomes
 
 
@@ -277,9 +283,7 @@ async def _poll_one(
         return "not-found"
     if response.status_code != 200:
         stats.transient_errors += 1
-        stats.errors_by_status[response.status_code] = (
-            stats.errors_by_status.get(response.status_code, 0) + 1
-        )
+        stats.errors_by_status[response.status_code] += 1
         return "error"
     try:
         record = response.json()
@@ -299,23 +303,12 @@ def is_loopback_host(host: str) -> bool:
     return host == "localhost" or host.endswith(".localhost") or host.startswith("127.")
 
 
-class _LoopbackNameTransport(httpx.AsyncBaseTransport):
-    """Connect `<id>.execute-api.localhost` to 127.0.0.1, keeping the name in the Host header.
-
-    curl resolves every `*.localhost` name to loopback; the C library here does not, and the
-    local API Gateway routes on the Host header, so the name must stay in the request.
-    """
-
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self._inner = inner
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.host.endswith(".localhost"):
-            request.url = request.url.copy_with(host="127.0.0.1")
-        return await self._inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+async def _connect_localhost_names_to_loopback(request: httpx.Request) -> None:
+    """Send a request for `<id>.execute-api.localhost` to 127.0.0.1, its Host header (set when the
+    request was built) keeping the name: curl resolves every `*.localhost` name to loopback, the
+    C library here does not, and the local API Gateway routes on the Host header."""
+    if request.url.host.endswith(".localhost"):
+        request.url = request.url.copy_with(host="127.0.0.1")
 
 
 def make_client(
@@ -328,10 +321,10 @@ def make_client(
     any) with every request."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     loopback = is_loopback_host(httpx.URL(base_url).host)
-    transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=not loopback)
     return httpx.AsyncClient(
         timeout=request_timeout_s,
-        transport=_LoopbackNameTransport(transport),
+        transport=httpx.AsyncHTTPTransport(limits=limits, trust_env=not loopback),
+        event_hooks={"request": [_connect_localhost_names_to_loopback]},
         # A proxy from the environment must not intercept a run against the local stack.
         trust_env=not loopback,
         follow_redirects=False,

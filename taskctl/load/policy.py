@@ -27,14 +27,6 @@ def policy_from_stack(stack: str) -> LoadPolicy:
     )
 
 
-def policy_from_flags(max_attempts: int, error_rate: float) -> LoadPolicy:
-    return LoadPolicy(
-        max_attempts=max_attempts,
-        error_rate=error_rate,
-        source="--max-attempts/--error-rate",
-    )
-
-
 def resolve_policy(
     *, stack: str | None, max_attempts: int | None, error_rate: float | None
 ) -> LoadPolicy:
@@ -45,5 +37,6 @@ def resolve_policy(
     if flags_given:
         if max_attempts is None or error_rate is None:
             raise LoadError("--max-attempts and --error-rate go together; give both")
-        return policy_from_flags(max_attempts, error_rate)
+        source = "--max-attempts/--error-rate"
+        return LoadPolicy(max_attempts=max_attempts, error_rate=error_rate, source=source)
     return policy_from_stack(stack or "dev")
