@@ -89,15 +89,16 @@ def ordinary_submissions(count: int) -> list[Submission]:
 
 
 async def _for_each(
-    items: list[Any], concurrency: int, action: Callable[[Any], Awaitable[None]]
-) -> None:
-    """`action` on every item, `concurrency` at a time; the first error cancels the others and is
-    raised."""
+    items: list[Any], concurrency: int, action: Callable[[Any], Awaitable[Any]]
+) -> list[Any]:
+    """What `action` returns for every item (in the order they finish), `concurrency` items at a
+    time; the first error cancels the others and is raised."""
     queue = list(items)
+    results: list[Any] = []
 
     async def worker() -> None:
         while queue:
-            await action(queue.pop(0))
+            results.append(await action(queue.pop(0)))
 
     workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(queue)))]
     try:
@@ -106,6 +107,7 @@ async def _for_each(
         for running in workers:
             running.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+    return results
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -129,18 +131,15 @@ async def submit_tasks(
     *,
     concurrency: int,
     on_submitted: Callable[[TrackedTask], None] = lambda _task: None,
-) -> list[TrackedTask]:
-    """POST every message; any refusal or an unreachable URL stops the run with a LoadError."""
+) -> None:
+    """POST every message, telling `on_submitted` of each task; any refusal or an unreachable URL
+    stops the run with a LoadError."""
     url = tasks_url(base_url)
-    submitted: list[TrackedTask] = []
 
     async def submit(submission: Submission) -> None:
-        task = await _submit_one(client, url, submission)
-        submitted.append(task)
-        on_submitted(task)
+        on_submitted(await _submit_one(client, url, submission))
 
     await _for_each(submissions, concurrency, submit)
-    return submitted
 
 
 async def _submit_one(client: httpx.AsyncClient, url: str, submission: Submission) -> TrackedTask:
@@ -203,7 +202,7 @@ async def poll_until_terminal(
     *,
     concurrency: int,
     timeout_s: float,
-    submitting: asyncio.Event | None = None,
+    submitting: asyncio.Event,
     on_terminal: Callable[[TrackedTask], None] = lambda _task: None,
 ) -> PollStats:
     """GET every non-terminal task in rounds until all are terminal or the timeout passes.
@@ -219,7 +218,7 @@ async def poll_until_terminal(
     unreachable_rounds = 0
     deadline_s: float | None = None
     while True:
-        if deadline_s is None and (submitting is None or submitting.is_set()):
+        if deadline_s is None and submitting.is_set():
             deadline_s = time.monotonic() + timeout_s
         pending = [task for task in tasks if not task.terminal]
         if deadline_s is not None and (not pending or time.monotonic() >= deadline_s):
@@ -227,7 +226,9 @@ async def poll_until_terminal(
         round_started_s = time.monotonic()
         if pending:
             stats.rounds += 1
-            outcomes = await _poll_round(client, url, pending, concurrency, stats, on_terminal)
+            outcomes = await _for_each(
+                pending, concurrency, lambda task: _poll_one(client, url, task, stats, on_terminal)
+            )
             if all(outcome == "unreachable" for outcome in outcomes):
                 unreachable_rounds += 1
                 if unreachable_rounds >= MAX_UNREACHABLE_POLL_ROUNDS:
@@ -243,23 +244,6 @@ async def poll_until_terminal(
         if wait_s > 0:
             await asyncio.sleep(wait_s)
         interval_s = min(interval_s * 1.5, POLL_INTERVAL_MAX_S)
-
-
-async def _poll_round(
-    client: httpx.AsyncClient,
-    url: str,
-    pending: list[TrackedTask],
-    concurrency: int,
-    stats: PollStats,
-    on_terminal: Callable[[TrackedTask], None],
-) -> list[str]:
-    outcomes: list[str] = []
-
-    async def poll(task: TrackedTask) -> None:
-        outcomes.append(await _poll_one(client, url, task, stats, on_terminal))
-
-    await _for_each(pending, concurrency, poll)
-    return outcomes
 
 
 async def _poll_one(

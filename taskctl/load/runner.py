@@ -14,6 +14,7 @@ from taskctl.load.stats import DEFAULT_CONFIDENCE
 DEFAULT_TIMEOUT_S = 300.0
 # Beyond the policy's longest backoff: queueing, cold starts and the last attempt itself.
 TIMEOUT_MARGIN_S = 120.0
+OnTask = Callable[[api.TrackedTask], None]  # told of each task submitted, or seen terminal
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,22 +40,17 @@ def default_timeout_s(policy: LoadPolicy) -> float:
 def run_load(
     options: LoadOptions,
     *,
-    on_submitted: Callable[[api.TrackedTask], None] = lambda _task: None,
-    on_terminal: Callable[[api.TrackedTask], None] = lambda _task: None,
+    on_submitted: OnTask = lambda _task: None,
+    on_terminal: OnTask = lambda _task: None,
 ) -> dict:
     """Submit `count` tasks, wait for them (at most `timeout_s` after the last submit), report.
 
     Raises `client.LoadError` when the URL is unreachable or a submit is refused.
     """
-    return asyncio.run(_run(options, on_submitted=on_submitted, on_terminal=on_terminal))
+    return asyncio.run(_run(options, on_submitted, on_terminal))
 
 
-async def _run(
-    options: LoadOptions,
-    *,
-    on_submitted: Callable[[api.TrackedTask], None],
-    on_terminal: Callable[[api.TrackedTask], None],
-) -> dict:
+async def _run(options: LoadOptions, on_submitted: OnTask, on_terminal: OnTask) -> dict:
     submissions = api.ordinary_submissions(options.count)
     tasks: list[api.TrackedTask] = []
     submitting = asyncio.Event()

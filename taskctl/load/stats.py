@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -183,16 +184,12 @@ def attempts_histogram(
     Counts above `max_attempts` get their own buckets (expected 0): they mean the worker broke
     its attempt limit, which the table must show rather than hide.
     """
-    counts: dict[int, int] = {}
-    for attempts in observed_attempts:
-        counts[attempts] = counts.get(attempts, 0) + 1
-    total = sum(counts.values())
+    counts = Counter(observed_attempts)
+    total = counts.total()
     distribution = expected_attempts_distribution(error_rate, max_attempts)
     buckets = sorted(set(distribution) | set(counts))
     return [
-        AttemptsBucket(
-            attempts=k, observed=counts.get(k, 0), expected=total * distribution.get(k, 0.0)
-        )
+        AttemptsBucket(attempts=k, observed=counts[k], expected=total * distribution.get(k, 0.0))
         for k in buckets
     ]
 
