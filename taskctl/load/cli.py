@@ -153,15 +153,13 @@ def _local_stack_token(url: str, stack: str) -> str | None:
 
 
 def _run_with_progress(options: LoadOptions, console: Console) -> dict:
-    progress = Progress(
+    with Progress(
         TextColumn("{task.description:<10}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=console,
-        transient=False,
-    )
-    with progress:
+    ) as progress:
         submitted_bar = progress.add_task("submitted", total=options.count)
         terminal_bar = progress.add_task("terminal", total=options.count)
         return run_load(

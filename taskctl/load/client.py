@@ -116,10 +116,9 @@ def _error_text(response: httpx.Response) -> str:
         body = response.json()
     except ValueError:
         body = None
-    if isinstance(body, dict) and "error" in body:
-        return str(body["error"])
-    if isinstance(body, dict) and "message" in body:  # API Gateway's own errors
-        return str(body["message"])
+    for key in ("error", "message"):  # ours, then API Gateway's own errors
+        if isinstance(body, dict) and key in body:
+            return str(body[key])
     text = response.text.strip().replace("\n", " ")
     return text[:200] or "(empty body)"
 
@@ -256,12 +255,9 @@ async def _poll_one(
     stats.requests += 1
     try:
         response = await client.get(f"{url}/{task.task_id}")
-    except httpx.TimeoutException:
+    except httpx.TransportError as exc:  # a timeout too
         stats.transient_errors += 1
-        return "error"
-    except httpx.TransportError:
-        stats.transient_errors += 1
-        return "unreachable"
+        return "error" if isinstance(exc, httpx.TimeoutException) else "unreachable"
     if response.status_code == 404:
         stats.not_found += 1
         return "not-found"
@@ -296,10 +292,7 @@ async def _connect_localhost_names_to_loopback(request: httpx.Request) -> None:
 
 
 def make_client(
-    base_url: str,
-    concurrency: int,
-    request_timeout_s: float = REQUEST_TIMEOUT_S,
-    bearer_token: str | None = None,
+    base_url: str, concurrency: int, request_timeout_s: float, bearer_token: str | None
 ) -> httpx.AsyncClient:
     """An HTTP client sized for `concurrency` requests in flight, sending `bearer_token` (if
     any) with every request."""
@@ -311,6 +304,5 @@ def make_client(
         event_hooks={"request": [_connect_localhost_names_to_loopback]},
         # A proxy from the environment must not intercept a run against the local stack.
         trust_env=not loopback,
-        follow_redirects=False,
         headers={"Authorization": f"Bearer {bearer_token}"} if bearer_token else None,
     )

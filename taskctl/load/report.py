@@ -79,9 +79,7 @@ def build_report(
     gaps = [gap for task in terminal for gap in stats.retry_gaps(task.record)]
     last_terminal_s = max((task.terminal_seen_at_s for task in terminal), default=finished_at_s)
 
-    warnings = _warnings(tasks, policy)
     gap_summary = stats.retry_gap_summary(gaps)
-    verdict = _verdict(check, unfinished, gap_summary["violations"])
     return {
         "reportVersion": REPORT_VERSION,
         "url": url,
@@ -142,8 +140,8 @@ def build_report(
             "transientErrors": poll_stats.transient_errors,
             "errorsByStatus": {str(code): n for code, n in poll_stats.errors_by_status.items()},
         },
-        "warnings": warnings,
-        "verdict": verdict,
+        "warnings": _warnings(tasks, policy),
+        "verdict": _verdict(check, unfinished, gap_summary["violations"]),
         "passed": unfinished == 0 and check is not None and check.consistent,
     }
 
