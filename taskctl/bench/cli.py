@@ -369,9 +369,8 @@ def _print(results: dict[str, Any], console: Console) -> None:
 
     sizes = Table(title="Deployment artifacts (one bundle serves all four functions)")
     sizes.add_column("target")
-    sizes.add_column("python", justify="right")
-    sizes.add_column("zip", justify="right")
-    sizes.add_column("unzipped", justify="right")
+    for column in ("python", "zip", "unzipped"):
+        sizes.add_column(column, justify="right")
     sizes.add_column("bytecode")
     for target, artifact in results["artifacts"].items():
         if "error" in artifact:

@@ -27,9 +27,8 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from functions.metrics import METRICS_NAMESPACE
 
@@ -60,8 +59,7 @@ _TIMER = (
 )
 
 
-@dataclass(frozen=True)
-class ImportTime:
+class ImportTime(NamedTuple):
     """One import: the importing process's CPU seconds and the wall-clock seconds."""
 
     cpu_s: float
@@ -106,8 +104,7 @@ def import_seconds(
     )
     if result.returncode != 0:
         raise RuntimeError(f"import {module} failed: {result.stderr.strip().splitlines()[-1:]}")
-    cpu_s, wall_s = map(float, result.stdout.split())
-    return ImportTime(cpu_s=cpu_s, wall_s=wall_s)
+    return ImportTime(*map(float, result.stdout.split()))
 
 
 def measure_bundle(
@@ -205,14 +202,13 @@ def build_bundles(python_version: str, progress: Callable[[str], None]) -> dict[
             results[name] = {"error": str(exc).splitlines()[0]}
             continue
         with zipfile.ZipFile(bundle.path) as archive:
-            unzipped = sum(info.file_size for info in archive.infolist())
-            files = len(archive.infolist())
+            entries = archive.infolist()
         results[name] = {
             "path": str(bundle.path.relative_to(PROJECT_DIR)),
             "python": bundle.target.python_version,
             "zipBytes": bundle.size_bytes,
-            "unzippedBytes": unzipped,
-            "files": files,
+            "unzippedBytes": sum(entry.file_size for entry in entries),
+            "files": len(entries),
             "bytecode": str(bundle.compiled_with) if bundle.compiled_with else None,
         }
     return results

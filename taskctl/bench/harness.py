@@ -164,14 +164,14 @@ class Meter:
 def captured_logs(loggers: list[Any]) -> Iterator[io.StringIO]:
     """Everything the functions log (Powertools handlers, EMF metrics on stdout) into a buffer."""
     buffer = io.StringIO()
-    handlers = {id(h): h for lg in loggers if (h := lg.registered_handler) is not None}
-    previous = {key: handler.setStream(buffer) for key, handler in handlers.items()}
+    handlers = {handler for logger in loggers if (handler := logger.registered_handler) is not None}
+    previous = {handler: handler.setStream(buffer) for handler in handlers}
     try:
         with contextlib.redirect_stdout(buffer):
             yield buffer
     finally:
-        for key, handler in handlers.items():
-            handler.setStream(previous[key])
+        for handler, stream in previous.items():
+            handler.setStream(stream)
 
 
 # -- a pipeline under moto and the simulated queues ----------------------------------------------
