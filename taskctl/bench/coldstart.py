@@ -85,9 +85,7 @@ def link_runtime_provided_packages(into: Path) -> Path:
     return into
 
 
-def import_seconds(
-    module: str, python_path: list[str], *, python: str = sys.executable
-) -> ImportTime:
+def import_seconds(module: str, python_path: list[str], python: str) -> ImportTime:
     """How long one fresh, isolated interpreter takes to import `module` from `python_path`."""
     env = dict(os.environ)
     # Settings the handlers read lazily; set anyway so an eager read cannot fail the import.
@@ -108,11 +106,7 @@ def import_seconds(
 
 
 def measure_bundle(
-    bundle_path: Path,
-    *,
-    runs: int = 9,
-    python: str = sys.executable,
-    progress: Callable[[str], None] = lambda _step: None,
+    bundle_path: Path, *, runs: int, python: str, progress: Callable[[str], None]
 ) -> dict[str, Any]:
     """Median import time of each handler from the bundle, extracted as built and without its
     bytecode, on `python` (this interpreter, or another the bundle was built and compiled for)
@@ -139,12 +133,12 @@ def measure_bundle(
         }
         for run in range(runs):
             progress(f"import {BASELINE_MODULE} ({run + 1}/{runs})")
-            baseline.append(import_seconds(BASELINE_MODULE, [str(runtime_packages)], python=python))
+            baseline.append(import_seconds(BASELINE_MODULE, [str(runtime_packages)], python))
             for module in HANDLER_MODULES:
                 for variant, bundle_dir in bundles.items():
                     progress(f"import {module}, {variant} ({run + 1}/{runs})")
                     path = [str(bundle_dir), str(runtime_packages)]
-                    samples[variant][module].append(import_seconds(module, path, python=python))
+                    samples[variant][module].append(import_seconds(module, path, python))
     cpu_baseline = statistics.median(t.cpu_s for t in baseline)
     wall_baseline = statistics.median(t.wall_s for t in baseline)
     variants = {}

@@ -106,6 +106,6 @@ def weighted_mix(costs: dict[str, dict[str, float]], weights: dict[str, float]) 
     return {line: math.fsum(weights[s] * costs[s][line] for s in weights) for line in lines}
 
 
-def billed_ms(duration_ms: float, granularity_ms: float = 1.0) -> float:
-    """Lambda bills each invocation's duration rounded up to the granularity (1 ms)."""
-    return math.ceil(duration_ms / granularity_ms) * granularity_ms
+def billed_ms(duration_ms: float) -> float:
+    """Lambda bills each invocation's duration rounded up to the millisecond."""
+    return float(math.ceil(duration_ms))

@@ -46,11 +46,7 @@ def _last_line(result: subprocess.CompletedProcess) -> str:
 
 
 def measure_throughput(
-    stack: str,
-    *,
-    tasks: int,
-    concurrency: int,
-    progress: Callable[[str], None] = lambda _step: None,
+    stack: str, *, tasks: int, concurrency: int, progress: Callable[[str], None]
 ) -> dict[str, Any]:
     """Tasks per second, submit of the first to terminal of the last; or why it was not measured."""
     port = free_port()
