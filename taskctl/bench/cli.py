@@ -265,23 +265,18 @@ def _print(results: dict[str, Any], console: Console) -> None:
         requests.add_column(
             f"{m['description']}\n-> {m['finalStatus']} ({m['attempts']})", justify="right"
         )
-    calls = sorted(
+    counts = [  # per scenario: (function, service, operation) -> requests
         {
-            (function, service, operation)
-            for m in per_task.values()
+            (function, service, operation): count
             for function, services in m["requestsByFunction"].items()
             for service, operations in services.items()
-            for operation in operations
+            for operation, count in operations.items()
         }
-    )
-    for function, service, operation in calls:
-        requests.add_row(
-            f"{function}: {service}.{operation}",
-            *(
-                str(m["requestsByFunction"].get(function, {}).get(service, {}).get(operation, 0))
-                for m in per_task.values()
-            ),
-        )
+        for m in per_task.values()
+    ]
+    for function, service, operation in sorted(set().union(*counts)):
+        cells = (str(c.get((function, service, operation), 0)) for c in counts)
+        requests.add_row(f"{function}: {service}.{operation}", *cells)
     totals = {
         "DynamoDB write units": lambda m: f"{sum(m['dynamodbWriteUnits'].values()):g}",
         "DynamoDB read units": lambda m: f"{sum(m['dynamodbReadUnits'].values()):g}",
