@@ -66,9 +66,8 @@ class ScenarioRun:
     """What one task of a scenario cost, as metered. A queue function gets one record per
     invocation, so its invocations are its deliveries."""
 
-    scenario: str
-    final_status: str
-    attempts: int
+    final_status: str = "?"
+    attempts: int = 0
     calls: Counter = field(default_factory=Counter)  # (function, service, operation) -> requests
     wru: Counter = field(default_factory=Counter)  # function -> write request units
     rru: Counter = field(default_factory=Counter)  # function -> read request units
@@ -263,7 +262,7 @@ class Pipeline:
     def run_task(self, scenario: Scenario, *, max_deliveries: int = 20) -> ScenarioRun:
         """Submit one task and carry it to its end; meter the functions' requests."""
         self.rng.draws = list(scenario.draws)
-        run = ScenarioRun(scenario=scenario.name, final_status="?", attempts=0)
+        run = ScenarioRun()
         self.meter.reset(run)
         event = self._events.http(
             "POST",

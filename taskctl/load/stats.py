@@ -164,9 +164,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def latency_summary(latencies_s: Sequence[float]) -> dict[str, float | None]:
     """p50/p95/p99 (seconds); None for each when there is nothing to measure."""
-    if not latencies_s:
-        return {"p50": None, "p95": None, "p99": None}
-    return {name: percentile(latencies_s, q) for name, q in (("p50", 50), ("p95", 95), ("p99", 99))}
+    return {f"p{q}": percentile(latencies_s, q) if latencies_s else None for q in (50, 95, 99)}
 
 
 @dataclass(frozen=True, kw_only=True)
