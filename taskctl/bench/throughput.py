@@ -29,15 +29,14 @@ WARM_UP_TASKS = 20
 
 
 def _taskctl(args: list[str], env: dict[str, str], timeout_s: float) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "taskctl", *args],
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
+    """Run a taskctl command; one that outlives `timeout_s` is killed and reported as failed."""
+    command = [sys.executable, "-m", "taskctl", *args]
+    try:
+        return subprocess.run(
+            command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=timeout_s
+        )
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(command, -1, "", f"timed out after {timeout_s:g} s")
 
 
 def _last_line(result: subprocess.CompletedProcess) -> str:
@@ -53,18 +52,15 @@ def measure_throughput(
     with tempfile.TemporaryDirectory(prefix="taskctl-bench-") as state_dir:
         env = {**os.environ, "TASKS_LOCAL_DIR": state_dir}
         progress(f"local stack {stack}: starting on port {port} (first run installs the emulator)")
+        up = _taskctl(
+            ["local", "up", "--detach", "--stack", stack, "--port", str(port)], env, UP_TIMEOUT_S
+        )
         try:
-            up = _taskctl(
-                ["local", "up", "--detach", "--stack", stack, "--port", str(port)],
-                env,
-                UP_TIMEOUT_S,
-            )
-        except subprocess.TimeoutExpired:
-            up = None
-        try:
-            if up is None or up.returncode != 0:
-                reason = "timed out" if up is None else _last_line(up)
-                return {"measured": False, "reason": f"the local stack did not start: {reason}"}
+            if up.returncode != 0:
+                return {
+                    "measured": False,
+                    "reason": f"the local stack did not start: {_last_line(up)}",
+                }
             found = _taskctl(["local", "outputs", "--stack", stack, "--key", "apiUrl"], env, 60)
             api_url = found.stdout.strip()
             if found.returncode != 0 or not api_url:
@@ -117,4 +113,9 @@ def measure_throughput(
             }
         finally:
             progress(f"local stack {stack}: stopping")
-            _taskctl(["local", "down", "--stack", stack], env, DOWN_TIMEOUT_S)
+            down = _taskctl(["local", "down", "--stack", stack], env, DOWN_TIMEOUT_S)
+            if down.returncode != 0:  # its processes may outlive the state directory: say so
+                print(
+                    f"warning: `local down` of the bench's stack: {_last_line(down)}",
+                    file=sys.stderr,
+                )

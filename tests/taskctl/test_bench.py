@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
 from functions.policy import TaskPolicy
-from taskctl.bench import harness
+from taskctl.bench import harness, throughput
 from taskctl.bench.cost import BYTES_PER_GB, Prices, TaskUsage, cost_per_million
 from taskctl.bench.requests import (
     Design,
@@ -231,3 +232,23 @@ def test_metering_the_real_handlers_follows_each_task_to_its_end():
     for design in ("ours", "original"):
         assert table[design]["mix"]["costPerMillionTasks"]["total"] > 0
         assert set(table[design]["scenarios"]) == set(measurements)
+
+
+def test_a_hung_taskctl_step_ends_the_throughput_run_with_a_reason_and_still_stops_the_stack(
+    monkeypatch,
+):
+    """`local outputs` hangs past its timeout: bench reports why, and `local down` still runs."""
+    calls: list[list[str]] = []
+
+    def fake_run(command, **kwargs):
+        args = command[3:]  # python -m taskctl ...
+        calls.append(args)
+        if args[:2] == ["local", "outputs"]:
+            raise subprocess.TimeoutExpired(command, kwargs["timeout"])
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(throughput.subprocess, "run", fake_run)
+    result = throughput.measure_throughput("dev", tasks=5, concurrency=1, progress=lambda _m: None)
+
+    assert result == {"measured": False, "reason": "no apiUrl output: timed out after 60 s"}
+    assert calls[-1][:2] == ["local", "down"]
