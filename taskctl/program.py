@@ -24,6 +24,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from components.stack_settings import read_stack_settings
+from functions.policy import SettingsError
 from functions.settings import StackSettings
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -89,10 +90,14 @@ def _secret_stand_in(full_key: str, namespace: str, path: Path) -> str:
 
 
 def load_stack_settings(stack: str, overrides: Mapping[str, str] | None = None) -> StackSettings:
-    """The validated settings of `stack` (raises `SettingsError` naming any bad key)."""
-    config = {**load_stack_config(stack), **(overrides or {})}
-    namespace = project_name()
-    return read_stack_settings(lambda key: config.get(f"{namespace}:{key}"))
+    """The validated settings of `stack`. Every command reports what is wrong with them in the
+    same words: a `StackConfigError` that names the stack, then the file or each bad key."""
+    try:
+        config = {**load_stack_config(stack), **(overrides or {})}
+        namespace = project_name()
+        return read_stack_settings(lambda key: config.get(f"{namespace}:{key}"))
+    except (StackConfigError, SettingsError) as exc:
+        raise StackConfigError(f"stack {stack}: {exc}") from None
 
 
 def run_program(

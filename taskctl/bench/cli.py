@@ -58,12 +58,11 @@ def bench(
     console = Console()
     if not console.is_terminal:  # piped or logged: wide enough for the tables to stay readable
         console = Console(width=max(console.width, REPORT_WIDTH))
-    from functions.policy import SettingsError
     from taskctl.program import StackConfigError, load_stack_settings
 
     try:
         settings = load_stack_settings(stack)
-    except (StackConfigError, SettingsError) as error:
+    except StackConfigError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
     prices = Prices.load()

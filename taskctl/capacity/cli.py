@@ -64,11 +64,10 @@ def capacity(
     """For a steady submit rate: cost, Lambda concurrency, event source mapping batches, SQS in
     flight and delayed messages, DynamoDB units per table and index (and the busiest key), API
     throttle headroom, the reconciler's pass, and how long a backlog takes to drain."""
-    from functions.policy import SettingsError
     from taskctl.bench.cost import Prices
     from taskctl.capacity.model import plan
     from taskctl.capacity.quotas import Quotas
-    from taskctl.program import StackConfigError, load_stack_settings
+    from taskctl.program import load_stack_settings
 
     try:
         settings = load_stack_settings(stack)
@@ -82,8 +81,10 @@ def capacity(
             backlog_tasks=backlog,
             assumptions=Assumptions(worker_record_ms=worker_ms, item_bytes=item_bytes),
         )
-    except (StackConfigError, SettingsError, OSError, KeyError, ValueError) as error:
-        typer.echo(f"error: stack {stack}: {error}", err=True)
+    # The stack's errors name it (StackConfigError); the others are the quota or price files'
+    # or the flags' own.
+    except (OSError, KeyError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
     if json_output:
         typer.echo(json.dumps(report.to_json(), indent=2))

@@ -176,15 +176,12 @@ def _scale(
 
 
 def _settings(stack: str) -> StackSettings:
-    from functions.policy import SettingsError
     from taskctl.program import StackConfigError, load_stack_settings
 
     try:
         return load_stack_settings(stack)
-    except (SettingsError, StackConfigError) as exc:
-        raise ChaosError(f"stack {stack}: {exc}") from None
-    except (OSError, ValueError) as exc:
-        raise ChaosError(f"cannot read the config of stack {stack!r}: {exc}") from None
+    except StackConfigError as exc:
+        raise ChaosError(str(exc)) from None
 
 
 def _preamble(config: CampaignConfig, worlds: int, processes: int) -> str:

@@ -10,15 +10,12 @@ def policy_from_stack(stack: str) -> LoadPolicy:
     """The stack's validated policy, read the way the Pulumi program reads it."""
     # Imported here: the Pulumi program's config reader pulls in pulumi, which a run with
     # explicit flags does not need.
-    from functions.policy import SettingsError
-    from taskctl.program import load_stack_settings
+    from taskctl.program import StackConfigError, load_stack_settings
 
     try:
         settings = load_stack_settings(stack)
-    except SettingsError as exc:
-        raise LoadError(f"stack {stack}: {exc}") from None
-    except (OSError, LookupError, ValueError) as exc:
-        raise LoadError(f"cannot read the config of stack {stack!r}: {exc}") from None
+    except StackConfigError as exc:
+        raise LoadError(str(exc)) from None
     return LoadPolicy(
         max_attempts=settings.maxAttempts,
         error_rate=settings.errorRate,

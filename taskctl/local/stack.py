@@ -88,7 +88,7 @@ def stack_region(stack: str) -> str:
     try:
         config = load_stack_config(stack)
     except StackConfigError as error:
-        raise LocalStackError(str(error)) from None
+        raise LocalStackError(f"stack {stack}: {error}") from None
     return config.get("aws:region") or DEFAULT_REGION
 
 

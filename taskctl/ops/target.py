@@ -16,7 +16,7 @@ import boto3
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from functions.policy import SettingsError, TaskPolicy
+from functions.policy import TaskPolicy
 
 DEFAULT_LOCAL_STACK = "dev"
 T = TypeVar("T")
@@ -99,8 +99,8 @@ def stack_policy(stack: str) -> TaskPolicy:
 
     try:
         return load_stack_settings(stack).policy
-    except (SettingsError, StackConfigError) as exc:
-        raise OpsError(f"stack {stack}: {exc}") from None
+    except StackConfigError as exc:
+        raise OpsError(str(exc)) from None
 
 
 def _local_target(stack: str, deployed_names: str) -> Target:

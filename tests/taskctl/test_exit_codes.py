@@ -1,4 +1,4 @@
-"""One exit-status convention for `local`, `load` and `redrive` (taskctl/exit_codes.py): 0 done,
+"""One exit-status convention for every taskctl command (taskctl/exit_codes.py): 0 done,
 1 a check failed, 2 a usage or runtime error with one `error:` line on stderr. Only the paths that
 need no emulator run here; tests/e2e runs the rest against the local stack."""
 
@@ -92,6 +92,29 @@ def test_a_redrive_that_cannot_start_exits_2_with_one_error_line(
 
     assert result.exit_code == EXIT_ERROR, result.output
     assert says in _one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["local", "up", "--detach"],
+        ["load", "--url", "http://127.0.0.1:9"],
+        ["bench"],
+        ["chaos", "--tasks", "5"],
+        ["capacity", "--rate", "5"],
+        ["redrive", "T1"],
+    ],
+    ids=lambda args: args[0],
+)
+def test_every_command_refuses_an_unknown_stack_in_the_same_words(no_local_stack, args) -> None:
+    from taskctl.cli import app
+
+    result = runner.invoke(app, [*args, "--stack", "staging"])
+
+    assert result.exit_code == EXIT_ERROR, result.output
+    assert _one_error_line(result) == (
+        "error: stack staging: no stack file Pulumi.staging.yaml; known stacks: dev, prod"
+    )
 
 
 def test_without_the_project_packages_the_entry_point_exits_2_saying_how_to_get_them() -> None:
