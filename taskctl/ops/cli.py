@@ -39,6 +39,7 @@ from taskctl.ops.redrive import (
     RedriveResult,
     canonical_task_id,
     dry_run_task,
+    one_line,
     redrive_task,
 )
 from taskctl.ops.target import (
@@ -231,7 +232,7 @@ def _redrive_each(
         except (BotoCoreError, ClientError) as exc:
             errors_in_a_row += 1
             result = RedriveResult(
-                canonical_task_id(task_id) or task_id, RedriveOutcome.ERROR, _one_line(exc)
+                canonical_task_id(task_id) or task_id, RedriveOutcome.ERROR, one_line(exc)
             )
         results.append(result)
         if errors_in_a_row == min(STOP_AFTER_ERRORS, len(task_ids)):
@@ -268,10 +269,6 @@ def _report(console: Console, results: list[RedriveResult], *, bulk: bool, dry_r
         labels = {"redriven": "would be redriven" if dry_run else "redriven"}
         line = ", ".join(f"{counts[name]} {labels.get(name, name)}" for name in SUMMARY)
         console.print(f"Summary: {line}" + (" (dry run: nothing written)" if dry_run else ""))
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())
 
 
 def _unique(task_ids: list[str]) -> list[str]:

@@ -165,7 +165,7 @@ def _write_and_enqueue(
         return RedriveResult(
             task_id,
             RedriveOutcome.ENQUEUE_FAILED,
-            f"redriven, but its message could not be sent ({_one_line(error)}); the reconciler "
+            f"redriven, but its message could not be sent ({one_line(error)}); the reconciler "
             f"queues it after {(check_after - now).total_seconds():.0f} s",
             before=failed,
             after=redriven,
@@ -179,5 +179,6 @@ def _write_and_enqueue(
     )
 
 
-def _one_line(error: Exception) -> str:
+def one_line(error: Exception) -> str:
+    """An AWS error's message on one line, for a table cell or an `error:` line."""
     return " ".join(str(error).split())
