@@ -44,7 +44,6 @@ class Invocation:
 
     function: str
     request_id: str
-    started_at: datetime
     deadline: datetime
     rt: runtime.Runtime
     nested: bool = False
@@ -81,7 +80,6 @@ class Lambdas:
         self._stack: list[Invocation] = []
         self.invocations: dict[str, int] = {}
         self.deaths: dict[str, int] = {}
-        self.errors: dict[str, int] = {}
         self.last: Invocation | None = None  # the invocation that ended most recently
 
     @property
@@ -121,7 +119,6 @@ class Lambdas:
         invocation = Invocation(
             function=function,
             request_id=self._new_id(),
-            started_at=now,
             deadline=now + timedelta(seconds=timeout_s),
             rt=rt,
             nested=bool(self._stack),
@@ -138,25 +135,18 @@ class Lambdas:
         self._stack.append(invocation)
         runtime.use(rt)
         try:
-            with _quiet_stdout():
+            # Powertools prints EMF metrics to stdout; in a campaign they are noise by the million.
+            with contextlib.redirect_stdout(io.StringIO()):
                 return Outcome(result=handler(event, context))
         except Death as death:
             self.deaths[function] = self.deaths.get(function, 0) + 1
             return Outcome(death=death)
         except Exception as error:
-            self.errors[function] = self.errors.get(function, 0) + 1
             return Outcome(error=error)
         finally:
             self._stack.pop()
             runtime.use(self._stack[-1].rt if self._stack else None)
             self.last = invocation
-
-
-@contextlib.contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    # Powertools prints EMF metrics to stdout; in a campaign they are noise by the million.
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
 
 
 @contextlib.contextmanager
