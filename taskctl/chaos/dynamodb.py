@@ -183,8 +183,6 @@ class SimTable:
         self.index = CheckIndex(lag_s)
         self._backend = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION]
         self._versions: dict[str, deque[tuple[datetime, dict[str, Any] | None]]] = {}
-        self.index_queries = 0
-        self.stale_reads = 0
 
     # -- requests
 
@@ -259,11 +257,9 @@ class SimTable:
         if consistent or not versions:
             return self._current(task_id)
         cutoff = self._clock() - timedelta(seconds=self._lag_s())
-        for age, (written_at, stored) in enumerate(reversed(versions)):
+        for written_at, stored in reversed(versions):
             if written_at <= cutoff:
-                self.stale_reads += age > 0
                 return stored
-        self.stale_reads += 1
         # Every kept version is newer: before the first write the item did not exist.
         return None if len(versions) < VERSIONS_KEPT else versions[0][1]
 
@@ -323,7 +319,6 @@ class SimTable:
         )
         limit = min(int(body.get("Limit", INDEX_PAGE_ITEMS)), INDEX_PAGE_ITEMS)
         page, more = self.index.query(shard, low, high, self._clock(), start_after, limit)
-        self.index_queries += 1
         items = [
             {
                 TASK_KEY: {"S": task_id},
