@@ -106,12 +106,9 @@ class SimQueue:
     new_id: Callable[[], str]
     dead_letter: SimQueue | None = None
     max_receive_count: int | None = None
-    retention_s: int = RETENTION_S
     in_flight_limit: int = field(default_factory=lambda: quotas().sqs_in_flight)
-    sent: int = 0
     sent_delayed: int = 0
     moved_to_dead_letter: int = 0
-    expired: int = 0
     peak_in_flight: int = 0
     over_limit: int = 0  # receives that found the in-flight quota reached
     _messages: dict[str, Message] = field(default_factory=dict)
@@ -163,7 +160,6 @@ class SimQueue:
             visible_at=now + timedelta(seconds=delay_s),
         )
         self._store(message)
-        self.sent += 1
         self.sent_delayed += delay_s > 0
         return message
 
@@ -183,12 +179,8 @@ class SimQueue:
         received: list[Received] = []
         while len(received) < max_messages and self._heap and self._heap[0][0] <= now:
             _, _, message, version = heapq.heappop(self._heap)
-            if message.gone or version != message.version:
-                continue  # superseded entry
-            if self._expired(message, now):
-                continue
-            if self._over_receive_count(message):
-                self._move_to_dead_letter(message)
+            # A superseded entry, or a message that leaves on this receive.
+            if message.gone or version != message.version or self._leaves(message, now):
                 continue
             received.append(self._hand_out(message, now))
         return received
@@ -197,15 +189,12 @@ class SimQueue:
         """A receive that returns this very `message`, visible or not (at-least-once delivery
         may hand out a message in flight once more: a new handle, and the previous receiver's
         goes stale). None if it is gone, or if the redrive policy moves it instead."""
-        if message.gone or self._expired(message, now):
-            return None
-        if self._over_receive_count(message):
-            self._move_to_dead_letter(message)
+        if message.gone or self._leaves(message, now):
             return None
         return self._hand_out(message, now)
 
     def change_visibility(self, receipt_handle: str, timeout_s: int, now: datetime) -> None:
-        message = self._message_of(receipt_handle)
+        message = self.received(receipt_handle).message
         if message.gone or message.receipt_handle != receipt_handle:
             raise SqsError(
                 "InvalidParameterValue",
@@ -227,7 +216,7 @@ class SimQueue:
 
     def delete(self, receipt_handle: str) -> bool:
         """Delete with a handle: True if deleted; a stale handle deletes nothing (no error)."""
-        message = self._message_of(receipt_handle)
+        message = self.received(receipt_handle).message
         if message.gone or message.receipt_handle != receipt_handle:
             return False
         self._drop(message)
@@ -289,29 +278,23 @@ class SimQueue:
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight(now))
         return received
 
-    def _message_of(self, receipt_handle: str) -> Message:
-        return self.received(receipt_handle).message
-
     def _drop(self, message: Message) -> None:
         message.gone = True
         del self._messages[message.message_id]
 
-    def _expired(self, message: Message, now: datetime) -> bool:
-        if (now - message.sent_at).total_seconds() <= self.retention_s:
+    def _leaves(self, message: Message, now: datetime) -> bool:
+        """True if a receive finds `message` past its retention (it is deleted) or received
+        `max_receive_count` times already (the redrive policy moves it to the dead-letter
+        queue)."""
+        if (now - message.sent_at).total_seconds() > RETENTION_S:
+            self._drop(message)
+            return True
+        if (
+            self.dead_letter is None
+            or self.max_receive_count is None
+            or message.receive_count < self.max_receive_count
+        ):
             return False
-        self._drop(message)
-        self.expired += 1
-        return True
-
-    def _over_receive_count(self, message: Message) -> bool:
-        return (
-            self.dead_letter is not None
-            and self.max_receive_count is not None
-            and message.receive_count >= self.max_receive_count
-        )
-
-    def _move_to_dead_letter(self, message: Message) -> None:
-        assert self.dead_letter is not None
         self._drop(message)
         self.moved_to_dead_letter += 1
         moved = Message(
@@ -323,6 +306,7 @@ class SimQueue:
             receive_count=message.receive_count,  # kept, as SQS keeps it
         )
         self.dead_letter._store(moved)
+        return True
 
 
 class SimSqs:
@@ -334,10 +318,6 @@ class SimSqs:
         self._queues: dict[str, SimQueue] = {}
         self._last_reply: tuple[AWSPreparedRequest, AWSResponse] | None = None
 
-    def add(self, queue: SimQueue) -> SimQueue:
-        self._queues[queue.url] = queue
-        return queue
-
     def create_queue(
         self,
         name: str,
@@ -348,17 +328,17 @@ class SimSqs:
         max_receive_count: int | None = None,
     ) -> SimQueue:
         """A queue named `name` in the simulated account, with SQS's URL and ARN."""
-        return self.add(
-            SimQueue(
-                name=name,
-                url=f"{wire.SQS_ENDPOINT}/{wire.ACCOUNT}/{name}",
-                arn=f"arn:aws:sqs:{wire.REGION}:{wire.ACCOUNT}:{name}",
-                visibility_timeout_s=visibility_timeout_s,
-                new_id=new_id,
-                dead_letter=dead_letter,
-                max_receive_count=max_receive_count,
-            )
+        queue = SimQueue(
+            name=name,
+            url=f"{wire.SQS_ENDPOINT}/{wire.ACCOUNT}/{name}",
+            arn=f"arn:aws:sqs:{wire.REGION}:{wire.ACCOUNT}:{name}",
+            visibility_timeout_s=visibility_timeout_s,
+            new_id=new_id,
+            dead_letter=dead_letter,
+            max_receive_count=max_receive_count,
         )
+        self._queues[queue.url] = queue
+        return queue
 
     def queue(self, url: str) -> SimQueue:
         return self._queues[url]
@@ -501,7 +481,6 @@ class EventSourceMapping:
     invoke: Callable[[list[Received]], set[str] | None]
     # Told of each message the function acknowledged (did not report failed), before deletion.
     on_acknowledged: Callable[[Received], None] | None = None
-    invocations: int = 0
     deleted: int = 0
 
     def poll(self, now: datetime) -> int:
@@ -512,7 +491,6 @@ class EventSourceMapping:
         return len(batch)
 
     def deliver(self, batch: list[Received]) -> None:
-        self.invocations += 1
         failed = self.invoke(batch)
         if failed is None:
             return
