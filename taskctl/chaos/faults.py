@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
@@ -37,25 +38,17 @@ from moto.core.models import botocore_stubber
 from functions.policy import SDK_MAX_ATTEMPTS
 from functions.queue import UnreadableMessage, parse_task_message
 from functions.store import TASK_KEY
-from taskctl.chaos import wire
+from taskctl.chaos import dynamodb, wire
 from taskctl.chaos.clock import SimClock
-from taskctl.chaos.dynamodb import SimTable
 from taskctl.chaos.lambdas import Crash, Invocation, Lambdas, Timeout
 from taskctl.chaos.sqs import SimSqs
 
 # Every write the functions make; only these can be applied and then have their reply lost.
-WRITE_OPERATIONS = frozenset(
-    {
-        "PutItem",
-        "UpdateItem",
-        "DeleteItem",
-        "BatchWriteItem",
-        "TransactWriteItems",
-        "SendMessage",
-        "ChangeMessageVisibility",
-        "DeleteMessage",
-    }
-)
+WRITE_OPERATIONS = dynamodb.WRITE_OPERATIONS | {
+    "SendMessage",
+    "ChangeMessageVisibility",
+    "DeleteMessage",
+}
 CALL_LATENCY_S = (0.002, 0.025)  # one attempt's round trip
 # A reconciler pass makes ~18 calls; this keeps a second pass at once to a few in a hundred.
 RECONCILER_DUPLICATE_SHARE = 0.2
@@ -203,7 +196,7 @@ class Transport:
         rng: random.Random,
         faults: Faults,
         lambdas: Lambdas,
-        table: SimTable,
+        table: dynamodb.SimTable,
         sqs: SimSqs,
         on_duplicate: Callable[[Invocation, str | None], str | None],
     ) -> None:
@@ -243,32 +236,29 @@ class Transport:
                 request, service, "ServiceUnavailable", "simulated outage", 503
             )
         fault = self.faults.decide(service, operation, call_id, attempt, invocation)
+        apply = partial(self._apply, request, event_name, service, operation, invocation)
         if fault is None:
-            return self._apply(request, event_name, service, operation, invocation)
+            return apply()
         match fault.kind:
             case FaultKind.THROTTLED:
                 assert fault.refusal is not None
                 code, status = fault.refusal
                 return wire.error_response(request, service, code, "simulated refusal", status)
             case FaultKind.LOST_RESPONSE:
-                self._apply(request, event_name, service, operation, invocation)
+                apply()
                 self.faults.count(FaultKind.LOST_RESPONSE, operation)
                 if self._rng.random() < 0.5:
                     raise ReadTimeoutError(endpoint_url=request.url)
                 return wire.error_response(
                     request, service, "InternalServerError", "reply lost", 500
                 )
-            case FaultKind.CRASH:
+            case FaultKind.CRASH | FaultKind.TIMEOUT:
                 assert invocation is not None
-                self.faults.count(FaultKind.CRASH, invocation.function)
+                self.faults.count(fault.kind, invocation.function)
                 if fault.after_apply:
-                    self._apply(request, event_name, service, operation, invocation)
-                raise Crash(f"{invocation.function} crashed at {operation}")
-            case FaultKind.TIMEOUT:
-                assert invocation is not None
-                self.faults.count(FaultKind.TIMEOUT, invocation.function)
-                if fault.after_apply:
-                    self._apply(request, event_name, service, operation, invocation)
+                    apply()
+                if fault.kind == FaultKind.CRASH:
+                    raise Crash(f"{invocation.function} crashed at {operation}")
                 self._clock.advance_to(invocation.deadline)
                 raise Timeout(f"{invocation.function} timed out at {operation}")
             case FaultKind.DUPLICATE:
@@ -279,7 +269,7 @@ class Transport:
                     self.faults.count(FaultKind.DUPLICATE, f"{which} at {operation}")
                     # The second delivery may have outlived this one's deadline.
                     self._lambdas.check_deadline()
-                return self._apply(request, event_name, service, operation, invocation)
+                return apply()
         raise AssertionError(f"unhandled fault {fault!r}")
 
     def _apply(
