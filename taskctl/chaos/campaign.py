@@ -23,7 +23,7 @@ from typing import Any
 from functions.settings import StackSettings
 from taskctl.chaos.faults import FaultKind, FaultRates
 from taskctl.chaos.invariants import Violation
-from taskctl.chaos.world import WorldPlan, WorldReport, run_world
+from taskctl.chaos.world import World, WorldPlan, WorldReport
 
 WORLD_TASKS = 500
 # At N=5,000: 150 outage windows (15 per world) and 250 operator redrives; `make chaos` must
@@ -167,7 +167,7 @@ def run_campaign(
     started = time.perf_counter()
     plans = config.worlds()
     if jobs <= 1 or len(plans) == 1:
-        reports = [run_world(plan, progress) for plan in plans]
+        reports = [World(plan, progress).run() for plan in plans]
     else:
         reports = _run_in_processes(plans, min(jobs, len(plans)), progress or (lambda _n: None))
     return CampaignReport(config, reports, time.perf_counter() - started)
@@ -215,4 +215,4 @@ def _child_init(updates: Any) -> None:
 
 
 def _child_run(plan: WorldPlan) -> WorldReport:
-    return run_world(plan, _updates.put)
+    return World(plan, _updates.put).run()

@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
-from functions.lifecycle import RECORD_FIELDS, TERMINAL_STATUSES, from_iso
+from functions.lifecycle import RECORD_FIELDS, TERMINAL_STATUSES, from_iso, to_iso
 
 STRANDED = "stranded"
 ATTEMPTS_OVER_BUDGET = "attempts over budget"
@@ -94,7 +94,6 @@ class TaskWatch:
     attempts: int = 0
     redrive_count: int = 0
     terminal_transitions: int = 0
-    writes: int = 0
     transitions: list[tuple[str, str | None, str]] = field(default_factory=list)
     record: dict[str, Any] = field(default_factory=dict)  # the public fields, as last written
 
@@ -115,7 +114,7 @@ class Observer:
         watch = self.tasks.get(task_id)
         if watch is None:
             watch = self.tasks[task_id] = TaskWatch()
-        now = _iso(self._clock())
+        now = to_iso(self._clock())
         public = _public(item)
         if watch.status in TERMINAL and writer != "operator" and public != watch.record:
             changed = sorted(
@@ -138,7 +137,6 @@ class Observer:
             self.violations.append(Violation(TASK_DELETED, "the record was deleted", task_id, now))
             self._set_status(watch, None)
             return
-        watch.writes += 1
         status = item.get("status")
         if status != watch.status:
             watch.transitions.append((now, watch.status, str(status)))
@@ -196,7 +194,7 @@ def check(
         seen.add(task_id)
         if item.get("status") not in TERMINAL:
             stranded.append(
-                Violation(STRANDED, f"ended {item.get('status')}", task_id, record=_shown(item))
+                Violation(STRANDED, f"ended {item.get('status')}", task_id, record=shown(item))
             )
         violations += _check_record(task_id, item, observer.tasks.get(task_id))
     for task_id, at in requests.accepted.items():
@@ -216,7 +214,7 @@ def _check_record(task_id: str, item: dict[str, Any], watch: TaskWatch | None) -
     found: list[Violation] = []
 
     def broken(kind: str, detail: str) -> None:
-        found.append(Violation(kind, detail, task_id, record=_shown(item)))
+        found.append(Violation(kind, detail, task_id, record=shown(item)))
 
     attempts, max_attempts = int(item.get("attempts", 0)), int(item.get("maxAttempts", 0))
     if attempts > max_attempts:
@@ -261,10 +259,6 @@ def _public(item: dict[str, Any] | None) -> dict[str, Any]:
     return {name: value for name, value in (item or {}).items() if name in RECORD_FIELDS}
 
 
-def _shown(item: dict[str, Any]) -> dict[str, Any]:
+def shown(item: dict[str, Any]) -> dict[str, Any]:
     """The record as a report shows it (the write token is noise)."""
     return {name: value for name, value in item.items() if name != "writeToken"}
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -41,7 +41,7 @@ from botocore.retries import standard
 from moto import mock_aws
 
 from functions import api, callers, dead_letter, reconciler, worker
-from functions.lifecycle import ALWAYS_FAILS, ALWAYS_SUCCEEDS, MESSAGE_MAX_CHARS
+from functions.lifecycle import ALWAYS_FAILS, ALWAYS_SUCCEEDS, MESSAGE_MAX_CHARS, to_iso
 from functions.queue import UnreadableMessage, parse_task_message
 from functions.runtime import CLIENT_CONFIG, FunctionSettings, Runtime
 from functions.settings import StackSettings
@@ -62,6 +62,7 @@ from taskctl.chaos.invariants import (
     Requests,
     Violation,
     check,
+    shown,
 )
 from taskctl.chaos.lambdas import (
     Crash,
@@ -393,12 +394,8 @@ class World:
                 self.dead_letter_mapping.poll(self.clock())
             else:
                 heapq.heappop(self._events)[2]()
-        self.requests.violations.append(
-            Violation(
-                NOT_SETTLED,
-                f"still busy after {budget} events (a message or task cycles forever)",
-                at=_iso(self.clock()),
-            )
+        self._violation(
+            NOT_SETTLED, f"still busy after {budget} events (a message or task cycles forever)"
         )
 
     # -- timed events
@@ -471,16 +468,11 @@ class World:
             if not request.valid:
                 self._violation(REJECTED_STORED, f"invalid body {request.body[:60]!r} got a 202")
             elif task_id not in self.requests.accepted:
-                self.requests.accepted[task_id] = _iso(now)
+                self.requests.accepted[task_id] = to_iso(now)
                 self.report.accepted += 1
                 if self.table.item(task_id) is None:
-                    self.requests.violations.append(
-                        Violation(
-                            ACCEPTED_MISSING,
-                            "no record when the 202 was sent",
-                            task_id,
-                            _iso(now),
-                        )
+                    self._violation(
+                        ACCEPTED_MISSING, "no record when the 202 was sent", task_id, now
                     )
             return self._resolved()
         if not request.valid and 400 <= status < 500:
@@ -636,22 +628,28 @@ class World:
             for url, body in invocation.sent
         )
         if item is not None and item.get("status") not in TERMINAL and not replaced:
-            self.requests.violations.append(
-                Violation(
-                    UNFINISHED_ACKNOWLEDGED,
-                    f"the worker acknowledged a message while the task was {item.get('status')}",
-                    task_id,
-                    _iso(self.clock()),
-                    record={k: v for k, v in item.items() if k != "writeToken"},
-                )
+            self._violation(
+                UNFINISHED_ACKNOWLEDGED,
+                f"the worker acknowledged a message while the task was {item.get('status')}",
+                task_id,
+                record=shown(item),
             )
 
     def _on_write(self, task_id: str, item: dict[str, Any] | None) -> None:
         writer = self.lambdas.current
         self.observer.on_write(task_id, item, writer.function if writer else None)
 
-    def _violation(self, kind: str, detail: str) -> None:
-        self.requests.violations.append(Violation(kind, detail, at=_iso(self.clock())))
+    def _violation(
+        self,
+        kind: str,
+        detail: str,
+        task_id: str | None = None,
+        at: datetime | None = None,
+        record: dict[str, Any] | None = None,
+    ) -> None:
+        """A broken promise seen during the run, at `at` (default: now)."""
+        seen_at = to_iso(at or self.clock())
+        self.requests.violations.append(Violation(kind, detail, task_id, seen_at, record))
 
     # -- the end
 
@@ -680,10 +678,6 @@ class World:
         report.messages_left = len(self.main_queue) + len(self.dead_letter_queue)
         report.simulated_s = self.clock.elapsed_s
         report.digest = fingerprint.hexdigest()[:16]
-
-
-def run_world(plan: WorldPlan, progress: Callable[[int], None] | None = None) -> WorldReport:
-    return World(plan, progress).run()
 
 
 def _moment_in(rng: random.Random, windows: list[tuple[float, float]]) -> float:
@@ -718,7 +712,3 @@ def _die(reason: str) -> Callable[[], None]:
 def _index_lag_s(rng: random.Random) -> float:
     slow_share, slow_range = INDEX_LAG_SLOW
     return rng.uniform(*slow_range) if rng.random() < slow_share else rng.uniform(*INDEX_LAG_S)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
