@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -25,7 +26,8 @@ from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR
 
 if TYPE_CHECKING:
     from functions.settings import StackSettings
-    from taskctl.chaos.campaign import CampaignConfig, CampaignReport
+    from taskctl.chaos.campaign import CampaignReport
+    from taskctl.chaos.scale import ScaleReport
 
 SHOWN_PER_LIST = 5  # stranded tasks and violations printed in full; --json lists more
 DETAILS_PER_KIND = 4
@@ -101,35 +103,17 @@ def chaos(
     inject faults at exact AWS calls, and check that every accepted task still ends."""
     console = Console(highlight=False)
     if scale:
-        _scale(stack, rate, duration, error_share, worker_concurrency, seed, json_output, console)
-        return
-    try:
-        # Imported here: moto and the functions are slow to import, and `--help` needs neither.
-        from taskctl.chaos.campaign import CampaignConfig, run_campaign
+        from taskctl.chaos.scale import print_scale_report
 
-        config = CampaignConfig(tasks=tasks, seed=seed, settings=_settings(stack), stack=stack)
-        worlds = config.worlds()
-        processes = min(jobs or os.cpu_count() or 1, len(worlds))
-        if json_output:
-            report = run_campaign(config, jobs=processes)
-        else:
-            console.print(_preamble(config, len(worlds), processes))
-            report = _run_with_progress(config, processes, console)
-    except ChaosError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_ERROR) from None
-    except Exception as exc:  # the campaign itself broke: say so in one line, exit 2
-        detail = " ".join(str(exc).split())
-        typer.echo(
-            f"error: the campaign stopped ({type(exc).__name__}: {detail}); rerun with the same "
-            f"--seed {seed} --tasks {tasks} to reproduce",
-            err=True,
-        )
-        raise typer.Exit(EXIT_ERROR) from None
+        report: Any = _scale(stack, rate, duration, error_share, worker_concurrency, seed)
+        print_report: Callable[[Any, Console], None] = print_scale_report
+    else:
+        report = _campaign(tasks, seed, stack, jobs, json_output, console)
+        print_report = _print_report
     if json_output:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
-        _print_report(report, console)
+        print_report(report, console)
     if not report.passed:
         raise typer.Exit(EXIT_CHECK_FAILED)
 
@@ -141,15 +125,8 @@ def _scale(
     error_share: float,
     worker_concurrency: int | None,
     seed: int,
-    json_output: bool,
-    console: Console,
-) -> None:
-    from taskctl.chaos.scale import (
-        ScaleConfig,
-        declared_peak_per_s,
-        print_scale_report,
-        scale_report,
-    )
+) -> ScaleReport:
+    from taskctl.chaos.scale import ScaleConfig, scale_report
 
     try:
         settings = _settings(stack)
@@ -158,21 +135,60 @@ def _scale(
         raise typer.Exit(EXIT_ERROR) from None
     config = ScaleConfig(
         settings=settings,
-        rate_per_s=rate or declared_peak_per_s(settings),
+        # The most the stack's API admits in one second: its steady rate plus its burst.
+        rate_per_s=rate or settings.apiThrottleRateLimit + settings.apiThrottleBurstLimit,
         duration_s=duration,
         error_share=error_share,
         worker_concurrency=worker_concurrency,
         seed=seed,
     )
-    report = scale_report(config, stack)
-    if not console.is_terminal:  # piped or logged: wide enough for the table to stay readable
-        console = Console(highlight=False, width=max(console.width, 110))
-    if json_output:
-        typer.echo(json.dumps(report.to_json(), indent=2))
-    else:
-        print_scale_report(report, console)
-    if not report.passed:
-        raise typer.Exit(EXIT_CHECK_FAILED)
+    return scale_report(config, stack)
+
+
+def _campaign(
+    tasks: int, seed: int, stack: str, jobs: int | None, json_output: bool, console: Console
+) -> CampaignReport:
+    try:
+        # Imported here: moto and the functions are slow to import, and `--help` needs neither.
+        from taskctl.chaos.campaign import CampaignConfig, run_campaign
+
+        settings = _settings(stack)
+        config = CampaignConfig(tasks=tasks, seed=seed, settings=settings, stack=stack)
+        worlds = config.worlds()
+        processes = min(jobs or os.cpu_count() or 1, len(worlds))
+        if json_output:
+            return run_campaign(config, jobs=processes)
+        console.print(
+            f"Fault campaign: seed {config.seed}, {config.tasks} tasks in {len(worlds)} world(s) "
+            f"on {processes} process(es); stack {config.stack}: maxAttempts="
+            f"{settings.maxAttempts}, visibility {settings.visibility_timeout_s} s, "
+            f"maxReceiveCount {settings.max_receive_count}, reconciler every "
+            f"{settings.reconcileIntervalMinutes} min."
+        )
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        with progress:
+            requests = sum(plan.requests for plan in worlds)
+            answered = progress.add_task("client requests answered", total=requests)
+            return run_campaign(
+                config, jobs=processes, progress=lambda n: progress.advance(answered, n)
+            )
+    except ChaosError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    except Exception as exc:  # the campaign itself broke: say so in one line, exit 2
+        detail = " ".join(str(exc).split())
+        typer.echo(
+            f"error: the campaign stopped ({type(exc).__name__}: {detail}); rerun with the same "
+            f"--seed {seed} --tasks {tasks} to reproduce",
+            err=True,
+        )
+        raise typer.Exit(EXIT_ERROR) from None
 
 
 def _settings(stack: str) -> StackSettings:
@@ -182,35 +198,6 @@ def _settings(stack: str) -> StackSettings:
         return load_stack_settings(stack)
     except StackConfigError as exc:
         raise ChaosError(str(exc)) from None
-
-
-def _preamble(config: CampaignConfig, worlds: int, processes: int) -> str:
-    settings = config.settings
-    return (
-        f"Fault campaign: seed {config.seed}, {config.tasks} tasks in {worlds} world(s) on "
-        f"{processes} process(es); stack {config.stack}: maxAttempts={settings.maxAttempts}, "
-        f"visibility {settings.visibility_timeout_s} s, maxReceiveCount "
-        f"{settings.max_receive_count}, reconciler every {settings.reconcileIntervalMinutes} min."
-    )
-
-
-def _run_with_progress(config: CampaignConfig, processes: int, console: Console) -> CampaignReport:
-    from taskctl.chaos.campaign import run_campaign
-
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
-    with progress:
-        answered = progress.add_task(
-            "client requests answered", total=sum(plan.requests for plan in config.worlds())
-        )
-        return run_campaign(
-            config, jobs=processes, progress=lambda n: progress.advance(answered, n)
-        )
 
 
 def _print_report(report: CampaignReport, console: Console) -> None:

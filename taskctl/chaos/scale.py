@@ -424,14 +424,12 @@ def scale_report(config: ScaleConfig, stack: str) -> ScaleReport:
     return ScaleReport(config, stack, run_scale(config, DELAYED), run_scale(config, IN_FLIGHT))
 
 
-def declared_peak_per_s(settings: StackSettings) -> float:
-    """The most a stack's API admits in one second: its steady rate plus its burst."""
-    return settings.apiThrottleRateLimit + settings.apiThrottleBurstLimit
-
-
 def print_scale_report(report: ScaleReport, console) -> None:  # a rich Console
+    from rich.console import Console
     from rich.table import Table
 
+    if not console.is_terminal:  # piped or logged: wide enough for the table to stay readable
+        console = Console(highlight=False, width=max(console.width, 110))
     config = report.config
     settings = config.settings
     console.print(
