@@ -22,7 +22,7 @@ import heapq
 import itertools
 import re
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -63,12 +63,10 @@ _READ_OPTIONS = frozenset(
     }
 )
 
-# `<hash> = :v [AND <range> BETWEEN :a AND :b | AND <range> <op> :v]`, names or #placeholders.
+# `<hash> = :v AND <range> BETWEEN :a AND :b` (the reconciler's query), names or #placeholders.
 _KEY_CONDITION = re.compile(
-    r"^\s*(?P<hash>#?\w+)\s*=\s*(?P<hash_value>:\w+)\s*"
-    r"(?:AND\s+(?P<range>#?\w+)\s*(?:"
-    r"BETWEEN\s+(?P<low>:\w+)\s+AND\s+(?P<high>:\w+)"
-    r"|(?P<op><=|>=|<|>|=)\s*(?P<bound>:\w+)))?\s*$",
+    r"^\s*(?P<hash>#?\w+)\s*=\s*(?P<hash_value>:\w+)\s+AND\s+(?P<range>#?\w+)\s+"
+    r"BETWEEN\s+(?P<low>:\w+)\s+AND\s+(?P<high>:\w+)\s*$",
     re.IGNORECASE,
 )
 
@@ -273,9 +271,8 @@ class SimTable:
         """The stored item as plain Python values, or None."""
         return _plain_item(self._current(task_id))
 
-    def task_ids(self) -> Iterator[str]:
-        for key in list(self._table().items):
-            yield key.value
+    def task_ids(self) -> list[str]:
+        return [key.value for key in self._table().items]
 
     def _table(self) -> Any:
         return self._backend.get_table(self.table_name)
@@ -294,25 +291,12 @@ class SimTable:
         if match is None:
             return None
         names = body.get("ExpressionAttributeNames", {})
-        values = body.get("ExpressionAttributeValues", {})
-        if names.get(match["hash"], match["hash"]) != CHECK_SHARD_ATTRIBUTE:
+        keys = (names.get(match["hash"], match["hash"]), names.get(match["range"], match["range"]))
+        if keys != (CHECK_SHARD_ATTRIBUTE, CHECK_AFTER_ATTRIBUTE):
             return None
+        values = body.get("ExpressionAttributeValues", {})
         shard = values[match["hash_value"]]["S"]
-        low, high = -(10**18), 10**18
-        if match["range"]:
-            if names.get(match["range"], match["range"]) != CHECK_AFTER_ATTRIBUTE:
-                return None
-            if match["low"]:
-                low, high = int(values[match["low"]]["N"]), int(values[match["high"]]["N"])
-            else:
-                bound = int(values[match["bound"]]["N"])
-                low, high = {
-                    "<": (low, bound - 1),
-                    "<=": (low, bound),
-                    ">": (bound + 1, high),
-                    ">=": (bound, high),
-                    "=": (bound, bound),
-                }[match["op"]]
+        low, high = int(values[match["low"]]["N"]), int(values[match["high"]]["N"])
         start = body.get("ExclusiveStartKey")
         start_after = (
             (int(start[CHECK_AFTER_ATTRIBUTE]["N"]), start[TASK_KEY]["S"]) if start else None
