@@ -12,6 +12,7 @@ from typing import Any
 from unittest import mock
 
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
+from moto.core.botocore_stubber import MockRawResponse  # the body botocore reads a reply from
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -19,19 +20,6 @@ SQS_ENDPOINT = f"https://sqs.{REGION}.amazonaws.com"
 # Error `__type` prefixes of the two services' JSON protocols.
 DYNAMODB_ERROR_PREFIX = "com.amazonaws.dynamodb.v20120810#"
 SQS_ERROR_PREFIX = "com.amazonaws.sqs#"
-
-
-class _Body:
-    """What botocore reads a response body from (`raw.stream()`)."""
-
-    def __init__(self, content: bytes) -> None:
-        self._content = content
-
-    def stream(self, **_: Any) -> Iterator[bytes]:
-        yield self._content
-
-    def read(self, *_: Any) -> bytes:
-        return self._content
 
 
 def params(request: AWSPreparedRequest) -> dict[str, Any]:
@@ -76,7 +64,7 @@ def json_response(
         "x-amzn-requestid": "chaos",
         **(headers or {}),
     }
-    return AWSResponse(request.url, status, all_headers, _Body(content))
+    return AWSResponse(request.url, status, all_headers, MockRawResponse(content))
 
 
 def error_response(
