@@ -201,7 +201,7 @@ def _settings(stack: str) -> StackSettings:
 
 
 def _print_report(report: CampaignReport, console: Console) -> None:
-    from taskctl.chaos.invariants import STRANDED, VIOLATION_KINDS
+    from taskctl.chaos.invariants import Kind
 
     summary = report.to_json()
     statuses = summary["statuses"]
@@ -236,9 +236,8 @@ def _print_report(report: CampaignReport, console: Console) -> None:
     violations = Table(title="Invariants checked", title_justify="left")
     violations.add_column("violation")
     violations.add_column("count", justify="right")
-    counts = {STRANDED: summary["stranded"]}
-    counts |= {kind: summary["violationCounts"].get(kind, 0) for kind in VIOLATION_KINDS}
-    counts |= summary["violationCounts"]
+    counts = {kind: summary["violationCounts"].get(kind, 0) for kind in Kind}
+    counts[Kind.STRANDED] = summary["stranded"]
     for kind, count in counts.items():
         violations.add_row(kind, f"[red]{count}[/]" if count else "0")
     console.print(violations)

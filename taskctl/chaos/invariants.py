@@ -34,44 +34,34 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from itertools import pairwise
 from typing import Any
 
 from functions.lifecycle import RECORD_FIELDS, TERMINAL_STATUSES, from_iso, to_iso
 
-STRANDED = "stranded"
-ATTEMPTS_OVER_BUDGET = "attempts over budget"
-EXTRA_TERMINAL = "more terminal transitions than redrives allow"
-HISTORY_NUMBERING = "history not numbered 1..attempts"
-EARLY_RETRY = "retry started before its promised delay"
-REJECTED_STORED = "rejected request stored something"
-ACCEPTED_MISSING = "202 names no stored task"
-HANDLER_ERROR = "exception escaped a handler"
-API_BUG = "API answered 500"
-VALID_REFUSED = "valid submit refused"
-TASK_DELETED = "task record deleted"
-UNFINISHED_ACKNOWLEDGED = "message of an unfinished task acknowledged"
-FINISHED_CHANGED = "finished task changed"
-FAILED_EARLY = "FAILED with attempts left"
-NOT_SETTLED = "world never settled"
-VIOLATION_KINDS = (  # in the order reports list them: DESIGN §8's promises first
-    ATTEMPTS_OVER_BUDGET,
-    EXTRA_TERMINAL,
-    HISTORY_NUMBERING,
-    EARLY_RETRY,
-    REJECTED_STORED,
-    ACCEPTED_MISSING,
-    FAILED_EARLY,
-    FINISHED_CHANGED,
-    UNFINISHED_ACKNOWLEDGED,
-    HANDLER_ERROR,
-    API_BUG,
-    VALID_REFUSED,
-    TASK_DELETED,
-    NOT_SETTLED,
-)
 _TASK_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
+
+
+class Kind(StrEnum):
+    """What can break, in the order reports list them: DESIGN §8's promises first."""
+
+    STRANDED = "stranded"
+    ATTEMPTS_OVER_BUDGET = "attempts over budget"
+    EXTRA_TERMINAL = "more terminal transitions than redrives allow"
+    HISTORY_NUMBERING = "history not numbered 1..attempts"
+    EARLY_RETRY = "retry started before its promised delay"
+    REJECTED_STORED = "rejected request stored something"
+    ACCEPTED_MISSING = "202 names no stored task"
+    FAILED_EARLY = "FAILED with attempts left"
+    FINISHED_CHANGED = "finished task changed"
+    UNFINISHED_ACKNOWLEDGED = "message of an unfinished task acknowledged"
+    HANDLER_ERROR = "exception escaped a handler"
+    API_BUG = "API answered 500"
+    VALID_REFUSED = "valid submit refused"
+    TASK_DELETED = "task record deleted"
+    NOT_SETTLED = "world never settled"
 
 
 @dataclass(frozen=True)
@@ -124,7 +114,7 @@ class Observer:
             )
             self.violations.append(
                 Violation(
-                    FINISHED_CHANGED,
+                    Kind.FINISHED_CHANGED,
                     f"the {writer} changed {', '.join(changed)} of the task while it was "
                     f"{watch.status}",
                     task_id,
@@ -134,7 +124,9 @@ class Observer:
             )
         watch.record = public
         if item is None:
-            self.violations.append(Violation(TASK_DELETED, "the record was deleted", task_id, now))
+            self.violations.append(
+                Violation(Kind.TASK_DELETED, "the record was deleted", task_id, now)
+            )
             self._set_status(watch, None)
             return
         status = item.get("status")
@@ -148,7 +140,7 @@ class Observer:
         if watch.attempts > int(item.get("maxAttempts", 0)):
             self.violations.append(
                 Violation(
-                    ATTEMPTS_OVER_BUDGET,
+                    Kind.ATTEMPTS_OVER_BUDGET,
                     f"a write left attempts={watch.attempts} > maxAttempts={item['maxAttempts']}",
                     task_id,
                     now,
@@ -194,18 +186,18 @@ def check(
         seen.add(task_id)
         if item.get("status") not in TERMINAL:
             stranded.append(
-                Violation(STRANDED, f"ended {item.get('status')}", task_id, record=shown(item))
+                Violation(Kind.STRANDED, f"ended {item.get('status')}", task_id, record=shown(item))
             )
         violations += _check_record(task_id, item, observer.tasks.get(task_id))
     for task_id, at in requests.accepted.items():
         if task_id not in seen:
             violations.append(
-                Violation(ACCEPTED_MISSING, f"accepted at {at}, absent at the end", task_id)
+                Violation(Kind.ACCEPTED_MISSING, f"accepted at {at}, absent at the end", task_id)
             )
     for task_id in requests.rejected_keys:
         if task_id in seen:
             violations.append(
-                Violation(REJECTED_STORED, "a rejected request's task exists", task_id)
+                Violation(Kind.REJECTED_STORED, "a rejected request's task exists", task_id)
             )
     return stranded, violations
 
@@ -218,26 +210,26 @@ def _check_record(task_id: str, item: dict[str, Any], watch: TaskWatch | None) -
 
     attempts, max_attempts = int(item.get("attempts", 0)), int(item.get("maxAttempts", 0))
     if attempts > max_attempts:
-        broken(ATTEMPTS_OVER_BUDGET, f"attempts={attempts} > maxAttempts={max_attempts}")
+        broken(Kind.ATTEMPTS_OVER_BUDGET, f"attempts={attempts} > maxAttempts={max_attempts}")
     if item.get("status") == "FAILED" and attempts < max_attempts:
         broken(
-            FAILED_EARLY,
+            Kind.FAILED_EARLY,
             f"FAILED after {attempts} of {max_attempts} attempts: {item.get('lastError')}",
         )
     redrives = int(item.get("redriveCount") or 0)
     if watch is not None and watch.terminal_transitions > 1 + redrives:
         broken(
-            EXTRA_TERMINAL,
+            Kind.EXTRA_TERMINAL,
             f"{watch.terminal_transitions} terminal transitions with redriveCount={redrives}: "
             + ", ".join(f"{at} {old}->{new}" for at, old, new in watch.transitions),
         )
     history = item.get("history") or []
     numbers = [entry.get("attempt") for entry in history]
     if numbers != list(range(1, attempts + 1)):
-        broken(HISTORY_NUMBERING, f"attempts={attempts}, history numbers {numbers}")
+        broken(Kind.HISTORY_NUMBERING, f"attempts={attempts}, history numbers {numbers}")
     for entry, following in pairwise(history):
         if entry.get("finishedAt") is None:
-            broken(HISTORY_NUMBERING, f"attempt {entry.get('attempt')} never closed")
+            broken(Kind.HISTORY_NUMBERING, f"attempt {entry.get('attempt')} never closed")
             continue
         promised = from_iso(entry["finishedAt"]) + timedelta(
             seconds=entry.get("retryDelaySeconds") or 0
@@ -245,7 +237,7 @@ def _check_record(task_id: str, item: dict[str, Any], watch: TaskWatch | None) -
         started = from_iso(following["startedAt"])
         if started < promised:
             broken(
-                EARLY_RETRY,
+                Kind.EARLY_RETRY,
                 f"attempt {following.get('attempt')} started {following['startedAt']}, "
                 f"{(promised - started).total_seconds():.3f} s before attempt "
                 f"{entry.get('attempt')}'s finish + {entry.get('retryDelaySeconds') or 0} s",

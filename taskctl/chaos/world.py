@@ -49,21 +49,7 @@ from taskctl.chaos.clock import SimClock
 from taskctl.chaos.dynamodb import SimTable, create_table
 from taskctl.chaos.events import Events
 from taskctl.chaos.faults import FaultKind, FaultRates, Faults, Transport
-from taskctl.chaos.invariants import (
-    ACCEPTED_MISSING,
-    API_BUG,
-    HANDLER_ERROR,
-    NOT_SETTLED,
-    REJECTED_STORED,
-    TERMINAL,
-    UNFINISHED_ACKNOWLEDGED,
-    VALID_REFUSED,
-    Observer,
-    Requests,
-    Violation,
-    check,
-    shown,
-)
+from taskctl.chaos.invariants import TERMINAL, Kind, Observer, Requests, Violation, check, shown
 from taskctl.chaos.lambdas import (
     Crash,
     Invocation,
@@ -395,7 +381,7 @@ class World:
             else:
                 heapq.heappop(self._events)[2]()
         self._violation(
-            NOT_SETTLED, f"still busy after {budget} events (a message or task cycles forever)"
+            Kind.NOT_SETTLED, f"still busy after {budget} events (a message or task cycles forever)"
         )
 
     # -- timed events
@@ -460,19 +446,21 @@ class World:
         assert invocation is not None
         status = int(outcome.result["statusCode"]) if outcome.returned else 502
         if outcome.error is not None:
-            self._violation(HANDLER_ERROR, f"api: {outcome.error!r}")
+            self._violation(Kind.HANDLER_ERROR, f"api: {outcome.error!r}")
         if status == 500:
-            self._violation(API_BUG, f"POST /tasks answered 500: {outcome.result.get('body')}")
+            self._violation(Kind.API_BUG, f"POST /tasks answered 500: {outcome.result.get('body')}")
         if status == 202:
             task_id = json.loads(outcome.result["body"])["taskId"]
             if not request.valid:
-                self._violation(REJECTED_STORED, f"invalid body {request.body[:60]!r} got a 202")
+                self._violation(
+                    Kind.REJECTED_STORED, f"invalid body {request.body[:60]!r} got a 202"
+                )
             elif task_id not in self.requests.accepted:
                 self.requests.accepted[task_id] = to_iso(now)
                 self.report.accepted += 1
                 if self.table.item(task_id) is None:
                     self._violation(
-                        ACCEPTED_MISSING, "no record when the 202 was sent", task_id, now
+                        Kind.ACCEPTED_MISSING, "no record when the 202 was sent", task_id, now
                     )
             return self._resolved()
         if not request.valid and 400 <= status < 500:
@@ -482,7 +470,7 @@ class World:
             )
             if invocation.writes:
                 self._violation(
-                    REJECTED_STORED,
+                    Kind.REJECTED_STORED,
                     f"a {status} reply to {request.body[:60]!r} came after {invocation.writes} "
                     "writes",
                 )
@@ -494,7 +482,7 @@ class World:
                 return None
             self.report.gave_up += 1
             return self._resolved()
-        self._violation(VALID_REFUSED, f"{status} for {request.body[:60]!r}")
+        self._violation(Kind.VALID_REFUSED, f"{status} for {request.body[:60]!r}")
         return self._resolved()
 
     def _resolved(self) -> None:
@@ -583,7 +571,7 @@ class World:
                 batch=by_task,
             )
         if outcome.error is not None:
-            self._violation(HANDLER_ERROR, f"{function}: {outcome.error!r}")
+            self._violation(Kind.HANDLER_ERROR, f"{function}: {outcome.error!r}")
         if not outcome.returned:
             return None
         return {item["itemIdentifier"] for item in outcome.result["batchItemFailures"]}
@@ -629,7 +617,7 @@ class World:
         )
         if item is not None and item.get("status") not in TERMINAL and not replaced:
             self._violation(
-                UNFINISHED_ACKNOWLEDGED,
+                Kind.UNFINISHED_ACKNOWLEDGED,
                 f"the worker acknowledged a message while the task was {item.get('status')}",
                 task_id,
                 record=shown(item),
