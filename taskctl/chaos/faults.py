@@ -207,7 +207,7 @@ class Transport:
         self._table = table
         self._sqs = sqs
         self._on_duplicate = on_duplicate
-        self.attempts: Counter[str] = Counter()  # "service.Operation" -> attempts sent
+        self.attempts = 0  # attempts sent
         self.outage_refusals = 0
 
     def attach(self, client: Any) -> None:
@@ -222,7 +222,7 @@ class Transport:
     ) -> AWSResponse | None:
         _, service, operation = event_name.split(".", 2)
         call_id, attempt = wire.sdk_attempt(request)
-        self.attempts[f"{service}.{operation}"] += 1
+        self.attempts += 1
         self._clock.advance(self._rng.uniform(*CALL_LATENCY_S))
         self._lambdas.check_deadline()
         invocation = self._lambdas.current

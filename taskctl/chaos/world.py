@@ -24,7 +24,6 @@ import heapq
 import itertools
 import json
 import random
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -121,18 +120,13 @@ class WorldPlan:
     @property
     def requests(self) -> int:
         """Client requests the world makes: the tasks and the invalid ones."""
-        return self.tasks + invalid_requests(self.tasks)
-
-
-def invalid_requests(tasks: int) -> int:
-    return round(tasks * REJECTED_SHARE)
+        return self.tasks + round(self.tasks * REJECTED_SHARE)
 
 
 @dataclass
 class WorldReport:
     """What one world did and found (plain data: it crosses process boundaries)."""
 
-    index: int
     requests: int = 0
     accepted: int = 0
     rejected: int = 0
@@ -153,7 +147,6 @@ class WorldReport:
     peak_in_flight: int = 0  # the main queue's in-flight messages at their most
     simulated_s: float = 0.0
     settled: bool = False
-    wall_s: float = 0.0
     digest: str = ""
 
 
@@ -180,13 +173,12 @@ class World:
         self._stop = False
         self._settling = False
         self._clients_waiting = 0
-        self.report = WorldReport(index=plan.index)
+        self.report = WorldReport()
         self.requests = Requests()
 
     # -- running
 
     def run(self) -> WorldReport:
-        started = time.perf_counter()
         with offline_aws_environment(), mock_aws(), quiet_functions():
             self._build()
             with mock.patch.object(
@@ -195,7 +187,6 @@ class World:
                 self._schedule()
                 self._loop()
             self._finish()
-        self.report.wall_s = time.perf_counter() - started
         return self.report
 
     def _random(self, stream: str) -> random.Random:
@@ -340,7 +331,7 @@ class World:
             )
             for n in range(self.plan.tasks)
         ]
-        for _ in range(invalid_requests(self.plan.tasks)):
+        for _ in range(self.plan.requests - self.plan.tasks):
             content_type, body = timeline.choice(_INVALID_REQUESTS)
             requests.append(_ClientRequest(self.new_id(), body, content_type, False))
         timeline.shuffle(requests)
@@ -658,7 +649,7 @@ class World:
         report.fault_details = dict(sorted(self.faults.details.items()))
         report.invocations = dict(self.lambdas.invocations)
         report.deaths = dict(self.lambdas.deaths)
-        report.aws_attempts = sum(self.transport.attempts.values())
+        report.aws_attempts = self.transport.attempts
         report.outage_refusals = self.transport.outage_refusals
         report.dead_letter_moves = self.main_queue.moved_to_dead_letter
         report.delayed_sends = self.main_queue.sent_delayed
