@@ -132,10 +132,6 @@ class SampledTask:
     due_s: int = 0  # the earliest second its next attempt may start (the promise)
     early_starts: list[int] = field(default_factory=list)  # seconds a retry started too soon
 
-    @property
-    def message(self) -> str:
-        return ALWAYS_FAILS if self.always_fails else ORDINARY_MESSAGE
-
 
 @dataclass(frozen=True, kw_only=True)
 class ScaleConfig:
@@ -345,7 +341,8 @@ class _Run:
             task.early_starts.append(now_s)
         task.attempts = attempt
         now = self.clock.now
-        work = simulate_work(task.message, self.policy.errorRate, self.rng)
+        message = ALWAYS_FAILS if task.always_fails else ORDINARY_MESSAGE
+        work = simulate_work(message, self.policy.errorRate, self.rng)
         decision = decide_after_attempt(
             attempt, self.policy.maxAttempts, work, self.policy, self.rng, now
         )
