@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR
 
@@ -205,9 +205,7 @@ def _print_report(report: CampaignReport, console: Console) -> None:
 
     summary = report.to_json()
     statuses = summary["statuses"]
-    tasks = Table(title="Tasks", title_justify="left")
-    tasks.add_column("")
-    tasks.add_column("count", justify="right")
+    tasks = Table("", Column("count", justify="right"), title="Tasks", title_justify="left")
     for label, value in (
         ("client requests (with invalid ones)", summary["requests"]),
         ("accepted (202)", summary["accepted"]),
@@ -224,18 +222,15 @@ def _print_report(report: CampaignReport, console: Console) -> None:
     for key, count in summary["faultDetails"].items():
         kind, _, detail = key.partition(": ")
         details[kind].append((detail, count))
-    faults = Table(title="Faults injected", title_justify="left")
-    faults.add_column("kind")
-    faults.add_column("count", justify="right")
-    faults.add_column("of which")
+    count_column = Column("count", justify="right")
+    faults = Table("kind", count_column, "of which", title="Faults injected", title_justify="left")
     for kind, count in summary["faults"].items():
         top = sorted(details.get(kind, []), key=lambda pair: -pair[1])[:DETAILS_PER_KIND]
         faults.add_row(kind, str(count), escape("; ".join(f"{d} {n}" for d, n in top)))
     console.print(faults)
 
-    violations = Table(title="Invariants checked", title_justify="left")
-    violations.add_column("violation")
-    violations.add_column("count", justify="right")
+    count_column = Column("count", justify="right")
+    violations = Table("violation", count_column, title="Invariants checked", title_justify="left")
     counts = {kind: summary["violationCounts"].get(kind, 0) for kind in Kind}
     counts[Kind.STRANDED] = summary["stranded"]
     for kind, count in counts.items():

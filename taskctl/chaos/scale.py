@@ -423,7 +423,7 @@ def scale_report(config: ScaleConfig, stack: str) -> ScaleReport:
 
 def print_scale_report(report: ScaleReport, console) -> None:  # a rich Console
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
     if not console.is_terminal:  # piped or logged: wide enough for the table to stay readable
         console = Console(highlight=False, width=max(console.width, 110))
@@ -438,10 +438,9 @@ def print_scale_report(report: ScaleReport, console) -> None:  # a rich Console
         f"{config.worker_record_ms:g} ms a record; in-flight quota "
         f"{config.quotas.sqs_in_flight:,}; 1 task in {config.sample_every} followed in full."
     )
-    table = Table(title="Main queue, per design", title_justify="left")
-    table.add_column("")
-    for label in ("retry waits as delayed re-sends (now)", "waits kept in flight (before #13)"):
-        table.add_column(label, justify="right")
+    designs = ("retry waits as delayed re-sends (now)", "waits kept in flight (before #13)")
+    columns = [Column(label, justify="right") for label in designs]
+    table = Table("", *columns, title="Main queue, per design", title_justify="left")
     ours, old = report.ours, report.old
 
     def row(label: str, value) -> None:
