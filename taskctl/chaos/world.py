@@ -170,7 +170,6 @@ class World:
         self._seed = f"taskctl-chaos:{plan.seed}:{plan.index}"
         self._events: list[tuple[datetime, int, Callable[[], None]]] = []
         self._seq = itertools.count()
-        self._stop = False
         self._settling = False
         self._clients_waiting = 0
         self.report = WorldReport()
@@ -318,8 +317,7 @@ class World:
         later = [(start, end) for start, end in later if end > start]
         for _ in range(self.plan.redrives):
             self._at(_moment_in(timeline, later), self._redrive)
-        self._tick_count = 0
-        self._at(self._tick_s(1), self._tick)
+        self._at(self._tick_s(1), partial(self._tick, 1))
 
     def _client_requests(
         self, timeline: random.Random, normal: list[tuple[float, float]]
@@ -355,7 +353,7 @@ class World:
             (self.faults_end_s + SETTLE_MAX_S) / self._tick_s(1)
         )
         for _ in range(budget):
-            if self._stop:
+            if self.report.settled:
                 return
             next_main = self.main_queue.next_visible_at()
             next_dead_letter = self.dead_letter_queue.next_visible_at()
@@ -386,15 +384,13 @@ class World:
         self.faults.active = False
         self._settling = True
 
-    def _tick(self) -> None:
+    def _tick(self, number: int) -> None:
         if self.plan.reconciler:
             self._reconcile()
         if self._settling and self._quiet():
-            self.report.settled = True
-            self._stop = True
+            self.report.settled = True  # the loop stops
             return
-        self._tick_count += 1
-        self._at(self._tick_s(self._tick_count + 1), self._tick)
+        self._at(self._tick_s(number + 1), partial(self._tick, number + 1))
 
     def _reconcile(self) -> None:
         event = Events.scheduled(self.clock(), RULE_ARN, self.new_id())
