@@ -101,9 +101,7 @@ class Observer:
         """`item` as the write left it (None: deleted), written by function `writer`."""
         if not _TASK_ID.match(task_id):
             return  # the reconciler's cursor, not a task
-        watch = self.tasks.get(task_id)
-        if watch is None:
-            watch = self.tasks[task_id] = TaskWatch()
+        watch = self.tasks.setdefault(task_id, TaskWatch())
         now = to_iso(self._clock())
         public = _public(item)
         if watch.status in TERMINAL and writer != "operator" and public != watch.record:

@@ -245,10 +245,9 @@ class SimQueue:
         """When the earliest stored message becomes (or became) visible; None if empty."""
         while self._heap:
             _, _, message, version = self._heap[0]
-            if message.gone or version != message.version:
-                heapq.heappop(self._heap)
-                continue
-            return message.visible_at
+            if not message.gone and version == message.version:
+                return message.visible_at
+            heapq.heappop(self._heap)  # a superseded entry
         return None
 
     def messages(self) -> list[Message]:
