@@ -113,7 +113,7 @@ class Faults:
         self.outage = False
         self.counts: Counter[FaultKind] = Counter()
         self.details: Counter[str] = Counter()
-        self._refusals_left: dict[str, tuple[int, tuple[str, int]]] = {}
+        self._refusals_left: dict[str, list[tuple[str, int]]] = {}  # by SDK call
 
     def count(self, kind: FaultKind, detail: str | None = None) -> None:
         self.counts[kind] += 1
@@ -128,12 +128,9 @@ class Faults:
         attempt: int,
         invocation: Invocation | None,
     ) -> _Fault | None:
-        planned = self._refusals_left.pop(call_id, None)
-        if planned is not None:
-            left, refusal = planned
-            if left > 1:
-                self._refusals_left[call_id] = (left - 1, refusal)
-            return _Fault(FaultKind.THROTTLED, refusal=refusal)
+        planned = self._refusals_left.get(call_id)
+        if planned:
+            return _Fault(FaultKind.THROTTLED, refusal=planned.pop())
         if not self.active or invocation is None:
             return None
         rates = self.rates
@@ -158,8 +155,7 @@ class Faults:
         if attempt == 1 and draw() < rates.throttled * scale:
             run = self._rng.choices(THROTTLE_RUNS, THROTTLE_RUN_WEIGHTS)[0]
             refusal = self._rng.choice(_REFUSALS[service])
-            if run > 1:
-                self._refusals_left[call_id] = (run - 1, refusal)
+            self._refusals_left[call_id] = [refusal] * (run - 1)
             self.count(
                 FaultKind.THROTTLED,
                 "exhausted the SDK's retries" if run >= 3 else f"{run} attempt(s) refused",
@@ -307,10 +303,15 @@ def _task_named(
             (task for task, got in invocation.batch.items() if got.receipt_handle == handle), None
         )
     elif operation == "SendMessage":
-        try:
-            task_id = parse_task_message(params["MessageBody"])
-        except (UnreadableMessage, KeyError):
-            task_id = None
+        task_id = task_of(params["MessageBody"])
     else:
         task_id = None
     return task_id if task_id in invocation.batch else None
+
+
+def task_of(body: str) -> str | None:
+    """The task a message body names; None if it is not a task message."""
+    try:
+        return parse_task_message(body)
+    except UnreadableMessage:
+        return None

@@ -41,13 +41,12 @@ from moto import mock_aws
 
 from functions import api, callers, dead_letter, reconciler, worker
 from functions.lifecycle import ALWAYS_FAILS, ALWAYS_SUCCEEDS, MESSAGE_MAX_CHARS, to_iso
-from functions.queue import UnreadableMessage, parse_task_message
 from functions.runtime import CLIENT_CONFIG, FunctionSettings, Runtime
 from functions.settings import StackSettings
 from taskctl.chaos.clock import SimClock
 from taskctl.chaos.dynamodb import SimTable, create_table
 from taskctl.chaos.events import Events
-from taskctl.chaos.faults import FaultKind, FaultRates, Faults, Transport
+from taskctl.chaos.faults import FaultKind, FaultRates, Faults, Transport, task_of
 from taskctl.chaos.invariants import TERMINAL, Kind, Observer, Requests, Violation, check, shown
 from taskctl.chaos.lambdas import (
     Crash,
@@ -201,9 +200,7 @@ class World:
         self.observer = Observer(self.clock)
         self.lambdas = Lambdas(self.clock, self.new_id)
         self.events = Events()
-        session = boto3.Session(
-            aws_access_key_id="chaos", aws_secret_access_key="chaos", region_name=REGION
-        )
+        session = boto3.Session()  # offline_aws_environment's credentials and region
         create_table(session.client("dynamodb", endpoint_url=DYNAMODB_ENDPOINT), TABLE_NAME)
         lag = self._random("index-lag")
         self.table = SimTable(
@@ -544,7 +541,7 @@ class World:
     ) -> set[str] | None:
         by_task: dict[str, Received] = {}
         for received in batch:
-            task_id = _task_of(received.message.body)
+            task_id = task_of(received.message.body)
             if task_id is not None:
                 by_task.setdefault(task_id, received)
         nested = self.lambdas.current is not None
@@ -582,7 +579,7 @@ class World:
             for message in self.main_queue.messages()
             if message is not received.message
             and message.visible_at <= now
-            and _task_of(message.body) == task_id
+            and task_of(message.body) == task_id
         ]
         message, which = (copies[0], "another copy") if copies else (received.message, "same")
         again = self.main_queue.receive_one(message, now)
@@ -595,12 +592,11 @@ class World:
         """The worker let Lambda delete a message: its task must be finished (or unknown), or
         the invocation must have put another message of the task on the main queue first (the
         delayed copy of a retry or a deferral)."""
-        task_id = _task_of(received.message.body)
+        task_id = task_of(received.message.body)
         item = self.table.item(task_id) if task_id is not None else None
         invocation = self.lambdas.last
         replaced = invocation is not None and any(
-            url == self.main_queue.url and _task_of(body) == task_id
-            for url, body in invocation.sent
+            url == self.main_queue.url and task_of(body) == task_id for url, body in invocation.sent
         )
         if item is not None and item.get("status") not in TERMINAL and not replaced:
             self._violation(
@@ -668,13 +664,6 @@ def _message(number: int, rng: random.Random) -> str:
     if draw < ALWAYS_SUCCEEDS_SHARE + ALWAYS_FAILS_SHARE:
         return ALWAYS_FAILS
     return f"work {number}"
-
-
-def _task_of(body: str) -> str | None:
-    try:
-        return parse_task_message(body)
-    except UnreadableMessage:
-        return None
 
 
 def _die(reason: str) -> Callable[[], None]:
