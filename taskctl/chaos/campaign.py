@@ -9,6 +9,7 @@ Smaller worlds also keep moto's tables small, and spread over the cores.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import multiprocessing
@@ -193,12 +194,10 @@ def _run_in_processes(
 
 
 def _drain(updates: Any, progress: Callable[[int], None], timeout_s: float) -> None:
-    try:
+    with contextlib.suppress(queue_module.Empty):
         progress(updates.get(timeout=timeout_s) if timeout_s else updates.get_nowait())
         while True:
             progress(updates.get_nowait())
-    except queue_module.Empty:
-        return
 
 
 _updates: Any = None
