@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 from unittest import mock
@@ -24,24 +25,14 @@ SQS_ERROR_PREFIX = "com.amazonaws.sqs#"
 
 def params(request: AWSPreparedRequest) -> dict[str, Any]:
     """The operation's parameters as sent (both services speak JSON)."""
-    body = request.body
-    if not body:
-        return {}
-    if isinstance(body, bytes):
-        body = body.decode()
-    return json.loads(body)
+    return json.loads(request.body) if request.body else {}  # str or bytes
 
 
 def sdk_attempt(request: AWSPreparedRequest) -> tuple[str, int]:
     """(the SDK call's invocation id, the 1-based attempt of this request), from the headers the
     SDK adds to every try; tries of one call share the id."""
-    invocation_id = _header(request, "amz-sdk-invocation-id") or ""
-    attempt = 1
-    for part in (_header(request, "amz-sdk-request") or "").split(";"):
-        name, _, value = part.strip().partition("=")
-        if name == "attempt" and value.isdigit():
-            attempt = int(value)
-    return invocation_id, attempt
+    attempt = re.search(r"\battempt=(\d+)", _header(request, "amz-sdk-request") or "")
+    return _header(request, "amz-sdk-invocation-id") or "", int(attempt[1]) if attempt else 1
 
 
 def _header(request: AWSPreparedRequest, name: str) -> str | None:
