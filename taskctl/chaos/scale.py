@@ -222,7 +222,6 @@ class _Run:
         record_s = config.worker_record_ms / 1000.0
         quotas = config.quotas
         for now_s in range(config.horizon_s + 1):
-            self.clock.advance_to(self.clock.at(now_s))
             if now_s < config.duration_s:
                 self._submit(now_s)
             self.queue.release(now_s)
@@ -340,7 +339,7 @@ class _Run:
         if now_s < task.due_s:
             task.early_starts.append(now_s)
         task.attempts = attempt
-        now = self.clock.now
+        now = self.clock.at(now_s)
         message = ALWAYS_FAILS if task.always_fails else ORDINARY_MESSAGE
         work = simulate_work(message, self.policy.errorRate, self.rng)
         decision = decide_after_attempt(
