@@ -57,13 +57,12 @@ from taskctl.chaos.lambdas import (
     quiet_functions,
 )
 from taskctl.chaos.sqs import EventSourceMapping, Received, SimQueue, SimSqs
-from taskctl.chaos.wire import ACCOUNT, REGION, SQS_ENDPOINT, offline_aws_environment
+from taskctl.chaos.wire import ACCOUNT, REGION, offline_aws_environment
 from taskctl.ops.redrive import redrive_task
 
 TABLE_NAME = "chaos-tasks"
 MAIN_QUEUE = "chaos-tasks"
 DEAD_LETTER_QUEUE = "chaos-tasks-dlq"
-DYNAMODB_ENDPOINT = f"https://dynamodb.{REGION}.amazonaws.com"
 FUNCTIONS = ("api", "worker", "dead-letter", "reconciler", "operator")
 
 GAP_S = (300.0, 900.0)  # normal operation before each outage: 5 to 15 minutes
@@ -169,7 +168,6 @@ class World:
         self._seed = f"taskctl-chaos:{plan.seed}:{plan.index}"
         self._events: list[tuple[datetime, int, Callable[[], None]]] = []
         self._seq = itertools.count()
-        self._settling = False
         self._clients_waiting = 0
         self.report = WorldReport()
         self.requests = Requests()
@@ -201,7 +199,7 @@ class World:
         self.lambdas = Lambdas(self.clock, self.new_id)
         self.events = Events()
         session = boto3.Session()  # offline_aws_environment's credentials and region
-        create_table(session.client("dynamodb", endpoint_url=DYNAMODB_ENDPOINT), TABLE_NAME)
+        create_table(session.client("dynamodb"), TABLE_NAME)
         lag = self._random("index-lag")
         self.table = SimTable(
             TABLE_NAME,
@@ -266,13 +264,10 @@ class World:
         """A function's runtime, with the deployed client config; its clients' retry jitter
         comes from the world's seed and their requests go to the transport."""
         seeded_backoff = partial(standard.ExponentialBackoff, random=backoff.random)
-        endpoints = {"dynamodb": DYNAMODB_ENDPOINT, "sqs": SQS_ENDPOINT}
 
         def client(service: str) -> Any:
             with mock.patch.object(standard, "ExponentialBackoff", seeded_backoff):
-                made = session.client(
-                    service, config=CLIENT_CONFIG, endpoint_url=endpoints[service]
-                )
+                made = session.client(service, config=CLIENT_CONFIG)
             self.transport.attach(made)
             return made
 
@@ -378,13 +373,12 @@ class World:
             self.faults.count(FaultKind.OUTAGE, None)
 
     def _faults_stop(self) -> None:
-        self.faults.active = False
-        self._settling = True
+        self.faults.active = False  # from now on the world only settles
 
     def _tick(self, number: int) -> None:
         if self.plan.reconciler:
             self._reconcile()
-        if self._settling and self._quiet():
+        if not self.faults.active and self._quiet():
             self.report.settled = True  # the loop stops
             return
         self._at(self._tick_s(number + 1), partial(self._tick, number + 1))
