@@ -111,11 +111,8 @@ class QuotaQueue:
             return Counter()
         shares = {key: take * count / total for key, count in self.visible.items() if count}
         got = Counter({key: int(share) for key, share in shares.items()})
-        leftover = take - sum(got.values())
-        for key in sorted(shares, key=lambda k: shares[k] - int(shares[k]), reverse=True)[
-            :leftover
-        ]:
-            got[key] += 1
+        by_remainder = sorted(shares, key=lambda k: shares[k] - int(shares[k]), reverse=True)
+        got.update(by_remainder[: take - sum(got.values())])  # the largest remainders: one more
         self.visible.subtract(got)
         self.visible = +self.visible  # drop the groups now empty
         return got
