@@ -81,7 +81,6 @@ class TaskWatch:
     """What the observer knows about one task."""
 
     status: str | None = None
-    attempts: int = 0
     redrive_count: int = 0
     terminal_transitions: int = 0
     transitions: list[tuple[str, str | None, str]] = field(default_factory=list)
@@ -133,13 +132,13 @@ class Observer:
             if status in TERMINAL and watch.status not in TERMINAL:
                 watch.terminal_transitions += 1
         self._set_status(watch, status)
-        watch.attempts = int(item.get("attempts", 0))
         watch.redrive_count = int(item.get("redriveCount") or 0)
-        if watch.attempts > int(item.get("maxAttempts", 0)):
+        attempts = int(item.get("attempts", 0))
+        if attempts > int(item.get("maxAttempts", 0)):
             self.violations.append(
                 Violation(
                     Kind.ATTEMPTS_OVER_BUDGET,
-                    f"a write left attempts={watch.attempts} > maxAttempts={item['maxAttempts']}",
+                    f"a write left attempts={attempts} > maxAttempts={item['maxAttempts']}",
                     task_id,
                     now,
                 )
