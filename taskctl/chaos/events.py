@@ -51,8 +51,7 @@ class Events:
         event["rawPath"] = raw_path
         event["routeKey"] = f"{method} {path}"
         context = event["requestContext"]
-        context["http"]["method"] = method
-        context["http"]["path"] = raw_path
+        context["http"].update(method=method, path=raw_path)
         context["routeKey"] = event["routeKey"]
         context["stage"] = STAGE
         context["requestId"] = request_id

@@ -130,11 +130,7 @@ class SimQueue:
 
     def delayed(self, now: datetime) -> int:
         """Messages sent with a delay that has not ended yet (never received: not in flight)."""
-        return sum(
-            1
-            for message in self._messages.values()
-            if message.receive_count == 0 and message.visible_at > now
-        )
+        return sum(m.receive_count == 0 and m.visible_at > now for m in self._messages.values())
 
     # -- what a sender does
 
