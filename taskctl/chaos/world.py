@@ -198,7 +198,7 @@ class World:
         self.observer = Observer(self.clock)
         self.lambdas = Lambdas(self.clock, self.new_id)
         self.events = Events()
-        session = boto3.Session()  # offline_aws_environment's credentials and region
+        session = boto3.Session()  # the fake credentials and region run() puts in the environment
         create_table(session.client("dynamodb"), TABLE_NAME)
         lag = self._random("index-lag")
         self.table = SimTable(
