@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from taskctl.capacity.assumptions import Assumptions
 from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR
@@ -124,36 +124,25 @@ def print_report(report: CapacityReport, console: Console) -> None:
         f"failing with p={report.failure_p:g}: per task {flow.attempts:.3f} attempts, "
         f"{flow.failed_share:.2%} FAILED, {flow.retry_wait_s:,.1f} s waiting for retries."
     )
-    table = Table(title="Needed against limits", title_justify="left")
-    table.add_column("what")
-    table.add_column("needed", justify="right")
-    table.add_column("limit", justify="right")
-    table.add_column("use", justify="right")
-    table.add_column("limit from")
+    table = Table(
+        "what",
+        Column("needed", justify="right"),
+        Column("limit", justify="right"),
+        Column("use", justify="right"),
+        "limit from",
+        title="Needed against limits",
+        title_justify="left",
+    )
 
     def row(what: str, needed: float, limit: float | None, source: str) -> None:
-        table.add_row(
-            what,
-            _n(needed),
-            _n(limit) if limit is not None else "",
-            _check(needed, limit) if limit else "",
-            source,
-        )
+        shown_limit = _n(limit) if limit is not None else ""
+        table.add_row(what, _n(needed), shown_limit, _check(needed, limit) if limit else "", source)
 
+    workers, sqs, quotas = report.worker_max_concurrency, report.in_flight_quota, report.quotas
     row("API submits/s", report.rate_per_s, report.api_stage_rate, "apiThrottleRateLimit")
     row("api concurrency", report.api_concurrency, None, "")
-    row(
-        "worker concurrency",
-        report.worker_concurrency,
-        report.worker_max_concurrency,
-        "workerMaxConcurrency",
-    )
-    row(
-        "dead-letter concurrency",
-        report.dead_letter_concurrency,
-        report.worker_max_concurrency,
-        "workerMaxConcurrency",
-    )
+    row("worker concurrency", report.worker_concurrency, workers, "workerMaxConcurrency")
+    row("dead-letter concurrency", report.dead_letter_concurrency, workers, "workerMaxConcurrency")
     row("reconciler concurrency", report.reconciler_concurrency, None, "")
     row(
         "all functions' concurrency",
@@ -161,44 +150,25 @@ def print_report(report: CapacityReport, console: Console) -> None:
         report.account_concurrency,
         "Lambda account quota",
     )
-    row(
-        f"worker mapping batches (ramp {report.esm_ramp_s:.0f} s)",
-        report.esm_batches_needed,
-        report.worker_max_concurrency,
-        "workerMaxConcurrency",
-    )
-    row("SQS in flight", report.in_flight, report.in_flight_quota, "SQS quota")
-    row(
-        "SQS in flight: bound",
-        report.in_flight_bound,
-        report.in_flight_quota,
-        "SQS quota",
-    )
+    ramp = f"worker mapping batches (ramp {report.esm_ramp_s:.0f} s)"
+    row(ramp, report.esm_batches_needed, workers, "workerMaxConcurrency")
+    row("SQS in flight", report.in_flight, sqs, "SQS quota")
+    row("SQS in flight: bound", report.in_flight_bound, sqs, "SQS quota")
     row("SQS delayed (retry waits)", report.delayed, None, "no quota")
     row(
         "SQS in flight, waits in flight (old)",
         report.in_flight_if_waits_in_flight,
-        report.in_flight_quota,
+        sqs,
         "SQS quota",
     )
     for space in report.key_spaces:
-        row(
-            f"{space.name} WRU/s",
-            space.write_units_s,
-            report.quotas.table_wru,
-            "on-demand quota",
-        )
+        row(f"{space.name} WRU/s", space.write_units_s, quotas.table_wru, "on-demand quota")
         if space.read_units_s:
-            row(
-                f"{space.name} RRU/s",
-                space.read_units_s,
-                report.quotas.table_rru,
-                "on-demand quota",
-            )
+            row(f"{space.name} RRU/s", space.read_units_s, quotas.table_rru, "on-demand quota")
         row(
             f"{space.name} busiest key WCU/s",
             space.busiest_key_write_units_s,
-            report.quotas.partition_wcu,
+            quotas.partition_wcu,
             f"partition limit; {space.busiest_key}",
         )
     row(
