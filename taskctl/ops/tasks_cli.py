@@ -11,8 +11,9 @@ such task; 2 for bad flags, no local stack, or AWS unreachable.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -90,7 +91,7 @@ def list_tasks(
 
     if as_json:
         for task in found:
-            typer.echo(json.dumps(_public(task)))
+            typer.echo(json.dumps(task.record.to_json()))  # as `GET /tasks/{taskId}` shows it
         return
     console = Console(highlight=False)
     what = "/".join(s.value for s in statuses)
@@ -132,11 +133,9 @@ def show_task(
         typer.echo(
             json.dumps(
                 {
-                    "task": _public(stored),
+                    "task": stored.record.to_json(),
                     "recoveries": stored.recoveries,
-                    "timeline": [
-                        {"at": e.at, "event": e.event, "detail": e.detail} for e in events
-                    ],
+                    "timeline": [asdict(event) for event in events],
                 }
             )
         )
@@ -149,11 +148,6 @@ def show_task(
 def _store(stack: str | None, local: bool, table: str | None) -> TaskStore:
     target = resolve_target(stack, local=local, table=table)
     return TaskStore(target.client("dynamodb"), target.table_name, UNUSED_TTL_DAYS)
-
-
-def _public(stored: StoredTask) -> dict[str, Any]:
-    """The record as `GET /tasks/{taskId}` shows it."""
-    return stored.record.to_json()
 
 
 def _list_table(found: list[StoredTask], title: str, now: datetime) -> Table:
