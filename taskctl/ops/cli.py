@@ -17,6 +17,7 @@ stopped the run (bad flags, no local stack, AWS unreachable: tasks failing with 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Annotated
@@ -60,15 +61,15 @@ MAX_EXTRA_ATTEMPTS = 50  # the policy's own maxAttempts limit
 # Tasks failing with AWS errors this many times in a row: the table, the network or the
 # credentials are the problem, not the tasks; stop instead of failing every remaining one.
 STOP_AFTER_ERRORS = 3
-OUTCOME_STYLES = {
-    RedriveOutcome.REDRIVEN: "green",
-    RedriveOutcome.WOULD_REDRIVE: "cyan",
-    RedriveOutcome.REFUSED: "yellow",
-    RedriveOutcome.NOT_FOUND: "yellow",
-    RedriveOutcome.ENQUEUE_FAILED: "red",
-    RedriveOutcome.ERROR: "red",
+# Each outcome's colour in the table, and the count of a bulk run's summary it adds to.
+OUTCOMES = {
+    RedriveOutcome.REDRIVEN: ("green", "redriven"),
+    RedriveOutcome.WOULD_REDRIVE: ("cyan", "redriven"),
+    RedriveOutcome.REFUSED: ("yellow", "refused"),
+    RedriveOutcome.NOT_FOUND: ("yellow", "refused"),
+    RedriveOutcome.ENQUEUE_FAILED: ("red", "failed"),
+    RedriveOutcome.ERROR: ("red", "failed"),
 }
-SUMMARY = ("redriven", "refused", "failed")
 
 
 class RedriveError(OpsError):
@@ -263,12 +264,12 @@ def _report(console: Console, results: list[RedriveResult], *, bulk: bool, dry_r
         if not result.succeeded:
             typer.echo(f"error: task {result.task_id}: {result.detail}", err=True)
     if bulk:
-        counts = dict.fromkeys(SUMMARY, 0)
-        for result in results:
-            counts[result.summary_bucket] += 1
-        labels = {"redriven": "would be redriven" if dry_run else "redriven"}
-        line = ", ".join(f"{counts[name]} {labels.get(name, name)}" for name in SUMMARY)
-        console.print(f"Summary: {line}" + (" (dry run: nothing written)" if dry_run else ""))
+        counts = Counter(OUTCOMES[result.outcome][1] for result in results)
+        redriven = "would be redriven" if dry_run else "redriven"
+        console.print(
+            f"Summary: {counts['redriven']} {redriven}, {counts['refused']} refused, "
+            f"{counts['failed']} failed" + (" (dry run: nothing written)" if dry_run else "")
+        )
 
 
 def _unique(task_ids: list[str]) -> list[str]:
@@ -287,7 +288,7 @@ def _results_table(results: list[RedriveResult]) -> Table:
     table.add_column("attempts", justify="right")
     table.add_column("detail")
     for result in results:
-        style = OUTCOME_STYLES[result.outcome]
+        style, _ = OUTCOMES[result.outcome]
         table.add_row(
             escape(result.task_id),
             f"[{style}]{result.outcome}[/]",

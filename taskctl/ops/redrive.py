@@ -63,21 +63,6 @@ class RedriveResult:
     def succeeded(self) -> bool:
         return self.outcome in (RedriveOutcome.REDRIVEN, RedriveOutcome.WOULD_REDRIVE)
 
-    @property
-    def summary_bucket(self) -> str:
-        """Which count of the end-of-run summary it adds to: redriven, refused or failed."""
-        return SUMMARY_BUCKETS[self.outcome]
-
-
-SUMMARY_BUCKETS = {
-    RedriveOutcome.REDRIVEN: "redriven",
-    RedriveOutcome.WOULD_REDRIVE: "redriven",
-    RedriveOutcome.REFUSED: "refused",
-    RedriveOutcome.NOT_FOUND: "refused",
-    RedriveOutcome.ENQUEUE_FAILED: "failed",
-    RedriveOutcome.ERROR: "failed",
-}
-
 
 def canonical_task_id(text: str) -> str | None:
     """The id as the API writes it (lowercase UUID), or None if `text` cannot be a task id."""
