@@ -248,11 +248,8 @@ def _redrive_each(
 
 def _progress(task_ids: list[str], show: bool, label: str) -> Iterable[str]:
     """The ids, with a progress bar (on a terminal) while a bulk run works through them."""
-    if not show:
-        yield from task_ids
-        return
     columns = (TextColumn(label), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, transient=True) as progress:
+    with Progress(*columns, transient=True, disable=not show) as progress:
         yield from progress.track(task_ids, total=len(task_ids))
 
 
