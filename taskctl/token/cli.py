@@ -20,7 +20,6 @@ import typer
 
 from taskctl.exit_codes import EXIT_ERROR
 from taskctl.token.issuer import (
-    AppClient,
     TokenError,
     deployed_app_client,
     fetch_token,
@@ -53,8 +52,16 @@ def token(
     ] = None,
 ) -> None:
     """Print an access token (client-credentials grant) for the stack's own app client."""
+    deployed = (user_pool_id, client_id, token_url)
     try:
-        app = _app_client(stack, user_pool_id, client_id, token_url)
+        if not any(deployed):
+            app = local_app_client(stack)
+        elif all(deployed):
+            app = deployed_app_client(*deployed)  # type: ignore[arg-type]
+        else:
+            raise TokenError(
+                "--user-pool-id, --client-id and --token-url go together; give all three"
+            )
         if app is None:
             typer.echo(
                 f"stack {stack!r} is OPEN (apiAuth: none): it needs no token and ignores one",
@@ -65,14 +72,3 @@ def token(
     except TokenError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
-
-
-def _app_client(
-    stack: str, user_pool_id: str | None, client_id: str | None, token_url: str | None
-) -> AppClient | None:
-    deployed = (user_pool_id, client_id, token_url)
-    if not any(deployed):
-        return local_app_client(stack)
-    if not all(deployed):
-        raise TokenError("--user-pool-id, --client-id and --token-url go together; give all three")
-    return deployed_app_client(*deployed)  # type: ignore[arg-type]
