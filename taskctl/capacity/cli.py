@@ -138,7 +138,8 @@ def print_report(report: CapacityReport, console: Console) -> None:
         shown_limit = _n(limit) if limit is not None else ""
         table.add_row(what, _n(needed), shown_limit, _check(needed, limit) if limit else "", source)
 
-    workers, sqs, quotas = report.worker_max_concurrency, report.in_flight_quota, report.quotas
+    workers, quotas = report.worker_max_concurrency, report.quotas
+    sqs = quotas.sqs_in_flight
     row("API submits/s", report.rate_per_s, report.api_stage_rate, "apiThrottleRateLimit")
     row("api concurrency", report.api_concurrency, None, "")
     row("worker concurrency", report.worker_concurrency, workers, "workerMaxConcurrency")
@@ -147,7 +148,7 @@ def print_report(report: CapacityReport, console: Console) -> None:
     row(
         "all functions' concurrency",
         report.total_concurrency,
-        report.account_concurrency,
+        quotas.lambda_concurrency,
         "Lambda account quota",
     )
     ramp = f"worker mapping batches (ramp {report.esm_ramp_s:.0f} s)"

@@ -121,7 +121,6 @@ class CapacityReport:
     dead_letter_concurrency: float
     reconciler_concurrency: float
     worker_max_concurrency: int
-    account_concurrency: int
     esm_batches_needed: int
     esm_ramp_s: float  # from idle to the batches needed, at the mappings' scale-up pace
     # SQS main queue
@@ -130,7 +129,6 @@ class CapacityReport:
     in_flight_bound: float  # workerMaxConcurrency x workerBatchSize + deferrals
     delayed: float
     in_flight_if_waits_in_flight: float  # the design before issue 13
-    in_flight_quota: int
     # DynamoDB
     key_spaces: list[KeySpace]
     # API
@@ -180,7 +178,7 @@ class CapacityReport:
                 "reconciler": self.reconciler_concurrency,
                 "total": self.total_concurrency,
                 "workerMaxConcurrency": self.worker_max_concurrency,
-                "accountQuota": self.account_concurrency,
+                "accountQuota": self.quotas.lambda_concurrency,
             },
             "eventSourceMappings": {
                 "workerBatchesNeeded": self.esm_batches_needed,
@@ -193,7 +191,7 @@ class CapacityReport:
                 "inFlightBound": self.in_flight_bound,
                 "delayed": self.delayed,
                 "inFlightIfWaitsWereInFlight": self.in_flight_if_waits_in_flight,
-                "inFlightQuota": self.in_flight_quota,
+                "inFlightQuota": self.quotas.sqs_in_flight,
             },
             "dynamodb": [_camel(asdict(space)) for space in self.key_spaces],
             "api": {
@@ -285,7 +283,6 @@ def plan(
         dead_letter_concurrency=dead_letter_concurrency,
         reconciler_concurrency=reconciler_concurrency,
         worker_max_concurrency=max_concurrency,
-        account_concurrency=quotas.lambda_concurrency,
         esm_batches_needed=batches_needed,
         esm_ramp_s=ramp_s,
         in_flight_processing=processing,
@@ -293,7 +290,6 @@ def plan(
         in_flight_bound=max_concurrency * batch + deferred,
         delayed=delayed,
         in_flight_if_waits_in_flight=processing + deferred + delayed,
-        in_flight_quota=quotas.sqs_in_flight,
         key_spaces=key_spaces,
         api_stage_rate=settings.apiThrottleRateLimit,
         api_stage_burst=settings.apiThrottleBurstLimit,
