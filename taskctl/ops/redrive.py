@@ -33,8 +33,6 @@ from functions.lifecycle import (
 from functions.policy import TaskPolicy
 from functions.store import TaskChanged, TaskStore
 
-Enqueue = Callable[[str], None]
-
 
 class RedriveOutcome(StrEnum):
     REDRIVEN = "redriven"
@@ -74,7 +72,7 @@ def canonical_task_id(text: str) -> str | None:
 
 def redrive_task(
     store: TaskStore,
-    enqueue: Enqueue,
+    enqueue: Callable[[str], None],
     task_id: str,
     extra_attempts: int,
     now: datetime,
@@ -90,7 +88,39 @@ def redrive_task(
     decision = _read_and_plan(store, task_id, extra_attempts, now)
     if isinstance(decision, RedriveResult):
         return decision
-    return _write_and_enqueue(store, enqueue, decision, now, first_check_at(now, policy))
+    failed, redriven = decision.failed, decision.redriven
+    task_id = failed.taskId
+    check_after = first_check_at(now, policy)
+    try:
+        store.redrive(failed, redriven, now, check_after)
+    except TaskChanged:
+        # Someone else redrove it (or it moved on) between our read and our write.
+        current = store.get(task_id)
+        status = current.record.status if current else "gone"
+        return RedriveResult(
+            task_id,
+            RedriveOutcome.REFUSED,
+            f"task changed while being redriven (now {status}); nothing written",
+            before=current.record if current else None,
+        )
+    try:
+        enqueue(task_id)
+    except (BotoCoreError, ClientError) as error:
+        return RedriveResult(
+            task_id,
+            RedriveOutcome.ENQUEUE_FAILED,
+            f"redriven, but its message could not be sent ({one_line(error)}); the reconciler "
+            f"queues it after {(check_after - now).total_seconds():.0f} s",
+            before=failed,
+            after=redriven,
+        )
+    return RedriveResult(
+        task_id,
+        RedriveOutcome.REDRIVEN,
+        f"{redriven.maxAttempts - failed.attempts} more attempt(s); message enqueued",
+        before=failed,
+        after=redriven,
+    )
 
 
 def dry_run_task(
@@ -125,43 +155,6 @@ def _read_and_plan(
         outcome = RedriveOutcome.NOT_FOUND if before is None else RedriveOutcome.REFUSED
         return RedriveResult(canonical, outcome, decision.reason, before=before)
     return decision
-
-
-def _write_and_enqueue(
-    store: TaskStore, enqueue: Enqueue, decision: Redrive, now: datetime, check_after: datetime
-) -> RedriveResult:
-    failed, redriven = decision.failed, decision.redriven
-    task_id = failed.taskId
-    try:
-        store.redrive(failed, redriven, now, check_after)
-    except TaskChanged:
-        # Someone else redrove it (or it moved on) between our read and our write.
-        current = store.get(task_id)
-        status = current.record.status if current else "gone"
-        return RedriveResult(
-            task_id,
-            RedriveOutcome.REFUSED,
-            f"task changed while being redriven (now {status}); nothing written",
-            before=current.record if current else None,
-        )
-    try:
-        enqueue(task_id)
-    except (BotoCoreError, ClientError) as error:
-        return RedriveResult(
-            task_id,
-            RedriveOutcome.ENQUEUE_FAILED,
-            f"redriven, but its message could not be sent ({one_line(error)}); the reconciler "
-            f"queues it after {(check_after - now).total_seconds():.0f} s",
-            before=failed,
-            after=redriven,
-        )
-    return RedriveResult(
-        task_id,
-        RedriveOutcome.REDRIVEN,
-        f"{redriven.maxAttempts - failed.attempts} more attempt(s); message enqueued",
-        before=failed,
-        after=redriven,
-    )
 
 
 def one_line(error: Exception) -> str:
