@@ -169,11 +169,9 @@ def redrive(
             dry_run=dry_run,
             show_progress=bulk is not None,
         )
-    except RedriveError as exc:
-        _report(console, exc.results, bulk=bulk is not None, dry_run=dry_run)
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_ERROR) from None
     except OpsError as exc:
+        if isinstance(exc, RedriveError):  # stopped part-way: report the tasks done so far
+            _report(console, exc.results, bulk=bulk is not None, dry_run=dry_run)
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
 
