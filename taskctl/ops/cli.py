@@ -27,7 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from functions.lifecycle import TaskRecord, TaskStatus
 from functions.policy import TaskPolicy
@@ -276,12 +276,8 @@ def _unique(task_ids: list[str]) -> list[str]:
 
 
 def _results_table(results: list[RedriveResult]) -> Table:
-    table = Table(title="Redrive", title_justify="left")
-    table.add_column("task")
-    table.add_column("result")
-    table.add_column("status")
-    table.add_column("attempts", justify="right")
-    table.add_column("detail")
+    columns = ("task", "result", "status", Column("attempts", justify="right"), "detail")
+    table = Table(*columns, title="Redrive", title_justify="left")
     for result in results:
         style, _ = OUTCOMES[result.outcome]
         table.add_row(

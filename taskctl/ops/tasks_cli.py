@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from functions.lifecycle import TaskStatus, from_iso
 from functions.runtime import utc_now
@@ -151,13 +151,9 @@ def _store(stack: str | None, local: bool, table: str | None) -> TaskStore:
 
 
 def _list_table(found: list[StoredTask], title: str, now: datetime) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("updated")
-    table.add_column("task", no_wrap=True)
-    table.add_column("status")
-    table.add_column("attempts", justify="right")
-    table.add_column("last error")
-    table.add_column("message")
+    id_column, attempts_column = Column("task", no_wrap=True), Column("attempts", justify="right")
+    columns = ("updated", id_column, "status", attempts_column, "last error", "message")
+    table = Table(*columns, title=title, title_justify="left")
     for stored in found:
         task = stored.record
         table.add_row(
@@ -200,10 +196,8 @@ def _summary(stored: StoredTask) -> Table:
 
 
 def _timeline_table(events: list[TimelineEvent]) -> Table:
-    table = Table(title="Timeline (UTC)", title_justify="left")
-    table.add_column("at", no_wrap=True)
-    table.add_column("event", no_wrap=True)
-    table.add_column("detail")
+    columns = (Column("at", no_wrap=True), Column("event", no_wrap=True), "detail")
+    table = Table(*columns, title="Timeline (UTC)", title_justify="left")
     for event in events:
         style = _event_style(event.event)
         table.add_row(
