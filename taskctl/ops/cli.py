@@ -283,21 +283,18 @@ def _results_table(results: list[RedriveResult]) -> Table:
         table.add_row(
             escape(result.task_id),
             f"[{style}]{result.outcome}[/]",
-            _change(result.before, result.after, lambda task: str(task.status)),
-            _change(
-                result.before, result.after, lambda task: f"{task.attempts}/{task.maxAttempts}"
-            ),
+            _change(result, lambda task: str(task.status)),
+            _change(result, lambda task: f"{task.attempts}/{task.maxAttempts}"),
             escape(result.detail),
         )
     return table
 
 
-def _change(
-    before: TaskRecord | None, after: TaskRecord | None, show: Callable[[TaskRecord], str]
-) -> str:
+def _change(result: RedriveResult, show: Callable[[TaskRecord], str]) -> str:
     """`before -> after` when a write changed it, else the value as read (or nothing)."""
-    if before is None:
+    if result.before is None:
         return ""
-    if after is None or show(after) == show(before):
-        return show(before)
-    return f"{show(before)} -> {show(after)}"
+    before = show(result.before)
+    if result.after is None or show(result.after) == before:
+        return before
+    return f"{before} -> {show(result.after)}"
