@@ -130,7 +130,10 @@ class Faults:
     ) -> _Fault | None:
         planned = self._refusals_left.get(call_id)
         if planned:
-            return _Fault(FaultKind.THROTTLED, refusal=planned.pop())
+            refusal = planned.pop()
+            if not planned:  # the call's last planned refusal: forget the call
+                del self._refusals_left[call_id]
+            return _Fault(FaultKind.THROTTLED, refusal=refusal)
         if not self.active or invocation is None:
             return None
         rates = self.rates
@@ -155,7 +158,8 @@ class Faults:
         if attempt == 1 and draw() < rates.throttled * scale:
             run = self._rng.choices(THROTTLE_RUNS, THROTTLE_RUN_WEIGHTS)[0]
             refusal = self._rng.choice(_REFUSALS[service])
-            self._refusals_left[call_id] = [refusal] * (run - 1)
+            if run > 1:
+                self._refusals_left[call_id] = [refusal] * (run - 1)
             self.count(
                 FaultKind.THROTTLED,
                 "exhausted the SDK's retries" if run >= 3 else f"{run} attempt(s) refused",
