@@ -172,9 +172,12 @@ def status(stack_name: StackOption = "dev") -> None:
         console.print(f"local stack {stack_name!r} is not running")
         raise typer.Exit(code=EXIT_CHECK_FAILED)
     members = emulator.group_members(running.pid)
+    # Which way it stops: a foreground `up` owns a terminal somewhere; a detached one only
+    # answers to `local down`.
+    how = "in the foreground of another terminal" if running.foreground else "detached"
     console.print(
-        f"local stack {stack_name!r}: pid {running.pid}, {running.endpoint_url}, {len(members)} "
-        f"processes, RSS {emulator.group_rss_mb(members):.0f} MiB"
+        f"local stack {stack_name!r}: pid {running.pid}, {running.endpoint_url}, {how}, "
+        f"{len(members)} processes, RSS {emulator.group_rss_mb(members):.0f} MiB"
     )
 
 

@@ -46,6 +46,16 @@ def test_outputs_json_equals_the_outputs_file(local_stack: LocalStackUnderTest) 
                                         "tableName", "dashboardUrl"}  # fmt: skip
 
 
+def test_status_says_where_a_detached_stack_listens_and_how_it_stops(
+    local_stack: LocalStackUnderTest,
+) -> None:
+    shown = local_command("status", "--stack", STACK, env=local_stack.env, timeout_s=30)
+
+    assert shown.returncode == 0, shown.stderr
+    assert f"pid {local_stack.pid}, http://127.0.0.1:{local_stack.port}, detached," in shown.stdout
+    assert re.search(r"\d+ processes, RSS \d+ MiB", shown.stdout), shown.stdout
+
+
 def test_up_prints_the_outputs_and_a_curl_line(local_stack: LocalStackUnderTest) -> None:
     assert re.search(
         rf"^\s+apiUrl\s+{re.escape(local_stack.api_url)}$", local_stack.up_output, re.M
@@ -144,6 +154,8 @@ def test_stopping_a_foreground_up_leaves_no_process_and_no_bound_port(
         assert foreground.poll() is None, foreground.stdout.read()
         emulator_pid = json.loads((state / "emulator.json").read_text())["pid"]
         assert emulator.group_members(emulator_pid), "the emulator should be running"
+        shown = local_command("status", env=env, timeout_s=30)
+        assert "in the foreground of another terminal" in shown.stdout, shown.stdout
 
         # WHEN the user presses Ctrl-C, or runs `local down` in another terminal
         if stopped_by == "ctrl-c":
