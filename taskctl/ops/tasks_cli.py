@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Column, Table
 
 from functions.lifecycle import TaskStatus, from_iso
@@ -44,6 +45,7 @@ from taskctl.ops.tasks import (
 )
 
 DEFAULT_LIMIT = 50
+UNBOUNDED_WIDTH = 10_000
 # The store's TTL only matters for terminal writes, which these commands never make.
 UNUSED_TTL_DAYS = 1
 STATUS_STYLES = {
@@ -99,7 +101,7 @@ def list_tasks(
     if not found:
         console.print(f"No {what} tasks{window}.")
         return
-    console.print(_list_table(found, f"{what} tasks{window}, newest first", utc_now()))
+    console.print(_list_table(found, f"{what} tasks{window}, newest first", utc_now(), console))
     if len(found) == limit:
         console.print(f"(the newest {limit}; --limit shows more)")
 
@@ -150,21 +152,47 @@ def _store(stack: str | None, local: bool, table: str | None) -> TaskStore:
     return TaskStore(target.client("dynamodb"), target.table_name, UNUSED_TTL_DAYS)
 
 
-def _list_table(found: list[StoredTask], title: str, now: datetime) -> Table:
-    id_column, attempts_column = Column("task", no_wrap=True), Column("attempts", justify="right")
-    columns = ("updated", id_column, "status", attempts_column, "last error", "message")
-    table = Table(*columns, title=title, title_justify="left")
+def _list_table(found: list[StoredTask], title: str, now: datetime, console: Console) -> Table:
+    """One line per task when its six columns fit the terminal. Where they do not (80 columns
+    is common), rich would squeeze the error and the message to a few letters: there each goes
+    on a line of its own under the task's id instead."""
+    wide = Table(
+        "updated", Column("task", no_wrap=True), "status", Column("attempts", justify="right"),
+        "last error", "message", title=title, title_justify="left",
+    )  # fmt: skip
     for stored in found:
         task = stored.record
-        table.add_row(
+        wide.add_row(
             f"{task.updatedAt[:19].replace('T', ' ')} ({_ago(task.updatedAt, now)})",
             task.taskId,
-            f"[{STATUS_STYLES[task.status]}]{task.status.value}[/]",
-            f"{task.attempts}/{task.maxAttempts}",
+            *_status_and_attempts(stored),
             escape(shorten(task.lastError, 50)),
             escape(shorten(task.message, 30)),
         )
-    return table
+    unbounded = console.options.update_width(UNBOUNDED_WIDTH)  # its width if nothing wrapped
+    if Measurement.get(console, unbounded, wide).maximum <= console.width:
+        return wide
+    narrow = Table(
+        Column("task", min_width=len(found[0].record.taskId)), "status",
+        Column("attempts", justify="right"), Column("updated", no_wrap=True),
+        title=title, title_justify="left",
+    )  # fmt: skip
+    for stored in found:
+        task = stored.record
+        lines = [task.taskId]
+        if task.lastError:
+            lines.append(escape(f"error: {shorten(task.lastError, 50)}"))
+        lines.append(f"[dim]{escape(f'message: {shorten(task.message, 30)}')}[/]")
+        narrow.add_row("\n".join(lines), *_status_and_attempts(stored), _ago(task.updatedAt, now))
+    return narrow
+
+
+def _status_and_attempts(stored: StoredTask) -> tuple[str, str]:
+    task = stored.record
+    return (
+        f"[{STATUS_STYLES[task.status]}]{task.status.value}[/]",
+        f"{task.attempts}/{task.maxAttempts}",
+    )
 
 
 def _ago(stamp: str, now: datetime) -> str:

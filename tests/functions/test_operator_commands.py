@@ -57,14 +57,17 @@ def failed_tasks(
     return ids
 
 
-def run(rt: Runtime, command: Callable[..., None], *args: str, queue: bool = False) -> Any:
-    """`command` against the runtime's table (and queue) as for a deployed stack."""
+def run(
+    rt: Runtime, command: Callable[..., None], *args: str, queue: bool = False, columns: int = 200
+) -> Any:
+    """`command` against the runtime's table (and queue) as for a deployed stack, in a terminal
+    `columns` wide."""
     app = typer.Typer()
     app.command()(command)
     target = ["--table", rt.settings.table_name]
     if queue:
         target += ["--queue-url", rt.settings.queue_url, "--stack", "dev"]
-    return CliRunner().invoke(app, [*args, *target], env={"COLUMNS": "200"})
+    return CliRunner().invoke(app, [*args, *target], env={"COLUMNS": str(columns)})
 
 
 def json_lines(output: str) -> list[dict[str, Any]]:
@@ -142,6 +145,21 @@ def test_the_table_names_each_task_with_its_attempts_and_error(
     for task_id in failed_tasks:
         (row,) = [line for line in listing.stdout.splitlines() if task_id in line]
         assert "FAILED" in row and "2/2" in row and "simulated random error" in row
+
+
+def test_in_an_80_column_terminal_the_error_and_message_go_under_the_id(
+    rt: Runtime, failed_tasks: list[str]
+) -> None:
+    listing = run(rt, tasks_cli.list_tasks, "--status", "FAILED", columns=80)
+
+    assert listing.exit_code == EXIT_OK, listing.output
+    lines = listing.stdout.splitlines()
+    assert max(map(len, lines)) <= 80, listing.stdout
+    for n, task_id in enumerate(failed_tasks):
+        (at,) = [i for i, line in enumerate(lines) if task_id in line]
+        assert "FAILED" in lines[at] and "2/2" in lines[at]
+        assert "error: simulated random error" in lines[at + 1]
+        assert f"message: resize image {n}" in lines[at + 2]
 
 
 def test_an_empty_list_says_so(rt: Runtime) -> None:
