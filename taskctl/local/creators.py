@@ -130,6 +130,21 @@ def _mapped(inputs: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, An
     return {aws: inputs[key] for key, aws in names.items() if key in inputs}
 
 
+def _as_request(value: Any, **renamed: str) -> Any:
+    """All of `value` under AWS's names, nested mappings too: `apiId` becomes `ApiId`, and
+    `renamed` ({input: AwsName}) names those that differ more. All of it is meant: creates() has
+    refused any input the creator does not list. Not for values holding user keys (dimensions,
+    environment variables), which would be capitalised too."""
+    if isinstance(value, Mapping):
+        return {
+            renamed.get(k) or k[0].upper() + k[1:]: _as_request(v, **renamed)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_as_request(item, **renamed) for item in value]
+    return value
+
+
 def _sqs_attribute(value: Any) -> str:
     """An SQS attribute value, a string: booleans lower-case (whole numbers already arrive as
     integers from the deployer, so `30`, not `30.0`)."""
@@ -332,9 +347,7 @@ def _metric_query(query: Mapping[str, Any]) -> dict[str, Any]:
 @creates("aws:cloudwatch/dashboard:Dashboard", "dashboardName", "dashboardBody")
 def create_dashboard(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
     name = str(inputs["dashboardName"])
-    ctx.client("cloudwatch").put_dashboard(
-        DashboardName=name, DashboardBody=inputs["dashboardBody"]
-    )
+    ctx.client("cloudwatch").put_dashboard(**_as_request(inputs))
     return Created(
         id=name,
         outputs={"dashboardArn": ctx.arn("cloudwatch", f"dashboard/{name}", region=False)},
@@ -356,9 +369,7 @@ def create_topic(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) 
 def create_topic_subscription(
     ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]
 ) -> Created:
-    reply = ctx.client("sns").subscribe(
-        TopicArn=inputs["topic"], Protocol=inputs["protocol"], Endpoint=inputs["endpoint"]
-    )
+    reply = ctx.client("sns").subscribe(**_as_request(inputs, topic="TopicArn"))
     arn = reply.get("SubscriptionArn") or f"{inputs['topic']}:{logical}"
     return Created(
         id=arn,
@@ -463,13 +474,7 @@ def _wait_active(lam: Any, name: str) -> None:
 def create_event_source_mapping(
     ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]
 ) -> Created:
-    mapping = ctx.client("lambda").create_event_source_mapping(
-        EventSourceArn=inputs["eventSourceArn"],
-        FunctionName=inputs["functionName"],
-        BatchSize=int(inputs["batchSize"]),
-        FunctionResponseTypes=list(inputs["functionResponseTypes"]),
-        ScalingConfig={"MaximumConcurrency": int(inputs["scalingConfig"]["maximumConcurrency"])},
-    )
+    mapping = ctx.client("lambda").create_event_source_mapping(**_as_request(inputs))
     return Created(
         id=mapping["UUID"],
         outputs={
@@ -484,11 +489,7 @@ def create_event_source_mapping(
 def create_permission(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
     statement_id = auto_name(logical, max_len=100)  # the provider's generated statement id
     ctx.client("lambda").add_permission(
-        FunctionName=inputs["function"],
-        StatementId=statement_id,
-        Action=inputs["action"],
-        Principal=inputs["principal"],
-        SourceArn=inputs["sourceArn"],
+        StatementId=statement_id, **_as_request(inputs, function="FunctionName")
     )
     return Created(id=statement_id, outputs={"statementId": statement_id}, notes=[IAM_NOT_ENFORCED])
 
@@ -551,19 +552,16 @@ def create_api(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) ->
     )
 
 
-_INTEGRATION_INPUTS = {
-    "apiId": "ApiId",
-    "integrationType": "IntegrationType",
-    "integrationMethod": "IntegrationMethod",
-    "integrationUri": "IntegrationUri",
-    "payloadFormatVersion": "PayloadFormatVersion",
-}
-
-
-@creates("aws:apigatewayv2/integration:Integration", *_INTEGRATION_INPUTS)
+@creates(
+    "aws:apigatewayv2/integration:Integration",
+    "apiId",
+    "integrationType",
+    "integrationMethod",
+    "integrationUri",
+    "payloadFormatVersion",
+)
 def create_integration(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    gateway = ctx.client("apigatewayv2")
-    integration = gateway.create_integration(**_mapped(inputs, _INTEGRATION_INPUTS))
+    integration = ctx.client("apigatewayv2").create_integration(**_as_request(inputs))
     return Created(id=integration["IntegrationId"], outputs={})
 
 
@@ -577,13 +575,8 @@ def create_integration(ctx: EmulatorContext, logical: str, inputs: Mapping[str, 
     "jwtConfiguration.audiences",
 )
 def create_authorizer(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    jwt = inputs["jwtConfiguration"]
     authorizer = ctx.client("apigatewayv2").create_authorizer(
-        ApiId=inputs["apiId"],
-        Name=str(inputs["name"]),
-        AuthorizerType=inputs["authorizerType"],
-        IdentitySource=list(inputs["identitySources"]),
-        JwtConfiguration={"Issuer": jwt["issuer"], "Audience": list(jwt["audiences"])},
+        **_as_request(inputs, identitySources="IdentitySource", audiences="Audience")
     )
     # The emulator verifies the token as API Gateway does: RS256 signature against the issuer's
     # JWKS (a pool of its own, or the issuer's OpenID discovery), iss, exp/nbf/iat, aud (or
@@ -598,19 +591,17 @@ def create_authorizer(ctx: EmulatorContext, logical: str, inputs: Mapping[str, A
     )
 
 
-_ROUTE_INPUTS = {
-    "apiId": "ApiId",
-    "routeKey": "RouteKey",
-    "target": "Target",
-    "authorizationType": "AuthorizationType",
-    "authorizerId": "AuthorizerId",
-    "authorizationScopes": "AuthorizationScopes",
-}
-
-
-@creates("aws:apigatewayv2/route:Route", *_ROUTE_INPUTS)
+@creates(
+    "aws:apigatewayv2/route:Route",
+    "apiId",
+    "routeKey",
+    "target",
+    "authorizationType",
+    "authorizerId",
+    "authorizationScopes",
+)
 def create_route(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    route = ctx.client("apigatewayv2").create_route(**_mapped(inputs, _ROUTE_INPUTS))
+    route = ctx.client("apigatewayv2").create_route(**_as_request(inputs))
     return Created(id=route["RouteId"], outputs={})
 
 
@@ -628,20 +619,7 @@ def create_stage(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) 
     name = str(inputs["name"])
     api_id = str(inputs["apiId"])
     throttling = inputs["defaultRouteSettings"]
-    access_logs = inputs["accessLogSettings"]
-    ctx.client("apigatewayv2").create_stage(
-        ApiId=api_id,
-        StageName=name,
-        AutoDeploy=bool(inputs.get("autoDeploy")),
-        DefaultRouteSettings={
-            "ThrottlingRateLimit": throttling["throttlingRateLimit"],
-            "ThrottlingBurstLimit": throttling["throttlingBurstLimit"],
-        },
-        AccessLogSettings={
-            "DestinationArn": access_logs["destinationArn"],
-            "Format": access_logs["format"],
-        },
-    )
+    ctx.client("apigatewayv2").create_stage(**_as_request(inputs, name="StageName"))
     return Created(
         id=name,
         outputs={
@@ -664,11 +642,8 @@ def create_stage(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) 
 
 @creates("aws:cognito/userPool:UserPool", "name", "adminCreateUserConfig.allowAdminCreateUserOnly")
 def create_user_pool(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
-    admin_only = bool(inputs["adminCreateUserConfig"]["allowAdminCreateUserOnly"])
-    pool = ctx.client("cognito-idp").create_user_pool(
-        PoolName=str(inputs["name"]),
-        AdminCreateUserConfig={"AllowAdminCreateUserOnly": admin_only},
-    )["UserPool"]
+    request = _as_request(inputs, name="PoolName")
+    pool = ctx.client("cognito-idp").create_user_pool(**request)["UserPool"]
     pool_id = pool["Id"]
     return Created(
         id=pool_id,
@@ -685,15 +660,7 @@ def create_resource_server(
     ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]
 ) -> Created:
     identifier = str(inputs["identifier"])
-    ctx.client("cognito-idp").create_resource_server(
-        UserPoolId=inputs["userPoolId"],
-        Identifier=identifier,
-        Name=str(inputs["name"]),
-        Scopes=[
-            {"ScopeName": scope["scopeName"], "ScopeDescription": scope["scopeDescription"]}
-            for scope in inputs["scopes"]
-        ],
-    )
+    ctx.client("cognito-idp").create_resource_server(**_as_request(inputs))
     scopes = [f"{identifier}/{scope['scopeName']}" for scope in inputs["scopes"]]
     return Created(id=f"{inputs['userPoolId']}|{identifier}", outputs={"scopeIdentifiers": scopes})
 
