@@ -48,23 +48,6 @@ class DeployedResource:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass
-class Deployment:
-    stack_outputs: dict[str, Any]
-    resources: list[DeployedResource]
-
-    @property
-    def notes(self) -> list[tuple[str, str, str]]:
-        """(type, name, note) for everything the emulator skipped or does not enforce."""
-        return [(r.type, r.name, note) for r in self.resources for note in r.notes]
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {"outputs": self.stack_outputs, "resources": [asdict(r) for r in self.resources]},
-            indent=2,
-        )
-
-
 class EmulatorMocks(Mocks):
     """Pulumi mocks whose resources are real ones in the emulator."""
 
@@ -139,8 +122,9 @@ class EmulatorMocks(Mocks):
 
 def deploy(
     stack: str, context: EmulatorContext, on_created: Callable[[str, str], None]
-) -> Deployment:
-    """Run the program for `stack` against the emulator; return its outputs and resources."""
+) -> dict[str, Any]:
+    """Run the program for `stack` against the emulator; return its outputs and resources as
+    `deployment.json` holds them."""
     from taskctl.program import run_program  # the Pulumi helper's runner (loads the stack config)
 
     mocks = EmulatorMocks(context, on_created)
@@ -154,7 +138,7 @@ def deploy(
             raise DeploymentError(f"the Pulumi program failed for stack {stack}: {exc}") from exc
     if mocks.errors:  # an error the runtime logged instead of raising
         raise DeploymentError(mocks.errors[0])
-    return Deployment(stack_outputs=_plain(dict(outputs)), resources=mocks.resources)
+    return {"outputs": _plain(dict(outputs)), "resources": [asdict(r) for r in mocks.resources]}
 
 
 def _whole_numbers(value: Any) -> Any:

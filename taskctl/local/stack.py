@@ -56,7 +56,7 @@ class LocalStack:
     paths: StackPaths
     running: RunningEmulator
     outputs: dict[str, Any]
-    skipped: list[tuple[str, str, str]]
+    skipped: list[tuple[str, str, str]]  # (type, name, note): what the emulator does not do
     schedules: list[Schedule]
     ready_after_s: float
 
@@ -127,9 +127,8 @@ def bring_up(stack: str, *, port: int, foreground: bool, progress: Progress) -> 
     )
     try:
         deployment = _deploy(stack, running, progress)
-        outputs = ordered_outputs(deployment.stack_outputs)
-        deployment_json = deployment.to_json()
-        paths.deployment_file.write_text(deployment_json + "\n")
+        outputs = ordered_outputs(deployment["outputs"])
+        paths.deployment_file.write_text(json.dumps(deployment, indent=2) + "\n")
         if "apiUrl" in outputs:
             progress("warming the API (its first request starts the api function)")
             smoke_check_api(outputs["apiUrl"], bearer_token=_smoke_token(stack, outputs, running))
@@ -145,8 +144,8 @@ def bring_up(stack: str, *, port: int, foreground: bool, progress: Progress) -> 
         paths=paths,
         running=running,
         outputs=outputs,
-        skipped=deployment.notes,
-        schedules=schedules_of(json.loads(deployment_json)),
+        skipped=[(r["type"], r["name"], n) for r in deployment["resources"] for n in r["notes"]],
+        schedules=schedules_of(deployment),
         ready_after_s=time.monotonic() - started_at,
     )
 
