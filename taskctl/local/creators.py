@@ -15,7 +15,6 @@ declared one without saying so. A new type or input means a new line here.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,6 @@ from typing import Any
 import boto3
 import pulumi
 
-LAMBDA_ACTIVE_TIMEOUT_S = 20.0
 # How often ministack's EventBridge scheduler looks for due rules (`_SCHEDULER_TICK_INTERVAL` in
 # ministack/services/eventbridge.py): a rule fires on the first look after its interval is up.
 EMULATOR_SCHEDULER_TICK_S = 10
@@ -425,7 +423,10 @@ def create_function(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any
     }
     lam = ctx.client("lambda")
     function = lam.create_function(**request)
-    _wait_active(lam, name)
+    # A new function starts Pending, in the emulator as in AWS; check every 0.1 s, up to 20 s.
+    lam.get_waiter("function_active").wait(
+        FunctionName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 200}
+    )
     if "reservedConcurrentExecutions" in inputs:
         # The emulator enforces it: invocations beyond it are throttled, as in AWS.
         lam.put_function_concurrency(
@@ -449,18 +450,6 @@ def create_function(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any
             f"machine's Python and CPU; memorySize={request['MemorySize']} is not enforced"
         ],
     )
-
-
-def _wait_active(lam: Any, name: str) -> None:
-    deadline = time.monotonic() + LAMBDA_ACTIVE_TIMEOUT_S
-    while time.monotonic() < deadline:
-        state = lam.get_function_configuration(FunctionName=name).get("State", "Active")
-        if state == "Active":
-            return
-        if state == "Failed":
-            raise RuntimeError(f"Lambda function {name} failed to become active in the emulator")
-        time.sleep(0.1)
-    raise RuntimeError(f"Lambda function {name} still not active after {LAMBDA_ACTIVE_TIMEOUT_S} s")
 
 
 @creates(
