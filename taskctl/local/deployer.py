@@ -61,10 +61,16 @@ class EmulatorMocks(Mocks):
         self._lock = threading.Lock()
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict]:
-        if not args.custom:  # a component: nothing to create
-            return f"{args.name}-id", dict(args.inputs)
-        if args.typ == AWS_PROVIDER:
-            self._accept_provider(args)
+        region = args.inputs.get("region")
+        if args.typ == AWS_PROVIDER and region != self.context.region:  # the ARNs would disagree
+            raise self._failed(
+                f"the program's AWS provider {args.name!r} targets region {region!r}, but the "
+                f"local stack runs in {self.context.region!r}"
+            )
+        if not args.custom or args.typ == AWS_PROVIDER:
+            # Nothing to create: a component, or the AWS provider (every resource reaches the
+            # emulator through the context's clients; its default tags are not applied, as the
+            # emulator keeps no cost reports).
             return f"{args.name}-id", dict(args.inputs)
         creator = CREATORS.get(args.typ)
         if creator is None:
@@ -92,17 +98,6 @@ class EmulatorMocks(Mocks):
             )
         self._on_created(args.typ, args.name)
         return created.id, {**args.inputs, **created.outputs}
-
-    def _accept_provider(self, args: MockResourceArgs) -> None:
-        """The program's AWS provider: nothing to create, since every resource reaches the
-        emulator through the context's clients. Its default tags are not applied (the emulator
-        keeps no cost reports); its region must be the emulator's, or the ARNs would disagree."""
-        region = args.inputs.get("region")
-        if region != self.context.region:
-            raise self._failed(
-                f"the program's AWS provider {args.name!r} targets region {region!r}, but the "
-                f"local stack runs in {self.context.region!r}"
-            )
 
     def call(self, args: MockCallArgs) -> tuple[dict, list | None]:
         # The program makes no invokes (its policy documents are rendered by components/iam.py,
