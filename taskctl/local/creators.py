@@ -143,12 +143,6 @@ def _as_request(value: Any, **renamed: str) -> Any:
     return value
 
 
-def _sqs_attribute(value: Any) -> str:
-    """An SQS attribute value, a string: booleans lower-case (whole numbers already arrive as
-    integers from the deployer, so `30`, not `30.0`)."""
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
 # -- SQS -----------------------------------------------------------------------------------
 
 _QUEUE_ATTRIBUTES = {
@@ -162,7 +156,11 @@ _QUEUE_ATTRIBUTES = {
 @creates("aws:sqs/queue:Queue", *_QUEUE_ATTRIBUTES)
 def create_queue(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) -> Created:
     name = auto_name(logical, max_len=80)
-    attributes = {aws: _sqs_attribute(v) for aws, v in _mapped(inputs, _QUEUE_ATTRIBUTES).items()}
+    # SQS takes strings: booleans lower-case, whole numbers as the integers the deployer made.
+    attributes = {
+        aws: str(v).lower() if isinstance(v, bool) else str(v)
+        for aws, v in _mapped(inputs, _QUEUE_ATTRIBUTES).items()
+    }
     sqs = ctx.client("sqs")
     url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
     queue = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
