@@ -130,9 +130,9 @@ def _mapped(inputs: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, An
 
 def _as_request(value: Any, **renamed: str) -> Any:
     """All of `value` under AWS's names, nested mappings too: `apiId` becomes `ApiId`, and
-    `renamed` ({input: AwsName}) names those that differ more. All of it is meant: creates() has
-    refused any input the creator does not list. Not for values holding user keys (dimensions,
-    environment variables), which would be capitalised too."""
+    `renamed` ({input: AwsName}) gives those that differ more. Every input may go through, as
+    creates() has refused any the creator does not list; not for values with keys of the user's
+    own (dimensions, environment variables), which would be capitalised too."""
     if isinstance(value, Mapping):
         return {
             renamed.get(k) or k[0].upper() + k[1:]: _as_request(v, **renamed)
