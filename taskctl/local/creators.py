@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pulumi
+
+from taskctl.local import emulator
 
 # How often ministack's EventBridge scheduler looks for due rules (`_SCHEDULER_TICK_INTERVAL` in
 # ministack/services/eventbridge.py): a rule fires on the first look after its interval is up.
@@ -51,13 +52,7 @@ class EmulatorContext:
 
     def client(self, service: str) -> Any:
         if service not in self._clients:
-            self._clients[service] = boto3.client(
-                service,
-                endpoint_url=self.endpoint_url,
-                region_name=self.region,
-                aws_access_key_id="test",
-                aws_secret_access_key="test",
-            )
+            self._clients[service] = emulator.client(self.endpoint_url, self.region, service)
         return self._clients[service]
 
     def arn(self, service: str, resource: str, *, region: bool = True) -> str:

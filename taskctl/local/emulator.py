@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -84,6 +85,23 @@ class RunningEmulator:
     @property
     def endpoint_url(self) -> str:
         return f"http://{BIND_HOST}:{self.port}"
+
+    def client(self, service: str) -> Any:
+        return client(self.endpoint_url, self.region, service)
+
+
+def client(endpoint_url: str, region: str, service: str) -> Any:
+    """A boto3 client on the emulator at `endpoint_url`, with the emulator's own credentials
+    whatever the shell's AWS settings say."""
+    import boto3  # not at import: `local down` and `local status` need no AWS client
+
+    return boto3.client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
 
 
 def is_alive(pid: int) -> bool:

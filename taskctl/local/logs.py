@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from taskctl.local.emulator import RunningEmulator
@@ -52,13 +51,7 @@ def follow(
     follow_new: bool,
 ) -> Iterator[LogLine]:
     """Yield log lines of `groups` ({label: log group}); keep polling while `follow_new`."""
-    logs = boto3.client(
-        "logs",
-        endpoint_url=running.endpoint_url,
-        region_name=running.region,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
+    logs = running.client("logs")
     seen: set[str] = set()
     while not should_stop():
         batch: list[LogLine] = []

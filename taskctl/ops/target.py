@@ -116,17 +116,11 @@ def _local_target(stack: str, deployed_names: str) -> Target:
     running = emulator.read_running(StackPaths.for_stack(stack))
     if running is None:  # stopped between the two reads
         raise OpsError(f"local stack {stack!r} is not running")
-    # The emulator's own credentials and endpoint, whatever the shell's AWS settings say.
-    session = boto3.Session(
-        aws_access_key_id=emulator.FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=emulator.FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        region_name=running.region,
-    )
     return Target(
         table_name=outputs["tableName"],
         queue_url=outputs["queueUrl"],
         description=f"local stack {stack} at {running.endpoint_url}",
-        client=lambda service: session.client(service, endpoint_url=running.endpoint_url),
+        client=running.client,
     )
 
 

@@ -98,10 +98,6 @@ def emulator_app_client(
     stack: str, outputs: Mapping[str, Any], running: RunningEmulator
 ) -> AppClient | None:
     """The app client a local stack's `outputs` name, on its emulator; None if it is open."""
-    import boto3
-
-    from taskctl.local import emulator
-
     if outputs.get("apiAuth") == "none":
         return None
     if "appClientId" not in outputs:
@@ -109,18 +105,11 @@ def emulator_app_client(
             f"stack {stack!r} accepts tokens of the external issuer {outputs.get('authIssuer')}; "
             "get one from it"
         )
-    cognito = boto3.client(
-        "cognito-idp",
-        endpoint_url=running.endpoint_url,
-        region_name=running.region,
-        aws_access_key_id=emulator.FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=emulator.FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
     return AppClient(
         user_pool_id=outputs["userPoolId"],
         client_id=outputs["appClientId"],
         token_url=f"{running.endpoint_url}/oauth2/token",
-        cognito=cognito,
+        cognito=running.client("cognito-idp"),
     )
 
 

@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
@@ -29,6 +28,7 @@ from functions.callers import ANONYMOUS_OWNER
 from functions.lifecycle import new_task
 from functions.policy import TaskPolicy
 from functions.store import TaskStore
+from taskctl.local import emulator
 from taskctl.local.creators import EMULATOR_SCHEDULER_TICK_S
 from taskctl.local.paths import REPO_ROOT
 
@@ -115,13 +115,7 @@ class LocalStackUnderTest:
 
     def client(self, service: str) -> Any:
         """A boto3 client on the emulator (for what no HTTP route shows: queues, functions)."""
-        return boto3.client(
-            service,
-            endpoint_url=self.endpoint_url,
-            region_name=self.region,
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-        )
+        return emulator.client(self.endpoint_url, self.region, service)
 
     def deployment(self) -> dict[str, Any]:
         return json.loads((self.state_dir / STACK / "deployment.json").read_text())
