@@ -42,15 +42,11 @@ def load(
             min=0.1,
             help="Seconds to wait for tasks after the last submit "
             "(default: 300, or the stack's longest backoff + 120 if longer).",
-            show_default=False,
         ),
     ] = None,
     stack: Annotated[
         str | None,
-        typer.Option(
-            help="Judge against this stack's policy, Pulumi.<stack>.yaml (default: dev).",
-            show_default=False,
-        ),
+        typer.Option(help="Judge against this stack's policy, Pulumi.<stack>.yaml (default: dev)."),
     ] = None,
     max_attempts: Annotated[
         int | None, typer.Option(min=1, max=50, help="Policy instead of --stack: attempts.")
@@ -75,7 +71,6 @@ def load(
         typer.Option(
             help="Bearer token for an API that authenticates callers (default: for the running "
             "local stack's URL, a token of its own app client, as `python -m taskctl token`).",
-            show_default=False,
         ),
     ] = None,
 ) -> None:

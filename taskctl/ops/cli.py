@@ -86,7 +86,6 @@ def redrive(
         typer.Argument(
             metavar="TASK_ID",
             help="Ids of FAILED tasks (or select them with --status FAILED --since).",
-            show_default=False,
         ),
     ] = None,
     status: Annotated[
@@ -94,7 +93,6 @@ def redrive(
         typer.Option(
             help="Redrive in bulk the tasks in this status (FAILED: the only one redriven), "
             "as `tasks list` shows them.",
-            show_default=False,
             case_sensitive=False,
         ),
     ] = None,
@@ -118,7 +116,6 @@ def redrive(
             min=1,
             max=MAX_EXTRA_ATTEMPTS,
             help="More attempts each task may make (default: the stack's maxAttempts).",
-            show_default=False,
         ),
     ] = None,
 ) -> None:
