@@ -16,7 +16,7 @@ import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR
 from taskctl.load.client import LoadError
@@ -164,40 +164,32 @@ def _run_with_progress(options: LoadOptions, console: Console) -> dict:
         )
 
 
-def _share(part: int, whole: int) -> str:
-    return f"{part / whole:.1%}" if whole else "-"
-
-
 def _seconds(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
+def _figures(*headers: str) -> list[Column]:
+    """Columns of figures: right-aligned."""
+    return [Column(header, justify="right") for header in headers]
+
+
 def _print_summary(result: dict, console: Console) -> None:
     submitted = result["submitted"]
-    outcomes = Table(title="Outcomes")
-    outcomes.add_column("status")
-    outcomes.add_column("tasks", justify="right")
-    outcomes.add_column("share", justify="right")
-    for label, key in (
-        ("COMPLETED", "completed"),
-        ("FAILED", "failed"),
-        ("unfinished", "unfinished"),
-    ):
-        outcomes.add_row(label, str(result[key]), _share(result[key], submitted))
+    outcomes = Table("status", *_figures("tasks", "share"), title="Outcomes")
+    for label in ("COMPLETED", "FAILED", "unfinished"):  # the report's keys, in lower case
+        count = result[label.lower()]
+        outcomes.add_row(label, str(count), f"{count / submitted:.1%}" if submitted else "-")
     console.print(outcomes)
 
     accepted = result["failedAcceptance"]
-    consistent = result["failedFractionConsistent"]
+    confidence = f"{accepted['confidence']:.0%} " if accepted else ""
     rate = Table(
+        *_figures("expected", "observed", f"{confidence}accepted"),
+        "verdict",
         title="FAILED fraction against the policy",
         caption="expected = errorRate^maxAttempts; observed over terminal tasks; accepted: the "
         "FAILED fractions an exact binomial test admits",
     )
-    rate.add_column("expected", justify="right")
-    rate.add_column("observed", justify="right")
-    confidence = f"{accepted['confidence']:.0%} " if accepted else ""
-    rate.add_column(f"{confidence}accepted", justify="right")
-    rate.add_column("verdict")
     observed = result["observedFailedFraction"]
     rate.add_row(
         f"{result['expectedFailedFraction']:.2%}",
@@ -205,23 +197,19 @@ def _print_summary(result: dict, console: Console) -> None:
         "-"
         if accepted is None
         else f"[{accepted['lowFraction']:.2%}, {accepted['highFraction']:.2%}]",
-        {True: "consistent", False: "OFF", None: "-"}[consistent],
+        {True: "consistent", False: "OFF", None: "-"}[result["failedFractionConsistent"]],
     )
     console.print(rate)
 
-    attempts = Table(title="Attempts per terminal task")
-    attempts.add_column("attempts", justify="right")
-    attempts.add_column("observed", justify="right")
-    attempts.add_column("expected", justify="right")
+    attempts = Table(
+        *_figures("attempts", "observed", "expected"), title="Attempts per terminal task"
+    )
     for bucket, counts in result["attempts"].items():
         attempts.add_row(bucket, str(counts["observed"]), f"{counts['expected']:.1f}")
     console.print(attempts)
 
-    timing = Table(title="Timing (seconds)")
-    timing.add_column("measure")
     quantiles = ("p50", "p95", "p99")
-    for column in quantiles:
-        timing.add_column(column, justify="right")
+    timing = Table("measure", *_figures(*quantiles), title="Timing (seconds)")
     gaps = result["retryGapSeconds"]
     for label, figures in (
         ("submit -> terminal (record timestamps)", result["latencySeconds"]),
