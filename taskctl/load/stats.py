@@ -74,15 +74,10 @@ def binomial_acceptance(
         raise ValueError(f"confidence {confidence} must lie strictly between 0 and 1")
     tail_mass = (1.0 - confidence) / 2.0
     pmf = _binomial_pmf(trials, probability)
-    low, tail = 0, 0.0
-    while tail + pmf[low] <= tail_mass:
-        tail += pmf[low]
-        low += 1
-    high, tail = trials, 0.0
-    while tail + pmf[high] <= tail_mass:
-        tail += pmf[high]
-        high -= 1
-    return low, high
+    # A tail is the counts, from either end, whose running total stays within its share.
+    below = sum(1 for tail in itertools.accumulate(pmf) if tail <= tail_mass)
+    above = sum(1 for tail in itertools.accumulate(reversed(pmf)) if tail <= tail_mass)
+    return below, trials - above
 
 
 def _binomial_pmf(trials: int, probability: float) -> list[float]:
