@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from taskctl.load.stats import TERMINAL_STATUSES
+from functions.lifecycle import TERMINAL_STATUSES
 
 # Submits that may be retried: API Gateway throttling (429), a gateway or function that was
 # briefly unavailable (502/503/504) and a reply that did not come in time. Every submit carries

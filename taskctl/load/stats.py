@@ -30,7 +30,6 @@ DEFAULT_CONFIDENCE = 0.99
 # Timestamps in task records are ISO 8601 with millisecond precision at best; a gap that looks
 # shorter than promised by less than this is rounding, not an early retry.
 RETRY_GAP_TOLERANCE_S = 0.002
-TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED"})
 
 
 # -- the policy's predictions --------------------------------------------------------------------
