@@ -173,12 +173,8 @@ def _verdict(check: stats.FailureRateCheck | None, unfinished: int, early_retrie
 def _warnings(tasks: Sequence[TrackedTask], policy: LoadPolicy) -> list[str]:
     """Disagreements between the records and the policy the run is judged against."""
     warnings = []
-    record_limits = {
-        task.record.get("maxAttempts")
-        for task in tasks
-        if task.record and task.record.get("maxAttempts") is not None
-    }
-    other_limits = sorted(limit for limit in record_limits if limit != policy.max_attempts)
+    record_limits = {task.record.get("maxAttempts") for task in tasks if task.record}
+    other_limits = sorted(record_limits - {None, policy.max_attempts})
     if other_limits:
         warnings.append(
             f"the deployment's records say maxAttempts={', '.join(map(str, other_limits))} but "
