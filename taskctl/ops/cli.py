@@ -39,7 +39,6 @@ from taskctl.ops.redrive import (
     RedriveOutcome,
     RedriveResult,
     canonical_task_id,
-    dry_run_task,
     one_line,
     redrive_task,
 )
@@ -218,12 +217,9 @@ def _redrive_each(
     errors_in_a_row = 0
     for task_id in _progress(task_ids, show_progress, "dry run" if dry_run else "redriving"):
         try:
-            if dry_run:
-                result = dry_run_task(store, task_id, extra_attempts, utc_now())
-            else:
-                result = redrive_task(
-                    store, queue.enqueue, task_id, extra_attempts, utc_now(), policy
-                )
+            result = redrive_task(
+                store, queue.enqueue, task_id, extra_attempts, utc_now(), policy, dry_run=dry_run
+            )
             errors_in_a_row = 0
         except (BotoCoreError, ClientError) as exc:
             errors_in_a_row += 1

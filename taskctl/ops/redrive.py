@@ -10,7 +10,8 @@ The write also schedules the task's next check by the reconciler. So if the enqu
 command is killed between the write and the enqueue, the task is still redriven: the reconciler
 finds it RETRYING and overdue after `recoveryGraceSeconds` and queues its message. No undo.
 
-`dry_run_task` reads and decides the same way and stops there: what a redrive would write.
+A dry run (`redrive_task(..., dry_run=True)`) reads and decides the same way and stops there:
+what a redrive would write.
 """
 
 from __future__ import annotations
@@ -23,13 +24,7 @@ from enum import StrEnum
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from functions.lifecycle import (
-    Redrive,
-    RedriveRefused,
-    TaskRecord,
-    first_check_at,
-    plan_redrive,
-)
+from functions.lifecycle import RedriveRefused, TaskRecord, first_check_at, plan_redrive
 from functions.policy import TaskPolicy
 from functions.store import TaskChanged, TaskStore
 
@@ -77,19 +72,37 @@ def redrive_task(
     extra_attempts: int,
     now: datetime,
     policy: TaskPolicy,
+    *,
+    dry_run: bool = False,
 ) -> RedriveResult:
     """Redrive `task_id` with `extra_attempts` more attempts (`policy`: the stack's, for the
-    reconciler's grace period).
+    reconciler's grace period); with `dry_run`, write and send nothing: WOULD_REDRIVE (with the
+    record it would write), REFUSED or NOT_FOUND.
 
     AWS errors other than the enqueue's propagate (the caller stops: the table or the network is
     the problem, not this task). An enqueue error is reported as ENQUEUE_FAILED: the task is
     redriven all the same, and the reconciler queues it.
     """
-    decision = _read_and_plan(store, task_id, extra_attempts, now)
-    if isinstance(decision, RedriveResult):
-        return decision
+    canonical = canonical_task_id(task_id)
+    if canonical is None:
+        return RedriveResult(task_id, RedriveOutcome.NOT_FOUND, "not a task id (a UUID)")
+    stored = store.get(canonical)
+    before = stored.record if stored else None
+    decision = plan_redrive(before, extra_attempts, now)
+    if isinstance(decision, RedriveRefused):
+        outcome = RedriveOutcome.NOT_FOUND if before is None else RedriveOutcome.REFUSED
+        return RedriveResult(canonical, outcome, decision.reason, before=before)
     failed, redriven = decision.failed, decision.redriven
     task_id = failed.taskId
+    more = f"{redriven.maxAttempts - failed.attempts} more attempt(s)"
+    if dry_run:
+        return RedriveResult(
+            task_id,
+            RedriveOutcome.WOULD_REDRIVE,
+            f"{more}; nothing written (dry run)",
+            before=failed,
+            after=redriven,
+        )
     check_after = first_check_at(now, policy)
     try:
         store.redrive(failed, redriven, now, check_after)
@@ -117,44 +130,10 @@ def redrive_task(
     return RedriveResult(
         task_id,
         RedriveOutcome.REDRIVEN,
-        f"{redriven.maxAttempts - failed.attempts} more attempt(s); message enqueued",
+        f"{more}; message enqueued",
         before=failed,
         after=redriven,
     )
-
-
-def dry_run_task(
-    store: TaskStore, task_id: str, extra_attempts: int, now: datetime
-) -> RedriveResult:
-    """What `redrive_task` would do now, without writing or sending anything: WOULD_REDRIVE
-    (with the record it would write), REFUSED or NOT_FOUND."""
-    decision = _read_and_plan(store, task_id, extra_attempts, now)
-    if isinstance(decision, RedriveResult):
-        return decision
-    failed, redriven = decision.failed, decision.redriven
-    return RedriveResult(
-        failed.taskId,
-        RedriveOutcome.WOULD_REDRIVE,
-        f"{redriven.maxAttempts - failed.attempts} more attempt(s); nothing written (dry run)",
-        before=failed,
-        after=redriven,
-    )
-
-
-def _read_and_plan(
-    store: TaskStore, task_id: str, extra_attempts: int, now: datetime
-) -> Redrive | RedriveResult:
-    """The redrive to make of the task as read now, or the result that there is none."""
-    canonical = canonical_task_id(task_id)
-    if canonical is None:
-        return RedriveResult(task_id, RedriveOutcome.NOT_FOUND, "not a task id (a UUID)")
-    stored = store.get(canonical)
-    before = stored.record if stored else None
-    decision = plan_redrive(before, extra_attempts, now)
-    if isinstance(decision, RedriveRefused):
-        outcome = RedriveOutcome.NOT_FOUND if before is None else RedriveOutcome.REFUSED
-        return RedriveResult(canonical, outcome, decision.reason, before=before)
-    return decision
 
 
 def one_line(error: Exception) -> str:
