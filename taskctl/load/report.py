@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from functions.lifecycle import longest_retry_wait_s
 from functions.policy import TaskPolicy
 from taskctl.load import stats
 from taskctl.load.client import PollStats, TrackedTask
@@ -29,10 +28,6 @@ class LoadPolicy:
     error_rate: float
     source: str
     stack_policy: TaskPolicy | None = None  # the whole retry policy, when it comes from a stack
-
-    def worst_case_wait_s(self) -> float | None:
-        """The longest a task can spend waiting between attempts, if the backoff is known."""
-        return None if self.stack_policy is None else longest_retry_wait_s(self.stack_policy)
 
 
 def _fraction(part: int, whole: int) -> float | None:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from functions.lifecycle import longest_retry_wait_s
 from taskctl.load import client as api
 from taskctl.load.report import LoadPolicy, build_report
 from taskctl.load.stats import DEFAULT_CONFIDENCE
@@ -30,11 +31,10 @@ class LoadOptions:
 
 
 def default_timeout_s(policy: LoadPolicy) -> float:
-    """Long enough for the slowest task the policy allows, when the backoff is known."""
-    worst_wait_s = policy.worst_case_wait_s()
-    if worst_wait_s is None:
+    """Long enough for the slowest task a stack's policy allows (its backoff is known)."""
+    if policy.stack_policy is None:
         return DEFAULT_TIMEOUT_S
-    return max(DEFAULT_TIMEOUT_S, worst_wait_s + TIMEOUT_MARGIN_S)
+    return max(DEFAULT_TIMEOUT_S, longest_retry_wait_s(policy.stack_policy) + TIMEOUT_MARGIN_S)
 
 
 def run_load(
