@@ -278,11 +278,6 @@ async def _poll_one(
     return "pending"
 
 
-def is_loopback_host(host: str) -> bool:
-    """`localhost`, `*.localhost` (RFC 6761) or a 127.x address: the local stack."""
-    return host == "localhost" or host.endswith(".localhost") or host.startswith("127.")
-
-
 async def _connect_localhost_names_to_loopback(request: httpx.Request) -> None:
     """Send a request for `<id>.execute-api.localhost` to 127.0.0.1, its Host header (set when the
     request was built) keeping the name: curl resolves every `*.localhost` name to loopback, the
@@ -297,7 +292,9 @@ def make_client(
     """An HTTP client sized for `concurrency` requests in flight, sending `bearer_token` (if
     any) with every request."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    loopback = is_loopback_host(httpx.URL(base_url).host)
+    host = httpx.URL(base_url).host
+    # `localhost`, `*.localhost` (RFC 6761) or a 127.x address: the local stack.
+    loopback = host == "localhost" or host.endswith(".localhost") or host.startswith("127.")
     return httpx.AsyncClient(
         timeout=request_timeout_s,
         transport=httpx.AsyncHTTPTransport(limits=limits, trust_env=not loopback),
