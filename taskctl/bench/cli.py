@@ -18,11 +18,10 @@ from rich.console import Console
 from rich.table import Table
 
 from taskctl.bench import coldstart, throughput
-from taskctl.bench.cost import PRICES_FILE, Prices
+from taskctl.bench.cost import PRICES_FILE, PROJECT_DIR, Prices
 from taskctl.bench.requests import FUNCTIONS, Design, cost_table, measure, ratio
 from taskctl.exit_codes import EXIT_ERROR
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
 RESULTS_FILE = PROJECT_DIR / "bench" / "results.json"
 OURS, ORIGINAL = "ours", "original"
 OURS_WITHOUT_BACKSTOP = "ours without the reconciler"
