@@ -341,20 +341,15 @@ def _print(results: dict[str, Any], console: Console) -> None:
         for label in ("source only", "with bytecode"):
             imports.add_column(f"{label} ms", justify="right")
             imports.add_column("x import boto3", justify="right")
-        imports.add_row(
-            coldstart.BASELINE_MODULE,
-            *[f"{cold['baselineMedianSeconds'] * 1000:.0f}", "1.00"] * 2,
-        )
-        variants = cold["variants"]
+        baseline_ms = f"{cold['baselineMedianSeconds'] * 1000:.0f}"
+        imports.add_row(coldstart.BASELINE_MODULE, *[baseline_ms, "1.00"] * 2)
+        variants = [cold["variants"][v] for v in (coldstart.SOURCE_ONLY, coldstart.BYTECODE)]
         for module in coldstart.HANDLER_MODULES:
             cells = []
-            for variant in (coldstart.SOURCE_ONLY, coldstart.BYTECODE):
-                figures = variants[variant]
-                cells.append(f"{figures['medianSeconds'][module] * 1000:.0f}")
-                cells.append(
-                    f"{figures['ratioToBoto3'][module]:.2f} "
-                    f"({figures['wallRatioToBoto3'][module]:.2f})"
-                )
+            for figures in variants:
+                ms = figures["medianSeconds"][module] * 1000
+                cpu, wall = figures["ratioToBoto3"][module], figures["wallRatioToBoto3"][module]
+                cells += [f"{ms:.0f}", f"{cpu:.2f} ({wall:.2f})"]
             imports.add_row(module, *cells)
         console.print(imports)
     else:
