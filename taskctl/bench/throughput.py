@@ -80,12 +80,11 @@ def measure_throughput(
             )
             # A few tasks first, so the figure is the warm stack's rate, not its cold starts.
             progress(f"local load: warming up with {WARM_UP_TASKS} tasks")
-            try:
-                run_load(dataclasses.replace(options, count=WARM_UP_TASKS))
-            except LoadError as exc:
-                return {"measured": False, "reason": f"the warm-up run stopped: {exc}"}
+            run = "warm-up"
             terminal = itertools.count(1)
             try:
+                run_load(dataclasses.replace(options, count=WARM_UP_TASKS))
+                run = "load"
                 report = run_load(
                     options,
                     on_terminal=lambda _task: progress(
@@ -93,7 +92,7 @@ def measure_throughput(
                     ),
                 )
             except LoadError as exc:
-                return {"measured": False, "reason": f"the load run stopped: {exc}"}
+                return {"measured": False, "reason": f"the {run} run stopped: {exc}"}
             return {
                 "measured": True,
                 "stack": stack,
