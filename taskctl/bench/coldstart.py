@@ -107,10 +107,8 @@ def import_seconds(module: str, python_path: list[str], python: str) -> ImportTi
 def measure_bundle(
     bundle_path: Path, *, runs: int, python: str, progress: Callable[[str], None]
 ) -> dict[str, Any]:
-    """Median import time of each handler from the bundle, extracted as built and without its
-    bytecode, on `python` (this interpreter, or another the bundle was built and compiled for)
-    over `runs` interleaved rounds, bare boto3's, and each median's ratio to boto3's: CPU time
-    (`medianSeconds`, `ratioToBoto3`) and wall-clock time (`wall...`)."""
+    """The timings the module docstring describes, on `python` (this interpreter, or another the
+    bundle was built and compiled for): medians, and ratios to boto3's, per variant and clock."""
     with tempfile.TemporaryDirectory(prefix="taskctl-bench-bundle-") as scratch:
         root = Path(scratch)
         bundles = {
