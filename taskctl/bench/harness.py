@@ -10,7 +10,6 @@ consumes from the items' sizes; the mappings use the queues directly, unmetered.
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import itertools
 import json
@@ -199,15 +198,8 @@ class Pipeline:
             )
             for name in ("bench-tasks", "bench-tasks-dlq")
         )
-        # One record per invocation, so that each is metered on its own (batching is priced).
-        self.worker_mapping = EventSourceMapping(
-            main, 1, functools.partial(self._invoke_mapped, "worker", worker.handler, main)
-        )
-        self.dead_letter_mapping = EventSourceMapping(
-            dead,
-            1,
-            functools.partial(self._invoke_mapped, "dead-letter", dead_letter.handler, dead),
-        )
+        self.worker_mapping = self._mapping("worker", worker.handler, main)
+        self.dead_letter_mapping = self._mapping("dead-letter", dead_letter.handler, dead)
         self.raw_dynamodb = boto3.Session(region_name=REGION).client("dynamodb")
         create_table(self.raw_dynamodb, TABLE)
         metered = boto3.Session(region_name=REGION)
@@ -253,11 +245,15 @@ class Pipeline:
         run.log_bytes[function] += len(logs.getvalue().encode())
         return reply
 
-    def _invoke_mapped(
-        self, function: str, handler: Any, queue: SimQueue, batch: list[Received]
-    ) -> set[str]:
-        reply = self._invoke(function, handler, self._events.sqs(batch, queue))
-        return {item["itemIdentifier"] for item in reply["batchItemFailures"]}
+    def _mapping(self, function: str, handler: Any, queue: SimQueue) -> EventSourceMapping:
+        """`queue`'s mapping to `function`: one record per invocation, so that each is metered on
+        its own (batching is priced)."""
+
+        def invoke(batch: list[Received]) -> set[str]:
+            reply = self._invoke(function, handler, self._events.sqs(batch, queue))
+            return {item["itemIdentifier"] for item in reply["batchItemFailures"]}
+
+        return EventSourceMapping(queue, 1, invoke)
 
     def run_task(self, scenario: Scenario, *, max_deliveries: int = 20) -> ScenarioRun:
         """Submit one task and carry it to its end; meter the functions' requests."""
