@@ -26,6 +26,7 @@ RESULTS_FILE = PROJECT_DIR / "bench" / "results.json"
 OURS, ORIGINAL = "ours", "original"
 OURS_WITHOUT_BACKSTOP = "ours without the reconciler"
 OURS_WITHOUT_STATUS_INDEX = "ours without the status index"
+OURS_VARIANTS = (OURS, OURS_WITHOUT_BACKSTOP, OURS_WITHOUT_STATUS_INDEX)
 REPORT_WIDTH = 120
 
 
@@ -149,9 +150,7 @@ def bench(
             for m in measurements
         }
         results["costPerMillionTasks"] = costs
-        ours_total, without, unindexed = (
-            _total(costs, name) for name in (OURS, OURS_WITHOUT_BACKSTOP, OURS_WITHOUT_STATUS_INDEX)
-        )
+        ours_total, without, unindexed = (_total(costs, name) for name in OURS_VARIANTS)
         results["costRatioOriginalToOurs"] = ratio(_total(costs, ORIGINAL), ours_total)
         results["reconcilerCostIncrease"] = ratio(ours_total - without, without)
         results["statusIndexCostIncrease"] = ratio(ours_total - unindexed, unindexed)
@@ -314,9 +313,7 @@ def _print(results: dict[str, Any], console: Console) -> None:
             f"The original design costs {results['costRatioOriginalToOurs']:.2f}x ours "
             "per million tasks (policy mix)."
         )
-    ours_total, without, unindexed = (
-        _total(costs, name) for name in (OURS, OURS_WITHOUT_BACKSTOP, OURS_WITHOUT_STATUS_INDEX)
-    )
+    ours_total, without, unindexed = (_total(costs, name) for name in OURS_VARIANTS)
     console.print(
         "The reconciler backstop (check index, status reads, cursor, compute) adds "
         f"{_money(ours_total - without)} per million tasks: "
