@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -167,8 +166,6 @@ def measure_bundle(
 
 
 def _describe(python: str) -> str:
-    if python == sys.executable:
-        return f"{platform.python_implementation()} {platform.python_version()}"
     probe = "import platform; print(platform.python_implementation(), platform.python_version())"
     done = subprocess.run([python, "-S", "-c", probe], capture_output=True, text=True, check=True)
     return done.stdout.strip()
@@ -206,8 +203,7 @@ def build_bundles(python_version: str, progress: Callable[[str], None]) -> dict[
 
 
 def extract(bundle_path: Path, into: Path, *, bytecode: bool = True) -> Path:
-    """Unpack `bundle_path` into `into`, leaving out its `__pycache__` entries unless
-    `bytecode`."""
+    """Unpack `bundle_path` into `into`, leaving out its `__pycache__` entries unless `bytecode`."""
     with zipfile.ZipFile(bundle_path) as archive:
         members = [
             name for name in archive.namelist() if bytecode or "/__pycache__/" not in f"/{name}"
