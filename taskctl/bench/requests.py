@@ -217,9 +217,8 @@ def usage(m: ScenarioMeasurement, design: Design, *, ttl_days: float) -> TaskUsa
     if design.status_index:
         wru += STATUS_INDEX_WRU_PER_WRITE * status_index_writes(m.final_status)
         stored_bytes += STATUS_INDEX_ENTRY_BYTES if m.final_status == "FAILED" else 0
-    log_bytes = sum(m.log_bytes.values()) + harness.PLATFORM_LOG_BYTES_PER_INVOCATION * sum(
-        invocations.values()
-    )
+    invoked = sum(invocations.values())
+    log_bytes = sum(m.log_bytes.values()) + harness.PLATFORM_LOG_BYTES_PER_INVOCATION * invoked
     return TaskUsage(
         api_kind=design.api_kind,  # type: ignore[arg-type]
         api_requests=1.0,
@@ -255,13 +254,12 @@ def cost_table(
     max_attempts: int,
 ) -> dict[str, Any]:
     """Per design: per-scenario usage and cost per million tasks, and the policy's mix."""
+    weights = scenario_weights(error_rate, max_attempts)
     result: dict[str, Any] = {}
     for design in designs:
         per_scenario = {}
-        costs = {}
         for m in measurements:
             task_usage = usage(m, design, ttl_days=ttl_days)
-            costs[m.name] = cost_per_million(task_usage, prices)
             per_scenario[m.name] = {
                 "usagePerTask": {
                     "apiRequests": task_usage.api_requests,
@@ -275,9 +273,9 @@ def cost_table(
                     "logBytes": task_usage.log_bytes,
                     "storedItemBytes": task_usage.stored_bytes,
                 },
-                "costPerMillionTasks": costs[m.name],
+                "costPerMillionTasks": cost_per_million(task_usage, prices),
             }
-        weights = scenario_weights(error_rate, max_attempts)
+        costs = {name: scenario["costPerMillionTasks"] for name, scenario in per_scenario.items()}
         result[design.name] = {
             "design": {
                 "api": "HTTP API" if design.api_kind == "http" else "REST API",
