@@ -43,7 +43,6 @@ def capacity(
             max=1.0,
             help="Probability that an attempt fails (default: the stack's errorRate; 1 = every "
             "task's message is ERROR).",
-            show_default=False,
         ),
     ] = None,
     backlog: Annotated[

@@ -57,7 +57,6 @@ def chaos(
         typer.Option(
             min=1,
             help="Processes to run worlds in (default: one per core); the result is the same.",
-            show_default=False,
         ),
     ] = None,
     json_output: Annotated[
@@ -79,7 +78,6 @@ def chaos(
             max=100_000,
             help="--scale: submits per second (default: the stack's apiThrottleRateLimit + "
             "apiThrottleBurstLimit).",
-            show_default=False,
         ),
     ] = None,
     duration: Annotated[
@@ -95,7 +93,6 @@ def chaos(
             min=2,
             max=1000,
             help="--scale: worker batches at once (default: the stack's workerMaxConcurrency).",
-            show_default=False,
         ),
     ] = None,
 ) -> None:

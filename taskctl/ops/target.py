@@ -44,7 +44,6 @@ StackOption = Annotated[
         "-s",
         help=f"Stack to act on: its running local stack (default {DEFAULT_LOCAL_STACK}), or, "
         "with --table, the deployed stack the names belong to.",
-        show_default=False,
     ),
 ]
 LocalOption = Annotated[

@@ -66,11 +66,10 @@ def list_tasks(
         typer.Option(
             help="Only this status (default: PENDING, PROCESSING, RETRYING and FAILED; "
             "COMPLETED tasks are not indexed).",
-            show_default=False,
             case_sensitive=False,
         ),
     ] = None,
-    since: Annotated[str | None, typer.Option(help=SINCE_HELP, show_default=False)] = None,
+    since: Annotated[str | None, typer.Option(help=SINCE_HELP)] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = (
         DEFAULT_LIMIT
     ),

@@ -47,7 +47,6 @@ def token(
         list[str] | None,
         typer.Option(
             help="Ask only for this scope (repeatable): tasks/write, tasks/read. Default: both.",
-            show_default=False,
         ),
     ] = None,
 ) -> None:
