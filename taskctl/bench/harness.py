@@ -33,6 +33,7 @@ TABLE = "bench-tasks"
 STACK = "bench"
 FUNCTION_TIMEOUT_S = 30  # the lease a claim takes: only its length in the item matters here
 VISIBILITY_TIMEOUT_S = 180
+# DynamoDB's units: a write unit per KB written, a (strongly consistent) read unit per 4 KB read.
 WRU_BYTES = 1024
 RRU_BYTES = 4096
 # Bytes Lambda itself logs per invocation (START, END and REPORT lines): an estimate from their

@@ -37,7 +37,7 @@ from functions.reconciler import STOP_MARGIN_MS
 from functions.settings import StackSettings
 from functions.store import CHECK_INDEX, CHECK_SHARDS, STATUS_INDEX
 from taskctl.bench.cost import Prices, TaskUsage, billed_ms, cost_per_million
-from taskctl.bench.harness import PLATFORM_LOG_BYTES_PER_INVOCATION
+from taskctl.bench.harness import PLATFORM_LOG_BYTES_PER_INVOCATION, RRU_BYTES, WRU_BYTES
 from taskctl.bench.requests import (
     CHECK_INDEX_WRU,
     CHECK_QUERY_RRU,
@@ -49,8 +49,6 @@ from taskctl.capacity.assumptions import Assumptions
 from taskctl.capacity.quotas import Quotas
 
 STATUS_SHARDS = CHECK_SHARDS  # the status index uses the check index's shard function
-WRITE_UNIT_BYTES = 1024
-READ_UNIT_BYTES = 4096
 SECONDS_PER_HOUR = 3600
 TASKS_PER_MILLION = 1_000_000
 
@@ -305,8 +303,8 @@ def plan(
 
 
 def _key_spaces(rate_per_s: float, flow: TaskFlow, a: Assumptions) -> list[KeySpace]:
-    write_units = math.ceil(a.item_bytes / WRITE_UNIT_BYTES)  # per table write of a task
-    read_units = math.ceil(a.item_bytes / READ_UNIT_BYTES)  # per strongly consistent read
+    write_units = math.ceil(a.item_bytes / WRU_BYTES)  # per table write of a task
+    read_units = math.ceil(a.item_bytes / RRU_BYTES)  # per strongly consistent read
     # The table: the api's PutItem, then a claim and an outcome per attempt; the worker reads
     # the task once per delivery, the dead-letter function once per FAILED task, the
     # reconciler once per task (BatchGetItem, eventually consistent) and writes its cursor.
