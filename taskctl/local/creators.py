@@ -47,7 +47,6 @@ class EmulatorContext:
     region: str
     account_id: str
     port: int
-    stack: str
     _clients: dict[str, Any] = field(default_factory=dict)
 
     def client(self, service: str) -> Any:

@@ -159,7 +159,6 @@ def _deploy(stack: str, running: RunningEmulator, progress: Progress):
         region=running.region,
         account_id=emulator.ACCOUNT_ID,
         port=running.port,
-        stack=stack,
     )
     progress(f"deploying stack {stack!r} from __main__.py")
     return deploy(stack, context, on_created=lambda typ, name: progress(f"created {typ} {name}"))

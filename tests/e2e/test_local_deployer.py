@@ -20,7 +20,7 @@ from taskctl.local.stack import Schedule, schedules_of
 def mocks() -> EmulatorMocks:
     context = EmulatorContext(
         endpoint_url="http://127.0.0.1:1", region="eu-west-1", account_id="000000000000",
-        port=1, stack="dev",
+        port=1,
     )  # fmt: skip
     return EmulatorMocks(context, on_created=lambda _typ, _name: None)
 

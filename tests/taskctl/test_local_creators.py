@@ -102,7 +102,7 @@ def test_a_metric_math_alarm_reaches_cloudwatch_as_metric_queries(
         cloudwatch = boto3.client("cloudwatch", region_name="eu-west-1")
         context = EmulatorContext(
             endpoint_url="http://127.0.0.1:1", region="eu-west-1", account_id="123456789012",
-            port=1, stack="dev", _clients={"cloudwatch": cloudwatch},
+            port=1, _clients={"cloudwatch": cloudwatch},
         )  # fmt: skip
 
         # WHEN the local deployer creates it
