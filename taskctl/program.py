@@ -26,8 +26,8 @@ from pulumi.runtime.sync_await import _sync_await
 from components.stack_settings import read_stack_settings
 from functions.policy import SettingsError
 from functions.settings import StackSettings
+from taskctl.local.paths import PROJECT_DIR
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
 PROJECT_FILE = PROJECT_DIR / "Pulumi.yaml"
 PROGRAM = PROJECT_DIR / "__main__.py"
 # A Pulumi secret in a stack file (`key: {secure: <ciphertext>}`) only the Pulumi CLI can decrypt.

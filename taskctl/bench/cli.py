@@ -18,9 +18,10 @@ from rich.console import Console
 from rich.table import Table
 
 from taskctl.bench import coldstart, throughput
-from taskctl.bench.cost import PRICES_FILE, PROJECT_DIR, Prices
+from taskctl.bench.cost import PRICES_FILE, Prices
 from taskctl.bench.requests import FUNCTIONS, Design, cost_table, measure, ratio
 from taskctl.exit_codes import EXIT_ERROR
+from taskctl.local.paths import PROJECT_DIR
 
 RESULTS_FILE = PROJECT_DIR / "bench" / "results.json"
 OURS, ORIGINAL = "ours", "original"

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
+from taskctl.local.paths import PROJECT_DIR
+
 PRICES_FILE = PROJECT_DIR / "bench" / "prices.json"
 TASKS = 1_000_000  # costs are quoted per million tasks
 BYTES_PER_GB = 1024**3  # AWS bills GB as GiB

@@ -20,7 +20,7 @@ from taskctl.load.client import LoadError
 from taskctl.load.policy import policy_from_stack
 from taskctl.load.runner import LoadOptions, default_timeout_s, run_load
 from taskctl.local.emulator import free_port
-from taskctl.local.paths import REPO_ROOT
+from taskctl.local.paths import PROJECT_DIR
 
 UP_TIMEOUT_S = 600  # the first run builds the emulator's virtualenv and the bundle
 DOWN_TIMEOUT_S = 120
@@ -32,7 +32,7 @@ def _taskctl(args: list[str], env: dict[str, str], timeout_s: float) -> subproce
     command = [sys.executable, "-m", "taskctl", *args]
     try:
         return subprocess.run(
-            command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s
+            command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=timeout_s
         )
     except subprocess.TimeoutExpired:
         return subprocess.CompletedProcess(command, -1, "", f"timed out after {timeout_s:g} s")

@@ -6,7 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
+from taskctl.local.paths import PROJECT_DIR
+
 QUOTAS_FILE = PROJECT_DIR / "bench" / "quotas.json"
 
 

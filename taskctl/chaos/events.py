@@ -14,8 +14,9 @@ from typing import Any
 from taskctl.chaos.clock import SimClock
 from taskctl.chaos.sqs import Received, SimQueue, receive_attributes
 from taskctl.chaos.wire import ACCOUNT, REGION
+from taskctl.local.paths import PROJECT_DIR
 
-EVENTS_DIR = Path(__file__).resolve().parents[2] / "tests" / "events"
+EVENTS_DIR = PROJECT_DIR / "tests" / "events"
 API_EVENT = "apigw_v2_post_tasks.json"
 SQS_EVENT = "sqs_task_message.json"
 STAGE = "dev"

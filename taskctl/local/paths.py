@@ -10,7 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# The repository (Pulumi.yaml, __main__.py, bench/); every taskctl module finds its files from here.
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
 class _InRoot:
@@ -43,5 +44,5 @@ class StackPaths:
 
     @classmethod
     def for_stack(cls, stack: str) -> StackPaths:
-        local_root = Path(os.environ.get("TASKS_LOCAL_DIR") or REPO_ROOT / ".local").resolve()
+        local_root = Path(os.environ.get("TASKS_LOCAL_DIR") or PROJECT_DIR / ".local").resolve()
         return cls(stack=stack, root=local_root / stack)

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from taskctl.local.paths import REPO_ROOT
+from taskctl.local.paths import PROJECT_DIR
 
 HERE = Path(__file__).resolve().parent
 Report = Callable[[str], None]
@@ -123,14 +123,14 @@ def ensure_all(venvs: Sequence[ManagedVenv], report: Report) -> list[Path]:
 EMULATOR_VENV = ManagedVenv(
     label="emulator",
     requirements=HERE / "requirements-emulator.txt",
-    default_dir=REPO_ROOT / ".local" / "emulator-venv",
+    default_dir=PROJECT_DIR / ".local" / "emulator-venv",
     dir_env="TASKS_EMULATOR_VENV",
     warm_import="ministack.app",
 )
 LAMBDA_RUNTIME_VENV = ManagedVenv(
     label="Lambda runtime",
     requirements=HERE / "requirements-lambda-runtime.txt",
-    default_dir=REPO_ROOT / ".local" / "lambda-runtime-venv",
+    default_dir=PROJECT_DIR / ".local" / "lambda-runtime-venv",
     dir_env="TASKS_LAMBDA_RUNTIME_VENV",
     warm_import="boto3",
 )

@@ -30,7 +30,7 @@ from functions.policy import TaskPolicy
 from functions.store import TaskStore
 from taskctl.local import emulator
 from taskctl.local.creators import EMULATOR_SCHEDULER_TICK_S
-from taskctl.local.paths import REPO_ROOT
+from taskctl.local.paths import PROJECT_DIR
 
 STACK = "dev"
 UP_TIMEOUT_S = 240  # a cold machine builds the emulator venv and the bundle first
@@ -45,7 +45,7 @@ def taskctl(*args: str, env: dict[str, str], timeout_s: float) -> subprocess.Com
     """Run `python -m taskctl <args>` as a user would, in the repository."""
     return subprocess.run(
         [*TASKCTL, *args],
-        cwd=REPO_ROOT,
+        cwd=PROJECT_DIR,
         env=env,
         capture_output=True,
         text=True,

@@ -26,7 +26,7 @@ from e2e_support import (
 )
 
 from taskctl.local import emulator
-from taskctl.local.paths import REPO_ROOT
+from taskctl.local.paths import PROJECT_DIR
 
 pytestmark = pytest.mark.e2e
 
@@ -119,7 +119,7 @@ def test_without_the_project_virtualenv_the_message_says_how_to_make_it(tmp_path
     # `-S` leaves out site-packages: the interpreter a user gets before `make venv`
     refused = subprocess.run(
         [sys.executable, "-S", "-m", "taskctl", "local", "up"],
-        cwd=REPO_ROOT, env=environment_with_state(tmp_path), capture_output=True, text=True,
+        cwd=PROJECT_DIR, env=environment_with_state(tmp_path), capture_output=True, text=True,
         timeout=30, check=False,
     )  # fmt: skip
 
@@ -138,7 +138,7 @@ def test_stopping_a_foreground_up_leaves_no_process_and_no_bound_port(
     env = environment_with_state(tmp_path)
     foreground = subprocess.Popen(
         [*LOCAL_COMMAND, "up", "--port", str(port)],
-        cwd=REPO_ROOT,
+        cwd=PROJECT_DIR,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -204,7 +204,7 @@ def test_a_failed_deployment_names_the_resource_type_and_leaves_nothing_running(
     # WHEN it is brought up
     failed = subprocess.run(
         [sys.executable, "-c", FAILING_DEPLOYMENT, str(port)],
-        cwd=REPO_ROOT, env=environment_with_state(tmp_path), capture_output=True, text=True,
+        cwd=PROJECT_DIR, env=environment_with_state(tmp_path), capture_output=True, text=True,
         timeout=UP_TIMEOUT_S, check=False,
     )  # fmt: skip
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_OK
 from taskctl.local.cli import app as local_app
-from taskctl.local.paths import REPO_ROOT
+from taskctl.local.paths import PROJECT_DIR
 from taskctl.ops.cli import redrive
 
 runner = CliRunner()
@@ -121,7 +121,7 @@ def test_without_the_project_packages_the_entry_point_exits_2_saying_how_to_get_
     # `-S` leaves out site-packages: the interpreter a user has before `make venv`
     result = subprocess.run(
         [sys.executable, "-S", "-m", "taskctl", "load", "--help"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=False,
+        cwd=PROJECT_DIR, capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
 
     assert result.returncode == EXIT_ERROR
