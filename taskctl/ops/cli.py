@@ -55,6 +55,7 @@ from taskctl.ops.target import (
     stack_policy,
 )
 from taskctl.ops.tasks import SINCE_HELP, find_tasks, parse_since
+from taskctl.ops.tasks_cli import fits, under_id
 
 MAX_EXTRA_ATTEMPTS = 50  # the policy's own maxAttempts limit
 # Tasks failing with AWS errors this many times in a row: the table, the network or the
@@ -247,7 +248,7 @@ def _progress(task_ids: list[str], show: bool, label: str) -> Iterable[str]:
 def _report(console: Console, results: list[RedriveResult], *, bulk: bool, dry_run: bool) -> None:
     """The per-task table, an `error:` line per task not redriven, and (bulk) the summary."""
     if results:
-        console.print(_results_table(results))
+        console.print(_results_table(results, console))
     for result in results:
         if not result.succeeded:
             typer.echo(f"error: task {result.task_id}: {result.detail}", err=True)
@@ -268,19 +269,27 @@ def _unique(task_ids: list[str]) -> list[str]:
     return list(by_task.values())
 
 
-def _results_table(results: list[RedriveResult]) -> Table:
-    columns = ("task", "result", "status", Column("attempts", justify="right"), "detail")
-    table = Table(*columns, title="Redrive", title_justify="left")
+def _results_table(results: list[RedriveResult], console: Console) -> Table:
+    """One line per task when it fits the terminal; where it does not, each task's detail goes
+    under its id, which is never cut."""
+    wide = Table(
+        "task", "result", "status", Column("attempts", justify="right"), "detail",
+        title="Redrive", title_justify="left",
+    )  # fmt: skip
+    narrow = Table(
+        Column("task", no_wrap=True), "result", "status", Column("attempts", justify="right"),
+        title="Redrive", title_justify="left",
+    )  # fmt: skip
     for result in results:
         style, _ = OUTCOMES[result.outcome]
-        table.add_row(
-            escape(result.task_id),
+        cells = (
             f"[{style}]{result.outcome}[/]",
             _change(result, lambda task: str(task.status)),
             _change(result, lambda task: f"{task.attempts}/{task.maxAttempts}"),
-            escape(result.detail),
         )
-    return table
+        wide.add_row(escape(result.task_id), *cells, escape(result.detail))
+        narrow.add_row(under_id(result.task_id, result.detail), *cells)
+    return wide if fits(wide, console) else narrow
 
 
 def _change(result: RedriveResult, show: Callable[[TaskRecord], str]) -> str:

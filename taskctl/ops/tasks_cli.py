@@ -11,6 +11,7 @@ such task; 2 for bad flags, no local stack, or AWS unreachable.
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated
@@ -46,6 +47,7 @@ from taskctl.ops.tasks import (
 
 DEFAULT_LIMIT = 50
 UNBOUNDED_WIDTH = 10_000
+TASK_ID_WIDTH = 36  # a UUID's: a narrow table never cuts an id, the next command needs it whole
 # The store's TTL only matters for terminal writes, which these commands never make.
 UNUSED_TTL_DAYS = 1
 STATUS_STYLES = {
@@ -159,31 +161,34 @@ def _list_table(found: list[StoredTask], title: str, now: datetime, console: Con
         "updated", Column("task", no_wrap=True), "status", Column("attempts", justify="right"),
         "last error", "message", title=title, title_justify="left",
     )  # fmt: skip
-    for stored in found:
-        task = stored.record
-        wide.add_row(
-            f"{task.updatedAt[:19].replace('T', ' ')} ({_ago(task.updatedAt, now)})",
-            task.taskId,
-            *_status_and_attempts(stored),
-            escape(shorten(task.lastError, 50)),
-            escape(shorten(task.message, 30)),
-        )
-    unbounded = console.options.update_width(UNBOUNDED_WIDTH)  # its width if nothing wrapped
-    if Measurement.get(console, unbounded, wide).maximum <= console.width:
-        return wide
     narrow = Table(
-        Column("task", min_width=len(found[0].record.taskId)), "status",
-        Column("attempts", justify="right"), Column("updated", no_wrap=True),
-        title=title, title_justify="left",
+        Column("task", no_wrap=True), "status", Column("attempts", justify="right"),
+        Column("updated", no_wrap=True), title=title, title_justify="left",
     )  # fmt: skip
     for stored in found:
         task = stored.record
-        lines = [task.taskId]
-        if task.lastError:
-            lines.append(escape(f"error: {shorten(task.lastError, 50)}"))
-        lines.append(f"[dim]{escape(f'message: {shorten(task.message, 30)}')}[/]")
-        narrow.add_row("\n".join(lines), *_status_and_attempts(stored), _ago(task.updatedAt, now))
-    return narrow
+        status, attempts = _status_and_attempts(stored)
+        ago = _ago(task.updatedAt, now)
+        error, message = shorten(task.lastError, 50), shorten(task.message, 30)
+        updated = f"{task.updatedAt[:19].replace('T', ' ')} ({ago})"
+        wide.add_row(updated, task.taskId, status, attempts, escape(error), escape(message))
+        below = [f"error: {error}"] if error else []
+        narrow.add_row(under_id(task.taskId, *below, f"message: {message}"), status, attempts, ago)
+    return wide if fits(wide, console) else narrow
+
+
+def fits(table: Table, console: Console) -> bool:
+    """Whether `table` fits the terminal with no cell wrapped."""
+    unbounded = console.options.update_width(UNBOUNDED_WIDTH)
+    return Measurement.get(console, unbounded, table).maximum <= console.width
+
+
+def under_id(task_id: str, *texts: str) -> str:
+    """A narrow table's first cell: the task's id, and under it `texts` wrapped to the id's
+    width. The column does not wrap, so the id is never cut or broken (the next command needs
+    it whole): the other columns make room instead."""
+    wrapped = (textwrap.fill(text, TASK_ID_WIDTH) for text in texts)
+    return "\n".join(escape(line) for line in (task_id, *wrapped))
 
 
 def _status_and_attempts(stored: StoredTask) -> tuple[str, str]:

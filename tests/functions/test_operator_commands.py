@@ -11,6 +11,7 @@ the tests' fake clock.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
@@ -32,6 +33,7 @@ from taskctl.ops.tasks import find_tasks
 ALWAYS_FAILS = TaskPolicy(maxAttempts=2, errorRate=1.0, backoffBaseSeconds=2, maxDelaySeconds=900)
 NEVER_FAILS = replace(ALWAYS_FAILS, errorRate=0.0)
 HOUR_S = 3_600
+UUID_PATTERN = re.compile(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}")
 GRACE = timedelta(seconds=ALWAYS_FAILS.recoveryGraceSeconds)
 
 
@@ -153,13 +155,32 @@ def test_in_an_80_column_terminal_the_error_and_message_go_under_the_id(
     listing = run(rt, tasks_cli.list_tasks, "--status", "FAILED", columns=80)
 
     assert listing.exit_code == EXIT_OK, listing.output
-    lines = listing.stdout.splitlines()
-    assert max(map(len, lines)) <= 80, listing.stdout
+    rows = narrow_rows(listing.stdout, width=80)
+    assert list(rows) == failed_tasks[::-1]
     for n, task_id in enumerate(failed_tasks):
-        (at,) = [i for i, line in enumerate(lines) if task_id in line]
-        assert "FAILED" in lines[at] and "2/2" in lines[at]
-        assert "error: simulated random error" in lines[at + 1]
-        assert f"message: resize image {n}" in lines[at + 2]
+        first_line, under = rows[task_id]
+        assert "FAILED" in first_line and "2/2" in first_line
+        assert "error: simulated random error (errorRate=1.0)" in under
+        assert f"message: resize image {n}" in under
+
+
+def narrow_rows(output: str, *, width: int) -> dict[str, tuple[str, str]]:
+    """{task id: (its row's first line, the first column's text under the id)} of a table
+    printed `width` columns wide, checking that no line is wider and every id is whole."""
+    lines = output.splitlines()
+    assert max(map(len, lines)) <= width, output
+    rows: dict[str, tuple[str, str]] = {}
+    task_id = None
+    for line in lines:
+        cells = line.split("│")
+        first = cells[1].strip() if len(cells) > 2 else None
+        if first and UUID_PATTERN.fullmatch(first):
+            task_id = first
+            rows[task_id] = (line, "")
+        elif first and task_id:  # wrapped text under the id joins with spaces
+            row, under = rows[task_id]
+            rows[task_id] = (row, f"{under} {first}".strip())
+    return rows
 
 
 def test_an_empty_list_says_so(rt: Runtime) -> None:
@@ -279,6 +300,22 @@ def test_a_dry_run_shows_what_would_be_redriven_and_writes_nothing(
     )
     assert {task_id: raw_item(rt, task_id) for task_id in failed_tasks} == items
     assert pipeline.receive() == []
+
+
+def test_in_an_80_column_terminal_a_redrive_shows_each_id_whole_with_its_detail_under_it(
+    rt: Runtime, failed_tasks: list[str]
+) -> None:
+    outcome = run(
+        rt, cli.redrive, "--status", "FAILED", "--since", "4h", "--dry-run", queue=True, columns=80
+    )
+
+    assert outcome.exit_code == EXIT_OK, outcome.output
+    table = outcome.stdout[outcome.stdout.index("Redrive") : outcome.stdout.index("Summary")]
+    rows = narrow_rows(table, width=80)
+    assert sorted(rows) == sorted(failed_tasks)
+    for first_line, under in rows.values():
+        assert "would" in first_line and "2/2 -> 2/4" in first_line
+        assert under == "2 more attempt(s); nothing written (dry run)"
 
 
 def test_a_task_redriven_by_someone_else_meanwhile_is_refused_and_the_rest_go_on(
