@@ -167,7 +167,8 @@ def _list_table(found: list[StoredTask], title: str, now: datetime, console: Con
     )  # fmt: skip
     for stored in found:
         task = stored.record
-        status, attempts = _status_and_attempts(stored)
+        status = f"[{STATUS_STYLES[task.status]}]{task.status.value}[/]"
+        attempts = f"{task.attempts}/{task.maxAttempts}"
         ago = _ago(task.updatedAt, now)
         error, message = shorten(task.lastError, 50), shorten(task.message, 30)
         updated = f"{task.updatedAt[:19].replace('T', ' ')} ({ago})"
@@ -189,14 +190,6 @@ def under_id(task_id: str, *texts: str) -> str:
     it whole): the other columns make room instead."""
     wrapped = (textwrap.fill(text, TASK_ID_WIDTH) for text in texts)
     return "\n".join(escape(line) for line in (task_id, *wrapped))
-
-
-def _status_and_attempts(stored: StoredTask) -> tuple[str, str]:
-    task = stored.record
-    return (
-        f"[{STATUS_STYLES[task.status]}]{task.status.value}[/]",
-        f"{task.attempts}/{task.maxAttempts}",
-    )
 
 
 def _ago(stamp: str, now: datetime) -> str:
