@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 
 from functions.lifecycle import LEASE_MARGIN_S, backoff_ceiling_s
 from functions.policy import TaskPolicy
@@ -142,7 +142,6 @@ class CapacityReport:
     # Cost
     cost_per_million: dict[str, float]
     cost_per_hour: float
-    findings: list[Finding] = field(default_factory=list)
 
     @property
     def in_flight(self) -> float:
@@ -156,6 +155,109 @@ class CapacityReport:
             + self.dead_letter_concurrency
             + self.reconciler_concurrency
         )
+
+    @property
+    def findings(self) -> list[Finding]:
+        """Each quota the rate crosses, with the setting to change."""
+        quotas = self.quotas
+        findings: list[Finding] = []
+
+        def crossed(quota: str, needed: float, limit: float, setting: str, advice: str) -> None:
+            if needed > limit:
+                findings.append(
+                    Finding(quota=quota, needed=needed, limit=limit, setting=setting, advice=advice)
+                )
+
+        rate = self.rate_per_s
+        crossed(
+            "API stage throttle (requests/s)",
+            rate,
+            self.api_stage_rate,
+            "apiThrottleRateLimit",
+            f"the stage answers 429 past {self.api_stage_rate:g}/s; raise it to at least "
+            f"{math.ceil(rate)}",
+        )
+        crossed(
+            "API Gateway account throttle (requests/s)",
+            rate,
+            quotas.api_account_rps,
+            "AWS quota (API Gateway throttle per account and Region)",
+            "ask AWS for a higher account throttle",
+        )
+        needed_workers = math.ceil(self.worker_concurrency)
+        crossed(
+            "worker concurrency (workerMaxConcurrency)",
+            self.worker_concurrency,
+            self.worker_max_concurrency,
+            "workerMaxConcurrency",
+            f"the worker falls behind and the backlog grows; raise it to at least {needed_workers}"
+            + (
+                f" (an event source mapping allows at most {quotas.esm_max_concurrency}: shorten "
+                "attempts or split the work over more queues)"
+                if needed_workers > quotas.esm_max_concurrency
+                else ""
+            ),
+        )
+        crossed(
+            "dead-letter concurrency (workerMaxConcurrency)",
+            self.dead_letter_concurrency,
+            self.worker_max_concurrency,
+            "workerMaxConcurrency",
+            f"raise it to at least {math.ceil(self.dead_letter_concurrency)}",
+        )
+        crossed(
+            "Lambda concurrent executions (account)",
+            self.total_concurrency,
+            quotas.lambda_concurrency,
+            "AWS quota (Lambda concurrent executions), or workerMaxConcurrency",
+            "ask AWS for more concurrency; capping workerMaxConcurrency lower only moves the wait "
+            "into the queue",
+        )
+        crossed(
+            "SQS in-flight messages (main queue)",
+            self.in_flight,
+            quotas.sqs_in_flight,
+            "workerMaxConcurrency x workerBatchSize",
+            "ReceiveMessage fails with OverLimit and the whole queue stalls; lower the mapping's "
+            "concurrency or batch size",
+        )
+        for space in self.key_spaces:
+            crossed(
+                f"DynamoDB {space.name}: write units/s (on-demand)",
+                space.write_units_s,
+                quotas.table_wru,
+                "AWS quota (DynamoDB on-demand throughput per table)",
+                "ask AWS for a higher table throughput quota",
+            )
+            crossed(
+                f"DynamoDB {space.name}: read units/s (on-demand)",
+                space.read_units_s,
+                quotas.table_rru,
+                "AWS quota (DynamoDB on-demand throughput per table)",
+                "ask AWS for a higher table throughput quota",
+            )
+            crossed(
+                f"DynamoDB {space.name}: busiest key ({space.busiest_key}) write units/s",
+                space.busiest_key_write_units_s,
+                quotas.partition_wcu,
+                space.shards,
+                "writes to one partition key throttle; spread them over more shards",
+            )
+            crossed(
+                f"DynamoDB {space.name}: busiest key ({space.busiest_key}) read units/s",
+                space.busiest_key_read_units_s,
+                quotas.partition_rcu,
+                space.shards,
+                "reads of one partition key throttle; spread them over more shards",
+            )
+        crossed(
+            "reconciler pass (tasks per run within its timeout)",
+            self.reconciler_tasks_per_pass,
+            self.reconciler_pass_capacity,
+            "reconcileIntervalMinutes (or functionTimeoutSeconds)",
+            "each run stops early and the overdue checks pile up; run it more often",
+        )
+        return findings
 
     @property
     def crossed(self) -> bool:
@@ -268,7 +370,7 @@ def plan(
 
     costs = cost_per_million(_usage(settings, flow, a, key_spaces, rate_per_s), prices)
 
-    report = CapacityReport(
+    return CapacityReport(
         stack=stack,
         rate_per_s=rate_per_s,
         failure_p=p,
@@ -299,7 +401,6 @@ def plan(
         cost_per_million=costs,
         cost_per_hour=costs["total"] * rate_per_s * SECONDS_PER_HOUR / TASKS_PER_MILLION,
     )
-    return _with_findings(report, settings, quotas)
 
 
 def _key_spaces(rate_per_s: float, flow: TaskFlow, a: Assumptions) -> list[KeySpace]:
@@ -405,106 +506,3 @@ def _usage(
         stored_bytes=float(a.item_bytes),
         stored_days=float(settings.taskTtlDays),
     )
-
-
-def _with_findings(
-    report: CapacityReport, settings: StackSettings, quotas: Quotas
-) -> CapacityReport:
-    findings: list[Finding] = []
-
-    def crossed(quota: str, needed: float, limit: float, setting: str, advice: str) -> None:
-        if needed > limit:
-            findings.append(
-                Finding(quota=quota, needed=needed, limit=limit, setting=setting, advice=advice)
-            )
-
-    rate = report.rate_per_s
-    crossed(
-        "API stage throttle (requests/s)",
-        rate,
-        settings.apiThrottleRateLimit,
-        "apiThrottleRateLimit",
-        f"the stage answers 429 past {settings.apiThrottleRateLimit:g}/s; raise it to at least "
-        f"{math.ceil(rate)}",
-    )
-    crossed(
-        "API Gateway account throttle (requests/s)",
-        rate,
-        quotas.api_account_rps,
-        "AWS quota (API Gateway throttle per account and Region)",
-        "ask AWS for a higher account throttle",
-    )
-    needed_workers = math.ceil(report.worker_concurrency)
-    crossed(
-        "worker concurrency (workerMaxConcurrency)",
-        report.worker_concurrency,
-        settings.workerMaxConcurrency,
-        "workerMaxConcurrency",
-        f"the worker falls behind and the backlog grows; raise it to at least {needed_workers}"
-        + (
-            f" (an event source mapping allows at most {quotas.esm_max_concurrency}: shorten "
-            "attempts or split the work over more queues)"
-            if needed_workers > quotas.esm_max_concurrency
-            else ""
-        ),
-    )
-    crossed(
-        "dead-letter concurrency (workerMaxConcurrency)",
-        report.dead_letter_concurrency,
-        settings.workerMaxConcurrency,
-        "workerMaxConcurrency",
-        f"raise it to at least {math.ceil(report.dead_letter_concurrency)}",
-    )
-    crossed(
-        "Lambda concurrent executions (account)",
-        report.total_concurrency,
-        quotas.lambda_concurrency,
-        "AWS quota (Lambda concurrent executions), or workerMaxConcurrency",
-        "ask AWS for more concurrency; capping workerMaxConcurrency lower only moves the wait "
-        "into the queue",
-    )
-    crossed(
-        "SQS in-flight messages (main queue)",
-        report.in_flight,
-        quotas.sqs_in_flight,
-        "workerMaxConcurrency x workerBatchSize",
-        "ReceiveMessage fails with OverLimit and the whole queue stalls; lower the mapping's "
-        "concurrency or batch size",
-    )
-    for space in report.key_spaces:
-        crossed(
-            f"DynamoDB {space.name}: write units/s (on-demand)",
-            space.write_units_s,
-            quotas.table_wru,
-            "AWS quota (DynamoDB on-demand throughput per table)",
-            "ask AWS for a higher table throughput quota",
-        )
-        crossed(
-            f"DynamoDB {space.name}: read units/s (on-demand)",
-            space.read_units_s,
-            quotas.table_rru,
-            "AWS quota (DynamoDB on-demand throughput per table)",
-            "ask AWS for a higher table throughput quota",
-        )
-        crossed(
-            f"DynamoDB {space.name}: busiest key ({space.busiest_key}) write units/s",
-            space.busiest_key_write_units_s,
-            quotas.partition_wcu,
-            space.shards,
-            "writes to one partition key throttle; spread them over more shards",
-        )
-        crossed(
-            f"DynamoDB {space.name}: busiest key ({space.busiest_key}) read units/s",
-            space.busiest_key_read_units_s,
-            quotas.partition_rcu,
-            space.shards,
-            "reads of one partition key throttle; spread them over more shards",
-        )
-    crossed(
-        "reconciler pass (tasks per run within its timeout)",
-        report.reconciler_tasks_per_pass,
-        report.reconciler_pass_capacity,
-        "reconcileIntervalMinutes (or functionTimeoutSeconds)",
-        "each run stops early and the overdue checks pile up; run it more often",
-    )
-    return replace(report, findings=findings)
