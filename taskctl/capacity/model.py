@@ -28,8 +28,9 @@ the deferral share, and AWS latency beyond the stated assumptions.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass
+
+from pydantic.alias_generators import to_camel
 
 from functions.lifecycle import LEASE_MARGIN_S, backoff_ceiling_s
 from functions.policy import TaskPolicy
@@ -317,7 +318,7 @@ class CapacityReport:
 
 def _camel(fields: dict) -> dict:
     """JSON keys as the rest of taskctl's JSON writes them: `failed_share` -> `failedShare`."""
-    return {re.sub(r"_(\w)", lambda m: m.group(1).upper(), key): v for key, v in fields.items()}
+    return {to_camel(key): value for key, value in fields.items()}
 
 
 def plan(
@@ -346,7 +347,6 @@ def plan(
     api_concurrency = rate_per_s * a.api_ms / 1000.0
     worker_concurrency = attempts_s * record_s
     dead_letter_concurrency = rate_per_s * flow.failed_share * a.dead_letter_record_ms / 1000.0
-    reconciler_concurrency = 1.0
     batches_needed = math.ceil(worker_concurrency)
     ramp_s = max(0, batches_needed - quotas.esm_initial_batches) / quotas.esm_scale_up_per_min * 60
 
@@ -381,7 +381,7 @@ def plan(
         api_concurrency=api_concurrency,
         worker_concurrency=worker_concurrency,
         dead_letter_concurrency=dead_letter_concurrency,
-        reconciler_concurrency=reconciler_concurrency,
+        reconciler_concurrency=1.0,  # it runs one at a time
         worker_max_concurrency=max_concurrency,
         esm_batches_needed=batches_needed,
         esm_ramp_s=ramp_s,
@@ -448,8 +448,7 @@ def _key_spaces(rate_per_s: float, flow: TaskFlow, a: Assumptions) -> list[KeySp
     # The status index: one OPEN entry per task from its creation (a put) to its end (a delete;
     # the worker's claims and retries leave its keys alone), and a FAILED put for the FAILED share.
     open_ops = 2.0
-    failed_ops = flow.failed_share
-    status_ops = open_ops + failed_ops
+    status_ops = open_ops + flow.failed_share
     status_writes = rate_per_s * status_ops
     status = KeySpace(
         name=STATUS_INDEX,
