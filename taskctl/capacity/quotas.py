@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from taskctl.local.paths import PROJECT_DIR
 
@@ -28,8 +27,8 @@ class Quotas:
     recorded: str
 
     @classmethod
-    def load(cls, path: Path = QUOTAS_FILE) -> Quotas:
-        raw = json.loads(path.read_text())
+    def load(cls) -> Quotas:
+        raw = json.loads(QUOTAS_FILE.read_text())
         quota = {name: entry["value"] for name, entry in raw["quotas"].items()}
         return cls(
             sqs_in_flight=quota["sqsInFlightPerStandardQueue"],
