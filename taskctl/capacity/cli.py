@@ -69,9 +69,8 @@ def capacity(
     from taskctl.program import load_stack_settings
 
     try:
-        settings = load_stack_settings(stack)
         report = plan(
-            settings,
+            load_stack_settings(stack),
             rate,
             stack=stack,
             quotas=Quotas.load(),
