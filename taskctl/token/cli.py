@@ -5,8 +5,7 @@
 Where: the running local stack of `--stack` (default dev), or, with `--user-pool-id`,
 `--client-id` and `--token-url` (`pulumi stack output userPoolId appClientId authTokenUrl`), a
 deployed stack, whose client secret is read with DescribeUserPoolClient through the standard AWS
-environment (credentials, `AWS_DEFAULT_REGION`, `AWS_PROFILE`). The secret is never printed or
-stored.
+environment (credentials, `AWS_DEFAULT_REGION`, `AWS_PROFILE`), never printed or stored.
 
 For an open stack (`apiAuth: none`) it prints nothing, says so on stderr and exits 0, so the
 curl line above works for both settings. Exit status 2: no token could be had (one `error:` line).
@@ -19,12 +18,7 @@ from typing import Annotated
 import typer
 
 from taskctl.exit_codes import EXIT_ERROR
-from taskctl.token.issuer import (
-    TokenError,
-    deployed_app_client,
-    fetch_token,
-    local_app_client,
-)
+from taskctl.token.issuer import TokenError, deployed_app_client, fetch_token, local_app_client
 
 
 def token(

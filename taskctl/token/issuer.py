@@ -80,13 +80,12 @@ def local_app_client(stack: str) -> AppClient | None:
     """The running local stack's app client; None if the stack is open (`apiAuth: none`).
     Its token endpoint is the emulator's (it serves every pool's at `/oauth2/token`)."""
     from taskctl.local import emulator
-    from taskctl.local.emulator import LocalStackError
     from taskctl.local.paths import StackPaths
     from taskctl.local.stack import read_outputs
 
     try:
         outputs = read_outputs(stack)
-    except LocalStackError as exc:
+    except emulator.LocalStackError as exc:
         raise TokenError(str(exc)) from None
     running = emulator.read_running(StackPaths.for_stack(stack))
     if running is None:
