@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from functions.lifecycle import to_epoch_ms
 from taskctl.chaos.clock import SimClock
 from taskctl.chaos.sqs import Received, SimQueue, receive_attributes
 from taskctl.chaos.wire import ACCOUNT, REGION
@@ -56,7 +57,7 @@ class Events:
         context["routeKey"] = event["routeKey"]
         context["stage"] = STAGE
         context["requestId"] = request_id
-        context["timeEpoch"] = int(now.timestamp() * 1000)
+        context["timeEpoch"] = to_epoch_ms(now)
         context["time"] = now.strftime("%d/%b/%Y:%H:%M:%S +0000")
         if body is None:
             event.pop("body", None)

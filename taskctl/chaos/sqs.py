@@ -39,6 +39,7 @@ from typing import Any
 
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 
+from functions.lifecycle import to_epoch_ms
 from taskctl.capacity.quotas import Quotas
 from taskctl.chaos import wire
 
@@ -420,10 +421,10 @@ def receive_attributes(received: Received) -> dict[str, str]:
     message = received.message
     return {
         "ApproximateReceiveCount": str(received.receive_count),
-        "SentTimestamp": str(_epoch_ms(message.sent_at)),
+        "SentTimestamp": str(to_epoch_ms(message.sent_at)),
         "SenderId": SENDER_ID,
         "ApproximateFirstReceiveTimestamp": str(
-            _epoch_ms(message.first_received_at or received.received_at)
+            to_epoch_ms(message.first_received_at or received.received_at)
         ),
     }
 
@@ -454,10 +455,6 @@ def _set_attributes(
                 queue.max_receive_count = int(policy["maxReceiveCount"])
             case _:
                 raise SqsError("UnsupportedOperation", f"queue attribute {name} is not simulated")
-
-
-def _epoch_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 @dataclass
