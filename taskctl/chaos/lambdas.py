@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from unittest import mock
 
 from functions import api, dead_letter, reconciler, runtime, worker
 from taskctl.chaos.clock import SimClock
@@ -166,19 +167,15 @@ def quiet_functions() -> Iterator[None]:
                 logger.setLevel(level)
 
 
-@contextlib.contextmanager
-def own_batch_processor(module: Any) -> Iterator[None]:
+def own_batch_processor(module: Any) -> contextlib.AbstractContextManager[Any]:
     """A nested delivery runs in what would be another Lambda environment: give it its own
     Powertools batch processor, or it would overwrite the records and results of the delivery
     it interrupted (the module-level processor is per process, and Lambda runs one invocation
     per process at a time)."""
     shared = module.processor
-    module.processor = type(shared)(
+    own = type(shared)(
         event_type=shared.event_type,
         model=shared.model,
         raise_on_entire_batch_failure=shared.raise_on_entire_batch_failure,
     )
-    try:
-        yield
-    finally:
-        module.processor = shared
+    return mock.patch.object(module, "processor", own)
