@@ -246,10 +246,15 @@ class World:
             name: self._runtime(session, function_settings, name, backoff) for name in FUNCTIONS
         }
         self.worker_mapping = EventSourceMapping(
-            self.main_queue, settings.workerBatchSize, self._invoke_worker, self._acknowledged
+            self.main_queue,
+            settings.workerBatchSize,
+            partial(self._invoke_batch, "worker", worker, self.main_queue),
+            self._acknowledged,
         )
         self.dead_letter_mapping = EventSourceMapping(
-            self.dead_letter_queue, settings.workerBatchSize, self._invoke_dead_letter
+            self.dead_letter_queue,
+            settings.workerBatchSize,
+            partial(self._invoke_batch, "dead-letter", dead_letter, self.dead_letter_queue),
         )
         if self.plan.lose_messages:
             self._lose_sent_messages(self.plan.lose_messages)
@@ -524,14 +529,8 @@ class World:
 
     # -- the event source mappings
 
-    def _invoke_worker(self, batch: list[Received]) -> set[str] | None:
-        return self._invoke_batch("worker", worker, batch, self.main_queue)
-
-    def _invoke_dead_letter(self, batch: list[Received]) -> set[str] | None:
-        return self._invoke_batch("dead-letter", dead_letter, batch, self.dead_letter_queue)
-
     def _invoke_batch(
-        self, function: str, module: Any, batch: list[Received], queue: SimQueue
+        self, function: str, module: Any, queue: SimQueue, batch: list[Received]
     ) -> set[str] | None:
         by_task: dict[str, Received] = {}
         for received in batch:
