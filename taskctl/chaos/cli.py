@@ -33,10 +33,6 @@ SHOWN_PER_LIST = 5  # stranded tasks and violations printed in full; --json list
 DETAILS_PER_KIND = 4
 
 
-class ChaosError(Exception):
-    """A problem that stops the campaign before it runs; one line that says what to do."""
-
-
 def chaos(
     tasks: Annotated[
         int,
@@ -125,11 +121,7 @@ def _scale(
 ) -> ScaleReport:
     from taskctl.chaos.scale import ScaleConfig, scale_report
 
-    try:
-        settings = _settings(stack)
-    except ChaosError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_ERROR) from None
+    settings = _settings(stack)
     config = ScaleConfig(
         settings=settings,
         # The most the stack's API admits in one second: its steady rate plus its burst.
@@ -175,9 +167,8 @@ def _campaign(
             return run_campaign(
                 config, jobs=processes, progress=lambda n: progress.advance(answered, n)
             )
-    except ChaosError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_ERROR) from None
+    except typer.Exit:  # _settings has said what is wrong with the stack
+        raise
     except Exception as exc:  # the campaign itself broke: say so in one line, exit 2
         detail = " ".join(str(exc).split())
         typer.echo(
@@ -189,12 +180,14 @@ def _campaign(
 
 
 def _settings(stack: str) -> StackSettings:
+    """The stack's validated settings; for a missing or invalid stack, one line and exit 2."""
     from taskctl.program import StackConfigError, load_stack_settings
 
     try:
         return load_stack_settings(stack)
     except StackConfigError as exc:
-        raise ChaosError(str(exc)) from None
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
 
 
 def _print_report(report: CampaignReport, console: Console) -> None:
