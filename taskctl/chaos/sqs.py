@@ -174,12 +174,10 @@ class SimQueue:
             return []
         max_messages = min(max_messages, room)
         received: list[Received] = []
-        while len(received) < max_messages and self._heap and self._heap[0][0] <= now:
-            _, _, message, version = heapq.heappop(self._heap)
-            # A superseded entry, or a message that leaves on this receive.
-            if message.gone or version != message.version or self._leaves(message, now):
-                continue
-            received.append(self._hand_out(message, now))
+        while len(received) < max_messages and (at := self.next_visible_at()) and at <= now:
+            message = heapq.heappop(self._heap)[2]
+            if not self._leaves(message, now):  # else it left on this receive
+                received.append(self._hand_out(message, now))
         return received
 
     def receive_one(self, message: Message, now: datetime) -> Received | None:
