@@ -23,17 +23,13 @@ class SimClock:
     def __call__(self) -> datetime:
         return self._now
 
-    @property
-    def now(self) -> datetime:
-        return self._now
+    now = property(__call__)
 
     @property
     def elapsed_s(self) -> float:
-        """Simulated seconds since the start."""
         return (self._now - self.start).total_seconds()
 
     def at(self, offset_s: float) -> datetime:
-        """The moment `offset_s` simulated seconds after the start."""
         return self.start + timedelta(seconds=offset_s)
 
     def advance(self, seconds: float) -> None:
