@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from functions.lifecycle import to_epoch_ms
-from taskctl.chaos.clock import SimClock
 from taskctl.chaos.sqs import Received, SimQueue, receive_attributes
 from taskctl.chaos.wire import ACCOUNT, REGION
 from taskctl.local.paths import PROJECT_DIR
@@ -122,7 +121,7 @@ class LambdaContext:
     function_name: str
     aws_request_id: str
     deadline: datetime
-    clock: SimClock | Callable[[], datetime]
+    clock: Callable[[], datetime]
     memory_limit_in_mb: int = 256
 
     @property

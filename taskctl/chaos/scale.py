@@ -194,7 +194,6 @@ class ScaleResult:
 
 
 def run_scale(config: ScaleConfig, design: Design) -> ScaleResult:
-    """One simulated run of `config` under `design`."""
     return _Run(config, design).run()
 
 
