@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
@@ -139,14 +140,8 @@ class CheckIndex:
         begin = bisect.bisect_left(entries, (low, ""))
         if start_after is not None:
             begin = max(begin, bisect.bisect_right(entries, start_after))
-        page: list[tuple[int, str]] = []
-        for entry in itertools.islice(entries, begin, None):
-            if entry[0] > high:
-                return page, False
-            if len(page) == limit:
-                return page, True
-            page.append(entry)
-        return page, False
+        end = bisect.bisect_right(entries, high, lo=begin, key=itemgetter(0))
+        return entries[begin : min(end, begin + limit)], end - begin > limit
 
     def _catch_up(self, now: datetime) -> None:
         while self._pending and self._pending[0][0] <= now:
