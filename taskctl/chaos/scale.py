@@ -73,7 +73,7 @@ class QuotaQueue:
 
     @property
     def visible_count(self) -> int:
-        return sum(self.visible.values())
+        return self.visible.total()
 
     @property
     def empty(self) -> bool:
@@ -97,8 +97,8 @@ class QuotaQueue:
         delayed, hidden = self.delayed.pop(now_s, Counter()), self.hidden.pop(now_s, Counter())
         self.visible.update(delayed)
         self.visible.update(hidden)
-        self.delayed_count -= sum(delayed.values())
-        self.hidden_count -= sum(hidden.values())
+        self.delayed_count -= delayed.total()
+        self.hidden_count -= hidden.total()
 
     def receive(self, wanted: int, in_flight_now: int) -> Counter[Key]:
         """Up to `wanted` visible messages, spread over the groups in proportion to their size.
@@ -112,7 +112,7 @@ class QuotaQueue:
         shares = {key: take * count / total for key, count in self.visible.items() if count}
         got = Counter({key: int(share) for key, share in shares.items()})
         by_remainder = sorted(shares, key=lambda k: shares[k] - int(shares[k]), reverse=True)
-        got.update(by_remainder[: take - sum(got.values())])  # the largest remainders: one more
+        got.update(by_remainder[: take - got.total()])  # the largest remainders: one more
         self.visible.subtract(got)
         self.visible = +self.visible  # drop the groups now empty
         return got
@@ -230,9 +230,7 @@ class _Run:
             )
             wanted = math.floor(batches / record_s)  # records one second of workers gets through
             visible_before = Counter(self.queue.visible)
-            if self.queue.quota - self.queue.hidden_count < min(
-                wanted, sum(visible_before.values())
-            ):
+            if self.queue.quota - self.queue.hidden_count < min(wanted, visible_before.total()):
                 # The quota, not the workers, decides what is received: messages wait behind it.
                 result.stalled_s += 1
                 if result.first_stall_s is None:
@@ -243,7 +241,7 @@ class _Run:
                 result.over_limit_receives += 1
                 received = Counter()
             result.peak_in_flight = max(
-                result.peak_in_flight, self.queue.hidden_count + sum(received.values())
+                result.peak_in_flight, self.queue.hidden_count + received.total()
             )
             for key, count in received.items():
                 self._attempt(key, count, visible_before[key], now_s)
