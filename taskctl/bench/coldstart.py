@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from functions.metrics import METRICS_NAMESPACE
+from taskctl.local.paths import PROJECT_DIR
 
 BASELINE_MODULE = "boto3"
 HANDLER_MODULES = (
@@ -174,7 +175,7 @@ def _describe(python: str) -> str:
 def build_bundles(python_version: str, progress: Callable[[str], None]) -> dict[str, Any]:
     """Build the deployment bundle for each target (the Lambda ones for `python_version`);
     sizes and bytecode, or why a target could not be built."""
-    from components.packaging import PROJECT_DIR, BundleError, BundleTarget, build_bundle
+    from components.packaging import BundleError, BundleTarget, build_bundle
 
     targets = {
         "lambda-arm64": lambda: BundleTarget.lambda_runtime("arm64", python_version),

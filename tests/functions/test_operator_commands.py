@@ -11,7 +11,6 @@ the tests' fake clock.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
@@ -28,12 +27,12 @@ from functions.runtime import Runtime
 from taskctl.chaos.clock import SimClock
 from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_OK
 from taskctl.ops import cli, tasks_cli
+from taskctl.ops.redrive import canonical_task_id
 from taskctl.ops.tasks import find_tasks
 
 ALWAYS_FAILS = TaskPolicy(maxAttempts=2, errorRate=1.0, backoffBaseSeconds=2, maxDelaySeconds=900)
 NEVER_FAILS = replace(ALWAYS_FAILS, errorRate=0.0)
 HOUR_S = 3_600
-UUID_PATTERN = re.compile(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}")
 GRACE = timedelta(seconds=ALWAYS_FAILS.recoveryGraceSeconds)
 
 
@@ -174,7 +173,7 @@ def narrow_rows(output: str, *, width: int) -> dict[str, tuple[str, str]]:
     for line in lines:
         cells = line.split("│")
         first = cells[1].strip() if len(cells) > 2 else None
-        if first and UUID_PATTERN.fullmatch(first):
+        if first and canonical_task_id(first) == first:  # a whole task id
             task_id = first
             rows[task_id] = (line, "")
         elif first and task_id:  # wrapped text under the id joins with spaces
