@@ -61,7 +61,7 @@ def up(
             def progress(message: str) -> None:
                 status.update(escape(message))
                 if message.startswith(
-                    ("creating", "installing", "compiling", "bundle", "starting", "warming")
+                    ("creating", "installing", "compiling", "starting", "warming")
                 ):
                     console.print(f"[dim]· {escape(message)}[/]")
 
@@ -191,9 +191,7 @@ def _print_outputs(values: dict, stack_name: str) -> None:
     for name, value in values.items():
         shown = value if isinstance(value, str) else json.dumps(value)
         console.print(f"    {name:<{width}} {escape(shown)}", soft_wrap=True)
-    endpoint = values.get("tasksEndpoint") or (
-        f"{values['apiUrl']}/tasks" if "apiUrl" in values else None
-    )
+    endpoint = values.get("tasksEndpoint")
     if not endpoint:
         return
     bearer = ""
@@ -234,12 +232,12 @@ def _print_schedules(schedules: list[stack.Schedule]) -> None:
         )
 
 
-def _print_skipped(skipped: list[tuple[str, str, str]]) -> None:
+def _print_skipped(skipped: list[tuple[str, str]]) -> None:
     """Each thing the emulator does not do, once, with the resources it concerns."""
     if not skipped:
         return
     by_note: dict[str, list[str]] = {}
-    for _typ, name, note in skipped:
+    for name, note in skipped:
         by_note.setdefault(note, []).append(name)
     console.print("\n[yellow]Not emulated (applied where the emulator accepts it):[/]")
     for note, names in by_note.items():

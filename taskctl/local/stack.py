@@ -56,7 +56,7 @@ class LocalStack:
     paths: StackPaths
     running: RunningEmulator
     outputs: dict[str, Any]
-    skipped: list[tuple[str, str, str]]  # (type, name, note): what the emulator does not do
+    skipped: list[tuple[str, str]]  # (name, note): what the emulator does not do
     schedules: list[Schedule]
     ready_after_s: float
 
@@ -144,7 +144,7 @@ def bring_up(stack: str, *, port: int, foreground: bool, progress: Progress) -> 
         paths=paths,
         running=running,
         outputs=outputs,
-        skipped=[(r["type"], r["name"], n) for r in deployment["resources"] for n in r["notes"]],
+        skipped=[(r["name"], n) for r in deployment["resources"] for n in r["notes"]],
         schedules=schedules_of(deployment),
         ready_after_s=time.monotonic() - started_at,
     )
