@@ -104,7 +104,6 @@ def run_program(
     stack: str,
     mocks: pulumi.runtime.Mocks,
     *,
-    preview: bool = False,
     config_overrides: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run `__main__.py` for `stack` under `mocks`; return its resolved exported outputs, as
@@ -113,7 +112,7 @@ def run_program(
     other's resources or config; an error in the program propagates as the program raised it."""
     config = {**load_stack_config(stack), **(config_overrides or {})}
     _ensure_event_loop()
-    return contextvars.Context().run(_run_in_fresh_context, stack, mocks, preview, config)
+    return contextvars.Context().run(_run_in_fresh_context, stack, mocks, config)
 
 
 def _ensure_event_loop() -> None:
@@ -128,14 +127,14 @@ def _ensure_event_loop() -> None:
 
 
 def _run_in_fresh_context(
-    stack: str, mocks: pulumi.runtime.Mocks, preview: bool, config: dict[str, str]
+    stack: str, mocks: pulumi.runtime.Mocks, config: dict[str, str]
 ) -> dict[str, Any]:
     pulumi.runtime.set_all_config(config)
     pulumi.runtime.set_mocks(
         mocks,
         project=project_name(),
         stack=stack,
-        preview=preview,
+        preview=False,
         monitor=_RegistrationRecordingMonitor(mocks),
     )
     if str(PROJECT_DIR) not in sys.path:
@@ -191,9 +190,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
     Invokes are not faked: the program uses none, and a new one should fail loudly here.
     """
 
-    def __init__(self, *, region: str = "eu-west-1", account_id: str = "123456789012") -> None:
-        self.region = region
-        self.account_id = account_id
+    region = "eu-west-1"
+    account_id = "123456789012"
+
+    def __init__(self) -> None:
         self.resources: list[CreatedResource] = []
         # (type, name) -> (parent URN, protect), set by the monitor just before `new_resource`.
         self.registrations: dict[tuple[str, str], tuple[str, bool]] = {}
