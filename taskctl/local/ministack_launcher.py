@@ -6,8 +6,8 @@ with their own script, so nothing here reaches the functions.
 
 Fix 1: the Lambda runtime. ministack runs Python functions on its own interpreter, whose
 site-packages hold ministack and its dependencies (hypercorn, PyYAML, ...), none of which AWS's
-runtime has. With `TASKS_LAMBDA_PYTHON` set, functions run on that interpreter instead (a venv
-with boto3 only), so an import the bundle does not satisfy fails as it would in AWS.
+runtime has. Functions run instead on the interpreter `TASKS_LAMBDA_PYTHON` names (a venv with
+boto3 only), so an import the bundle does not satisfy fails as it would in AWS.
 
 Fix 2: API Gateway HTTP API, payload format 2.0, named stage. AWS puts the stage in `rawPath` and
 `requestContext.http.path` (`/dev/tasks` on stage `dev`); ministack 1.5.33 leaves it out
@@ -69,8 +69,7 @@ def _patch_lambda_python(lambda_python: str) -> None:
 
 
 if __name__ == "__main__":
-    if os.environ.get(LAMBDA_PYTHON_ENV):
-        _patch_lambda_python(os.environ[LAMBDA_PYTHON_ENV])
+    _patch_lambda_python(os.environ[LAMBDA_PYTHON_ENV])  # emulator.start always sets it
     _patch_http_api_events()
     from ministack.app import main
 
