@@ -132,16 +132,17 @@ def _local_stack_token(url: str, stack: str) -> str | None:
     """A token of the local stack's own app client when `url` is that running stack's API and
     it authenticates callers; None otherwise (a deployed API needs --token)."""
     from taskctl.local.emulator import LocalStackError
-    from taskctl.local.stack import read_outputs
-    from taskctl.token.issuer import TokenError, fetch_token, local_app_client
+    from taskctl.local.stack import running_stack
+    from taskctl.token.issuer import TokenError, emulator_app_client, fetch_token
 
     try:
-        if read_outputs(stack).get("apiUrl", "").rstrip("/") != url:
-            return None
+        running, outputs = running_stack(stack)
     except LocalStackError:
         return None  # no local stack of that name runs: the URL is someone else's
+    if outputs.get("apiUrl", "").rstrip("/") != url:
+        return None
     try:
-        app = local_app_client(stack)
+        app = emulator_app_client(stack, outputs, running)
         return fetch_token(app) if app is not None else None
     except TokenError as exc:
         raise LoadError(f"no token from local stack {stack!r}: {exc}") from None

@@ -135,7 +135,7 @@ def outputs(
 ) -> None:
     """The stack outputs, as `pulumi stack output` prints them."""
     try:
-        values = stack.read_outputs(stack_name)
+        _, values = stack.running_stack(stack_name)
     except LocalStackError as exc:
         raise _fail(str(exc)) from None
     if key is not None:
@@ -157,9 +157,10 @@ def logs_command(
     follow: Annotated[bool, typer.Option("--follow/--no-follow", "-f")] = True,
 ) -> None:
     """Function logs, one prefix per function, followed until Ctrl-C."""
-    running = emulator.read_running(StackPaths.for_stack(stack_name))
-    if running is None:
-        raise _fail(f"local stack {stack_name!r} is not running")
+    try:
+        running, _ = stack.running_stack(stack_name)
+    except LocalStackError as exc:
+        raise _fail(str(exc)) from None
     with contextlib.suppress(KeyboardInterrupt):
         _stream_logs(stack_name, running, only=function, since_ms=0, follow_new=follow)
 
@@ -273,5 +274,6 @@ def _stream_logs(
         if line.message.startswith(LAMBDA_PLATFORM_LINES):
             text = f"[dim]{text}[/]"
         console.print(
-            f"[{styles[line.function]}]{line.function:>{width}} |[/] {text}", soft_wrap=True
+            f"[{styles[line.function]}]{escape(f'{line.function:>{width}}')} |[/] {text}",
+            soft_wrap=True,
         )

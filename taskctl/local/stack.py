@@ -214,15 +214,23 @@ def ordered_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
     return {**known, **{k: v for k, v in sorted(outputs.items()) if k not in known}}
 
 
-def read_outputs(stack: str) -> dict[str, Any]:
-    """The outputs of the running local stack (a stopped stack has none: its URLs are dead)."""
+def running_stack(stack: str) -> tuple[RunningEmulator, dict[str, Any]]:
+    """The running local stack's emulator and outputs (a stopped stack has none: its URLs are
+    dead). Its deployment record is complete too: `bring_up` writes the outputs last."""
     paths = StackPaths.for_stack(stack)
-    if emulator.read_running(paths) is None or not paths.outputs_file.exists():
+    running = emulator.read_running(paths)
+    if running is None:
         raise LocalStackError(
             f"local stack {stack!r} is not running; start it with "
             f"`python -m taskctl local up --stack {stack}` (or `make local`)"
         )
-    return json.loads(paths.outputs_file.read_text())
+    try:
+        return running, json.loads(paths.outputs_file.read_text())
+    except FileNotFoundError:
+        raise LocalStackError(
+            f"local stack {stack!r} is being deployed (pid {running.pid}); try again once "
+            "`local up` says it is ready"
+        ) from None
 
 
 def tear_down(stack: str) -> RunningEmulator | None:

@@ -103,18 +103,13 @@ def stack_policy(stack: str) -> TaskPolicy:
 
 
 def _local_target(stack: str, deployed_names: str) -> Target:
-    from taskctl.local import emulator
     from taskctl.local.emulator import LocalStackError
-    from taskctl.local.paths import StackPaths
-    from taskctl.local.stack import read_outputs
+    from taskctl.local.stack import running_stack
 
     try:
-        outputs = read_outputs(stack)
+        running, outputs = running_stack(stack)
     except LocalStackError as exc:
         raise OpsError(f"{exc}; for a deployed stack pass {deployed_names}") from None
-    running = emulator.read_running(StackPaths.for_stack(stack))
-    if running is None:  # stopped between the two reads
-        raise OpsError(f"local stack {stack!r} is not running")
     return Target(
         table_name=outputs["tableName"],
         queue_url=outputs["queueUrl"],

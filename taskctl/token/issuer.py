@@ -79,17 +79,13 @@ def fetch_token(app: AppClient, scopes: Sequence[str] = ()) -> str:
 def local_app_client(stack: str) -> AppClient | None:
     """The running local stack's app client; None if the stack is open (`apiAuth: none`).
     Its token endpoint is the emulator's (it serves every pool's at `/oauth2/token`)."""
-    from taskctl.local import emulator
-    from taskctl.local.paths import StackPaths
-    from taskctl.local.stack import read_outputs
+    from taskctl.local.emulator import LocalStackError
+    from taskctl.local.stack import running_stack
 
     try:
-        outputs = read_outputs(stack)
-    except emulator.LocalStackError as exc:
+        running, outputs = running_stack(stack)
+    except LocalStackError as exc:
         raise TokenError(str(exc)) from None
-    running = emulator.read_running(StackPaths.for_stack(stack))
-    if running is None:
-        raise TokenError(f"local stack {stack!r} is not running")
     return emulator_app_client(stack, outputs, running)
 
 

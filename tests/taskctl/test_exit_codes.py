@@ -4,6 +4,9 @@ need no emulator run here; tests/e2e runs the rest against the local stack."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +17,8 @@ from typer.testing import CliRunner
 
 from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_OK
 from taskctl.local.cli import app as local_app
-from taskctl.local.paths import PROJECT_DIR
+from taskctl.local.emulator import RunningEmulator
+from taskctl.local.paths import PROJECT_DIR, StackPaths
 from taskctl.ops.cli import redrive
 
 runner = CliRunner()
@@ -51,6 +55,24 @@ def test_a_local_command_that_cannot_do_its_work_exits_2_with_one_error_line(
     assert result.exit_code == EXIT_ERROR, result.output
     assert says in _one_error_line(result)
     assert list(no_local_stack.iterdir()) == []  # nothing was started or written
+
+
+@pytest.mark.parametrize("args", [["outputs"], ["logs", "--no-follow"]], ids=["outputs", "logs"])
+def test_a_stack_still_being_deployed_has_no_outputs_or_logs_yet(
+    no_local_stack: Path, args: list[str]
+) -> None:
+    # `local up` has recorded its emulator (this live process stands in for it) but has not
+    # written the outputs, its last step: the stack is not ready, and says so.
+    paths = StackPaths.for_stack("dev")
+    paths.root.mkdir(parents=True)
+    running = RunningEmulator(pid=os.getpid(), port=4566, region="us-east-1")
+    paths.pid_file.write_text(json.dumps(dataclasses.asdict(running)))
+
+    result = runner.invoke(local_app, args)
+
+    assert result.exit_code == EXIT_ERROR, result.output
+    assert f"is being deployed (pid {os.getpid()})" in _one_error_line(result)
+    assert sorted(p.name for p in paths.root.iterdir()) == [paths.pid_file.name]
 
 
 def test_local_status_of_a_stack_that_is_not_running_is_a_failed_check(no_local_stack) -> None:
