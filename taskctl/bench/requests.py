@@ -89,9 +89,7 @@ class ScenarioMeasurement:
     invocations: dict[str, int]  # function -> invocations (one record each)
     duration_ms: dict[str, float]  # function -> median total handler wall time per task
     log_bytes: dict[str, int]  # function -> bytes the function logged for this task
-    worker_deliveries: int
     worker_acknowledged: int
-    dead_letter_deliveries: int
     item_bytes: int
 
     def requests_by_service(self) -> dict[str, dict[str, int]]:
@@ -161,9 +159,7 @@ def _summarise(scenario: harness.Scenario, runs: list[harness.ScenarioRun]) -> S
             for function in FUNCTIONS
         },
         log_bytes={function: first.log_bytes[function] for function in FUNCTIONS},
-        worker_deliveries=first.invocations["worker"],
         worker_acknowledged=first.worker_acknowledged,
-        dead_letter_deliveries=first.invocations["dead-letter"],
         item_bytes=first.item_bytes,
     )
 
@@ -188,10 +184,11 @@ class Design:
 def usage(m: ScenarioMeasurement, design: Design, *, ttl_days: float) -> TaskUsage:
     """Per-task billable units for measurement `m` under `design`."""
     batch = design.batch_size
-    deliveries = {"worker": m.worker_deliveries, "dead-letter": m.dead_letter_deliveries}
     invocations = {"api": float(m.invocations["api"])}
     billed_ms_per_task = {"api": billed_ms(m.duration_ms["api"])}
-    for function, delivered in deliveries.items():
+    # Measured with one record per invocation, a queue function's invocations are its deliveries.
+    for function in ("worker", "dead-letter"):
+        delivered = m.invocations[function]
         invocations[function] = delivered / batch
         # A batch of B records is modelled as B times one record's time (an upper bound: the
         # per-invocation overhead is shared in reality), billed per invocation, rounded up.
@@ -202,8 +199,8 @@ def usage(m: ScenarioMeasurement, design: Design, *, ttl_days: float) -> TaskUsa
     # with acknowledged records (a retry's original delivery is acknowledged once its delayed
     # copy is sent, so each attempt's delivery is deleted). Empty polls of an idle queue are a
     # fixed monthly cost, excluded.
-    event_source = (m.worker_deliveries + m.worker_acknowledged) / batch + (
-        2 * m.dead_letter_deliveries / batch
+    event_source = (m.invocations["worker"] + m.worker_acknowledged) / batch + (
+        2 * m.invocations["dead-letter"] / batch
     )
     wru = sum(m.wru.values())
     if design.original_writes:  # the worker's measured writes become two 1-WRU writes an attempt

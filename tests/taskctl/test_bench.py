@@ -110,9 +110,7 @@ def _measurement(**overrides) -> ScenarioMeasurement:
         invocations={"api": 1, "worker": 2, "dead-letter": 0},
         duration_ms={"api": 10.4, "worker": 20.0, "dead-letter": 0.0},
         log_bytes={"api": 100, "worker": 200, "dead-letter": 0},
-        worker_deliveries=2,
         worker_acknowledged=1,
-        dead_letter_deliveries=0,
         item_bytes=500,
     )
     values.update(overrides)
@@ -200,7 +198,7 @@ def test_metering_the_real_handlers_follows_each_task_to_its_end():
     assert (first.final_status, first.attempts) == ("COMPLETED", 1)
     assert (retry.final_status, retry.attempts) == ("COMPLETED", 2)
     assert (fails.final_status, fails.attempts) == ("FAILED", 2)
-    assert (first.worker_deliveries, retry.worker_deliveries, fails.worker_deliveries) == (1, 2, 2)
+    assert tuple(m.invocations["worker"] for m in (first, retry, fails)) == (1, 2, 2)
     # AND a submit enqueues exactly one message; only the failed task reaches the DLQ
     for m in (first, retry, fails):
         assert m.calls["api"]["sqs"] == {"SendMessage": 1}
@@ -210,7 +208,7 @@ def test_metering_the_real_handlers_follows_each_task_to_its_end():
     assert retry.calls["worker"]["sqs"] == {"SendMessage": 1}
     assert fails.calls["worker"]["sqs"] == {"SendMessage": 2}  # the retry, then the DLQ
     assert (retry.worker_acknowledged, fails.worker_acknowledged) == (2, 2)
-    assert (first.dead_letter_deliveries, fails.dead_letter_deliveries) == (0, 1)
+    assert (first.invocations["dead-letter"], fails.invocations["dead-letter"]) == (0, 1)
     # AND more attempts cost more writes
     assert sum(fails.wru.values()) > sum(first.wru.values())
     # AND the cost table prices both designs
