@@ -211,10 +211,10 @@ def _cold_start(artifacts: dict[str, Any], version: str | None, runs: int, step)
 
     try:
         if version is None:
-            local = artifacts.get("local", {})
-            if "path" not in local:
-                raise RuntimeError(f"no local bundle: {local.get('error', 'not built')}")
-            if not local.get("bytecode"):
+            local = artifacts["local"]
+            if "error" in local:
+                raise RuntimeError(f"no local bundle: {local['error']}")
+            if not local["bytecode"]:
                 raise RuntimeError("the local bundle carries no bytecode")
             bundle_path, compiled_with = PROJECT_DIR / local["path"], local["bytecode"]
             python, described = sys.executable, "the local bundle"
