@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from taskctl.local.paths import PROJECT_DIR
@@ -36,8 +35,8 @@ class Prices:
     region: str
 
     @classmethod
-    def load(cls, path: Path = PRICES_FILE) -> Prices:
-        raw = json.loads(path.read_text())
+    def load(cls) -> Prices:
+        raw = json.loads(PRICES_FILE.read_text())
         return cls(
             http_api_per_million=raw["apiGateway"]["httpApiPerMillionRequests"],
             rest_api_per_million=raw["apiGateway"]["restApiPerMillionRequests"],
