@@ -250,11 +250,9 @@ def retry_gaps(record: Mapping[str, object]) -> list[RetryGap]:
     return gaps
 
 
-def retry_gap_summary(
-    gaps: Sequence[RetryGap], *, tolerance_s: float = RETRY_GAP_TOLERANCE_S
-) -> dict[str, object]:
+def retry_gap_summary(gaps: Sequence[RetryGap]) -> dict[str, object]:
     """Promised vs measured delays; a violation is a retry that started early."""
-    violations = [gap for gap in gaps if gap.slack_s < -tolerance_s]
+    violations = [gap for gap in gaps if gap.slack_s < -RETRY_GAP_TOLERANCE_S]
     return {
         "count": len(gaps),
         "promised": latency_summary([gap.promised_s for gap in gaps]),
