@@ -40,13 +40,14 @@ def build_report(
     url: str,
     policy: LoadPolicy,
     tasks: Sequence[TrackedTask],
-    submitted: int,
     started_at_s: float,
     finished_at_s: float,
     poll_stats: PollStats,
-    confidence: float = stats.DEFAULT_CONFIDENCE,
+    confidence: float,
 ) -> dict:
-    """The run's figures; `passed` is False when tasks are unfinished or the rate is off."""
+    """The run's figures (`tasks`: every task submitted); `passed` is False when tasks are
+    unfinished or the rate is off."""
+    submitted = len(tasks)
     terminal = [task for task in tasks if task.terminal]
     completed = [task for task in terminal if task.record["status"] == "COMPLETED"]
     failed = [task for task in terminal if task.record["status"] == "FAILED"]

@@ -96,7 +96,6 @@ async def _run(options: LoadOptions, on_submitted: OnTask, on_terminal: OnTask) 
         url=options.url,
         policy=options.policy,
         tasks=tasks,
-        submitted=len(tasks),
         started_at_s=started_at_s,
         finished_at_s=finished_at_s,
         poll_stats=poll_stats,
