@@ -93,14 +93,14 @@ async def _for_each(
 ) -> list[Any]:
     """What `action` returns for every item (in the order they finish), `concurrency` items at a
     time; the first error cancels the others and is raised."""
-    queue = list(items)
+    remaining = iter(items)  # shared: each worker takes the next item when it is free
     results: list[Any] = []
 
     async def worker() -> None:
-        while queue:
-            results.append(await action(queue.pop(0)))
+        for item in remaining:
+            results.append(await action(item))
 
-    workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(queue)))]
+    workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(items)))]
     try:
         await asyncio.gather(*workers)
     finally:
