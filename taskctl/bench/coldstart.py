@@ -51,6 +51,8 @@ LAMBDA_RUNTIME_PROVIDED = (
     "urllib3",
     "six",
 )
+# `os` is imported before the clocks start: Lambda's runtime has loaded it before any handler
+# module, and `-S` (no site) would otherwise charge it to whichever import comes first.
 _TIMER = (
     "import sys; sys.path[:0] = {path!r}; import os, time; "
     "wall, cpu = time.perf_counter(), time.process_time(); import {module}; "
@@ -100,7 +102,8 @@ def import_seconds(module: str, python_path: list[str], python: str) -> ImportTi
         cwd=tempfile.gettempdir(),  # not the project: only the path above decides what is imported
     )
     if result.returncode != 0:
-        raise RuntimeError(f"import {module} failed: {result.stderr.strip().splitlines()[-1:]}")
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"import {module} failed: {last}")
     return ImportTime(*map(float, result.stdout.split()))
 
 

@@ -20,6 +20,7 @@ from functions.metrics import METRICS_NAMESPACE
 from taskctl.bench import harness
 from taskctl.bench.cost import Prices, TaskUsage, billed_ms, cost_per_million, weighted_mix
 from taskctl.chaos.wire import offline_aws_environment
+from taskctl.load.stats import expected_failed_fraction
 
 ORIGINAL_WRITES_PER_ATTEMPT = 2  # PROCESSING, then the outcome; items under 1 KB: 1 WRU each
 FUNCTIONS = ("api", "worker", "dead-letter")
@@ -236,7 +237,7 @@ def usage(m: ScenarioMeasurement, design: Design, *, ttl_days: float) -> TaskUsa
 def scenario_weights(error_rate: float, max_attempts: int) -> dict[str, float]:
     """Share of ordinary tasks in each scenario under the policy. Successes after more than one
     retry (possible when maxAttempts > 2) are priced as the one-retry scenario."""
-    fails = error_rate**max_attempts
+    fails = expected_failed_fraction(error_rate, max_attempts)
     first = 1.0 - error_rate
     return {"succeedsFirstTime": first, "succeedsOnRetry": 1.0 - first - fails, "fails": fails}
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 
 from functions.policy import TaskPolicy
-from taskctl.bench import harness, throughput
+from taskctl.bench import coldstart, harness, throughput
 from taskctl.bench.cost import BYTES_PER_GB, Prices, TaskUsage, cost_per_million
 from taskctl.bench.requests import (
     Design,
@@ -250,3 +251,14 @@ def test_a_hung_taskctl_step_ends_the_throughput_run_with_a_reason_and_still_sto
 
     assert result == {"measured": False, "reason": "no apiUrl output: timed out after 60 s"}
     assert calls[-1][:2] == ["local", "down"]
+
+
+def test_an_import_that_fails_is_reported_with_the_interpreters_last_line(tmp_path):
+    (tmp_path / "broken_handler.py").write_text("import no_such_dependency\n")
+
+    with pytest.raises(RuntimeError) as failed:
+        coldstart.import_seconds("broken_handler", [str(tmp_path)], sys.executable)
+
+    assert str(failed.value) == (
+        "import broken_handler failed: ModuleNotFoundError: No module named 'no_such_dependency'"
+    )
