@@ -17,6 +17,7 @@ import typer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.policy import TaskPolicy
+from taskctl.ops.redrive import one_line
 
 DEFAULT_LOCAL_STACK = "dev"
 T = TypeVar("T")
@@ -123,4 +124,4 @@ def aws_read(read: Callable[[], T]) -> T:
     try:
         return read()
     except (BotoCoreError, ClientError) as exc:
-        raise OpsError(" ".join(str(exc).split())) from None
+        raise OpsError(one_line(exc)) from None
