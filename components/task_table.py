@@ -55,8 +55,16 @@ class TaskTable(pulumi.ComponentResource):
             global_secondary_indexes=[
                 aws.dynamodb.TableGlobalSecondaryIndexArgs(
                     name=index.name,
-                    hash_key=index.hash_key,
-                    range_key=index.range_key,
+                    # key_schemas, not hash_key/range_key: pulumi-aws 7 deprecates those for an
+                    # index, and warns on every deployment that declares them.
+                    key_schemas=[
+                        aws.dynamodb.TableGlobalSecondaryIndexKeySchemaArgs(
+                            attribute_name=index.hash_key, key_type="HASH"
+                        ),
+                        aws.dynamodb.TableGlobalSecondaryIndexKeySchemaArgs(
+                            attribute_name=index.range_key, key_type="RANGE"
+                        ),
+                    ],
                     projection_type="KEYS_ONLY",
                 )
                 for index in TABLE_INDEXES

@@ -183,8 +183,8 @@ def create_redrive_allow_policy(
     "billingMode",
     "deletionProtectionEnabled",
     "globalSecondaryIndexes.name",
-    "globalSecondaryIndexes.hashKey",
-    "globalSecondaryIndexes.rangeKey",
+    "globalSecondaryIndexes.keySchemas.attributeName",
+    "globalSecondaryIndexes.keySchemas.keyType",
     "globalSecondaryIndexes.projectionType",
     "ttl.attributeName",
     "ttl.enabled",
@@ -224,12 +224,9 @@ def create_table(ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]) 
 
 
 def _index(index: Mapping[str, Any]) -> dict[str, Any]:
-    key_schema = [{"AttributeName": index["hashKey"], "KeyType": "HASH"}]
-    if index.get("rangeKey"):
-        key_schema.append({"AttributeName": index["rangeKey"], "KeyType": "RANGE"})
     return {
         "IndexName": index["name"],
-        "KeySchema": key_schema,
+        "KeySchema": _as_request(index["keySchemas"]),
         "Projection": {"ProjectionType": index["projectionType"]},
     }
 

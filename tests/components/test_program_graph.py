@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import pulumi
@@ -20,7 +21,7 @@ from functions.store import (
     STATUS_SHARD_ATTRIBUTE,
     STATUS_SORT_ATTRIBUTE,
 )
-from taskctl.program import run_program
+from taskctl.program import RecordingMocks, run_program
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 SERVICES = ("api", "worker", "dead-letter", "reconciler")
@@ -218,24 +219,28 @@ def test_table_declares_the_keys_only_check_and_status_indexes(program_run):
     check, status = table["globalSecondaryIndexes"]
     assert check == {
         "name": "by-check-time",
-        "hashKey": "checkShard",
-        "rangeKey": "checkAfter",
+        "keySchemas": [
+            {"attributeName": "checkShard", "keyType": "HASH"},
+            {"attributeName": "checkAfter", "keyType": "RANGE"},
+        ],
         "projectionType": "KEYS_ONLY",
     }
     assert status == {
         "name": "by-status",
-        "hashKey": "statusShard",
-        "rangeKey": "listedAt",
+        "keySchemas": [
+            {"attributeName": "statusShard", "keyType": "HASH"},
+            {"attributeName": "listedAt", "keyType": "RANGE"},
+        ],
         "projectionType": "KEYS_ONLY",
     }
     assert "localSecondaryIndexes" not in table
     # AND the names are the ones the functions write and query
-    assert (check["name"], check["hashKey"], check["rangeKey"]) == (
+    assert (check["name"], *(k["attributeName"] for k in check["keySchemas"])) == (
         CHECK_INDEX,
         CHECK_SHARD_ATTRIBUTE,
         CHECK_AFTER_ATTRIBUTE,
     )
-    assert (status["name"], status["hashKey"], status["rangeKey"]) == (
+    assert (status["name"], *(k["attributeName"] for k in status["keySchemas"])) == (
         STATUS_INDEX,
         STATUS_SHARD_ATTRIBUTE,
         STATUS_SORT_ATTRIBUTE,
@@ -572,3 +577,20 @@ def test_the_same_graph_is_declared_under_mocks_that_compute_no_outputs(program_
     # THEN it still completes and declares exactly the resources it declares with rich outputs
     recorded = sorted((r.type_token, r.name) for r in program_run.mocks.resources)
     assert sorted(echo.declared) == recorded
+
+
+def test_the_program_declares_no_input_pulumi_aws_deprecates(program_run) -> None:
+    # A deprecated input is a warning on every `pulumi up` of every stack, and an input that a
+    # later major version of the provider removes. The provider warns each time it reads one.
+    # (`program_run` has run the program once already, so pulumi_aws's modules are imported and
+    # their own import-time warnings are not counted here.)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_program(program_run.stack, RecordingMocks())
+
+    deprecated = {
+        str(w.message)
+        for w in caught
+        if issubclass(w.category, DeprecationWarning) and "pulumi_aws" in w.filename
+    }
+    assert deprecated == set()

@@ -95,11 +95,9 @@ def test_created_resources_return_the_emulator_outputs_and_record_skipped_settin
                 "hashKey": "id",
                 "attributes": [{"name": "id", "type": "S"}],
                 "billingMode": "PAY_PER_REQUEST",
-                "globalSecondaryIndexes": [
-                    {"name": "ix", "keySchemas": [{"attributeName": "id", "keyType": "HASH"}]}
-                ],
+                "globalSecondaryIndexes": [{"name": "ix", "hashKey": "id"}],
             },
-            "globalSecondaryIndexes.keySchemas",
+            "globalSecondaryIndexes.hashKey",
         ),
     ],
 )

@@ -166,8 +166,8 @@ def test_table_has_the_declared_secondary_indexes_and_they_answer_queries(
     for index_name, index in declared_indexes.items():
         got = deployed_indexes[index_name]
         assert got["KeySchema"] == [
-            {"AttributeName": index["hashKey"], "KeyType": "HASH"},
-            {"AttributeName": index["rangeKey"], "KeyType": "RANGE"},
+            {"AttributeName": key["attributeName"], "KeyType": key["keyType"]}
+            for key in index["keySchemas"]
         ]
         assert got["Projection"]["ProjectionType"] == index["projectionType"]
         assert got["IndexStatus"] == "ACTIVE"
@@ -175,30 +175,31 @@ def test_table_has_the_declared_secondary_indexes_and_they_answer_queries(
     # and the index really holds the tasks, with what it projects: the stranded task (stored as
     # the api stores one) is found by a query on its shard, the reconciler's query
     check_index = declared_indexes[CHECK_INDEX]
+    shard, check_after = (key["attributeName"] for key in check_index["keySchemas"])
     stranded = local_stack.stranded_task
     assert stranded is not None
     keys = dynamodb.get_item(
         TableName=name,
         Key={table.inputs["hashKey"]: {"S": stranded.task_id}},
         ProjectionExpression="#shard",
-        ExpressionAttributeNames={"#shard": check_index["hashKey"]},
+        ExpressionAttributeNames={"#shard": shard},
     )["Item"]
     found = dynamodb.query(
         TableName=name,
         IndexName=check_index["name"],
         KeyConditionExpression="#shard = :shard AND #check >= :zero",
         ExpressionAttributeNames={
-            "#shard": check_index["hashKey"],
-            "#check": check_index["rangeKey"],
+            "#shard": shard,
+            "#check": check_after,
         },
-        ExpressionAttributeValues={":shard": keys[check_index["hashKey"]], ":zero": {"N": "0"}},
+        ExpressionAttributeValues={":shard": keys[shard], ":zero": {"N": "0"}},
     )["Items"]
     (entry,) = [i for i in found if i[table.inputs["hashKey"]]["S"] == stranded.task_id]
     if check_index["projectionType"] == "KEYS_ONLY":
         assert set(entry) == {
             table.inputs["hashKey"],
-            check_index["hashKey"],
-            check_index["rangeKey"],
+            shard,
+            check_after,
         }
 
 

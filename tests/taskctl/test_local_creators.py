@@ -77,12 +77,13 @@ def test_an_input_outside_the_creators_list_is_named_with_its_path() -> None:
         "hashKey": "id",
         "attributes": [{"name": "id", "type": "S"}],
         "billingMode": "PAY_PER_REQUEST",
-        "globalSecondaryIndexes": [{"name": "ix", "keySchemas": [{"attributeName": "id"}]}],
+        "globalSecondaryIndexes": [{"name": "ix", "hashKey": "id", "rangeKey": "at"}],
         "streamEnabled": True,
     }
 
     assert unsupported_inputs("aws:dynamodb/table:Table", inputs) == [
-        "globalSecondaryIndexes.keySchemas.attributeName",
+        "globalSecondaryIndexes.hashKey",
+        "globalSecondaryIndexes.rangeKey",
         "streamEnabled",
     ]
 
