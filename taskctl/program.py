@@ -11,6 +11,7 @@ import hashlib
 import json
 import runpy
 import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,14 +117,17 @@ def run_program(
 
 
 def _ensure_event_loop() -> None:
-    """The Pulumi runtime runs on the thread's current event loop, which code that ran before
-    (an `asyncio.run`, an async HTTP client) may have closed or unset."""
-    try:
-        loop = asyncio.get_event_loop_policy().get_event_loop()
-    except RuntimeError:
-        loop = None
+    """Make this thread's own loop for program runs its current event loop (a new one if it was
+    closed). The Pulumi runtime runs on the current loop, which code that ran before (an
+    `asyncio.run`, an async HTTP client) may have closed or unset; and asking asyncio for the
+    current loop is deprecated (3.12) or goes through its policy API (deprecated in 3.14)."""
+    loop = getattr(_program_loops, "loop", None)
     if loop is None or loop.is_closed():
-        asyncio.set_event_loop(asyncio.new_event_loop())
+        loop = _program_loops.loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+
+
+_program_loops = threading.local()
 
 
 def _run_in_fresh_context(

@@ -1,0 +1,42 @@
+"""`taskctl.program.run_program`: the Pulumi program runs under mocks whatever asyncio state the
+caller left behind (the local deployer, bench and tests call it after other asyncio work)."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+
+import pytest
+
+from taskctl.program import RecordingMocks, run_program
+
+
+def _run_dev() -> dict:
+    mocks = RecordingMocks()
+    outputs = run_program("dev", mocks)
+    assert mocks.created("aws:dynamodb/table:Table")  # the program really ran
+    return outputs
+
+
+def _after_asyncio_run() -> None:
+    asyncio.run(asyncio.sleep(0))  # leaves the thread with no current event loop
+
+
+def _after_a_closed_current_loop() -> None:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.close()
+
+
+@pytest.mark.parametrize(
+    "before", [_after_asyncio_run, _after_a_closed_current_loop], ids=["asyncio.run", "closed"]
+)
+def test_the_program_runs_whatever_event_loop_the_caller_left(before) -> None:
+    before()
+    with warnings.catch_warnings():
+        # Asking asyncio for a current loop that is not there is deprecated (3.12+), and its
+        # policy API is (3.14+): a run must do neither.
+        warnings.filterwarnings("error", r".*(event loop|asyncio)", DeprecationWarning)
+        first = _run_dev()
+    before()
+    assert _run_dev()["apiUrl"] == first["apiUrl"]  # and again, the same program
