@@ -9,7 +9,8 @@
 
 Both are made from the running interpreter's base Python, the version the function bundles are
 built for (`components/packaging.py`, local target). A venv is rebuilt when its requirements
-file changes; a file lock keeps two commands started together from building it twice.
+file or that Python changes; a file lock keeps two commands started together from building it
+twice.
 """
 
 from __future__ import annotations
@@ -53,7 +54,11 @@ class ManagedVenv:
         return self.directory / "bin" / "python"
 
     def _digest(self) -> str:
-        return hashlib.sha256(self.requirements.read_bytes()).hexdigest()[:16]
+        # The requirements, and the interpreter the venv is made from: the functions' bundle is
+        # built for the running interpreter, so after the project's venv moves to another Python
+        # a Lambda runtime venv of the old one could not load the bundle's compiled wheels.
+        made_from = f"\0{sys.base_prefix}\0{sys.version}".encode()
+        return hashlib.sha256(self.requirements.read_bytes() + made_from).hexdigest()[:16]
 
     def ready(self) -> bool:
         marker = self.directory / ".installed"
@@ -72,6 +77,7 @@ class ManagedVenv:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not self.ready():  # whoever held the lock before us may have built it
                 self._build(report)
+                (self.directory / ".installed").write_text(self._digest() + "\n")
         return self.python
 
     def _build(self, report: Report) -> None:
@@ -98,7 +104,6 @@ class ManagedVenv:
             if done.returncode != 0:
                 last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
                 raise VenvError(f"{label} failed: {last[0]} (command: {' '.join(command)})")
-        (self.directory / ".installed").write_text(self._digest() + "\n")
 
 
 def _pip_can_target_another_python() -> bool:
