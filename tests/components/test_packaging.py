@@ -265,18 +265,24 @@ def test_the_running_interpreter_compiles_for_its_own_version():
 
 
 def test_a_python3_x_on_path_is_used_only_if_it_is_that_cpython(tmp_path):
+    # A version other than the running interpreter's, which find_python would take first.
+    wanted = "3.12" if sys.version_info[:2] == (3, 13) else "3.13"
     # GIVEN executables on PATH that claim to be, or fail to be, the version sought
-    good = _fake_python(tmp_path / "good", "python3.13", "echo cpython 3.13.5")
+    good = _fake_python(tmp_path / "good", f"python{wanted}", f"echo cpython {wanted}.5")
     _fake_python(
-        tmp_path / "shim", "python3.13", "echo 'pyenv: python3.13: not found' >&2; exit 127"
+        tmp_path / "shim",
+        f"python{wanted}",
+        f"echo 'pyenv: python{wanted}: not found' >&2; exit 127",
     )
-    _fake_python(tmp_path / "older", "python3.13", "echo cpython 3.11.7")
-    _fake_python(tmp_path / "pypy", "python3.13", "echo pypy 3.13.1")
-    # THEN only the one that runs and reports CPython 3.13 counts
-    assert find_python("3.13", search_path=str(good.parent)) == Interpreter(str(good), "3.13.5")
+    _fake_python(tmp_path / "older", f"python{wanted}", "echo cpython 3.11.7")
+    _fake_python(tmp_path / "pypy", f"python{wanted}", f"echo pypy {wanted}.1")
+    # THEN only the one that runs and reports CPython of that version counts
+    assert find_python(wanted, search_path=str(good.parent)) == Interpreter(
+        str(good), f"{wanted}.5"
+    )
     for name in ("shim", "older", "pypy"):
-        assert find_python("3.13", search_path=str(tmp_path / name)) is None, name
-    assert find_python("3.13", search_path=str(tmp_path / "nothing-here")) is None
+        assert find_python(wanted, search_path=str(tmp_path / name)) is None, name
+    assert find_python(wanted, search_path=str(tmp_path / "nothing-here")) is None
 
 
 # Imports every handler from `sys.argv[1]` (the task root), then `sys.argv[2]` (what the
