@@ -119,8 +119,9 @@ def run_program(
 def _ensure_event_loop() -> None:
     """Make this thread's own loop for program runs its current event loop (a new one if it was
     closed). The Pulumi runtime runs on the current loop, which code that ran before (an
-    `asyncio.run`, an async HTTP client) may have closed or unset; and asking asyncio for the
-    current loop is deprecated (3.12) or goes through its policy API (deprecated in 3.14)."""
+    `asyncio.run`, an async HTTP client) may have closed or unset. Not by asking asyncio which
+    loop is current: asking when none is set is deprecated since Python 3.12, and the policy API
+    that answers without a warning is deprecated in 3.14."""
     loop = getattr(_program_loops, "loop", None)
     if loop is None or loop.is_closed():
         loop = _program_loops.loop = asyncio.new_event_loop()
