@@ -45,7 +45,7 @@ local-down: venv
 	$(PY) -m taskctl local down --stack $(STACK)
 
 load: venv
-	$(PY) -m taskctl load --url "$$($(PY) -m taskctl local outputs --stack $(STACK) --key apiUrl)" --stack $(STACK) --count 300
+	$(PY) -m taskctl load --stack $(STACK) --count 300
 
 bench: venv
 	$(PY) -m taskctl bench

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import httpx
 import typer
@@ -24,14 +24,18 @@ from taskctl.load.policy import resolve_policy
 from taskctl.load.runner import LoadOptions, default_timeout_s, run_load
 from taskctl.load.stats import DEFAULT_CONFIDENCE
 
+if TYPE_CHECKING:
+    from taskctl.local.emulator import RunningEmulator
+
 
 def load(
     url: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="API base URL ending in the stage, e.g. http://<id>.execute-api.localhost:4566/dev"
+            help="API base URL ending in the stage, e.g. https://<id>.execute-api.<region>."
+            "amazonaws.com/dev (default: the running local stack's apiUrl, for --stack).",
         ),
-    ],
+    ] = None,
     count: Annotated[int, typer.Option(min=1, max=100_000, help="Tasks to submit.")] = 100,
     concurrency: Annotated[
         int, typer.Option(min=1, max=256, help="Requests in flight at once.")
@@ -77,8 +81,9 @@ def load(
     """Submit N ordinary tasks, wait until they are terminal, judge them against the policy."""
     console = Console()
     try:
-        base_url = _base_url(url)
         policy = resolve_policy(stack=stack, max_attempts=max_attempts, error_rate=error_rate)
+        local = _local_stack(stack or "dev", required=url is None)
+        base_url = _base_url(url if url is not None else local[1]["apiUrl"])
         options = LoadOptions(
             url=base_url,
             count=count,
@@ -86,7 +91,7 @@ def load(
             timeout_s=timeout if timeout is not None else default_timeout_s(policy),
             policy=policy,
             confidence=confidence,
-            bearer_token=token or _local_stack_token(base_url, stack or "dev"),
+            bearer_token=token or _local_stack_token(base_url, local, stack or "dev"),
         )
         console.print(
             f"Submitting {options.count} tasks to {options.url} "
@@ -112,6 +117,20 @@ def load(
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
+def _local_stack(stack: str, *, required: bool) -> tuple[RunningEmulator, dict] | None:
+    """The running local stack's emulator and outputs; None if it does not run, unless
+    `required` (no --url: the run is against it), when that stops the run."""
+    from taskctl.local.emulator import LocalStackError
+    from taskctl.local.stack import running_stack
+
+    try:
+        return running_stack(stack)
+    except LocalStackError as exc:
+        if required:
+            raise LoadError(f"{exc}; or pass a deployed stack's apiUrl with --url") from None
+        return None
+
+
 def _base_url(url: str) -> str:
     """`url` without trailing slashes, when it is an http(s) URL."""
     base_url = url.strip().rstrip("/")
@@ -128,17 +147,16 @@ def _base_url(url: str) -> str:
     return base_url
 
 
-def _local_stack_token(url: str, stack: str) -> str | None:
+def _local_stack_token(
+    url: str, local: tuple[RunningEmulator, dict] | None, stack: str
+) -> str | None:
     """A token of the local stack's own app client when `url` is that running stack's API and
     it authenticates callers; None otherwise (a deployed API needs --token)."""
-    from taskctl.local.emulator import LocalStackError
-    from taskctl.local.stack import running_stack
     from taskctl.token.issuer import TokenError, emulator_app_client, fetch_token
 
-    try:
-        running, outputs = running_stack(stack)
-    except LocalStackError:
+    if local is None:
         return None  # no local stack of that name runs: the URL is someone else's
+    running, outputs = local
     if outputs.get("apiUrl", "").rstrip("/") != url:
         return None
     try:

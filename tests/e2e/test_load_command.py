@@ -82,12 +82,12 @@ def test_the_chosen_confidence_makes_a_false_alarm_rare(deployed_policy: TaskPol
 def test_load_report_agrees_with_the_table_and_the_deployed_policy(
     local_stack: LocalStackUnderTest, deployed_policy: TaskPolicy, tmp_path: Path
 ) -> None:
-    # GIVEN the local stack's apiUrl, as `local up` printed it
+    # GIVEN the running local stack
     report_file = tmp_path / "r.json"
 
-    # WHEN the user runs the load command against it, judging by the dev stack's policy
+    # WHEN the user runs the load command against it (no --url, as `make load` does), judging
+    # by the dev stack's policy
     run = taskctl_load(
-        "--url", local_stack.api_url,
         "--count", str(TASK_COUNT),
         "--stack", STACK,
         "--confidence", str(CONFIDENCE),
@@ -99,6 +99,7 @@ def test_load_report_agrees_with_the_table_and_the_deployed_policy(
     # THEN it passes and writes its report
     assert run.returncode == 0, f"exit {run.returncode}\n{run.stdout}\n{run.stderr}"
     report = json.loads(report_file.read_text())
+    assert report["url"] == local_stack.api_url  # the stack's apiUrl, as `local up` printed it
     assert report["passed"] is True
     assert report["submitted"] == TASK_COUNT and report["unfinished"] == 0
 

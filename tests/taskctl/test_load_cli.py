@@ -119,6 +119,18 @@ def test_an_unreachable_url_is_one_clear_line_without_a_traceback(run_load_cli):
     assert "Traceback" not in result.output
 
 
+def test_without_url_and_without_a_local_stack_it_says_what_to_start_or_pass(
+    run_load_cli, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("TASKS_LOCAL_DIR", str(tmp_path))  # where no local stack runs
+    result = run_load_cli("--count", "3", "--stack", "prod")
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: local stack 'prod' is not running; start it with")
+    assert line.endswith("or pass a deployed stack's apiUrl with --url")
+    assert "Traceback" not in result.output
+
+
 def test_a_refused_submit_names_the_status_and_the_apis_message(run_load_cli):
     for status in (403, 500):
         with FakeApiServer(FakeTaskApi(submit_status=status)) as server:
