@@ -32,8 +32,8 @@ def load(
     url: Annotated[
         str | None,
         typer.Option(
-            help="API base URL ending in the stage, e.g. https://<id>.execute-api.<region>."
-            "amazonaws.com/dev (default: the running local stack's apiUrl, for --stack).",
+            help="The stack's apiUrl: the API's base URL, ending in the stage (/dev). Default: "
+            "the running local stack's, for --stack.",
         ),
     ] = None,
     count: Annotated[int, typer.Option(min=1, max=100_000, help="Tasks to submit.")] = 100,
