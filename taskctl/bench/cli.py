@@ -53,7 +53,13 @@ def bench(
     throughput_tasks: Annotated[
         int, typer.Option(min=0, max=5000, help="Tasks for the local throughput run; 0 skips it.")
     ] = 200,
-    output: Annotated[Path, typer.Option(help="Where to write the JSON results.")] = RESULTS_FILE,
+    output: Annotated[
+        Path,
+        typer.Option(
+            help="Where to write the JSON results.",
+            show_default=str(RESULTS_FILE.relative_to(PROJECT_DIR)),
+        ),
+    ] = RESULTS_FILE,
 ) -> None:
     """Measure and print; see the module docstring."""
     console = Console()

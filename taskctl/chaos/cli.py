@@ -63,8 +63,7 @@ def chaos(
         typer.Option(
             "--scale",
             help="Scale mode: model the main queue and workers at --rate for --duration "
-            "simulated seconds, in both retry designs, against SQS's in-flight quota "
-            "(taskctl/chaos/scale.py).",
+            "simulated seconds, in both retry designs, against SQS's in-flight quota.",
         ),
     ] = False,
     rate: Annotated[
