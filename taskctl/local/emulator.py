@@ -114,6 +114,11 @@ def is_alive(pid: int) -> bool:
         return True
 
 
+def record_running(paths: StackPaths, running: RunningEmulator) -> None:
+    """Write the pid file that `read_running` reads."""
+    paths.pid_file.write_text(json.dumps(asdict(running)) + "\n")
+
+
 def read_running(paths: StackPaths) -> RunningEmulator | None:
     """The emulator recorded for this stack if it is still alive; a stale record is removed."""
     try:
@@ -181,7 +186,7 @@ def start(
             start_new_session=True,  # its own process group: stop() ends it and its workers
         )
     running = RunningEmulator(pid=process.pid, port=port, region=region, foreground=foreground)
-    paths.pid_file.write_text(json.dumps(asdict(running)) + "\n")
+    record_running(paths, running)
     try:
         _wait_ready(process, running, paths)
     except BaseException:

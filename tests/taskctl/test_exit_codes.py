@@ -4,8 +4,6 @@ need no emulator run here; tests/e2e runs the rest against the local stack."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -17,7 +15,7 @@ from typer.testing import CliRunner
 
 from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_OK
 from taskctl.local.cli import app as local_app
-from taskctl.local.emulator import RunningEmulator
+from taskctl.local.emulator import RunningEmulator, record_running
 from taskctl.local.paths import PROJECT_DIR, StackPaths
 from taskctl.ops.cli import redrive
 
@@ -66,7 +64,7 @@ def test_a_stack_still_being_deployed_has_no_outputs_or_logs_yet(
     paths = StackPaths.for_stack("dev")
     paths.root.mkdir(parents=True)
     running = RunningEmulator(pid=os.getpid(), port=4566, region="us-east-1")
-    paths.pid_file.write_text(json.dumps(dataclasses.asdict(running)))
+    record_running(paths, running)
 
     result = runner.invoke(local_app, args)
 
