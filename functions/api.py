@@ -12,7 +12,8 @@ unknown id, and an Idempotency-Key names a task of its caller only.
 Every error is JSON `{"error": "<what is wrong and how to fix it>"}` (plus `details` for
 validation errors). Client mistakes get a 4xx and store nothing:
 
-    400  malformed JSON, empty body, body not UTF-8, a taskId that is not a UUID, a bad header
+    400  malformed JSON, empty body, body not UTF-8, a taskId that is not a UUID, an
+         Idempotency-Key that is empty or over 255 characters
     401  a task route without verified token claims on a stack that authenticates (the
          function's own guard; API Gateway normally refuses such a request first)
     404  unknown task (or another caller's), unknown route

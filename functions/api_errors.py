@@ -40,6 +40,10 @@ MAX_BODY_BYTES = 64 * 1024
 IDEMPOTENCY_KEY_MAX_CHARS = 255
 
 _NOT_A_UUID = "taskId must be a UUID such as 3f0c9a52-4e0b-4a8e-9a6e-1c2d3e4f5a6b"
+_BAD_IDEMPOTENCY_KEY = (
+    f"Idempotency-Key must be 1..{IDEMPOTENCY_KEY_MAX_CHARS} characters; send one key per task, "
+    "or none"
+)
 _NOT_AN_OBJECT = (
     f'the body must be a JSON object {{"message": "<1..{MESSAGE_MAX_CHARS} characters>"}}'
 )
@@ -255,9 +259,8 @@ def _describe(item: dict[str, Any]) -> tuple[HTTPStatus, str, dict[str, Any]]:
     detail = {"in": source, "field": field or None, "type": kind}
     if source == "path":
         return HTTPStatus.BAD_REQUEST, _NOT_A_UUID, detail
-    if source == "header":
-        problem = f"{item.get('msg', 'invalid')} (1..{IDEMPOTENCY_KEY_MAX_CHARS} chars)"
-        return HTTPStatus.BAD_REQUEST, f"header {field}: {problem}", detail
+    if source == "header":  # the one header a route reads
+        return HTTPStatus.BAD_REQUEST, _BAD_IDEMPOTENCY_KEY, detail
     if not field or kind in {"model_attributes_type", "dict_type", "model_type"}:
         return HTTPStatus.UNPROCESSABLE_ENTITY, _NOT_AN_OBJECT, detail
     if field == "message" and kind == "string_too_long":

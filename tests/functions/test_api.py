@@ -195,6 +195,14 @@ def test_hostile_submit_is_a_4xx_json_error_and_stores_nothing(
     assert pipeline.receive() == []
 
 
+@pytest.mark.parametrize("key", ["", "k" * 256], ids=["empty", "one too long"])
+def test_a_bad_idempotency_key_is_named_with_its_limit(rt: Runtime, key: str) -> None:
+    body = assert_json_error(call(submit_event("x", headers={"Idempotency-Key": key})), 400)
+
+    assert body["error"].startswith("Idempotency-Key must be 1..255 characters"), body
+    assert scan_items(rt) == []
+
+
 @pytest.mark.parametrize(
     "task_id",
     ["not-a-uuid", "1234", "a" * 100_000, "3f0c9a52-4e0b-4a8e-9a6e-1c2d3e4f5a6", "%00", "🚀"],
