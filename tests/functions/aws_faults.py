@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.awsrequest import AWSResponse
+from botocore.exceptions import EndpointConnectionError
 from moto.core.botocore_stubber import MockRawResponse
 
 
@@ -57,25 +58,27 @@ def lose_response(client: Any, operation: str, nth: int | set[int] = 1) -> LostR
 
 @dataclass
 class FailingCalls:
-    """An outage of one operation: every try answered with a 503 `code` until `stop()`."""
+    """An outage of one operation: no try reaches the service until `stop()`.
+
+    Each try fails to connect, which botocore retries as it would in Lambda. The hook raises
+    rather than answering, because botocore calls every `before-send` hook: an answer would win,
+    but moto (or the simulated queues) would still apply the call behind it."""
 
     client: Any
     event: str
-    code: str
     count: int = 0
 
-    def __call__(self, request: Any, **_: Any) -> AWSResponse:
+    def __call__(self, request: Any, **_: Any) -> None:
         self.count += 1
-        body = json.dumps({"__type": self.code, "message": "injected outage"})
-        return AWSResponse(request.url, 503, {}, MockRawResponse(body))
+        raise EndpointConnectionError(endpoint_url=request.url)
 
     def stop(self) -> None:
         self.client.meta.events.unregister(self.event, self)
 
 
-def fail_calls(client: Any, operation: str, code: str = "ServiceUnavailable") -> FailingCalls:
-    """Answer every try of `operation` on `client` with a 503 until the returned `stop()`."""
+def fail_calls(client: Any, operation: str) -> FailingCalls:
+    """Let no try of `operation` on `client` reach the service until the returned `stop()`."""
     service = client.meta.service_model.endpoint_prefix
-    outage = FailingCalls(client, f"before-send.{service}.{operation}", code)
+    outage = FailingCalls(client, f"before-send.{service}.{operation}")
     client.meta.events.register_first(outage.event, outage)
     return outage

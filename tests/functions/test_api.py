@@ -365,6 +365,7 @@ def test_an_outage_of_the_table_is_a_503_that_says_what_to_do(rt: Runtime, opera
     assert tries.count == SDK_MAX_ATTEMPTS
     if operation == "PutItem":
         assert "Idempotency-Key" in body["error"]
+        assert scan_items(rt) == []  # no try reached the table
 
 
 # -- a write applied whose reply was lost, a process that died between two writes ---------------

@@ -435,6 +435,7 @@ def test_when_the_delayed_send_fails_the_original_is_hidden_until_the_retry_inst
     (hide,) = pipeline.visibility_spy.calls
     assert (hide["ReceiptHandle"], hide["VisibilityTimeout"]) == (message["ReceiptHandle"], 2)
     assert pipeline.main_queue.in_flight(pipeline.clock()) == 1
+    assert len(pipeline.main_queue) == 1  # no delayed copy got through: the original is all
     pipeline.clock.advance(1.999)
     assert pipeline.receive() == []
     # AND the retry happens once, on time
