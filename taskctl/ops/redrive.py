@@ -9,6 +9,8 @@ where the worker claims attempt `attempts + 1` as for any retry.
 The write also schedules the task's next check by the reconciler. So if the enqueue fails, or the
 command is killed between the write and the enqueue, the task is still redriven: the reconciler
 finds it RETRYING and overdue after `recoveryGraceSeconds` and queues its message. No undo.
+That check time is never behind the reconciler's walk, even from a machine whose clock is (see
+`_reconciler_time`).
 
 A dry run (`redrive_task(..., dry_run=True)`) reads and decides the same way and stops there:
 what a redrive would write.
@@ -19,14 +21,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.lifecycle import RedriveRefused, TaskRecord, first_check_at, plan_redrive
 from functions.policy import TaskPolicy
-from functions.store import TaskChanged, TaskStore
+from functions.store import TaskChanged, TaskStore, check_shard
 
 
 class RedriveOutcome(StrEnum):
@@ -103,7 +105,7 @@ def redrive_task(
             before=failed,
             after=redriven,
         )
-    check_after = first_check_at(now, policy)
+    check_after = first_check_at(_reconciler_time(store, task_id, now), policy)
     try:
         store.redrive(failed, redriven, now, check_after)
     except TaskChanged:
@@ -134,6 +136,16 @@ def redrive_task(
         before=failed,
         after=redriven,
     )
+
+
+def _reconciler_time(store: TaskStore, task_id: str, now: datetime) -> datetime:
+    """`now`, or where the reconciler's walk of the task's shard has reached, if that is later.
+
+    The walk moves forward by Lambda's clock and never looks back. `now` is this machine's clock:
+    were it behind by more than the grace period, the redrive's check time would fall behind the
+    walk, and a task whose enqueue failed would never be queued."""
+    walked_to = store.read_cursor().get(check_shard(task_id), 0)
+    return max(now, datetime.fromtimestamp(walked_to, UTC))
 
 
 def one_line(error: Exception) -> str:

@@ -246,6 +246,27 @@ def test_an_enqueue_failure_leaves_the_task_redriven_and_the_reconciler_queues_i
     assert (after.status, after.attempts, after.redriveCount) == ("COMPLETED", 3, 1)
 
 
+def test_a_redrive_from_a_machine_whose_clock_is_behind_is_still_queued_by_the_reconciler(
+    rt: Runtime, pipeline: Pipeline, clock: SimClock, failed_task: str
+) -> None:
+    # GIVEN the reconciler has walked up to now, and the operator's clock is behind by more
+    # than the grace period
+    reconciler.reconcile(rt)
+    operator_now = clock() - GRACE - timedelta(minutes=5)
+    gone = TaskQueue(rt.sqs, rt.settings.queue_url + "-deleted", rt.settings.dead_letter_queue_url)
+
+    # WHEN a redrive from that machine writes the task but cannot enqueue it
+    result = redrive_task(rt.store, gone.enqueue, failed_task, 1, operator_now, rt.settings.policy)
+    assert result.outcome == RedriveOutcome.ENQUEUE_FAILED
+
+    # THEN the reconciler's passes (every minute) find it after the grace period, and it runs
+    for _ in range(int(GRACE.total_seconds()) // 60 + 2):
+        clock.advance(60)
+        reconciler.reconcile(rt)
+    pipeline.run_until_idle()
+    assert record_of(rt, failed_task).status == "COMPLETED"
+
+
 def test_a_redrive_killed_between_its_write_and_its_enqueue_still_runs(
     rt: Runtime, pipeline: Pipeline, clock: SimClock, failed_task: str
 ) -> None:
