@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -174,6 +175,7 @@ def start(
     except VenvError as error:
         raise LocalStackError(str(error)) from None
     report(f"starting the emulator on {BIND_HOST}:{port}")
+    clear_tmp_dir(paths)  # what a killed run left behind
     paths.tmp_dir.mkdir(parents=True, exist_ok=True)
     with paths.emulator_log.open("ab") as log:
         process = subprocess.Popen(
@@ -194,6 +196,12 @@ def start(
         paths.pid_file.unlink(missing_ok=True)
         raise
     return running
+
+
+def clear_tmp_dir(paths: StackPaths) -> None:
+    """Remove the emulator's TMPDIR. It unpacks every function's code there (about 25 MB each,
+    four functions a stack) and leaves it behind when it stops."""
+    shutil.rmtree(paths.tmp_dir, ignore_errors=True)
 
 
 def _wait_ready(process: subprocess.Popen, running: RunningEmulator, paths: StackPaths) -> None:

@@ -243,4 +243,5 @@ def tear_down(stack: str) -> RunningEmulator | None:
     paths.outputs_file.unlink(missing_ok=True)  # its URLs point at nothing any more
     if running is not None:
         emulator.stop(running)
+        emulator.clear_tmp_dir(paths)
     return running

@@ -39,6 +39,9 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     state_dir = tmp_path_factory.mktemp("local-state")
     env = environment_with_state(state_dir)
     port = emulator.free_port()
+    # What an emulator killed without `local down` leaves in its TMPDIR: `up` removes it.
+    leftover = state_dir / STACK / "tmp" / "ministack-lambda-of-a-killed-run"
+    leftover.mkdir(parents=True)
     started = local_command(
         "up", "--stack", STACK, "--port", str(port), "--detach", env=env, timeout_s=UP_TIMEOUT_S
     )
@@ -59,6 +62,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
         up_output=started.stdout,
     )
     try:
+        assert not leftover.exists(), "local up kept the emulator's old unpacked code"
         stack = dataclasses.replace(stack, stranded_task=strand_task(stack, "SUCCESS"))
         yield stack
     finally:
@@ -69,6 +73,8 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert emulator.group_members(stack.pid) == [], "processes left after `local down`"
     assert not emulator.port_in_use(port), f"port {port} still bound after `local down`"
+    # ... and no unpacked function code (about 100 MB a run) left in the emulator's TMPDIR.
+    assert not (state_dir / STACK / "tmp").exists(), "the emulator's TMPDIR survived `local down`"
 
 
 @pytest.fixture(scope="session")
