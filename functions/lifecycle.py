@@ -567,9 +567,11 @@ def plan_recovery(
     )
 
 
-def first_check_at(created: datetime, policy: TaskPolicy) -> datetime:
-    """When the reconciler first looks at a task created (or redriven) at `created`."""
-    return created + timedelta(seconds=policy.recoveryGraceSeconds)
+def first_check_at(since: datetime, policy: TaskPolicy) -> datetime:
+    """When the reconciler first looks at a task created or redriven at `since`, or at a task it
+    had recovered whose claimed attempt's lease ends at `since` (the claim is progress: its
+    looking less and less often starts over)."""
+    return since + timedelta(seconds=policy.recoveryGraceSeconds)
 
 
 # -- the dead-letter function's decision ---------------------------------------------------------

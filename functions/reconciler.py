@@ -7,9 +7,10 @@ api, a redrive), a message deleted or expired by hand or by retention, a worker 
 How it finds them without scanning the table: every task is written with an entry in the sparse,
 KEYS_ONLY index `CHECK_INDEX` - a shard (16 of them, so 1,000 submits/s are ~63 index writes/s
 per partition key) and a check time (`checkAfter`, first `recoveryGraceSeconds` after it was
-created). The worker's writes never touch the entry. Each run walks, per shard, the entries whose
-check time came since the previous run (a cursor stored in the table), reads those tasks in
-batches of 100, and lets `lifecycle.plan_recovery` decide:
+created). The worker's writes leave the entry alone, except a claim of a task this function
+recovered, which moves it back to when that attempt is overdue. Each run walks, per shard, the
+entries whose check time came since the previous run (a cursor stored in the table), reads those
+tasks in batches of 100, and lets `lifecycle.plan_recovery` decide:
 - finished: nothing (the entry stays until TTL deletes the record, at no cost);
 - unfinished but on schedule: its check moves to when it would be overdue;
 - overdue (`recoveryGraceSeconds` past its due progress): its check moves on (backing off), and

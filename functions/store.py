@@ -24,7 +24,7 @@ Item layout: the public `TaskRecord` fields, plus internal attributes that `GET`
   writes that make a task FAILED and the redrive that makes it unfinished again, and removed by
   the completing write, each in the same UpdateItem as the status, so the entry can never put a
   task in the wrong group;
-- `recoveries`: how often the reconciler re-enqueued the task;
+- `recoveries`: how often the reconciler re-enqueued the task since its last claim;
 - `deadLetterReturns` / `deadLetterReturnAttempts`: trips through the DLQ without a new attempt.
 """
 
@@ -54,8 +54,9 @@ from functions.lifecycle import (
 )
 
 # The reconciler's index: KEYS_ONLY, keyed by shard and next check time. The entry is written once
-# with the task and moves only when the reconciler (or a redrive) reschedules an unfinished task;
-# the worker's writes never touch it, so it costs one index write per task.
+# with the task and moves only when the reconciler (or a redrive) reschedules an unfinished task,
+# or when a worker claims a task the reconciler had to recover; no other write of the worker
+# touches it, so it costs one index write per task.
 CHECK_INDEX = "by-check-time"
 CHECK_SHARD_ATTRIBUTE = "checkShard"
 CHECK_AFTER_ATTRIBUTE = "checkAfter"
@@ -318,13 +319,15 @@ class TaskStore:
         now: datetime,
         lease_expires_at: datetime,
         lost_attempt: int | None = None,
+        check_after: datetime | None = None,
     ) -> None:
         """Start attempt `attempt` of `task` (as just read): exactly one delivery wins; the
         others get `StaleClaim`.
 
         Allowed only if the task has made `attempt - 1` attempts and is PENDING or RETRYING, or
         is PROCESSING attempt `lost_attempt` (= `attempt - 1`) with a lease that ran out; that
-        lost attempt is closed with outcome LOST in the same write.
+        lost attempt is closed with outcome LOST in the same write. `check_after` (for a task
+        the reconciler recovered) moves its next check there and clears its recoveries.
         """
         stamp = to_iso(now)
         entry = AttemptRecord(attempt=attempt, startedAt=stamp)
@@ -364,10 +367,16 @@ class TaskStore:
             values[":history"] = [entry.to_json() for entry in history]
             values[":error"] = error
             sets += ["#history = :history", "#lastError = :error"]
+        removes = ["#nextAttemptAt"]
+        if check_after is not None:
+            _require_future_check(check_after, now)
+            values[":check_after"] = _epoch_s(check_after)
+            sets.append(f"#{CHECK_AFTER_ATTRIBUTE} = :check_after")
+            removes.append("#recoveries")
         self._update(
             task.taskId,
             sets,
-            ["#nextAttemptAt"],
+            removes,
             values,
             condition,
             StaleClaim(task.taskId, f"attempt {attempt} was claimed by another delivery"),

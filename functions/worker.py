@@ -58,6 +58,7 @@ from functions.lifecycle import (
     RetryLater,
     TaskRecord,
     decide_after_attempt,
+    first_check_at,
     plan_delivery,
     simulate_work,
 )
@@ -154,7 +155,16 @@ def _plan_and_act(
             with logger.append_context_keys(attempt=action.attempt):
                 lease_expires_at = now + _lease(lambda_context)
                 rt.store.claim(
-                    stored.record, action.attempt, now, lease_expires_at, action.lost_attempt
+                    stored.record,
+                    action.attempt,
+                    now,
+                    lease_expires_at,
+                    action.lost_attempt,
+                    # A task the reconciler recovered is looked at less and less often; this
+                    # claim is progress, so it is looked at again when this attempt is overdue.
+                    first_check_at(lease_expires_at, rt.settings.policy)
+                    if stored.recoveries
+                    else None,
                 )
                 if action.lost_attempt is not None:
                     logger.warning("previous attempt was lost", extra={"lost": action.lost_attempt})

@@ -81,6 +81,37 @@ def test_a_task_whose_worker_died_mid_attempt_is_recovered_after_its_lease(
     assert [h.outcome for h in record.history] == ["LOST", "SUCCEEDED"]
 
 
+def test_after_recoveries_a_claim_restores_the_bound_for_the_next_lost_message(
+    rt: Runtime, pipeline: Pipeline, clock: SimClock
+) -> None:
+    # GIVEN a task recovered 5 times while a backlog kept its message from the worker, so the
+    # reconciler looks at it less and less often (grace x 2^recoveries)
+    grace_s = rt.settings.policy.recoveryGraceSeconds
+    task_id = submit("ERROR")
+    for _ in range(5):
+        clock.advance(grace_s * 40)
+        assert reconciler.reconcile(rt).recovered == 1
+    assert raw_item(rt, task_id)["recoveries"] == {"N": "5"}
+
+    # WHEN a worker at last runs attempt 1 (it fails: RETRYING, due in 2 s), and then every
+    # message of the task is lost
+    pipeline.deliver(pipeline.receive(max_messages=1))
+    pipeline.sqs.purge_queue(QueueUrl=pipeline.queue_url)
+    record = record_of(rt, task_id)
+    assert (record.status, record.attempts) == ("RETRYING", 1)
+
+    # THEN the task runs again within the bound (grace + one reconciler interval after it was
+    # due), not grace x 2^5 later
+    interval_s = 60
+    for _ in range((grace_s + 2) // interval_s + 2):
+        clock.advance(interval_s)
+        reconciler.reconcile(rt)
+    pipeline.run_until_idle()
+    record = record_of(rt, task_id)
+    assert (record.status, record.attempts) == ("FAILED", 2)
+    assert "recoveries" not in raw_item(rt, task_id)
+
+
 def test_finished_and_on_schedule_tasks_are_left_alone_and_each_entry_is_read_once(
     rt: Runtime, pipeline: Pipeline, clock: SimClock
 ) -> None:
