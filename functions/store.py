@@ -468,7 +468,8 @@ class TaskStore:
             sets,
             ["#leaseExpiresAt", "#nextAttemptAt"],
             values,
-            status_is(record.status) & attempts_are(record.attempts),
+            # The redrive count too: a redriven task is RETRYING after the same attempts again.
+            _unchanged_since(record, record.status),
             TaskChanged(record.taskId, f"no longer {record.status} after {record.attempts}"),
         )
 
@@ -487,7 +488,8 @@ class TaskStore:
             sets,
             [],
             values,
-            status_is(record.status) & attempts_are(record.attempts),
+            # The redrive count too: a redriven task is RETRYING after the same attempts again.
+            _unchanged_since(record, record.status),
             TaskChanged(record.taskId, f"no longer {record.status} after {record.attempts}"),
         )
 

@@ -220,6 +220,30 @@ def test_dead_letter_failure_is_refused_if_the_task_changed_since_it_was_read(
     assert current(rt).status == "PROCESSING"
 
 
+@pytest.mark.parametrize("write", ["fail_dead_lettered", "count_dead_letter_return"])
+def test_a_dead_letter_write_planned_before_a_redrive_is_refused(
+    rt: Runtime, pending: TaskRecord, write: str
+) -> None:
+    # GIVEN the dead-letter function read the task RETRYING after attempt 1; then the task was
+    # FAILED (by that same decision, whose write the SDK is about to retry) and redriven, which
+    # leaves it RETRYING after attempt 1 again
+    claimed(rt)
+    retried(rt)
+    seen = rt.store.get(TASK_ID)
+    assert seen is not None
+    rt.store.fail_dead_lettered(seen, "dead-lettered", rt.clock())
+    redriven(rt)
+    before = current(rt)
+
+    # WHEN the write planned on the old read arrives  THEN it is refused: the redrive stands
+    with pytest.raises(TaskChanged):
+        if write == "fail_dead_lettered":
+            rt.store.fail_dead_lettered(seen, "dead-lettered", rt.clock())
+        else:
+            rt.store.count_dead_letter_return(seen, 1, rt.clock())
+    assert current(rt) == before
+
+
 def test_other_errors_are_not_mistaken_for_a_lost_condition(rt: Runtime) -> None:
     rt.dynamodb.delete_table(TableName=rt.settings.table_name)
 
