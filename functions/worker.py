@@ -134,8 +134,10 @@ def _handle_delivery(record: SQSRecord, lambda_context: LambdaContext | None) ->
 def _plan_and_act(
     rt: runtime.Runtime, record: SQSRecord, task_id: str, lambda_context: LambdaContext | None
 ) -> str:
-    now = rt.clock()
     stored = rt.store.get(task_id)
+    # After the read: a slow one (the SDK retrying it) must not end the lease before this
+    # invocation does, nor date the attempt before its claim.
+    now = rt.clock()
     action = plan_delivery(
         stored.record if stored else None, now, stored.lease_expires_at if stored else None
     )

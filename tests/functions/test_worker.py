@@ -584,11 +584,20 @@ def test_an_unreadable_message_is_parked_on_the_dlq_and_acknowledged(
     assert "taskId" in parked["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"]
 
 
-def test_the_lease_is_the_invocations_remaining_time(rt: Runtime, pipeline: Pipeline) -> None:
+@pytest.mark.parametrize("read_s", [0, 10], ids=["quick read", "slow read"])
+def test_the_lease_is_the_invocations_remaining_time(
+    rt: Runtime, pipeline: Pipeline, read_s: float
+) -> None:
     task_id = submit("SUCCESS")
     seen = task(rt, task_id).record
     pipeline.context.remaining_ms = 12_345
     claimed_leases: list[int] = []
+
+    def slow_read(**_: Any) -> None:  # e.g. the SDK retrying a throttled GetItem
+        rt.dynamodb.meta.events.unregister("before-call.dynamodb.GetItem", slow_read)
+        pipeline.clock.advance(read_s)
+
+    rt.dynamodb.meta.events.register("before-call.dynamodb.GetItem", slow_read)
 
     def capture(params: dict[str, Any], **_: Any) -> None:
         lease = params.get("ExpressionAttributeValues", {}).get(":lease")
