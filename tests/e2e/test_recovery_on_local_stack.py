@@ -10,6 +10,8 @@ import httpx
 import pytest
 from e2e_support import LocalStackUnderTest, scheduled_run_budget_s, wait_until
 
+from taskctl.local.logs import functions_of
+
 pytestmark = pytest.mark.e2e
 
 # However late in the session this test runs, the worker still needs a moment after the find.
@@ -41,10 +43,26 @@ def test_a_task_stranded_without_a_message_is_recovered_on_schedule_and_complete
         what=f"the reconciler ({interval_s} s schedule) to recover the stranded task",
     )
 
-    # THEN the task ran once and is COMPLETED, and the reconciler queued it, once: the worker
-    # finished it long before the next run could find it overdue again
+    # THEN the task ran once and is COMPLETED, and the reconciler queued it, once (its log says
+    # so): the worker finished it long before the next run could find it overdue again
     assert (record["status"], record["message"]) == ("COMPLETED", "SUCCESS")
     assert record["attempts"] == 1
     assert [(e["attempt"], e["outcome"]) for e in record["history"]] == [(1, "SUCCEEDED")]
     assert record["completedAt"] >= record["history"][0]["startedAt"] > record["createdAt"]
-    assert local_stack.stored_item(stranded.task_id)["recoveries"] == {"N": "1"}
+    requeued = [
+        line
+        for line in _log_lines(local_stack, "reconciler")
+        if "overdue task re-enqueued" in line and stranded.task_id in line
+    ]
+    assert len(requeued) == 1, requeued
+    # ... and the worker's claim started the task's count of recoveries over
+    assert "recoveries" not in local_stack.stored_item(stranded.task_id)
+
+
+def _log_lines(local_stack: LocalStackUnderTest, function: str) -> list[str]:
+    """Every line `function` logged (the reconciler's group holds a few lines per run)."""
+    logs = local_stack.client("logs")
+    pages = logs.get_paginator("filter_log_events").paginate(
+        logGroupName=functions_of(local_stack.deployment())[function]
+    )
+    return [event["message"] for page in pages for event in page["events"]]
