@@ -9,8 +9,8 @@ where the worker claims attempt `attempts + 1` as for any retry.
 The write also schedules the task's next check by the reconciler. So if the enqueue fails, or the
 command is killed between the write and the enqueue, the task is still redriven: the reconciler
 finds it RETRYING and overdue after `recoveryGraceSeconds` and queues its message. No undo.
-That check time is never behind the reconciler's walk, even from a machine whose clock is (see
-`_reconciler_time`).
+That check time is never behind the reconciler's walk, even when this machine's clock is behind
+(see `_reconciler_time`).
 
 A dry run (`redrive_task(..., dry_run=True)`) reads and decides the same way and stops there:
 what a redrive would write.
