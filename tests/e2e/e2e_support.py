@@ -41,10 +41,12 @@ TASKCTL = (sys.executable, "-m", "taskctl")
 LOCAL_COMMAND = (*TASKCTL, "local")
 
 
-def taskctl(*args: str, env: dict[str, str], timeout_s: float) -> subprocess.CompletedProcess:
-    """Run `python -m taskctl <args>` as a user would, in the repository."""
+def run_in_project(
+    command: list[str], env: dict[str, str], timeout_s: float
+) -> subprocess.CompletedProcess:
+    """Run `command` in the repository, as a user there would; its output captured."""
     return subprocess.run(
-        [*TASKCTL, *args],
+        command,
         cwd=PROJECT_DIR,
         env=env,
         capture_output=True,
@@ -52,6 +54,11 @@ def taskctl(*args: str, env: dict[str, str], timeout_s: float) -> subprocess.Com
         timeout=timeout_s,
         check=False,
     )
+
+
+def taskctl(*args: str, env: dict[str, str], timeout_s: float) -> subprocess.CompletedProcess:
+    """Run `python -m taskctl <args>` as a user would, in the repository."""
+    return run_in_project([*TASKCTL, *args], env, timeout_s)
 
 
 def local_command(*args: str, env: dict[str, str], timeout_s: float) -> subprocess.CompletedProcess:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_support import STACK, LocalStackUnderTest
+from e2e_support import STACK, LocalStackUnderTest, run_in_project
 
 from taskctl.local.paths import PROJECT_DIR
 
@@ -77,15 +77,8 @@ def run_smoke_step(
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
     }
-    return subprocess.run(
-        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=STEP_TIMEOUT_S,
-        check=False,
-    )
+    script = ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]]
+    return run_in_project(script, env, STEP_TIMEOUT_S)
 
 
 def assert_load_ran_authenticated(step: subprocess.CompletedProcess[str]) -> None:
