@@ -12,6 +12,7 @@ import json
 import runpy
 import sys
 import threading
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,6 +269,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
             }
         elif type_token == "aws:cloudwatch/dashboard:Dashboard":
             resource_id = str(inputs.get("dashboardName", physical))
+        elif type_token == "aws:lambda/eventSourceMapping:EventSourceMapping":
+            # Lambda names a mapping by a UUID it chooses; tags and ListTags act on this ARN.
+            resource_id = str(uuid.uuid5(uuid.NAMESPACE_URL, logical_name))
+            outputs |= {
+                "uuid": resource_id,
+                "arn": f"arn:aws:lambda:{region}:{account}:event-source-mapping:{resource_id}",
+            }
         return outputs, resource_id
 
 

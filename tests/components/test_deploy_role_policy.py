@@ -108,6 +108,10 @@ TYPE_ACTIONS: dict[str, frozenset[str]] = {
             "lambda:GetEventSourceMapping",
             "lambda:UpdateEventSourceMapping",
             "lambda:DeleteEventSourceMapping",
+            # the provider's default tags: set on create, read back, changed on the mapping
+            "lambda:TagResource",
+            "lambda:ListTags",
+            "lambda:UntagResource",
         }
     ),
     "aws:cloudwatch/logGroup:LogGroup": frozenset(
@@ -356,3 +360,14 @@ def test_a_caller_pool_may_be_created_only_tagged_as_this_projects() -> None:
     (statement,) = [s for s in _statements() if s["Sid"] == "CreateCallerPool"]
     assert statement["Action"] == ["cognito-idp:CreateUserPool"]
     assert statement["Condition"] == {"StringEquals": {"aws:RequestTag/project": project_name()}}
+
+
+# IAM counts a policy's characters without whitespace: an inline role policy may hold 10,240
+# (README: both files are attached inline), a managed policy only 6,144.
+INLINE_POLICY_MAX_CHARS = 10_240
+
+
+def test_each_role_policy_fits_in_an_inline_policy() -> None:
+    for path in (POLICY_FILE, PREVIEW_POLICY_FILE):
+        compact = json.dumps(json.loads(path.read_text()), separators=(",", ":"))
+        assert len(compact) <= INLINE_POLICY_MAX_CHARS, (path.name, len(compact))
