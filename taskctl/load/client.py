@@ -162,12 +162,7 @@ async def _submit_one(client: httpx.AsyncClient, url: str, submission: Submissio
             await asyncio.sleep(_retry_delay_s(response, retry))
             continue
         if response.status_code != 202:
-            hint = ""
-            if response.status_code in (401, 403):
-                hint = (
-                    " (the API wants a bearer token with the scope tasks/write: pass --token, "
-                    "e.g. --token $(python -m taskctl token ...))"
-                )
+            hint = _token_hint(client, "tasks/write") if response.status_code in (401, 403) else ""
             raise LoadError(
                 f"submit refused: POST {url} answered {response.status_code}: "
                 f"{_error_text(response)}{hint}"
@@ -180,6 +175,19 @@ async def _submit_one(client: httpx.AsyncClient, url: str, submission: Submissio
             ) from None
         return TrackedTask(task_id=task_id, submitted_at_s=started_s)
     raise AssertionError("unreachable: the last try returns or raises")
+
+
+def _token_hint(client: httpx.AsyncClient, scope: str) -> str:
+    """Why the API refused the caller, and what to do: no token, or one it no longer takes."""
+    if "authorization" not in client.headers:
+        return (
+            f" (the API wants a bearer token with the scope {scope}: pass --token, "
+            "e.g. --token $(python -m taskctl token ...))"
+        )
+    return (
+        f" (the token was refused: it needs the scope {scope}, and it lasts 60 minutes; "
+        "pass a new one from python -m taskctl token ...)"
+    )
 
 
 def _retry_delay_s(response: httpx.Response | None, retry: int) -> float:
@@ -208,7 +216,7 @@ async def poll_until_terminal(
 
     `tasks` may still grow while `submitting` is unset (polling runs alongside submission); the
     timeout counts from the moment submission ends. Each task keeps the last record seen. Between
-    rounds it waits a short, growing interval, never past the deadline. A 404 (not visible yet),
+    rounds it waits a short, growing interval, never past the deadline. A 401 or 403 stops the run. A 404 (not visible yet),
     a 429 or a 5xx is retried next round.
     """
     url = tasks_url(base_url)
@@ -261,6 +269,11 @@ async def _poll_one(
     if response.status_code == 404:
         stats.not_found += 1
         return "not-found"
+    if response.status_code in (401, 403):  # no later round would be let in either
+        raise LoadError(
+            f"reading a task refused: GET {url}/{task.task_id} answered {response.status_code}: "
+            f"{_error_text(response)}{_token_hint(client, 'tasks/read')}"
+        )
     if response.status_code != 200:
         stats.transient_errors += 1
         stats.errors_by_status[response.status_code] += 1

@@ -109,6 +109,7 @@ class FakeTaskApi:
     early_retry_s: float = 0.0  # a broken worker: starts the next attempt this much too soon
     tasks_finish: bool = True  # False: tasks stay PROCESSING forever
     submit_status: int | None = None  # answer every POST with this status instead
+    read_status: int | None = None  # answer every GET with this status (403: no tasks/read)
     unavailable_submits: int = 0  # answer this many POSTs 503 first, storing nothing
     slow_submits: int = 0  # this many POSTs store the task, then answer after `slow_reply_s`
     slow_reply_s: float = 0.0
@@ -216,6 +217,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self._refused_token():
             return None
+        if self.api.read_status is not None:
+            return self._reply(self.api.read_status, {"message": "Forbidden"})
         match = TASK_PATH.match(self.path)
         if not match:
             return self._reply(404, {"error": f"no route GET {self.path}"})

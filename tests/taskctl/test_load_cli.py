@@ -221,3 +221,28 @@ def test_without_a_token_an_authenticating_api_is_one_line_saying_how_to_get_one
     (line,) = result.stderr.strip().splitlines()
     assert "answered 401: Unauthorized" in line
     assert "--token $(python -m taskctl token" in line
+
+
+def test_a_token_that_may_submit_but_not_read_stops_the_run_saying_why(run_load_cli):
+    # GIVEN a token with tasks/write only: API Gateway answers every read 403
+    api = FakeTaskApi(bearer_token="t0ken", read_status=403)
+    with FakeApiServer(api) as server:
+        result = run_load_cli("--url", server.url, "--count", "3", "--token", "t0ken", *DEV_POLICY)
+
+    # THEN one line, exit 2, long before the timeout: not "3 tasks did not finish" (exit 1)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert "answered 403" in line
+    assert "the token was refused: it needs the scope tasks/read" in line
+
+
+def test_a_refused_token_is_not_answered_with_pass_a_token(run_load_cli):
+    with FakeApiServer(FakeTaskApi(bearer_token="t0ken")) as server:
+        result = run_load_cli(
+            "--url", server.url, "--count", "3", "--token", "expired", *DEV_POLICY
+        )  # fmt: skip
+
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "answered 401" in line and "lasts 60 minutes" in line
+    assert "pass --token" not in line
