@@ -216,8 +216,8 @@ async def poll_until_terminal(
 
     `tasks` may still grow while `submitting` is unset (polling runs alongside submission); the
     timeout counts from the moment submission ends. Each task keeps the last record seen. Between
-    rounds it waits a short, growing interval, never past the deadline. A 401 or 403 stops the run. A 404 (not visible yet),
-    a 429 or a 5xx is retried next round.
+    rounds it waits a short, growing interval, never past the deadline. A 401 or 403 stops the
+    run; a 404 (not visible yet), a 429 or a 5xx is retried next round.
     """
     url = tasks_url(base_url)
     stats = PollStats()
