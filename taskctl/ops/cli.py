@@ -34,7 +34,7 @@ from functions.policy import TaskPolicy
 from functions.queue import TaskQueue
 from functions.runtime import utc_now
 from functions.store import TaskStore
-from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR
+from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_INTERRUPTED
 from taskctl.ops.redrive import (
     RedriveOutcome,
     RedriveResult,
@@ -75,9 +75,17 @@ OUTCOMES = {
 class RedriveError(OpsError):
     """Stopped after some tasks; `results` are theirs."""
 
+    exit_code = EXIT_ERROR
+
     def __init__(self, message: str, results: list[RedriveResult]) -> None:
         super().__init__(message)
         self.results = results
+
+
+class RedriveInterrupted(RedriveError):
+    """Ctrl-C part-way: the tasks done so far are reported, as for any stop."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 def redrive(
@@ -169,6 +177,8 @@ def redrive(
     except OpsError as exc:
         if isinstance(exc, RedriveError):  # stopped part-way: report the tasks done so far
             _report(console, exc.results, bulk=bulk is not None, dry_run=dry_run)
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
 
@@ -222,6 +232,16 @@ def _redrive_each(
                 store, queue.enqueue, task_id, extra_attempts, utc_now(), policy, dry_run=dry_run
             )
             errors_in_a_row = 0
+        except KeyboardInterrupt:
+            stopped = f"interrupted after {len(results)} of {len(task_ids)} task(s)"
+            raise RedriveInterrupted(
+                f"{stopped} (dry run: nothing written)"
+                if dry_run
+                else f"{stopped}, during task {task_id}: it may be redriven (its message then "
+                "follows within the reconciler's grace); the same command again redrives the "
+                "rest (a redriven task is no longer FAILED)",
+                results,
+            ) from None
         except (BotoCoreError, ClientError) as exc:
             errors_in_a_row += 1
             result = RedriveResult(

@@ -25,9 +25,9 @@ from functions.lifecycle import TaskStatus, from_iso, plan_redrive
 from functions.policy import TaskPolicy
 from functions.runtime import Runtime
 from taskctl.chaos.clock import SimClock
-from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_OK
+from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 from taskctl.ops import cli, tasks_cli
-from taskctl.ops.redrive import canonical_task_id
+from taskctl.ops.redrive import canonical_task_id, redrive_task
 from taskctl.ops.tasks import find_tasks
 
 ALWAYS_FAILS = TaskPolicy(maxAttempts=2, errorRate=1.0, backoffBaseSeconds=2, maxDelaySeconds=900)
@@ -368,6 +368,30 @@ def test_aws_errors_on_every_task_stop_the_run_with_exit_2(
     assert outcome.exit_code == EXIT_ERROR
     assert "stopped after 3 of 3" in outcome.stderr
     assert "Summary: 0 redriven, 0 refused, 3 failed" in outcome.stdout
+
+
+def test_ctrl_c_in_a_bulk_redrive_reports_what_was_done_and_exits_130(
+    rt: Runtime, pipeline: Pipeline, failed_tasks: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the operator presses Ctrl-C while the second of three tasks is being redriven
+    calls = []
+
+    def interrupted_on_the_second(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[2])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return redrive_task(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "redrive_task", interrupted_on_the_second)
+
+    outcome = run(rt, cli.redrive, "--status", "FAILED", "--since", "4h", queue=True)
+
+    # THEN the task done is in the table and the summary, and the line names the one cut short
+    assert outcome.exit_code == EXIT_INTERRUPTED
+    assert "Summary: 1 redriven, 0 refused, 0 failed" in outcome.stdout
+    assert f"interrupted after 1 of 3 task(s), during task {calls[1]}" in outcome.stderr
+    redriven = [t for t in failed_tasks if record_of(rt, t).status == "RETRYING"]
+    assert redriven == [calls[0]]
 
 
 @pytest.mark.parametrize(
