@@ -2,8 +2,8 @@
 
 The running local stack of `--stack` (table, queue, region and emulator endpoint from its outputs
 and state) when no table is named; or, with `--table` (and `--queue-url` for a command that
-enqueues), a deployed stack through the standard AWS environment (credentials, `AWS_REGION`,
-`AWS_PROFILE`), with the names `pulumi stack output` prints.
+enqueues), a deployed stack through the standard AWS environment (credentials,
+`AWS_DEFAULT_REGION`, `AWS_PROFILE`), with the names `pulumi stack output` prints.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def resolve_target(
     session = boto3.Session()
     region = session.region_name
     if region is None:
-        raise OpsError("no AWS region configured: set AWS_REGION (or AWS_PROFILE)")
+        raise OpsError("no AWS region configured: set AWS_DEFAULT_REGION (or AWS_PROFILE)")
     return Target(
         table_name=table,
         queue_url=queue_url,

@@ -29,7 +29,10 @@ def parse_since(text: str, now: datetime) -> datetime:
     compact = text.strip().replace(" ", "").lower()
     parts = _DURATION_PART.findall(compact)
     if parts and "".join(number + unit for number, unit in parts) == compact:
-        return now - timedelta(seconds=sum(int(n) * _UNIT_S[unit] for n, unit in parts))
+        try:
+            return now - timedelta(seconds=sum(int(n) * _UNIT_S[unit] for n, unit in parts))
+        except OverflowError:  # further back than datetime goes
+            raise ValueError(f"--since {text!r} reaches back before the year 1") from None
     try:
         moment = from_iso(text.strip())
     except ValueError:

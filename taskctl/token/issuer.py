@@ -70,7 +70,11 @@ def fetch_token(app: AppClient, scopes: Sequence[str] = ()) -> str:
         raise TokenError(
             f"the token endpoint {app.token_url} answered {reply.status_code}: {reply.text[:200]}"
         )
-    token = reply.json().get("access_token")
+    try:
+        body = reply.json()
+    except ValueError:  # not JSON: an HTML page, say, at a wrong --token-url
+        body = None
+    token = body.get("access_token") if isinstance(body, dict) else None
     if not isinstance(token, str) or not token:
         raise TokenError(f"the token endpoint {app.token_url} sent no access_token")
     return token

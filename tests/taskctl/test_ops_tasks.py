@@ -41,6 +41,11 @@ def test_anything_else_is_refused_saying_what_is_accepted(text: str) -> None:
         parse_since(text, NOW)
 
 
+def test_a_duration_further_back_than_dates_go_is_refused_not_a_crash() -> None:
+    with pytest.raises(ValueError, match="before the year 1"):
+        parse_since("1000000d", NOW)
+
+
 def test_completed_is_not_a_status_to_list() -> None:
     assert statuses_to_list(None) == (
         TaskStatus.PENDING,

@@ -33,9 +33,10 @@ def run_token_cli() -> Iterator:
 
 
 class TokenEndpoint:
-    """A client-credentials token endpoint that accepts one client id and secret."""
+    """A client-credentials token endpoint that accepts one client id and secret (or, `html`, a
+    web page answering 200 to anything: a wrong --token-url)."""
 
-    def __init__(self, client_id: str, secret: str) -> None:
+    def __init__(self, client_id: str, secret: str, *, html: bool = False) -> None:
         self.requests: list[dict] = []
         expected = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
         endpoint = self
@@ -53,8 +54,10 @@ class TokenEndpoint:
                     if ok
                     else {"error": "invalid_client"}
                 ).encode()
+                if html:
+                    ok, body = True, b"<html><body>Sign in</body></html>"
                 self.send_response(200 if ok else 400)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/html" if html else "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -175,3 +178,20 @@ def test_without_a_running_local_stack_it_says_how_to_start_one(
     assert result.exit_code == 2
     (line,) = result.stderr.strip().splitlines()
     assert "not running" in line and "local up --stack dev" in line
+
+
+def test_a_token_url_that_answers_a_web_page_is_one_line_with_exit_2(
+    run_token_cli, deployed_client
+) -> None:
+    pool_id, client_id, secret = deployed_client
+    endpoint = TokenEndpoint(client_id, secret, html=True)
+    try:
+        result = run_token_cli(
+            "--user-pool-id", pool_id, "--client-id", client_id, "--token-url", endpoint.url
+        )
+    finally:
+        endpoint.close()
+
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line == f"error: the token endpoint {endpoint.url} sent no access_token"
