@@ -625,7 +625,9 @@ class TaskStore:
                 RequestItems={self._table_name: {"Keys": keys, "ConsistentRead": consistent}}
             )
             found += [_from_item(item) for item in reply["Responses"].get(self._table_name, [])]
-            # Unprocessed keys (throttling) are asked for again; the SDK's backoff paces it.
+            # Unprocessed keys (throttling) are asked for again at once. The loop ends: a reply
+            # with unprocessed keys has read at least one, since DynamoDB refuses a batch it can
+            # read nothing of (ProvisionedThroughputExceeded), and that the SDK retries, paced.
             keys = reply.get("UnprocessedKeys", {}).get(self._table_name, {}).get("Keys", [])
         return found
 
