@@ -66,9 +66,22 @@ class TokenEndpoint:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/oauth2/token"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
-    def close(self) -> None:
+    def __enter__(self) -> TokenEndpoint:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def deployed_token(run_token_cli, deployed_client, endpoint: TokenEndpoint, *flags: str):
+    """`taskctl token` for the deployed app client, against `endpoint` (closed after)."""
+    pool_id, client_id, _secret = deployed_client
+    with endpoint:
+        return run_token_cli(
+            "--user-pool-id", pool_id, "--client-id", client_id, "--token-url", endpoint.url,
+            *flags,
+        )  # fmt: skip
 
 
 @pytest.fixture
@@ -107,15 +120,9 @@ def deployed_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str,
 def test_a_deployed_stacks_token_is_fetched_with_the_secret_cognito_keeps(
     run_token_cli, deployed_client
 ) -> None:
-    pool_id, client_id, secret = deployed_client
+    _pool_id, client_id, secret = deployed_client
     endpoint = TokenEndpoint(client_id, secret)
-    try:
-        result = run_token_cli(
-            "--user-pool-id", pool_id, "--client-id", client_id, "--token-url", endpoint.url,
-            "--scope", "tasks/read",
-        )  # fmt: skip
-    finally:
-        endpoint.close()
+    result = deployed_token(run_token_cli, deployed_client, endpoint, "--scope", "tasks/read")
 
     assert result.exit_code == 0, result.output
     assert result.stdout == ISSUED + "\n"
@@ -124,14 +131,9 @@ def test_a_deployed_stacks_token_is_fetched_with_the_secret_cognito_keeps(
 
 
 def test_a_refused_token_request_is_one_line_with_exit_2(run_token_cli, deployed_client) -> None:
-    pool_id, client_id, _secret = deployed_client
+    _pool_id, client_id, _secret = deployed_client
     endpoint = TokenEndpoint(client_id, "not-the-secret")
-    try:
-        result = run_token_cli(
-            "--user-pool-id", pool_id, "--client-id", client_id, "--token-url", endpoint.url
-        )
-    finally:
-        endpoint.close()
+    result = deployed_token(run_token_cli, deployed_client, endpoint)
 
     assert result.exit_code == 2
     (line,) = result.stderr.strip().splitlines()
@@ -183,14 +185,9 @@ def test_without_a_running_local_stack_it_says_how_to_start_one(
 def test_a_token_url_that_answers_a_web_page_is_one_line_with_exit_2(
     run_token_cli, deployed_client
 ) -> None:
-    pool_id, client_id, secret = deployed_client
+    _pool_id, client_id, secret = deployed_client
     endpoint = TokenEndpoint(client_id, secret, html=True)
-    try:
-        result = run_token_cli(
-            "--user-pool-id", pool_id, "--client-id", client_id, "--token-url", endpoint.url
-        )
-    finally:
-        endpoint.close()
+    result = deployed_token(run_token_cli, deployed_client, endpoint)
 
     assert result.exit_code == 2
     (line,) = result.stderr.strip().splitlines()
