@@ -169,6 +169,8 @@ def parse_json_body(text: str) -> Any:
         ) from None
     except RecursionError:
         raise ApiError(HTTPStatus.BAD_REQUEST, "the request body is nested too deeply") from None
+    except ValueError:  # an integer of more digits than Python converts (4,300)
+        raise ApiError(HTTPStatus.BAD_REQUEST, "the request body holds a number too long") from None
     if document is not None and not isinstance(document, dict):
         # Checked here because Powertools would validate the first item of an array against
         # the body model: `[{"message": "x"}]` would pass.

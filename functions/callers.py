@@ -40,6 +40,10 @@ def owner_of(api_auth: ApiAuth, claims: Mapping[str, Any]) -> str:
     owner = claims.get("sub") or claims.get("client_id")
     if not isinstance(owner, str) or not owner:
         raise Unauthenticated("no verified token claims name the caller")
+    if owner == ANONYMOUS_OWNER:
+        # Reserved: it owns what an open stack (or one from before owners) stored, which no
+        # token may read, whatever an issuer puts in `sub`.
+        raise Unauthenticated(f"a token whose subject is {ANONYMOUS_OWNER!r} names nobody")
     return owner
 
 

@@ -175,6 +175,10 @@ HOSTILE_SUBMITS = {
         415,
     ),
     "NaN is not JSON": (http_event("POST", "/tasks", body='{"message": NaN}'), 400),
+    "a 5000-digit number": (
+        http_event("POST", "/tasks", body='{"message": ' + "1" * 5000 + "}"),
+        400,
+    ),
     "deeply nested": (http_event("POST", "/tasks", body="[" * 10_000 + "]" * 10_000), 400),
     "binary body": (http_event("POST", "/tasks", body=b"\xff\xfe\x00", base64_body=True), 400),
     "empty Idempotency-Key": (submit_event("x", headers={"Idempotency-Key": ""}), 400),

@@ -156,6 +156,21 @@ def test_the_owner_is_the_tokens_sub_or_else_its_client_id() -> None:
         callers.owner_of("jwt", {})
 
 
+def test_a_token_whose_subject_is_the_anonymous_owner_reads_nothing_of_it(rt: Runtime) -> None:
+    # GIVEN a task stored while the stack was open (or before tasks had owners)
+    open_rt = dataclasses.replace(rt, settings=dataclasses.replace(rt.settings, api_auth="none"))
+    runtime.use(open_rt)
+    task_id = json_body(submit_as(None))["taskId"]
+    runtime.use(rt)
+
+    # WHEN the stack authenticates and an issuer's token says sub = "anonymous"
+    reply = read_as(callers.ANONYMOUS_OWNER, task_id)
+
+    # THEN it is refused, as a token naming nobody is
+    assert reply["statusCode"] == 401
+    assert "message" not in json_body(reply)
+
+
 def test_a_key_names_one_id_per_owner_and_no_pair_spells_another() -> None:
     assert callers.idempotent_task_id("a", "k") == callers.idempotent_task_id("a", "k")
     assert callers.idempotent_task_id("a", "k") != callers.idempotent_task_id("b", "k")
