@@ -150,6 +150,9 @@ def _emulator_environment(
         "MINISTACK_REGION": region,
         "MINISTACK_ACCOUNT_ID": ACCOUNT_ID,
         "PERSIST_STATE": "0",
+        # ministack's IoT MQTT-over-TLS listener binds 0.0.0.0:8883 unless turned off; nothing
+        # here uses IoT, and the emulator listens on BIND_HOST only.
+        "IOT_MTLS_ENABLED": "0",
         # Cognito's signing keys live here (not in the shared /tmp/ministack-state default).
         "STATE_DIR": str(paths.emulator_state_dir),
         "LOG_LEVEL": "INFO",

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from e2e_support import (
     LOCAL_COMMAND,
@@ -54,6 +55,21 @@ def test_status_says_where_a_detached_stack_listens_and_how_it_stops(
     assert shown.returncode == 0, shown.stderr
     assert f"pid {local_stack.pid}, http://127.0.0.1:{local_stack.port}, detached," in shown.stdout
     assert re.search(r"\d+ processes, RSS \d+ MiB", shown.stdout), shown.stdout
+
+
+def test_the_emulator_listens_on_loopback_at_its_port_only(
+    local_stack: LocalStackUnderTest,
+) -> None:
+    # DESIGN §6: bound to 127.0.0.1. Every process of the stack (the emulator and the function
+    # workers it runs) is asked; ministack alone would also open an IoT listener on 0.0.0.0:8883.
+    listening = {
+        (conn.laddr.ip, conn.laddr.port)
+        for pid in emulator.group_members(local_stack.pid)
+        for conn in psutil.Process(pid).net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN
+    }
+
+    assert listening == {("127.0.0.1", local_stack.port)}
 
 
 def test_up_prints_the_outputs_and_a_curl_line(local_stack: LocalStackUnderTest) -> None:
