@@ -53,8 +53,10 @@ def up(
     In the foreground the functions' logs follow; Ctrl-C stops everything.
     """
     if not detach:
-        # SIGTERM ends a foreground stack the way Ctrl-C does: through the cleanup below.
+        # SIGTERM, and SIGHUP (its terminal closed), end a foreground stack the way Ctrl-C
+        # does: through the cleanup below.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
+        signal.signal(signal.SIGHUP, signal.default_int_handler)
     try:
         with console.status("preparing the local stack", spinner="dots") as status:
 
@@ -105,7 +107,7 @@ def up(
 def _print_ready(local: stack.LocalStack, stack_name: str) -> None:
     _print_skipped(local.skipped)
     _print_outputs(local.outputs, stack_name)
-    _print_schedules(local.schedules)
+    _print_schedules(local.schedules, stack_name)
     console.print(
         f"\n[green]ready[/] in {local.ready_after_s:.1f} s: stack [bold]{stack_name}[/] on the "
         f"emulator at {local.running.endpoint_url} (pid {local.running.pid}); state in "
@@ -215,7 +217,7 @@ def _print_outputs(values: dict, stack_name: str) -> None:
     console.print(f"  curl -s {bearer}{endpoint}/<taskId>", soft_wrap=True, markup=False)
 
 
-def _print_schedules(schedules: list[stack.Schedule]) -> None:
+def _print_schedules(schedules: list[stack.Schedule], stack_name: str) -> None:
     """Which functions run on a schedule, and what runs them here."""
     if not schedules:
         return
@@ -228,7 +230,7 @@ def _print_schedules(schedules: list[stack.Schedule]) -> None:
         console.print(
             f"    {schedule.function:<{width}} {escape(schedule.expression)}  "
             f"[dim](rule {escape(schedule.rule)}; logs: python -m taskctl local logs "
-            f"{escape(schedule.function)})[/]",
+            f"{escape(schedule.function)} --stack {stack_name})[/]",
             soft_wrap=True,
         )
 

@@ -180,7 +180,10 @@ def start(
     report(f"starting the emulator on {BIND_HOST}:{port}")
     clear_tmp_dir(paths)  # what a killed run left behind
     paths.tmp_dir.mkdir(parents=True, exist_ok=True)
-    with paths.emulator_log.open("ab") as log:
+    # Each run its own log; the previous run's stays beside it, for a look after a crash.
+    with contextlib.suppress(FileNotFoundError):
+        paths.emulator_log.replace(paths.emulator_log.with_suffix(".log.1"))
+    with paths.emulator_log.open("wb") as log:
         process = subprocess.Popen(
             [str(python), str(LAUNCHER)],
             cwd=paths.root,

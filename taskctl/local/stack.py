@@ -243,5 +243,5 @@ def tear_down(stack: str) -> RunningEmulator | None:
     paths.outputs_file.unlink(missing_ok=True)  # its URLs point at nothing any more
     if running is not None:
         emulator.stop(running)
-        emulator.clear_tmp_dir(paths)
+    emulator.clear_tmp_dir(paths)  # also what an emulator killed outright left behind
     return running

@@ -42,6 +42,8 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     # What an emulator killed without `local down` leaves in its TMPDIR: `up` removes it.
     leftover = state_dir / STACK / "tmp" / "ministack-lambda-of-a-killed-run"
     leftover.mkdir(parents=True)
+    # ... and the log of an earlier run, which `up` keeps as emulator.log.1 beside its own
+    (state_dir / STACK / "emulator.log").write_text("the previous run\n")
     started = local_command(
         "up", "--stack", STACK, "--port", str(port), "--detach", env=env, timeout_s=UP_TIMEOUT_S
     )
@@ -63,6 +65,8 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     )
     try:
         assert not leftover.exists(), "local up kept the emulator's old unpacked code"
+        assert (state_dir / STACK / "emulator.log.1").read_text() == "the previous run\n"
+        assert "the previous run" not in (state_dir / STACK / "emulator.log").read_text()
         stack = dataclasses.replace(stack, stranded_task=strand_task(stack, "SUCCESS"))
         yield stack
     finally:

@@ -91,6 +91,8 @@ def test_up_says_which_functions_run_on_a_schedule_and_what_runs_them(
     assert re.search(rf"^\s+reconciler\s+{re.escape(expression)}\s", local_stack.up_output, re.M), (
         local_stack.up_output
     )
+    # ... and the logs line to paste names the stack (without it, it shows dev's)
+    assert f"local logs reconciler --stack {STACK})" in local_stack.up_output
 
 
 def test_logs_show_each_function_with_its_prefix(
@@ -144,7 +146,7 @@ def test_without_the_project_virtualenv_the_message_says_how_to_make_it(tmp_path
     assert "Traceback" not in refused.stderr
 
 
-@pytest.mark.parametrize("stopped_by", ["ctrl-c", "local down"])
+@pytest.mark.parametrize("stopped_by", ["ctrl-c", "terminal closed", "local down"])
 def test_stopping_a_foreground_up_leaves_no_process_and_no_bound_port(
     tmp_path: Path, stopped_by: str
 ) -> None:
@@ -173,9 +175,9 @@ def test_stopping_a_foreground_up_leaves_no_process_and_no_bound_port(
         shown = local_command("status", env=env, timeout_s=30)
         assert "in the foreground of another terminal" in shown.stdout, shown.stdout
 
-        # WHEN the user presses Ctrl-C, or runs `local down` in another terminal
-        if stopped_by == "ctrl-c":
-            os.kill(foreground.pid, signal.SIGINT)
+        # WHEN the user presses Ctrl-C, closes the terminal, or runs `local down` in another
+        if stopped_by in ("ctrl-c", "terminal closed"):
+            os.kill(foreground.pid, signal.SIGINT if stopped_by == "ctrl-c" else signal.SIGHUP)
         else:
             local_command("down", env=env, timeout_s=60)
         output, _ = foreground.communicate(timeout=60)
