@@ -82,6 +82,9 @@ class RunningEmulator:
     port: int
     region: str
     foreground: bool = False
+    # When that process started (psutil's create_time): with the pid it names the emulator, not
+    # a later process given the same pid after a reboot or a kill -9 left the pid file behind.
+    started_at: float = 0.0
 
     @property
     def endpoint_url(self) -> str:
@@ -126,10 +129,21 @@ def read_running(paths: StackPaths) -> RunningEmulator | None:
         record = RunningEmulator(**json.loads(paths.pid_file.read_text()))
     except (OSError, ValueError, TypeError):
         return None
-    if is_alive(record.pid):
+    if _is_recorded_process(record):
         return record
     paths.pid_file.unlink(missing_ok=True)
     return None
+
+
+def _is_recorded_process(record: RunningEmulator) -> bool:
+    """True if the process the record names still runs: its pid, started when it says."""
+    if not record.started_at:  # a record written before records carried the start time
+        return is_alive(record.pid)
+    try:
+        started_at = psutil.Process(record.pid).create_time()
+    except psutil.Error:  # gone, or not ours to ask about: not our emulator
+        return False
+    return abs(started_at - record.started_at) < 1 and is_alive(record.pid)
 
 
 # -- start / stop ----------------------------------------------------------------------------
@@ -193,7 +207,13 @@ def start(
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() ends it and its workers
         )
-    running = RunningEmulator(pid=process.pid, port=port, region=region, foreground=foreground)
+    running = RunningEmulator(
+        pid=process.pid,
+        port=port,
+        region=region,
+        foreground=foreground,
+        started_at=psutil.Process(process.pid).create_time(),
+    )
     record_running(paths, running)
     try:
         _wait_ready(process, running, paths)

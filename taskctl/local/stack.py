@@ -6,13 +6,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,17 +116,35 @@ def refuse_if_running(paths: StackPaths) -> None:
         )
 
 
+@contextlib.contextmanager
+def starting(paths: StackPaths) -> Iterator[None]:
+    """Held by an `up` from its check that the stack is not running until the pid file names its
+    emulator: two `up`s of one stack at once would otherwise both pass the check, and one
+    emulator would run that no pid file names and `down` cannot stop."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    with (paths.root / ".up.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LocalStackError(
+                f"another `local up` of stack {paths.stack!r} is starting; wait for it, or stop "
+                f"it with `python -m taskctl local down --stack {paths.stack}`"
+            ) from None
+        yield  # the lock ends with the file's closing
+
+
 def bring_up(stack: str, *, port: int, foreground: bool, progress: Progress) -> LocalStack:
     """Start the emulator and deploy the stack; on any failure nothing is left running."""
     started_at = time.monotonic()
     paths = StackPaths.for_stack(stack)
-    refuse_if_running(paths)
     check_project_environment()
-    region = stack_region(stack)
-    paths.outputs_file.unlink(missing_ok=True)
-    running = emulator.start(
-        paths, port=port, region=region, foreground=foreground, report=progress
-    )
+    region = stack_region(stack)  # an unknown stack is refused before anything is written
+    with starting(paths):
+        refuse_if_running(paths)
+        paths.outputs_file.unlink(missing_ok=True)
+        running = emulator.start(
+            paths, port=port, region=region, foreground=foreground, report=progress
+        )
     try:
         deployment = _deploy(stack, running, progress)
         outputs = ordered_outputs(deployment["outputs"])

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -17,6 +18,7 @@ from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_OK
 from taskctl.local.cli import app as local_app
 from taskctl.local.emulator import RunningEmulator, record_running
 from taskctl.local.paths import PROJECT_DIR, StackPaths
+from taskctl.local.stack import starting
 from taskctl.ops.cli import redrive
 
 runner = CliRunner()
@@ -63,7 +65,9 @@ def test_a_stack_still_being_deployed_has_no_outputs_or_logs_yet(
     # written the outputs, its last step: the stack is not ready, and says so.
     paths = StackPaths.for_stack("dev")
     paths.root.mkdir(parents=True)
-    running = RunningEmulator(pid=os.getpid(), port=4566, region="us-east-1")
+    running = RunningEmulator(
+        pid=os.getpid(), port=4566, region="us-east-1", started_at=psutil.Process().create_time()
+    )
     record_running(paths, running)
 
     result = runner.invoke(local_app, args)
@@ -71,6 +75,43 @@ def test_a_stack_still_being_deployed_has_no_outputs_or_logs_yet(
     assert result.exit_code == EXIT_ERROR, result.output
     assert f"is being deployed (pid {os.getpid()})" in _one_error_line(result)
     assert sorted(p.name for p in paths.root.iterdir()) == [paths.pid_file.name]
+
+
+def test_a_pid_file_naming_a_process_that_reused_the_pid_stops_nothing(no_local_stack) -> None:
+    # GIVEN a pid file left by an emulator killed outright, whose pid another process now has
+    # (its own process group, as the emulator's was)
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        paths = StackPaths.for_stack("dev")
+        paths.root.mkdir(parents=True)
+        started = psutil.Process(other.pid).create_time()
+        stale = RunningEmulator(
+            pid=other.pid, port=4566, region="us-east-1", started_at=started - 60
+        )
+        record_running(paths, stale)
+
+        # WHEN the user asks about the stack and stops it
+        status = runner.invoke(local_app, ["status"])
+        down = runner.invoke(local_app, ["down"])
+
+        # THEN the stack is not running, and the other process is left alone
+        assert status.exit_code == EXIT_CHECK_FAILED, status.output
+        assert down.exit_code == EXIT_OK and "not running" in down.stdout, down.output
+        assert other.poll() is None
+        assert not paths.pid_file.exists()
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_an_up_while_another_up_of_the_stack_is_starting_is_refused(no_local_stack) -> None:
+    paths = StackPaths.for_stack("dev")
+    with starting(paths):  # the other `up`, between its check and its pid file
+        result = runner.invoke(local_app, ["up", "--detach", "--port", "4599"])
+
+    assert result.exit_code == EXIT_ERROR
+    assert "another `local up` of stack 'dev' is starting" in _one_error_line(result)
+    assert not paths.pid_file.exists()
 
 
 def test_local_status_of_a_stack_that_is_not_running_is_a_failed_check(no_local_stack) -> None:
