@@ -6,7 +6,9 @@
 - 2: it could not do what was asked: a usage error (Typer's own exit status for a bad flag) or a
   runtime error, reported as one `error: ...` line on stderr that says what to do.
 
-A command stopped by Ctrl-C exits 130, as shells expect. Standard library only: the entry points
+A command stopped by Ctrl-C before it did what was asked exits 130, as shells expect. The two
+that run until Ctrl-C, a foreground `local up` once its stack is ready and a following
+`local logs`, end 0 on it: that is how they are meant to end. Standard library only: the entry points
 use this before they know the virtualenv is complete.
 """
 
