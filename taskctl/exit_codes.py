@@ -8,8 +8,9 @@
 
 A command stopped by Ctrl-C before it did what was asked exits 130, as shells expect. The two
 that run until Ctrl-C, a foreground `local up` once its stack is ready and a following
-`local logs`, end 0 on it: that is how they are meant to end. Standard library only: the entry points
-use this before they know the virtualenv is complete.
+`local logs`, end 0 on it: that is how they are meant to end.
+
+Standard library only: the entry points use this before they know the virtualenv is complete.
 """
 
 from __future__ import annotations
