@@ -170,17 +170,21 @@ def logs_command(
 @app.command()
 def status(stack_name: StackOption = "dev") -> None:
     """Whether the stack runs, where, and its memory (RSS of the emulator and its functions)."""
-    running = emulator.read_running(StackPaths.for_stack(stack_name))
+    paths = StackPaths.for_stack(stack_name)
+    running = emulator.read_running(paths)
     if running is None:
         console.print(f"local stack {stack_name!r} is not running")
         raise typer.Exit(code=EXIT_CHECK_FAILED)
     members = emulator.group_members(running.pid)
     # Which way it stops: a foreground `up` owns a terminal somewhere; a detached one only
-    # answers to `local down`.
+    # answers to `local down`. Until its outputs are written, it is still being deployed.
     how = "in the foreground of another terminal" if running.foreground else "detached"
+    if not paths.outputs_file.exists():
+        how += ", still being deployed"
     console.print(
         f"local stack {stack_name!r}: pid {running.pid}, {running.endpoint_url}, {how}, "
-        f"{len(members)} processes, RSS {emulator.group_rss_mb(members):.0f} MiB"
+        f"{len(members)} processes, RSS {emulator.group_rss_mb(members):.0f} MiB",
+        soft_wrap=True,  # one line, whatever the terminal's width, for scripts that read it
     )
 
 

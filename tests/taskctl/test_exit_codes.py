@@ -75,6 +75,9 @@ def test_a_stack_still_being_deployed_has_no_outputs_or_logs_yet(
     assert result.exit_code == EXIT_ERROR, result.output
     assert f"is being deployed (pid {os.getpid()})" in _one_error_line(result)
     assert sorted(p.name for p in paths.root.iterdir()) == [paths.pid_file.name]
+    # ... and `status` (exit 0: it runs) says it is not ready yet
+    shown = runner.invoke(local_app, ["status"])
+    assert shown.exit_code == EXIT_OK and "still being deployed" in shown.stdout, shown.output
 
 
 def test_a_pid_file_naming_a_process_that_reused_the_pid_stops_nothing(no_local_stack) -> None:
