@@ -155,10 +155,18 @@ def bring_up(stack: str, *, port: int, foreground: bool, progress: Progress) -> 
         # Written last: its existence means "ready" to scripts and tests that wait for it.
         # Inside the try, so a Ctrl-C that lands right after it still stops the emulator.
         paths.outputs_file.write_text(json.dumps(outputs, indent=2) + "\n")
-    except BaseException:
-        paths.outputs_file.unlink(missing_ok=True)
-        emulator.stop(running)
-        paths.pid_file.unlink(missing_ok=True)
+    except Exception:
+        # `local down` from another terminal removes the pid file, then stops the emulator:
+        # whatever the deployment then failed with, that is what happened.
+        stopped_by_down = not paths.pid_file.exists()
+        _stop_started(paths, running)
+        if stopped_by_down:
+            raise LocalStackError(
+                "stopped by `local down` during the deployment; nothing was left running"
+            ) from None
+        raise
+    except BaseException:  # Ctrl-C
+        _stop_started(paths, running)
         raise
     return LocalStack(
         paths=paths,
@@ -168,6 +176,12 @@ def bring_up(stack: str, *, port: int, foreground: bool, progress: Progress) -> 
         schedules=schedules_of(deployment),
         ready_after_s=time.monotonic() - started_at,
     )
+
+
+def _stop_started(paths: StackPaths, running: RunningEmulator) -> None:
+    paths.outputs_file.unlink(missing_ok=True)
+    emulator.stop(running)
+    paths.pid_file.unlink(missing_ok=True)
 
 
 def _deploy(stack: str, running: RunningEmulator, progress: Progress):

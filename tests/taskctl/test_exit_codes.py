@@ -12,13 +12,14 @@ from pathlib import Path
 import psutil
 import pytest
 import typer
+from botocore.exceptions import EndpointConnectionError
 from typer.testing import CliRunner
 
 from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_OK
+from taskctl.local import emulator, stack
 from taskctl.local.cli import app as local_app
-from taskctl.local.emulator import RunningEmulator, record_running
+from taskctl.local.emulator import LocalStackError, RunningEmulator, record_running
 from taskctl.local.paths import PROJECT_DIR, StackPaths
-from taskctl.local.stack import starting
 from taskctl.ops.cli import redrive
 
 runner = CliRunner()
@@ -109,7 +110,7 @@ def test_a_pid_file_naming_a_process_that_reused_the_pid_stops_nothing(no_local_
 
 def test_an_up_while_another_up_of_the_stack_is_starting_is_refused(no_local_stack) -> None:
     paths = StackPaths.for_stack("dev")
-    with starting(paths):  # the other `up`, between its check and its pid file
+    with stack.starting(paths):  # the other `up`, between its check and its pid file
         result = runner.invoke(local_app, ["up", "--detach", "--port", "4599"])
 
     assert result.exit_code == EXIT_ERROR
@@ -205,3 +206,31 @@ def test_the_virtualenv_has_a_taskctl_command_that_is_python_m_taskctl() -> None
     assert result.returncode == EXIT_OK, result.stderr
     assert "Usage: taskctl " in result.stdout
     assert {"local", "load", "redrive"} <= set(result.stdout.split())
+
+
+def test_a_deployment_cut_short_by_local_down_says_so(
+    no_local_stack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an `up` whose emulator (this process stands in for it) is stopped by `local down`
+    # from another terminal while the program is being deployed: the pid file goes first, then
+    # the deployment's next call finds no emulator
+    paths = StackPaths.for_stack("dev")
+    stand_in = RunningEmulator(
+        pid=os.getpid(), port=4599, region="us-east-1", started_at=psutil.Process().create_time()
+    )
+
+    def start(paths: StackPaths, **_: object) -> RunningEmulator:
+        record_running(paths, stand_in)
+        return stand_in
+
+    def deploy_meets_local_down(*_: object) -> None:
+        paths.pid_file.unlink()
+        raise EndpointConnectionError(endpoint_url=stand_in.endpoint_url)
+
+    monkeypatch.setattr(emulator, "start", start)
+    monkeypatch.setattr(emulator, "stop", lambda running: None)
+    monkeypatch.setattr(stack, "_deploy", deploy_meets_local_down)
+
+    # WHEN the deployment fails  THEN the error says what happened, not the connection error
+    with pytest.raises(LocalStackError, match="stopped by `local down` during the deployment"):
+        stack.bring_up("dev", port=4599, foreground=False, progress=lambda _message: None)
