@@ -56,7 +56,7 @@ def follow(
     while not should_stop():
         batch: list[LogLine] = []
         for label, group in groups.items():
-            for event in _events(logs, group, since_ms):
+            for event in log_events(logs, group, since_ms):
                 key = _event_key(event)
                 if key in seen:
                     continue
@@ -80,7 +80,9 @@ def _event_key(event: dict[str, Any]) -> str:
     return "|".join(str(event.get(field)) for field in fields)
 
 
-def _events(logs: Any, group: str, start_ms: int) -> Iterator[dict[str, Any]]:
+def log_events(logs: Any, group: str, start_ms: int = 0) -> Iterator[dict[str, Any]]:
+    """The events of log group `group` since `start_ms`, every page; none if the group does not
+    exist yet or the emulator is going away."""
     pages = logs.get_paginator("filter_log_events").paginate(logGroupName=group, startTime=start_ms)
     try:
         for page in pages:

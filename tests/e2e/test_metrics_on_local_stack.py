@@ -28,7 +28,7 @@ from functions.metrics import (
     WORKER_RECORD_EXCEPTIONS_METRIC,
 )
 from functions.queue import task_message_body
-from taskctl.local.logs import functions_of
+from taskctl.local.logs import functions_of, log_events
 
 pytestmark = pytest.mark.e2e
 
@@ -40,17 +40,10 @@ def _worker_metrics_for(
     whose log mentions `task_id`. The bound matters: the emulator's FilterLogEvents returns at
     most 10,000 events, oldest first, with no next page, and the suite's earlier tests fill the
     worker's log group with more than that."""
-    logs = local_stack.client("logs")
     group = functions_of(local_stack.deployment())["worker"]
     streams: dict[str, list[str]] = {}
-    try:
-        for page in logs.get_paginator("filter_log_events").paginate(
-            logGroupName=group, startTime=since_ms
-        ):
-            for event in page["events"]:
-                streams.setdefault(event["logStreamName"], []).append(event["message"])
-    except logs.exceptions.ResourceNotFoundException:
-        return Counter()  # the worker has not logged yet
+    for event in log_events(local_stack.client("logs"), group, since_ms):
+        streams.setdefault(event["logStreamName"], []).append(event["message"])
     totals: Counter[str] = Counter()
     for lines in streams.values():
         if any(task_id in line for line in lines):

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from e2e_support import LocalStackUnderTest, scheduled_run_budget_s, wait_until
 
-from taskctl.local.logs import functions_of
+from taskctl.local.logs import functions_of, log_events
 
 pytestmark = pytest.mark.e2e
 
@@ -61,8 +61,5 @@ def test_a_task_stranded_without_a_message_is_recovered_on_schedule_and_complete
 
 def _log_lines(local_stack: LocalStackUnderTest, function: str) -> list[str]:
     """Every line `function` logged (the reconciler's group holds a few lines per run)."""
-    logs = local_stack.client("logs")
-    pages = logs.get_paginator("filter_log_events").paginate(
-        logGroupName=functions_of(local_stack.deployment())[function]
-    )
-    return [event["message"] for page in pages for event in page["events"]]
+    group = functions_of(local_stack.deployment())[function]
+    return [event["message"] for event in log_events(local_stack.client("logs"), group)]
