@@ -643,29 +643,28 @@ def create_resource_server(
     return Created(id=f"{inputs['userPoolId']}|{identifier}", outputs={"scopeIdentifiers": scopes})
 
 
-_CLIENT_INPUTS = {
-    "name": "ClientName",
-    "userPoolId": "UserPoolId",
-    "generateSecret": "GenerateSecret",
-    "allowedOauthFlowsUserPoolClient": "AllowedOAuthFlowsUserPoolClient",
-    "allowedOauthFlows": "AllowedOAuthFlows",
-    "allowedOauthScopes": "AllowedOAuthScopes",
-    "supportedIdentityProviders": "SupportedIdentityProviders",
-    "accessTokenValidity": "AccessTokenValidity",
-}
-
-
 @creates(
     "aws:cognito/userPoolClient:UserPoolClient",
-    *_CLIENT_INPUTS,
+    "name",
+    "userPoolId",
+    "generateSecret",
+    "allowedOauthFlowsUserPoolClient",
+    "allowedOauthFlows",
+    "allowedOauthScopes",
+    "supportedIdentityProviders",
+    "accessTokenValidity",
     "tokenValidityUnits.accessToken",
 )
 def create_user_pool_client(
     ctx: EmulatorContext, logical: str, inputs: Mapping[str, Any]
 ) -> Created:
-    request = _mapped(inputs, _CLIENT_INPUTS)
-    if "tokenValidityUnits" in inputs:
-        request["TokenValidityUnits"] = {"AccessToken": inputs["tokenValidityUnits"]["accessToken"]}
+    request = _as_request(
+        inputs,
+        name="ClientName",
+        allowedOauthFlowsUserPoolClient="AllowedOAuthFlowsUserPoolClient",
+        allowedOauthFlows="AllowedOAuthFlows",
+        allowedOauthScopes="AllowedOAuthScopes",
+    )
     client = ctx.client("cognito-idp").create_user_pool_client(**request)["UserPoolClient"]
     # The secret is not an output here either: `taskctl token` reads it from the emulator.
     return Created(id=client["ClientId"], outputs={"name": client["ClientName"]})
