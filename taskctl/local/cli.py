@@ -9,6 +9,7 @@ not do its work (a bad flag, a port in use, a failed deployment, no such stack r
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import signal
 import time
@@ -82,7 +83,7 @@ def up(
         return
     # From here on the stack is ours to stop: a Ctrl-C at any point, even while the outputs are
     # still being printed, goes through the teardown below.
-    interrupted = stopped_by_down = False
+    interrupted = False
     try:
         _print_ready(local, stack_name)
         console.print("[dim]function logs follow; Ctrl-C stops everything[/]")
@@ -267,14 +268,8 @@ def _stream_logs(
             raise _fail(f"no function {only!r}; the stack has {', '.join(groups)}")
         groups = {only: groups[only]}
     width = max(map(len, groups), default=0)
-    styles = {name: PREFIX_STYLES[i % len(PREFIX_STYLES)] for i, name in enumerate(groups)}
-    for line in logs.follow(
-        running,
-        groups,
-        should_stop=lambda: not emulator.is_alive(running.pid),
-        since_ms=since_ms,
-        follow_new=follow_new,
-    ):
+    styles = dict(zip(groups, itertools.cycle(PREFIX_STYLES)))
+    for line in logs.follow(running, groups, since_ms=since_ms, follow_new=follow_new):
         # Lambda's own START/END/REPORT lines are dimmed so the functions' logs stand out.
         text = escape(line.message)
         if line.message.startswith(LAMBDA_PLATFORM_LINES):

@@ -1,19 +1,19 @@
 """The functions' logs, as the emulator stores them in CloudWatch Logs (`/aws/lambda/<name>`).
 
 `follow` polls FilterLogEvents for each function's log group and yields new lines with the
-function they came from, oldest first, until `should_stop()` says so.
+function they came from, oldest first, until the emulator has ended.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from taskctl.local.emulator import RunningEmulator
+from taskctl.local.emulator import RunningEmulator, is_alive
 
 POLL_INTERVAL_S = 0.5
 LAMBDA_FUNCTION_TYPE = "aws:lambda/function:Function"
@@ -46,14 +46,13 @@ def follow(
     running: RunningEmulator,
     groups: dict[str, str],
     *,
-    should_stop: Callable[[], bool],
     since_ms: int,
     follow_new: bool,
 ) -> Iterator[LogLine]:
     """Yield log lines of `groups` ({label: log group}); keep polling while `follow_new`."""
     logs = running.client("logs")
     seen: set[str] = set()
-    while not should_stop():
+    while is_alive(running.pid):
         batch: list[LogLine] = []
         for label, group in groups.items():
             for event in log_events(logs, group, since_ms):
