@@ -106,19 +106,9 @@ def check_project_environment() -> None:
         ) from None
 
 
-def refuse_if_running(paths: StackPaths) -> None:
-    running = emulator.read_running(paths)
-    if running is not None:
-        raise LocalStackError(
-            f"local stack {paths.stack!r} is already running (pid {running.pid}, "
-            f"port {running.port}); stop it with `python -m taskctl local down --stack "
-            f"{paths.stack}`"
-        )
-
-
 @contextlib.contextmanager
 def starting(paths: StackPaths) -> Iterator[None]:
-    """Held by an `up` from its check that the stack is not running until the pid file names its
+    """Refuse a stack that runs, and hold a lock from that check until the pid file names the new
     emulator: two `up`s of one stack at once would otherwise both pass the check, and one
     emulator would run that no pid file names and `down` cannot stop."""
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -130,6 +120,13 @@ def starting(paths: StackPaths) -> Iterator[None]:
                 f"another `local up` of stack {paths.stack!r} is starting; wait for it, or stop "
                 f"it with `python -m taskctl local down --stack {paths.stack}`"
             ) from None
+        running = emulator.read_running(paths)
+        if running is not None:
+            raise LocalStackError(
+                f"local stack {paths.stack!r} is already running (pid {running.pid}, "
+                f"port {running.port}); stop it with `python -m taskctl local down --stack "
+                f"{paths.stack}`"
+            )
         yield  # the lock ends with the file's closing
 
 
@@ -140,7 +137,6 @@ def bring_up(stack: str, *, port: int, foreground: bool, progress: Progress) -> 
     check_project_environment()
     region = stack_region(stack)  # an unknown stack is refused before anything is written
     with starting(paths):
-        refuse_if_running(paths)
         paths.outputs_file.unlink(missing_ok=True)
         running = emulator.start(
             paths, port=port, region=region, foreground=foreground, report=progress
