@@ -112,8 +112,7 @@ def _pip_can_target_another_python() -> bool:
         from pip import __version__
     except ImportError:
         return False
-    major, minor = (int(part) for part in __version__.split(".")[:2])
-    return (major, minor) >= (22, 3)
+    return tuple(int(part) for part in __version__.split(".")[:2]) >= (22, 3)
 
 
 def ensure_all(venvs: Sequence[ManagedVenv], report: Report) -> list[Path]:
