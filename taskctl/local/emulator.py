@@ -68,7 +68,7 @@ def port_in_use(port: int) -> bool:
 
 
 def free_port() -> int:
-    """A port the OS considers free right now (for tests)."""
+    """A port the OS considers free right now (for tests and the throughput benchmark)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((BIND_HOST, 0))
         return probe.getsockname()[1]

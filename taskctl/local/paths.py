@@ -31,7 +31,7 @@ class StackPaths:
     stack: str
     root: Path
 
-    # JSON `{pid, port, region}` of the running emulator; its pid is also its process group.
+    # The running emulator as JSON (emulator.RunningEmulator); its pid is also its process group.
     pid_file = _InRoot("emulator.json")
     outputs_file = _InRoot("outputs.json")
     # What was created, per resource (type, name, inputs, outputs, skipped settings).
