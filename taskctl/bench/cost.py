@@ -7,11 +7,12 @@ line by line. The measured usage comes from `taskctl.bench.requests`; prices fro
 
 from __future__ import annotations
 
-import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from taskctl.bench.recorded import at, load_recorded
 from taskctl.local.paths import PROJECT_DIR
 
 PRICES_FILE = PROJECT_DIR / "bench" / "prices.json"
@@ -22,34 +23,21 @@ DAYS_PER_MONTH = 30
 
 @dataclass(frozen=True, kw_only=True)
 class Prices:
-    http_api_per_million: float
-    rest_api_per_million: float
-    lambda_per_million_requests: float
-    lambda_per_gb_s: dict[str, float]
-    sqs_per_million: float
-    dynamodb_per_million_wru: float
-    dynamodb_per_million_rru: float
-    dynamodb_per_gb_month: float
-    logs_per_gb: float
-    recorded: str
-    region: str
+    http_api_per_million: float = at("apiGateway", "httpApiPerMillionRequests")
+    rest_api_per_million: float = at("apiGateway", "restApiPerMillionRequests")
+    lambda_per_million_requests: float = at("lambda", "perMillionRequests")
+    lambda_per_gb_s: Mapping[str, float] = at("lambda", "perGbSecond")
+    sqs_per_million: float = at("sqs", "perMillionRequests")
+    dynamodb_per_million_wru: float = at("dynamodb", "perMillionWriteRequestUnits")
+    dynamodb_per_million_rru: float = at("dynamodb", "perMillionReadRequestUnits")
+    dynamodb_per_gb_month: float = at("dynamodb", "perGbMonthStorage")
+    logs_per_gb: float = at("cloudwatchLogs", "perGbIngested")
+    recorded: str = at("recorded")
+    region: str = at("region")
 
     @classmethod
     def load(cls) -> Prices:
-        raw = json.loads(PRICES_FILE.read_text())
-        return cls(
-            http_api_per_million=raw["apiGateway"]["httpApiPerMillionRequests"],
-            rest_api_per_million=raw["apiGateway"]["restApiPerMillionRequests"],
-            lambda_per_million_requests=raw["lambda"]["perMillionRequests"],
-            lambda_per_gb_s=dict(raw["lambda"]["perGbSecond"]),
-            sqs_per_million=raw["sqs"]["perMillionRequests"],
-            dynamodb_per_million_wru=raw["dynamodb"]["perMillionWriteRequestUnits"],
-            dynamodb_per_million_rru=raw["dynamodb"]["perMillionReadRequestUnits"],
-            dynamodb_per_gb_month=raw["dynamodb"]["perGbMonthStorage"],
-            logs_per_gb=raw["cloudwatchLogs"]["perGbIngested"],
-            recorded=raw["recorded"],
-            region=raw["region"],
-        )
+        return load_recorded(cls, PRICES_FILE)
 
 
 @dataclass(frozen=True, kw_only=True)

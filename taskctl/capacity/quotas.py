@@ -2,46 +2,37 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+from typing import Any
 
+from taskctl.bench.recorded import at, load_recorded
 from taskctl.local.paths import PROJECT_DIR
 
 QUOTAS_FILE = PROJECT_DIR / "bench" / "quotas.json"
 
 
+def _quota(name: str) -> Any:
+    return at("quotas", name, "value")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Quotas:
-    sqs_in_flight: int  # per standard queue
-    sqs_max_delay_s: int
-    lambda_concurrency: int  # per account and Region
-    esm_max_concurrency: int
-    esm_initial_batches: int
-    esm_scale_up_per_min: int
-    partition_wcu: int  # per partition, tables and GSIs alike
-    partition_rcu: int
-    table_wru: int  # on demand, per table and per GSI
-    table_rru: int
-    api_account_rps: int
-    api_account_burst: int
-    recorded: str
+    sqs_in_flight: int = _quota("sqsInFlightPerStandardQueue")  # per standard queue
+    sqs_max_delay_s: int = _quota("sqsMaxDelaySeconds")
+    lambda_concurrency: int = _quota("lambdaConcurrentExecutions")  # per account and Region
+    esm_max_concurrency: int = _quota("esmMaximumConcurrency")
+    esm_initial_batches: int = _quota("esmInitialConcurrentBatches")
+    esm_scale_up_per_min: int = _quota("esmScaleUpPerMinute")
+    # per partition, tables and GSIs alike
+    partition_wcu: int = _quota("dynamodbPartitionWriteUnits")
+    partition_rcu: int = _quota("dynamodbPartitionReadUnits")
+    # on demand, per table and per GSI
+    table_wru: int = _quota("dynamodbOnDemandTableWriteUnits")
+    table_rru: int = _quota("dynamodbOnDemandTableReadUnits")
+    api_account_rps: int = _quota("apiGatewayAccountThrottleRps")
+    api_account_burst: int = _quota("apiGatewayAccountBurst")
+    recorded: str = at("recorded")
 
     @classmethod
     def load(cls) -> Quotas:
-        raw = json.loads(QUOTAS_FILE.read_text())
-        quota = {name: entry["value"] for name, entry in raw["quotas"].items()}
-        return cls(
-            sqs_in_flight=quota["sqsInFlightPerStandardQueue"],
-            sqs_max_delay_s=quota["sqsMaxDelaySeconds"],
-            lambda_concurrency=quota["lambdaConcurrentExecutions"],
-            esm_max_concurrency=quota["esmMaximumConcurrency"],
-            esm_initial_batches=quota["esmInitialConcurrentBatches"],
-            esm_scale_up_per_min=quota["esmScaleUpPerMinute"],
-            partition_wcu=quota["dynamodbPartitionWriteUnits"],
-            partition_rcu=quota["dynamodbPartitionReadUnits"],
-            table_wru=quota["dynamodbOnDemandTableWriteUnits"],
-            table_rru=quota["dynamodbOnDemandTableReadUnits"],
-            api_account_rps=quota["apiGatewayAccountThrottleRps"],
-            api_account_burst=quota["apiGatewayAccountBurst"],
-            recorded=raw["recorded"],
-        )
+        return load_recorded(cls, QUOTAS_FILE)
