@@ -173,7 +173,7 @@ def bench(
                 stack, tasks=throughput_tasks, concurrency=5, progress=step
             )
         else:
-            results["throughput"] = {"measured": False, "reason": "skipped (--throughput-tasks 0)"}
+            results["throughput"] = throughput.not_measured("skipped (--throughput-tasks 0)")
 
     results["notes"] = NOTES
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -238,7 +238,7 @@ def _cold_start(artifacts: dict[str, Any], version: str | None, runs: int, step)
             python, described = interpreter.path, "the Lambda bundle for this architecture"
         figures = coldstart.measure_bundle(bundle_path, runs=runs, python=python, progress=step)
     except (BundleError, RuntimeError) as exc:
-        return {"measured": False, "reason": str(exc).splitlines()[0]}
+        return throughput.not_measured(str(exc).splitlines()[0])
     return {
         "measured": True,
         "bundle": str(bundle_path.relative_to(PROJECT_DIR)),

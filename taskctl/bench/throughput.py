@@ -43,6 +43,10 @@ def _last_line(result: subprocess.CompletedProcess) -> str:
     return lines[-1] if lines else f"exit {result.returncode}"
 
 
+def not_measured(reason: str) -> dict[str, Any]:
+    return {"measured": False, "reason": reason}
+
+
 def measure_throughput(
     stack: str, *, tasks: int, concurrency: int, progress: Callable[[str], None]
 ) -> dict[str, Any]:
@@ -56,18 +60,15 @@ def measure_throughput(
         )
         try:
             if up.returncode != 0:
-                return {
-                    "measured": False,
-                    "reason": f"the local stack did not start: {_last_line(up)}",
-                }
+                return not_measured(f"the local stack did not start: {_last_line(up)}")
             found = _taskctl(["local", "outputs", "--stack", stack, "--key", "apiUrl"], env, 60)
             api_url = found.stdout.strip()
             if found.returncode != 0 or not api_url:
-                return {"measured": False, "reason": f"no apiUrl output: {_last_line(found)}"}
+                return not_measured(f"no apiUrl output: {_last_line(found)}")
             # The stack's own app client's token (empty for an open stack), as a user gets it.
             got = _taskctl(["token", "--stack", stack], env, 60)
             if got.returncode != 0:
-                return {"measured": False, "reason": f"no token: {_last_line(got)}"}
+                return not_measured(f"no token: {_last_line(got)}")
             token = got.stdout.strip() or None
             policy = policy_from_stack(stack)
             options = LoadOptions(
@@ -92,7 +93,7 @@ def measure_throughput(
                     ),
                 )
             except LoadError as exc:
-                return {"measured": False, "reason": f"the {run} run stopped: {exc}"}
+                return not_measured(f"the {run} run stopped: {exc}")
             return {
                 "measured": True,
                 "stack": stack,
