@@ -33,6 +33,7 @@ TABLE = "bench-tasks"
 STACK = "bench"
 FUNCTION_TIMEOUT_S = 30  # the lease a claim takes: only its length in the item matters here
 VISIBILITY_TIMEOUT_S = 180
+MAX_WORKER_DELIVERIES = 20  # a task delivered more often than this is stuck: stop carrying it
 # DynamoDB's units: a write unit per KB written, a (strongly consistent) read unit per 4 KB read.
 WRU_BYTES = 1024
 RRU_BYTES = 4096
@@ -256,7 +257,7 @@ class Pipeline:
 
         return EventSourceMapping(queue, 1, invoke)
 
-    def run_task(self, scenario: Scenario, *, max_deliveries: int = 20) -> ScenarioRun:
+    def run_task(self, scenario: Scenario) -> ScenarioRun:
         """Submit one task and carry it to its end; meter the functions' requests."""
         self.rng.draws = list(scenario.draws)
         run = ScenarioRun()
@@ -275,7 +276,7 @@ class Pipeline:
         task_id = json.loads(reply["body"])["taskId"]
 
         worker = self.worker_mapping
-        while run.invocations["worker"] < max_deliveries:
+        while run.invocations["worker"] < MAX_WORKER_DELIVERIES:
             if not worker.poll(self.clock()):
                 if (due := worker.queue.next_visible_at()) is None:
                     break
