@@ -8,9 +8,7 @@ import functools
 import json
 import operator
 from pathlib import Path
-from typing import Any, TypeVar
-
-Recorded = TypeVar("Recorded")
+from typing import Any
 
 
 def at(*keys: str) -> Any:
@@ -18,9 +16,10 @@ def at(*keys: str) -> Any:
     return dataclasses.field(metadata={"keys": keys})
 
 
-def load_recorded(cls: type[Recorded], file: Path) -> Recorded:
+def load_recorded(cls: Any, file: Path) -> Any:
+    """An instance of dataclass `cls`, its fields (each an `at`) read from the JSON `file`."""
     raw = json.loads(file.read_text())
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    paths = {field.name: field.metadata["keys"] for field in dataclasses.fields(cls)}
     return cls(
-        **{f.name: functools.reduce(operator.getitem, f.metadata["keys"], raw) for f in fields}
+        **{name: functools.reduce(operator.getitem, path, raw) for name, path in paths.items()}
     )

@@ -23,11 +23,9 @@ class Quotas:
     esm_max_concurrency: int = _quota("esmMaximumConcurrency")
     esm_initial_batches: int = _quota("esmInitialConcurrentBatches")
     esm_scale_up_per_min: int = _quota("esmScaleUpPerMinute")
-    # per partition, tables and GSIs alike
-    partition_wcu: int = _quota("dynamodbPartitionWriteUnits")
+    partition_wcu: int = _quota("dynamodbPartitionWriteUnits")  # per partition, tables, GSIs
     partition_rcu: int = _quota("dynamodbPartitionReadUnits")
-    # on demand, per table and per GSI
-    table_wru: int = _quota("dynamodbOnDemandTableWriteUnits")
+    table_wru: int = _quota("dynamodbOnDemandTableWriteUnits")  # on demand, per table and per GSI
     table_rru: int = _quota("dynamodbOnDemandTableReadUnits")
     api_account_rps: int = _quota("apiGatewayAccountThrottleRps")
     api_account_burst: int = _quota("apiGatewayAccountBurst")
