@@ -37,7 +37,7 @@ from functions.policy import TaskPolicy
 from functions.reconciler import STOP_MARGIN_MS
 from functions.settings import StackSettings
 from functions.store import CHECK_INDEX, CHECK_SHARDS, STATUS_INDEX
-from taskctl.bench.cost import Prices, TaskUsage, billed_ms, cost_per_million
+from taskctl.bench.cost import TASKS, Prices, TaskUsage, billed_ms, cost_per_million
 from taskctl.bench.harness import PLATFORM_LOG_BYTES_PER_INVOCATION, RRU_BYTES, WRU_BYTES
 from taskctl.bench.requests import (
     CHECK_INDEX_WRU,
@@ -51,7 +51,6 @@ from taskctl.capacity.quotas import Quotas
 
 STATUS_SHARDS = CHECK_SHARDS  # the status index uses the check index's shard function
 SECONDS_PER_HOUR = 3600
-TASKS_PER_MILLION = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -223,34 +222,28 @@ class CapacityReport:
             "concurrency or batch size",
         )
         for space in self.key_spaces:
-            crossed(
-                f"DynamoDB {space.name}: write units/s (on-demand)",
-                space.write_units_s,
-                quotas.table_wru,
-                "AWS quota (DynamoDB on-demand throughput per table)",
-                "ask AWS for a higher table throughput quota",
-            )
-            crossed(
-                f"DynamoDB {space.name}: read units/s (on-demand)",
-                space.read_units_s,
-                quotas.table_rru,
-                "AWS quota (DynamoDB on-demand throughput per table)",
-                "ask AWS for a higher table throughput quota",
-            )
-            crossed(
-                f"DynamoDB {space.name}: busiest key ({space.busiest_key}) write units/s",
-                space.busiest_key_write_units_s,
-                quotas.partition_wcu,
-                space.shards,
-                "writes to one partition key throttle; spread them over more shards",
-            )
-            crossed(
-                f"DynamoDB {space.name}: busiest key ({space.busiest_key}) read units/s",
-                space.busiest_key_read_units_s,
-                quotas.partition_rcu,
-                space.shards,
-                "reads of one partition key throttle; spread them over more shards",
-            )
+            for units, needed, limit in (
+                ("write", space.write_units_s, quotas.table_wru),
+                ("read", space.read_units_s, quotas.table_rru),
+            ):
+                crossed(
+                    f"DynamoDB {space.name}: {units} units/s (on-demand)",
+                    needed,
+                    limit,
+                    "AWS quota (DynamoDB on-demand throughput per table)",
+                    "ask AWS for a higher table throughput quota",
+                )
+            for units, needed, limit, requests in (
+                ("write", space.busiest_key_write_units_s, quotas.partition_wcu, "writes to"),
+                ("read", space.busiest_key_read_units_s, quotas.partition_rcu, "reads of"),
+            ):
+                crossed(
+                    f"DynamoDB {space.name}: busiest key ({space.busiest_key}) {units} units/s",
+                    needed,
+                    limit,
+                    space.shards,
+                    f"{requests} one partition key throttle; spread them over more shards",
+                )
         crossed(
             "reconciler pass (tasks per run within its timeout)",
             self.reconciler_tasks_per_pass,
@@ -399,7 +392,7 @@ def plan(
         worker_records_s_max=worker_records_s_max,
         drain_s=drain_s,
         cost_per_million=costs,
-        cost_per_hour=costs["total"] * rate_per_s * SECONDS_PER_HOUR / TASKS_PER_MILLION,
+        cost_per_hour=costs["total"] * rate_per_s * SECONDS_PER_HOUR / TASKS,
     )
 
 
