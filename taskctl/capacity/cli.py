@@ -132,50 +132,36 @@ def print_report(report: CapacityReport, console: Console) -> None:
         title_justify="left",
     )
 
-    def row(what: str, needed: float, limit: float | None, source: str) -> None:
-        shown_limit = _n(limit) if limit is not None else ""
-        table.add_row(what, _n(needed), shown_limit, _check(needed, limit) if limit else "", source)
+    def row(what: str, needed: float, limit: tuple[float | None, str] = (None, "")) -> None:
+        """`limit`: the figure `needed` is held against, if any, and where it comes from."""
+        bound, source = limit
+        shown_bound = _n(bound) if bound is not None else ""
+        table.add_row(what, _n(needed), shown_bound, _check(needed, bound) if bound else "", source)
 
-    workers, quotas = report.worker_max_concurrency, report.quotas
-    sqs = quotas.sqs_in_flight
-    row("API submits/s", report.rate_per_s, report.api_stage_rate, "apiThrottleRateLimit")
-    row("api concurrency", report.api_concurrency, None, "")
-    row("worker concurrency", report.worker_concurrency, workers, "workerMaxConcurrency")
-    row("dead-letter concurrency", report.dead_letter_concurrency, workers, "workerMaxConcurrency")
-    row("reconciler concurrency", report.reconciler_concurrency, None, "")
-    row(
-        "all functions' concurrency",
-        report.total_concurrency,
-        quotas.lambda_concurrency,
-        "Lambda account quota",
-    )
+    quotas = report.quotas
+    workers = (report.worker_max_concurrency, "workerMaxConcurrency")
+    account = (quotas.lambda_concurrency, "Lambda account quota")
+    sqs = (quotas.sqs_in_flight, "SQS quota")
+    row("API submits/s", report.rate_per_s, (report.api_stage_rate, "apiThrottleRateLimit"))
+    row("api concurrency", report.api_concurrency)
+    row("worker concurrency", report.worker_concurrency, workers)
+    row("dead-letter concurrency", report.dead_letter_concurrency, workers)
+    row("reconciler concurrency", report.reconciler_concurrency)
+    row("all functions' concurrency", report.total_concurrency, account)
     ramp = f"worker mapping batches (ramp {report.esm_ramp_s:.0f} s)"
-    row(ramp, report.esm_batches_needed, workers, "workerMaxConcurrency")
-    row("SQS in flight", report.in_flight, sqs, "SQS quota")
-    row("SQS in flight: bound", report.in_flight_bound, sqs, "SQS quota")
-    row("SQS delayed (retry waits)", report.delayed, None, "no quota")
-    row(
-        "SQS in flight, waits in flight (old)",
-        report.in_flight_if_waits_in_flight,
-        sqs,
-        "SQS quota",
-    )
+    row(ramp, report.esm_batches_needed, workers)
+    row("SQS in flight", report.in_flight, sqs)
+    row("SQS in flight: bound", report.in_flight_bound, sqs)
+    row("SQS delayed (retry waits)", report.delayed, (None, "no quota"))
+    row("SQS in flight, waits in flight (old)", report.in_flight_if_waits_in_flight, sqs)
     for space in report.key_spaces:
-        row(f"{space.name} WRU/s", space.write_units_s, quotas.table_wru, "on-demand quota")
+        row(f"{space.name} WRU/s", space.write_units_s, (quotas.table_wru, "on-demand quota"))
         if space.read_units_s:
-            row(f"{space.name} RRU/s", space.read_units_s, quotas.table_rru, "on-demand quota")
-        row(
-            f"{space.name} busiest key WCU/s",
-            space.busiest_key_write_units_s,
-            quotas.partition_wcu,
-            f"partition limit; {space.busiest_key}",
-        )
-    row(
-        "reconciler tasks per pass",
-        report.reconciler_tasks_per_pass,
-        report.reconciler_pass_capacity,
-        "reconciler timeout",
-    )
+            row(f"{space.name} RRU/s", space.read_units_s, (quotas.table_rru, "on-demand quota"))
+        partition = (quotas.partition_wcu, f"partition limit; {space.busiest_key}")
+        row(f"{space.name} busiest key WCU/s", space.busiest_key_write_units_s, partition)
+    passes = (report.reconciler_pass_capacity, "reconciler timeout")
+    row("reconciler tasks per pass", report.reconciler_tasks_per_pass, passes)
     console.print(table)
     costs = report.cost_per_million
     console.print(
