@@ -14,7 +14,7 @@ import statistics
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from functions.metrics import METRICS_NAMESPACE
 from taskctl.bench import harness
@@ -173,7 +173,7 @@ class Design:
     """The parameters two designs differ in."""
 
     name: str
-    api_kind: str  # "http" | "rest"
+    api_kind: Literal["http", "rest"]
     batch_size: int
     memory_mb: int
     architecture: str
@@ -218,7 +218,7 @@ def usage(m: ScenarioMeasurement, design: Design, *, ttl_days: float) -> TaskUsa
     invoked = sum(invocations.values())
     log_bytes = sum(m.log_bytes.values()) + harness.PLATFORM_LOG_BYTES_PER_INVOCATION * invoked
     return TaskUsage(
-        api_kind=design.api_kind,  # type: ignore[arg-type]
+        api_kind=design.api_kind,
         api_requests=1.0,
         lambda_invocations=invocations,
         lambda_billed_ms=billed_ms_per_task,
