@@ -96,15 +96,13 @@ def redrive_task(
         return RedriveResult(canonical, outcome, decision.reason, before=before)
     failed, redriven = decision.failed, decision.redriven
     task_id = failed.taskId
+
+    def planned(outcome: RedriveOutcome, detail: str) -> RedriveResult:
+        return RedriveResult(task_id, outcome, detail, before=failed, after=redriven)
+
     more = f"{redriven.maxAttempts - failed.attempts} more attempt(s)"
     if dry_run:
-        return RedriveResult(
-            task_id,
-            RedriveOutcome.WOULD_REDRIVE,
-            f"{more}; nothing written (dry run)",
-            before=failed,
-            after=redriven,
-        )
+        return planned(RedriveOutcome.WOULD_REDRIVE, f"{more}; nothing written (dry run)")
     check_after = first_check_at(_reconciler_time(store, task_id, now), policy)
     try:
         store.redrive(failed, redriven, now, check_after)
@@ -121,21 +119,12 @@ def redrive_task(
     try:
         enqueue(task_id)
     except (BotoCoreError, ClientError) as error:
-        return RedriveResult(
-            task_id,
+        return planned(
             RedriveOutcome.ENQUEUE_FAILED,
             f"redriven, but its message could not be sent ({one_line(error)}); the reconciler "
             f"queues it after {(check_after - now).total_seconds():.0f} s",
-            before=failed,
-            after=redriven,
         )
-    return RedriveResult(
-        task_id,
-        RedriveOutcome.REDRIVEN,
-        f"{more}; message enqueued",
-        before=failed,
-        after=redriven,
-    )
+    return planned(RedriveOutcome.REDRIVEN, f"{more}; message enqueued")
 
 
 def _reconciler_time(store: TaskStore, task_id: str, now: datetime) -> datetime:
