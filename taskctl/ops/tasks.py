@@ -103,48 +103,28 @@ def timeline(stored: StoredTask) -> list[TimelineEvent]:
     what is due next."""
     task = stored.record
     events = [TimelineEvent(task.createdAt, "submitted", shorten(task.message, 60))]
+
+    def add(at: str, event: str, detail: str = "") -> None:
+        events.append(TimelineEvent(at, event, detail))
+
     previous = None
     for entry in task.history:
-        events.append(
-            TimelineEvent(
-                entry.startedAt,
-                f"attempt {entry.attempt} started",
-                _waited(previous, entry.startedAt, task.redrivenAt),
-            )
-        )
+        name = f"attempt {entry.attempt}"
+        add(entry.startedAt, f"{name} started", _waited(previous, entry.startedAt, task.redrivenAt))
         if entry.finishedAt is not None and entry.outcome is not None:
-            events.append(
-                TimelineEvent(
-                    entry.finishedAt,
-                    f"attempt {entry.attempt} {entry.outcome.value}",
-                    entry.error or "",
-                )
-            )
+            add(entry.finishedAt, f"{name} {entry.outcome.value}", entry.error or "")
             if entry.retryDelaySeconds is not None:
-                due = to_iso(
-                    from_iso(entry.finishedAt) + timedelta(seconds=entry.retryDelaySeconds)
-                )
-                events.append(
-                    TimelineEvent(
-                        entry.finishedAt,
-                        f"backoff {_duration(entry.retryDelaySeconds)}",
-                        f"attempt {entry.attempt + 1} due at {due}",
-                    )
-                )
+                due = from_iso(entry.finishedAt) + timedelta(seconds=entry.retryDelaySeconds)
+                backoff = f"backoff {_duration(entry.retryDelaySeconds)}"
+                add(entry.finishedAt, backoff, f"attempt {entry.attempt + 1} due at {to_iso(due)}")
         previous = entry
     if task.redrivenAt is not None:
-        events.append(
-            TimelineEvent(
-                task.redrivenAt,
-                "redriven",
-                f"by an operator (redrive {task.redriveCount}); up to {task.maxAttempts} "
-                "attempts in all",
-            )
-        )
+        redrive = f"by an operator (redrive {task.redriveCount})"
+        add(task.redrivenAt, "redriven", f"{redrive}; up to {task.maxAttempts} attempts in all")
     if task.completedAt is not None:
-        events.append(TimelineEvent(task.completedAt, "COMPLETED"))
+        add(task.completedAt, "COMPLETED")
     if task.failedAt is not None:
-        events.append(TimelineEvent(task.failedAt, "FAILED", task.lastError or ""))
+        add(task.failedAt, "FAILED", task.lastError or "")
     events += _due_next(stored)
     # Stable: events at the same moment keep the order they happen in (outcome, backoff, end).
     return sorted(events, key=lambda event: event.at)
