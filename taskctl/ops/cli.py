@@ -175,12 +175,12 @@ def redrive(
             show_progress=bulk is not None,
         )
     except OpsError as exc:
+        exit_code = EXIT_ERROR
         if isinstance(exc, RedriveError):  # stopped part-way: report the tasks done so far
             _report(console, exc.results, bulk=bulk is not None, dry_run=dry_run)
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(exc.exit_code) from None
+            exit_code = exc.exit_code
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_ERROR) from None
+        raise typer.Exit(exit_code) from None
 
     _report(console, results, bulk=bulk is not None, dry_run=dry_run)
     if any(not result.succeeded for result in results):
