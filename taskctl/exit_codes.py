@@ -24,11 +24,15 @@ EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 
 
+def exit_with_error(message: str, exit_code: int = EXIT_ERROR) -> NoReturn:
+    """Stop the command: `message` as its one `error: ...` line on stderr, then `exit_code`."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(exit_code)
+
+
 def exit_for_missing_virtualenv(missing: ModuleNotFoundError) -> NoReturn:
     """What an entry point does when the interpreter lacks the project's packages."""
-    print(
-        f"error: the project virtualenv is missing or incomplete ({missing.name} not "
-        "importable): run `make venv` and use .venv/bin/python (or just `make local`)",
-        file=sys.stderr,
+    exit_with_error(
+        f"the project virtualenv is missing or incomplete ({missing.name} not importable): run "
+        "`make venv` and use .venv/bin/python (or just `make local`)"
     )
-    sys.exit(EXIT_ERROR)

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
-from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR
+from taskctl.exit_codes import EXIT_CHECK_FAILED, exit_with_error
 from taskctl.load.client import LoadError
 from taskctl.load.policy import resolve_policy
 from taskctl.load.runner import LoadOptions, default_timeout_s, run_load
@@ -101,8 +101,7 @@ def load(
         )
         result = _run_with_progress(options, console)
     except LoadError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_ERROR) from None
+        exit_with_error(str(exc))
 
     _print_summary(result, console)
     if report is not None:
@@ -110,8 +109,7 @@ def load(
             report.parent.mkdir(parents=True, exist_ok=True)
             report.write_text(json.dumps(result, indent=2) + "\n")
         except OSError as exc:
-            typer.echo(f"error: cannot write the report to {report}: {exc.strerror}", err=True)
-            raise typer.Exit(EXIT_ERROR) from None
+            exit_with_error(f"cannot write the report to {report}: {exc.strerror}")
         console.print(f"Report written to {report}")
     if not result["passed"]:
         raise typer.Exit(EXIT_CHECK_FAILED)

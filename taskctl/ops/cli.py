@@ -34,7 +34,7 @@ from functions.policy import TaskPolicy
 from functions.queue import TaskQueue
 from functions.runtime import utc_now
 from functions.store import TaskStore
-from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_INTERRUPTED
+from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_INTERRUPTED, exit_with_error
 from taskctl.ops.redrive import (
     RedriveOutcome,
     RedriveResult,
@@ -179,8 +179,7 @@ def redrive(
         if isinstance(exc, RedriveError):  # stopped part-way: report the tasks done so far
             _report(console, exc.results, bulk=bulk is not None, dry_run=dry_run)
             exit_code = exc.exit_code
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exit_code) from None
+        exit_with_error(str(exc), exit_code)
 
     _report(console, results, bulk=bulk is not None, dry_run=dry_run)
     if any(not result.succeeded for result in results):

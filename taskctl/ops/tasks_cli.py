@@ -25,7 +25,7 @@ from rich.table import Column, Table
 from functions.lifecycle import TaskStatus, from_iso
 from functions.runtime import utc_now
 from functions.store import StoredTask, TaskStore
-from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR
+from taskctl.exit_codes import EXIT_CHECK_FAILED, exit_with_error
 from taskctl.ops.redrive import canonical_task_id
 from taskctl.ops.target import (
     LocalOption,
@@ -89,8 +89,7 @@ def list_tasks(
         store = _store(stack, local, table)
         found = aws_read(lambda: find_tasks(store, statuses, moment, limit))
     except (OpsError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_ERROR) from None
+        exit_with_error(str(exc))
 
     if as_json:
         for task in found:
@@ -125,11 +124,9 @@ def show_task(
         store = _store(stack, local, table)
         stored = aws_read(lambda: store.get(canonical))
     except OpsError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_ERROR) from None
+        exit_with_error(str(exc))
     if stored is None:
-        typer.echo(f"error: task {canonical}: not found", err=True)
-        raise typer.Exit(EXIT_CHECK_FAILED)
+        exit_with_error(f"task {canonical}: not found", EXIT_CHECK_FAILED)
 
     events = timeline(stored)
     if as_json:

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from taskctl.exit_codes import EXIT_ERROR
+from taskctl.exit_codes import exit_with_error
 from taskctl.token.issuer import TokenError, deployed_app_client, fetch_token, local_app_client
 
 
@@ -63,5 +63,4 @@ def token(
             return
         typer.echo(fetch_token(app, scope or ()))
     except TokenError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_ERROR) from None
+        exit_with_error(str(exc))
