@@ -81,15 +81,9 @@ def resolve_target(
     if table is None or (needs_queue and queue_url is None):
         raise OpsError("--table and --queue-url go together; give both")
     session = boto3.Session()
-    region = session.region_name
-    if region is None:
+    if session.region_name is None:
         raise OpsError("no AWS region configured: set AWS_DEFAULT_REGION (or AWS_PROFILE)")
-    return Target(
-        table_name=table,
-        queue_url=queue_url,
-        description=f"table {table} ({region})",
-        client=session.client,
-    )
+    return Target(table, queue_url, f"table {table} ({session.region_name})", session.client)
 
 
 def stack_policy(stack: str) -> TaskPolicy:

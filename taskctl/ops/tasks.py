@@ -125,24 +125,13 @@ def timeline(stored: StoredTask) -> list[TimelineEvent]:
         add(task.completedAt, "COMPLETED")
     if task.failedAt is not None:
         add(task.failedAt, "FAILED", task.lastError or "")
-    events += _due_next(stored)
+    if task.status == TaskStatus.RETRYING and task.nextAttemptAt is not None:
+        add(task.nextAttemptAt, f"attempt {task.attempts + 1} due")
+    elif task.status == TaskStatus.PROCESSING and stored.lease_expires_at is not None:
+        lost = "if its worker has not reported by then, the attempt counts as LOST"
+        add(to_iso(stored.lease_expires_at), f"attempt {task.attempts} lease ends", lost)
     # Stable: events at the same moment keep the order they happen in (outcome, backoff, end).
     return sorted(events, key=lambda event: event.at)
-
-
-def _due_next(stored: StoredTask) -> list[TimelineEvent]:
-    task = stored.record
-    if task.status == TaskStatus.RETRYING and task.nextAttemptAt is not None:
-        return [TimelineEvent(task.nextAttemptAt, f"attempt {task.attempts + 1} due", "")]
-    if task.status == TaskStatus.PROCESSING and stored.lease_expires_at is not None:
-        return [
-            TimelineEvent(
-                to_iso(stored.lease_expires_at),
-                f"attempt {task.attempts} lease ends",
-                "if its worker has not reported by then, the attempt counts as LOST",
-            )
-        ]
-    return []
 
 
 def _waited(previous: AttemptRecord | None, started_at: str, redriven_at: str | None) -> str:

@@ -130,15 +130,8 @@ def show_task(
 
     events = timeline(stored)
     if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    "task": stored.record.to_json(),
-                    "recoveries": stored.recoveries,
-                    "timeline": [asdict(event) for event in events],
-                }
-            )
-        )
+        shown = {"task": stored.record.to_json(), "recoveries": stored.recoveries}
+        typer.echo(json.dumps(shown | {"timeline": [asdict(event) for event in events]}))
         return
     console = Console(highlight=False)
     console.print(_summary(stored))
