@@ -10,6 +10,7 @@ Pure: takes what the client observed, returns numbers. Two latency figures, kept
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,15 +50,15 @@ def build_report(
     unfinished or the rate is off."""
     submitted = len(tasks)
     terminal = [task for task in tasks if task.terminal]
-    completed = [task for task in terminal if task.record["status"] == "COMPLETED"]
-    failed = [task for task in terminal if task.record["status"] == "FAILED"]
+    ended = Counter(task.record["status"] for task in terminal)
+    completed, failed = ended["COMPLETED"], ended["FAILED"]
     unfinished = submitted - len(terminal)
     expected_failed = stats.expected_failed_fraction(policy.error_rate, policy.max_attempts)
 
     check = None
     if terminal:
         check = stats.check_failure_rate(
-            failed=len(failed),
+            failed=failed,
             trials=len(terminal),
             expected_fraction=expected_failed,
             confidence=confidence,
@@ -87,11 +88,11 @@ def build_report(
             "source": policy.source,
         },
         "submitted": submitted,
-        "completed": len(completed),
-        "failed": len(failed),
+        "completed": completed,
+        "failed": failed,
         "unfinished": unfinished,
-        "completedFraction": _fraction(len(completed), submitted),
-        "failedFraction": _fraction(len(failed), submitted),
+        "completedFraction": _fraction(completed, submitted),
+        "failedFraction": _fraction(failed, submitted),
         "unfinishedFraction": _fraction(unfinished, submitted),
         "expectedFailedFraction": expected_failed,
         # Over terminal tasks: an unfinished task has no outcome yet.

@@ -86,16 +86,12 @@ def _binomial_pmf(trials: int, probability: float) -> list[float]:
         return [1.0 if k == certain else 0.0 for k in range(trials + 1)]
     log_p, log_q = math.log(probability), math.log1p(-probability)
     log_n = math.lgamma(trials + 1)
-    return [
-        math.exp(
-            log_n
-            - math.lgamma(k + 1)
-            - math.lgamma(trials - k + 1)
-            + k * log_p
-            + (trials - k) * log_q
-        )
-        for k in range(trials + 1)
-    ]
+
+    def log_pmf(k: int) -> float:
+        log_comb = log_n - math.lgamma(k + 1) - math.lgamma(trials - k + 1)
+        return log_comb + k * log_p + (trials - k) * log_q
+
+    return [math.exp(log_pmf(k)) for k in range(trials + 1)]
 
 
 @dataclass(frozen=True, kw_only=True)
