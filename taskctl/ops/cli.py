@@ -174,12 +174,11 @@ def redrive(
             dry_run=dry_run,
             show_progress=bulk is not None,
         )
+    except RedriveError as exc:  # stopped part-way: report the tasks done so far
+        _report(console, exc.results, bulk=bulk is not None, dry_run=dry_run)
+        exit_with_error(str(exc), exc.exit_code)
     except OpsError as exc:
-        exit_code = EXIT_ERROR
-        if isinstance(exc, RedriveError):  # stopped part-way: report the tasks done so far
-            _report(console, exc.results, bulk=bulk is not None, dry_run=dry_run)
-            exit_code = exc.exit_code
-        exit_with_error(str(exc), exit_code)
+        exit_with_error(str(exc))
 
     _report(console, results, bulk=bulk is not None, dry_run=dry_run)
     if any(not result.succeeded for result in results):

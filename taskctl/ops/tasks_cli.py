@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Column, Table
+from rich.text import Text
 
 from functions.lifecycle import TaskStatus, from_iso
 from functions.runtime import utc_now
@@ -214,12 +215,8 @@ def _timeline_table(events: list[TimelineEvent]) -> Table:
     columns = (Column("at", no_wrap=True), Column("event", no_wrap=True), "detail")
     table = Table(*columns, title="Timeline (UTC)", title_justify="left")
     for event in events:
-        style = _event_style(event.event)
-        table.add_row(
-            event.at.replace("T", " ").rstrip("Z"),
-            f"[{style}]{escape(event.event)}[/]" if style else escape(event.event),
-            escape(event.detail),
-        )
+        name = Text.assemble((event.event, _event_style(event.event)))
+        table.add_row(event.at.replace("T", " ").rstrip("Z"), name, escape(event.detail))
     return table
 
 
