@@ -193,9 +193,7 @@ def _ago(stamp: str, now: datetime) -> str:
 
 def _summary(stored: StoredTask) -> Table:
     task = stored.record
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
+    grid = Table.grid(Column(style="bold"), Column(), padding=(0, 2))
     grid.add_row("task", task.taskId)
     grid.add_row("status", f"[{STATUS_STYLES[task.status]}]{task.status.value}[/]")
     grid.add_row("attempts", f"{task.attempts} of {task.maxAttempts}")
