@@ -147,12 +147,14 @@ def _run_in_fresh_context(
         sys.path.insert(0, str(PROJECT_DIR))  # the program imports `components` and `functions`
     resolved: dict[str, Any] = {}
 
-    def program() -> None:
+    async def program() -> None:
         runpy.run_path(str(PROGRAM), run_name="__main__")
         # `pulumi.export` records outputs on the root stack resource; resolving them all also
-        # waits for every resource they depend on.
+        # waits for every resource they depend on. Awaited, not `_sync_await`ed: a nested
+        # `_sync_await` pumps the loop from inside this task, and a Ctrl-C that lands there
+        # leaves asyncio's current-task record broken (it logs a RuntimeError traceback).
         exported = dict(get_root_resource().outputs)  # type: ignore[union-attr]
-        resolved.update(_sync_await(pulumi.Output.from_input(exported).future()) or {})
+        resolved.update(await pulumi.Output.from_input(exported).future() or {})
 
     _sync_await(run_pulumi_func(program))
     return resolved

@@ -4,6 +4,8 @@ caller left behind (the local deployer, bench and tests call it after other asyn
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import warnings
 
 import pytest
@@ -40,3 +42,29 @@ def test_the_program_runs_whatever_event_loop_the_caller_left(before) -> None:
         first = _run_dev()
     before()
     assert _run_dev()["apiUrl"] == first["apiUrl"]  # and again, the same program
+
+
+class _CtrlCAtFirstResource(RecordingMocks):
+    """Presses Ctrl-C while the program runs: the main thread gets its KeyboardInterrupt while it
+    waits on the event loop for this first registration (mocks answer on a worker thread)."""
+
+    pressed = False
+
+    def new_resource(self, args):
+        if not self.pressed:
+            self.pressed = True
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().new_resource(args)
+
+
+def test_ctrl_c_during_a_run_stops_it_without_an_asyncio_error(caplog) -> None:
+    # `local up` is interrupted this way mid-deployment; asyncio must not log a broken task (it
+    # printed "Leaving task ... does not match the current task" with a traceback to the user).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_program("dev", _CtrlCAtFirstResource())
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+    assert _run_dev()["apiUrl"]  # and the next run in this process works
