@@ -26,7 +26,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
 from typing import Any
@@ -103,17 +103,17 @@ class _Fault:
     refusal: tuple[str, int] | None = None
 
 
+@dataclass(eq=False)
 class Faults:
     """The decisions (seeded) and what was injected, by kind and in detail."""
 
-    def __init__(self, rng: random.Random, rates: FaultRates) -> None:
-        self._rng = rng
-        self.rates = rates
-        self.active = False  # faults are injected only while on (the world turns them off)
-        self.outage = False
-        self.counts: Counter[FaultKind] = Counter()
-        self.details: Counter[str] = Counter()
-        self._refusals_left: dict[str, list[tuple[str, int]]] = {}  # by SDK call
+    rng: random.Random
+    rates: FaultRates
+    active: bool = False  # faults are injected only while on (the world turns them off)
+    outage: bool = False
+    counts: Counter[FaultKind] = field(default_factory=Counter)
+    details: Counter[str] = field(default_factory=Counter)
+    _refusals_left: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # by SDK call
 
     def count(self, kind: FaultKind, detail: str | None = None) -> None:
         self.counts[kind] += 1
@@ -140,7 +140,7 @@ class Faults:
         # The reconciler makes most of the calls (16 index queries a minute, busy or not); at
         # the same rates, its faults would crowd out those on the tasks' own paths.
         scale = rates.reconciler_scale if invocation.function == "reconciler" else 1.0
-        draw = self._rng.random
+        draw = self.rng.random
         if draw() < rates.crash * scale:
             return _Fault(FaultKind.CRASH, after_apply=draw() < 0.5)
         # Not in a nested invocation: its jump to its own deadline would also stop the one it
@@ -156,8 +156,8 @@ class Faults:
         ):
             return _Fault(FaultKind.LOST_RESPONSE)
         if attempt == 1 and draw() < rates.throttled * scale:
-            run = self._rng.choices(THROTTLE_RUNS, THROTTLE_RUN_WEIGHTS)[0]
-            refusal = self._rng.choice(_REFUSALS[service])
+            run = self.rng.choices(THROTTLE_RUNS, THROTTLE_RUN_WEIGHTS)[0]
+            refusal = self.rng.choice(_REFUSALS[service])
             if run > 1:
                 self._refusals_left[call_id] = [refusal] * (run - 1)
             self.count(
@@ -180,35 +180,25 @@ class Faults:
     def unprocessed_keys(self, keys: list[Any], invocation: Invocation | None) -> list[Any]:
         """The keys of a BatchGetItem that DynamoDB leaves unprocessed (as it does when
         throttled): none, unless this read meets throttling."""
-        if not self.active or invocation is None or self._rng.random() >= self.rates.throttled:
+        if not self.active or invocation is None or self.rng.random() >= self.rates.throttled:
             return []
         self.count(FaultKind.THROTTLED, "BatchGetItem keys left unprocessed")
-        return self._rng.sample(keys, self._rng.randint(1, len(keys)))
+        return self.rng.sample(keys, self.rng.randint(1, len(keys)))
 
 
+@dataclass(eq=False, kw_only=True)
 class Transport:
     """The functions' network: every attempt of every call comes here (a `before-send` hook)."""
 
-    def __init__(
-        self,
-        *,
-        clock: SimClock,
-        rng: random.Random,
-        faults: Faults,
-        lambdas: Lambdas,
-        table: dynamodb.SimTable,
-        sqs: SimSqs,
-        on_duplicate: Callable[[Invocation, str | None], str | None],
-    ) -> None:
-        self._clock = clock
-        self._rng = rng
-        self.faults = faults
-        self._lambdas = lambdas
-        self._table = table
-        self._sqs = sqs
-        self._on_duplicate = on_duplicate
-        self.attempts = 0  # attempts sent
-        self.outage_refusals = 0
+    clock: SimClock
+    rng: random.Random
+    faults: Faults
+    lambdas: Lambdas
+    table: dynamodb.SimTable
+    sqs: SimSqs
+    on_duplicate: Callable[[Invocation, str | None], str | None]
+    attempts: int = 0  # attempts sent
+    outage_refusals: int = 0
 
     def attach(self, client: Any) -> None:
         """Route `client`'s requests here instead of to moto's hook (or the network)."""
@@ -223,9 +213,9 @@ class Transport:
         _, service, operation = event_name.split(".", 2)
         call_id, attempt = wire.sdk_attempt(request)
         self.attempts += 1
-        self._clock.advance(self._rng.uniform(*CALL_LATENCY_S))
-        self._lambdas.check_deadline()
-        invocation = self._lambdas.current
+        self.clock.advance(self.rng.uniform(*CALL_LATENCY_S))
+        self.lambdas.check_deadline()
+        invocation = self.lambdas.current
         if invocation is not None and attempt == 1:
             scripted = invocation.before_call.pop(operation, None)
             if scripted is not None:
@@ -247,7 +237,7 @@ class Transport:
             case FaultKind.LOST_RESPONSE:
                 apply()
                 self.faults.count(FaultKind.LOST_RESPONSE, operation)
-                if self._rng.random() < 0.5:
+                if self.rng.random() < 0.5:
                     raise ReadTimeoutError(endpoint_url=request.url)
                 return wire.error_response(
                     request, service, "InternalServerError", "reply lost", 500
@@ -259,16 +249,16 @@ class Transport:
                     apply()
                 if fault.kind == FaultKind.CRASH:
                     raise Crash(f"{invocation.function} crashed at {operation}")
-                self._clock.advance_to(invocation.deadline)
+                self.clock.advance_to(invocation.deadline)
                 raise Timeout(f"{invocation.function} timed out at {operation}")
             case FaultKind.DUPLICATE:
                 assert invocation is not None
                 task_id = _task_named(service, operation, wire.params(request), invocation)
-                which = self._on_duplicate(invocation, task_id)
+                which = self.on_duplicate(invocation, task_id)
                 if which is not None:
                     self.faults.count(FaultKind.DUPLICATE, f"{which} at {operation}")
                     # The second delivery may have outlived this one's deadline.
-                    self._lambdas.check_deadline()
+                    self.lambdas.check_deadline()
                 return apply()
         raise AssertionError(f"unhandled fault {fault!r}")
 
@@ -281,9 +271,9 @@ class Transport:
         invocation: Invocation | None,
     ) -> AWSResponse:
         if service == "dynamodb":
-            response = self._table.respond(request, event_name, operation)
+            response = self.table.respond(request, event_name, operation)
         elif service == "sqs":
-            response = self._sqs.respond(request, operation)
+            response = self.sqs.respond(request, operation)
         else:  # a client this campaign does not simulate must not reach the network
             response = wire.error_response(request, service, "NotSimulated", service, 400)
         if invocation is not None and operation in WRITE_OPERATIONS and response.status_code == 200:
