@@ -15,6 +15,7 @@ import contextlib
 import io
 import logging
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -72,16 +73,16 @@ class Outcome:
         return self.death is None and self.error is None
 
 
+@dataclass(eq=False)
 class Lambdas:
     """Runs handlers as Lambda would, one invocation stack per world."""
 
-    def __init__(self, clock: SimClock, new_id: Callable[[], str]) -> None:
-        self._clock = clock
-        self._new_id = new_id
-        self._stack: list[Invocation] = []
-        self.invocations: dict[str, int] = {}
-        self.deaths: dict[str, int] = {}
-        self.last: Invocation | None = None  # the invocation that ended most recently
+    clock: SimClock
+    new_id: Callable[[], str]
+    invocations: Counter[str] = field(default_factory=Counter)
+    deaths: Counter[str] = field(default_factory=Counter)
+    last: Invocation | None = None  # the invocation that ended most recently
+    _stack: list[Invocation] = field(default_factory=list)
 
     @property
     def current(self) -> Invocation | None:
@@ -90,19 +91,19 @@ class Lambdas:
     def check_deadline(self) -> None:
         """Stop the current invocation if its time is up (Lambda does not wait for a call)."""
         invocation = self.current
-        if invocation is not None and self._clock() >= invocation.deadline:
+        if invocation is not None and self.clock() >= invocation.deadline:
             raise Timeout(f"{invocation.function} reached its deadline")
 
     def sleep(self, seconds: float) -> None:
         """Botocore's retry backoff: simulated time passes instead; past the deadline the
         invocation is over."""
         invocation = self.current
-        if invocation is not None and self._clock.now + timedelta(seconds=seconds) >= (
+        if invocation is not None and self.clock.now + timedelta(seconds=seconds) >= (
             invocation.deadline
         ):
-            self._clock.advance_to(invocation.deadline)
+            self.clock.advance_to(invocation.deadline)
             raise Timeout(f"{invocation.function} reached its deadline in an SDK backoff")
-        self._clock.advance(seconds)
+        self.clock.advance(seconds)
 
     def invoke(
         self,
@@ -116,10 +117,10 @@ class Lambdas:
         before_call: dict[str, Callable[[], None]] | None = None,
     ) -> Outcome:
         """Run `handler(event, context)` with `rt` installed as the functions' runtime."""
-        now = self._clock()
+        now = self.clock()
         invocation = Invocation(
             function=function,
-            request_id=self._new_id(),
+            request_id=self.new_id(),
             deadline=now + timedelta(seconds=timeout_s),
             rt=rt,
             nested=bool(self._stack),
@@ -130,9 +131,9 @@ class Lambdas:
             function_name=f"chaos-{function}",
             aws_request_id=invocation.request_id,
             deadline=invocation.deadline,
-            clock=self._clock,
+            clock=self.clock,
         )
-        self.invocations[function] = self.invocations.get(function, 0) + 1
+        self.invocations[function] += 1
         self._stack.append(invocation)
         runtime.use(rt)
         try:
@@ -140,7 +141,7 @@ class Lambdas:
             with contextlib.redirect_stdout(io.StringIO()):
                 return Outcome(result=handler(event, context))
         except Death as death:
-            self.deaths[function] = self.deaths.get(function, 0) + 1
+            self.deaths[function] += 1
             return Outcome(death=death)
         except Exception as error:
             return Outcome(error=error)
