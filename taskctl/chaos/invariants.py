@@ -102,6 +102,10 @@ class Observer:
             return  # the reconciler's cursor, not a task
         watch = self.tasks.setdefault(task_id, TaskWatch())
         now = to_iso(self._clock())
+
+        def broken(kind: str, detail: str, record: dict[str, Any] | None = None) -> None:
+            self.violations.append(Violation(kind, detail, task_id, now, record))
+
         public = _public(item)
         if watch.status in TERMINAL and writer != "operator" and public != watch.record:
             changed = sorted(
@@ -109,21 +113,15 @@ class Observer:
                 for name in public.keys() | watch.record.keys()
                 if public.get(name) != watch.record.get(name)
             )
-            self.violations.append(
-                Violation(
-                    Kind.FINISHED_CHANGED,
-                    f"the {writer} changed {', '.join(changed)} of the task while it was "
-                    f"{watch.status}",
-                    task_id,
-                    now,
-                    record=public,
-                )
+            broken(
+                Kind.FINISHED_CHANGED,
+                f"the {writer} changed {', '.join(changed)} of the task while it was "
+                f"{watch.status}",
+                record=public,
             )
         watch.record = public
         if item is None:
-            self.violations.append(
-                Violation(Kind.TASK_DELETED, "the record was deleted", task_id, now)
-            )
+            broken(Kind.TASK_DELETED, "the record was deleted")
             self._set_status(watch, None)
             return
         status = item.get("status")
@@ -135,13 +133,9 @@ class Observer:
         watch.redrive_count = int(item.get("redriveCount") or 0)
         attempts = int(item.get("attempts", 0))
         if attempts > int(item.get("maxAttempts", 0)):
-            self.violations.append(
-                Violation(
-                    Kind.ATTEMPTS_OVER_BUDGET,
-                    f"a write left attempts={attempts} > maxAttempts={item['maxAttempts']}",
-                    task_id,
-                    now,
-                )
+            broken(
+                Kind.ATTEMPTS_OVER_BUDGET,
+                f"a write left attempts={attempts} > maxAttempts={item['maxAttempts']}",
             )
 
     def _set_status(self, watch: TaskWatch, status: str | None) -> None:
