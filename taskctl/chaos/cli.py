@@ -27,7 +27,6 @@ from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR
 if TYPE_CHECKING:
     from functions.settings import StackSettings
     from taskctl.chaos.campaign import CampaignReport
-    from taskctl.chaos.scale import ScaleReport
 
 SHOWN_PER_LIST = 5  # stranded tasks and violations printed in full; --json lists more
 DETAILS_PER_KIND = 4
@@ -95,9 +94,19 @@ def chaos(
     inject faults at exact AWS calls, and check that every accepted task still ends."""
     console = Console(highlight=False)
     if scale:
-        from taskctl.chaos.scale import print_scale_report
+        from taskctl.chaos.scale import ScaleConfig, print_scale_report, scale_report
 
-        report: Any = _scale(stack, rate, duration, error_share, worker_concurrency, seed)
+        settings = _settings(stack)
+        config = ScaleConfig(
+            settings=settings,
+            # The most the stack's API admits in one second: its steady rate plus its burst.
+            rate_per_s=rate or settings.apiThrottleRateLimit + settings.apiThrottleBurstLimit,
+            duration_s=duration,
+            error_share=error_share,
+            worker_concurrency=worker_concurrency,
+            seed=seed,
+        )
+        report: Any = scale_report(config, stack)
         print_report: Callable[[Any, Console], None] = print_scale_report
     else:
         report = _campaign(tasks, seed, stack, jobs, json_output, console)
@@ -108,29 +117,6 @@ def chaos(
         print_report(report, console)
     if not report.passed:
         raise typer.Exit(EXIT_CHECK_FAILED)
-
-
-def _scale(
-    stack: str,
-    rate: float | None,
-    duration: int,
-    error_share: float,
-    worker_concurrency: int | None,
-    seed: int,
-) -> ScaleReport:
-    from taskctl.chaos.scale import ScaleConfig, scale_report
-
-    settings = _settings(stack)
-    config = ScaleConfig(
-        settings=settings,
-        # The most the stack's API admits in one second: its steady rate plus its burst.
-        rate_per_s=rate or settings.apiThrottleRateLimit + settings.apiThrottleBurstLimit,
-        duration_s=duration,
-        error_share=error_share,
-        worker_concurrency=worker_concurrency,
-        seed=seed,
-    )
-    return scale_report(config, stack)
 
 
 def _campaign(
