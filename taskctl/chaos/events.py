@@ -41,7 +41,7 @@ class Events:
         method: str,
         path: str,
         *,
-        body: str | None,
+        body: str,
         headers: dict[str, str],
         now: datetime,
         request_id: str,
@@ -58,13 +58,8 @@ class Events:
         context["requestId"] = request_id
         context["timeEpoch"] = to_epoch_ms(now)
         context["time"] = now.strftime("%d/%b/%Y:%H:%M:%S +0000")
-        if body is None:
-            event.pop("body", None)
-            event["headers"].pop("content-type", None)
-            event["headers"].pop("content-length", None)
-        else:
-            event["body"] = body
-            event["headers"]["content-length"] = str(len(body.encode()))
+        event["body"] = body
+        event["headers"]["content-length"] = str(len(body.encode()))
         for name, value in headers.items():
             event["headers"][name.lower()] = value  # an HTTP API lowercases header names
         return event
