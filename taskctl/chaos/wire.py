@@ -31,15 +31,13 @@ def params(request: AWSPreparedRequest) -> dict[str, Any]:
 def sdk_attempt(request: AWSPreparedRequest) -> tuple[str, int]:
     """(the SDK call's invocation id, the 1-based attempt of this request), from the headers the
     SDK adds to every try; tries of one call share the id."""
-    attempt = re.search(r"\battempt=(\d+)", _header(request, "amz-sdk-request") or "")
-    return _header(request, "amz-sdk-invocation-id") or "", int(attempt[1]) if attempt else 1
+    attempt = re.search(r"\battempt=(\d+)", _header(request, "amz-sdk-request"))
+    return _header(request, "amz-sdk-invocation-id"), int(attempt[1]) if attempt else 1
 
 
-def _header(request: AWSPreparedRequest, name: str) -> str | None:
-    value = request.headers.get(name)
-    if isinstance(value, bytes):
-        return value.decode()
-    return value
+def _header(request: AWSPreparedRequest, name: str) -> str:
+    value = request.headers.get(name, "")
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def json_response(
