@@ -375,7 +375,7 @@ class World:
     def _outage(self, begins: bool) -> None:
         self.faults.outage = begins
         if begins:
-            self.faults.count(FaultKind.OUTAGE, None)
+            self.faults.count(FaultKind.OUTAGE)
 
     def _faults_stop(self) -> None:
         self.faults.active = False  # from now on the world only settles
@@ -515,13 +515,13 @@ class World:
         """The API's first `count` messages are deleted by hand as soon as they are sent (only
         the reconciler can save those tasks: this shows the checker sees stranded ones)."""
         send = self.main_queue.send
-        left = [count]
 
         def send_then_lose(*args: Any, **kwargs: Any) -> Any:
+            nonlocal count
             message = send(*args, **kwargs)
             invocation = self.lambdas.current
-            if left[0] > 0 and invocation is not None and invocation.function == "api":
-                left[0] -= 1
+            if count > 0 and invocation is not None and invocation.function == "api":
+                count -= 1
                 self.main_queue.remove(message)
             return message
 
