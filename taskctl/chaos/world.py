@@ -241,9 +241,16 @@ class World:
             # Gateway, whose authorizer (and its 401/403) is not what it exercises.
             api_auth="none",
         )
-        backoff = self._random("sdk-backoff")
+        client = self._client_factory(session)
         self.runtimes = {
-            name: self._runtime(session, function_settings, name, backoff) for name in FUNCTIONS
+            name: Runtime(
+                function_settings,
+                clock=self.clock,
+                rng=self._random(f"runtime:{name}"),
+                session=session,
+                client_factory=client,
+            )
+            for name in FUNCTIONS
         }
         self.worker_mapping = EventSourceMapping(
             self.main_queue,
@@ -259,15 +266,10 @@ class World:
         if self.plan.lose_messages:
             self._lose_sent_messages(self.plan.lose_messages)
 
-    def _runtime(
-        self,
-        session: boto3.Session,
-        function_settings: FunctionSettings,
-        name: str,
-        backoff: random.Random,
-    ) -> Runtime:
-        """A function's runtime, with the deployed client config; its clients' retry jitter
-        comes from the world's seed and their requests go to the transport."""
+    def _client_factory(self, session: boto3.Session) -> Callable[[str], Any]:
+        """The functions' clients: the deployed client config, retry jitter from the world's
+        seed, requests to the transport."""
+        backoff = self._random("sdk-backoff")
         seeded_backoff = partial(standard.ExponentialBackoff, random=backoff.random)
 
         def client(service: str) -> Any:
@@ -276,13 +278,7 @@ class World:
             self.transport.attach(made)
             return made
 
-        return Runtime(
-            function_settings,
-            clock=self.clock,
-            rng=self._random(f"runtime:{name}"),
-            session=session,
-            client_factory=client,
-        )
+        return client
 
     def _at(self, offset_s: float, action: Callable[[], None]) -> None:
         heapq.heappush(self._events, (self.clock.at(offset_s), next(self._seq), action))
