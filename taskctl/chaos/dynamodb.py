@@ -23,6 +23,7 @@ import itertools
 import re
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from operator import itemgetter
@@ -155,25 +156,20 @@ class CheckIndex:
                 bisect.insort(self._shards.setdefault(entry[0], []), (entry[1], task_id))
 
 
+@dataclass(eq=False)
 class SimTable:
-    """One moto table: answers requests, reports applied writes, serves index queries."""
+    """One moto table: answers requests, reports applied writes, serves index queries.
+    `lag_s()` draws one replication lag (index entries, eventually consistent reads);
+    `unprocessed(keys)` picks the keys of a BatchGetItem to leave unprocessed."""
 
-    def __init__(
-        self,
-        table_name: str,
-        clock: Callable[[], datetime],
-        lag_s: Callable[[], float],
-        on_write: Callable[[str, dict[str, Any] | None], None],
-        unprocessed: Callable[[list[Any]], list[Any]] = lambda _keys: [],
-    ) -> None:
-        """`lag_s()` draws one replication lag (index entries, eventually consistent reads);
-        `unprocessed(keys)` picks the keys of a BatchGetItem to leave unprocessed."""
-        self.table_name = table_name
-        self._unprocessed = unprocessed
-        self._clock = clock
-        self._lag_s = lag_s
-        self._on_write = on_write
-        self.index = CheckIndex(lag_s)
+    table_name: str
+    clock: Callable[[], datetime]
+    lag_s: Callable[[], float]
+    on_write: Callable[[str, dict[str, Any] | None], None]
+    unprocessed: Callable[[list[Any]], list[Any]]
+
+    def __post_init__(self) -> None:
+        self.index = CheckIndex(self.lag_s)
         self._backend = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION]
         self._versions: dict[str, deque[tuple[datetime, dict[str, Any] | None]]] = {}
 
@@ -203,7 +199,7 @@ class SimTable:
         return response
 
     def _written(self, task_id: str) -> None:
-        now = self._clock()
+        now = self.clock()
         stored = self._current(task_id)
         versions = self._versions.setdefault(task_id, deque(maxlen=VERSIONS_KEPT))
         versions.append((now, stored))
@@ -212,7 +208,7 @@ class SimTable:
         check_after = item.get(CHECK_AFTER_ATTRIBUTE) if item else None
         entry = (shard, int(check_after)) if shard is not None and check_after is not None else None
         self.index.write(task_id, entry, now)
-        self._on_write(task_id, item)
+        self.on_write(task_id, item)
 
     def _read(
         self, request: AWSPreparedRequest, operation: str, body: dict[str, Any]
@@ -235,7 +231,7 @@ class SimTable:
         if not keys or len(keys) > 100 or not all(_is_key(key) for key in keys):
             return None
         consistent = bool(tables[self.table_name].get("ConsistentRead"))
-        left = self._unprocessed(keys)
+        left = self.unprocessed(keys)
         found = [
             item
             for key in keys
@@ -252,7 +248,7 @@ class SimTable:
         versions = self._versions.get(task_id)
         if consistent or not versions:
             return self._current(task_id)
-        cutoff = self._clock() - timedelta(seconds=self._lag_s())
+        cutoff = self.clock() - timedelta(seconds=self.lag_s())
         for written_at, stored in reversed(versions):
             if written_at <= cutoff:
                 return stored
@@ -300,7 +296,7 @@ class SimTable:
             (int(start[CHECK_AFTER_ATTRIBUTE]["N"]), start[TASK_KEY]["S"]) if start else None
         )
         limit = min(int(body.get("Limit", INDEX_PAGE_ITEMS)), INDEX_PAGE_ITEMS)
-        page, more = self.index.query(shard, low, high, self._clock(), start_after, limit)
+        page, more = self.index.query(shard, low, high, self.clock(), start_after, limit)
         items = [
             {
                 TASK_KEY: {"S": task_id},
