@@ -83,7 +83,12 @@ def resolve_target(
     session = boto3.Session()
     if session.region_name is None:
         raise OpsError("no AWS region configured: set AWS_DEFAULT_REGION (or AWS_PROFILE)")
-    return Target(table, queue_url, f"table {table} ({session.region_name})", session.client)
+    return Target(
+        table_name=table,
+        queue_url=queue_url,
+        description=f"table {table} ({session.region_name})",
+        client=session.client,
+    )
 
 
 def stack_policy(stack: str) -> TaskPolicy:

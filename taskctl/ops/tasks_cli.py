@@ -131,8 +131,12 @@ def show_task(
 
     events = timeline(stored)
     if as_json:
-        shown = {"task": stored.record.to_json(), "recoveries": stored.recoveries}
-        typer.echo(json.dumps(shown | {"timeline": [asdict(event) for event in events]}))
+        shown = {
+            "task": stored.record.to_json(),
+            "recoveries": stored.recoveries,
+            "timeline": [asdict(event) for event in events],
+        }
+        typer.echo(json.dumps(shown))
         return
     console = Console(highlight=False)
     console.print(_summary(stored))
