@@ -20,7 +20,7 @@ from rich.table import Table
 from taskctl.bench import coldstart, throughput
 from taskctl.bench.cost import PRICES_FILE, Prices
 from taskctl.bench.requests import FUNCTIONS, Design, cost_table, measure, ratio
-from taskctl.exit_codes import EXIT_ERROR
+from taskctl.exit_codes import exit_with_error
 from taskctl.local.paths import PROJECT_DIR
 
 RESULTS_FILE = PROJECT_DIR / "bench" / "results.json"
@@ -70,8 +70,7 @@ def bench(
     try:
         settings = load_stack_settings(stack)
     except StackConfigError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_ERROR) from None
+        exit_with_error(str(error))
     prices = Prices.load()
     results: dict[str, Any] = {
         "generatedAt": datetime.now(UTC).isoformat(timespec="seconds"),

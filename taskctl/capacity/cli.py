@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from taskctl.capacity.assumptions import Assumptions
-from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR
+from taskctl.exit_codes import EXIT_CHECK_FAILED, exit_with_error
 
 if TYPE_CHECKING:
     from taskctl.capacity.model import CapacityReport
@@ -82,8 +82,7 @@ def capacity(
     # The stack's errors name it (StackConfigError); the others are the quota or price files'
     # or the flags' own.
     except (OSError, KeyError, ValueError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_ERROR) from None
+        exit_with_error(str(error))
     if json_output:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:

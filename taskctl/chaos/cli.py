@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
-from taskctl.exit_codes import EXIT_CHECK_FAILED, EXIT_ERROR
+from taskctl.exit_codes import EXIT_CHECK_FAILED, exit_with_error
 
 if TYPE_CHECKING:
     from functions.settings import StackSettings
@@ -152,16 +152,12 @@ def _campaign(
             return run_campaign(
                 config, jobs=processes, progress=lambda n: progress.advance(answered, n)
             )
-    except typer.Exit:  # _settings has said what is wrong with the stack
-        raise
     except Exception as exc:  # the campaign itself broke: say so in one line, exit 2
         detail = " ".join(str(exc).split())
-        typer.echo(
-            f"error: the campaign stopped ({type(exc).__name__}: {detail}); rerun with the same "
-            f"--seed {seed} --tasks {tasks} to reproduce",
-            err=True,
+        exit_with_error(
+            f"the campaign stopped ({type(exc).__name__}: {detail}); rerun with the same "
+            f"--seed {seed} --tasks {tasks} to reproduce"
         )
-        raise typer.Exit(EXIT_ERROR) from None
 
 
 def _settings(stack: str) -> StackSettings:
@@ -171,8 +167,7 @@ def _settings(stack: str) -> StackSettings:
     try:
         return load_stack_settings(stack)
     except StackConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_ERROR) from None
+        exit_with_error(str(exc))
 
 
 def _print_report(report: CampaignReport, console: Console) -> None:

@@ -234,3 +234,20 @@ def test_a_deployment_cut_short_by_local_down_says_so(
     # WHEN the deployment fails  THEN the error says what happened, not the connection error
     with pytest.raises(LocalStackError, match="stopped by `local down` during the deployment"):
         stack.bring_up("dev", port=4599, foreground=False, progress=lambda _message: None)
+
+
+def test_a_campaign_that_breaks_exits_2_saying_how_to_reproduce_it(monkeypatch) -> None:
+    from taskctl.chaos import campaign
+    from taskctl.cli import app
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("the simulated queue\nlost its order")
+
+    monkeypatch.setattr(campaign, "run_campaign", broken)
+    result = runner.invoke(app, ["chaos", "--tasks", "5", "--seed", "9", "--jobs", "1"])
+
+    assert result.exit_code == EXIT_ERROR, result.output
+    assert _one_error_line(result) == (
+        "error: the campaign stopped (RuntimeError: the simulated queue lost its order); "
+        "rerun with the same --seed 9 --tasks 5 to reproduce"
+    )
