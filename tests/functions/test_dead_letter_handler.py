@@ -142,26 +142,33 @@ def test_hours_of_dynamodb_outage_fail_no_task_that_never_got_an_attempt(
 def test_a_task_completed_between_read_and_write_is_not_failed(
     rt: Runtime, pipeline: Pipeline
 ) -> None:
-    # GIVEN a worker finishes the task just as the dead-letter function is about to fail it
+    # GIVEN a task in an attempt whose message has come back from the DLQ as often as a
+    # poisonous one may, so its next dead letter fails it ...
     task_id = submit("SUCCESS")
-    seen = record_of(rt, task_id)
-    rt.store.claim(seen, 1, rt.clock(), rt.clock() + timedelta(seconds=30))
+    rt.store.claim(record_of(rt, task_id), 1, rt.clock(), rt.clock() + timedelta(seconds=30))
+    rt.store.count_dead_letter_return(rt.store.get(task_id), MAX_DEAD_LETTER_RETURNS, rt.clock())
     dead_letter_directly(pipeline, task_message_body(task_id))
+    # ... and its worker finishes it just as the dead-letter function is about to fail it
+    raced = []
 
     def worker_completes_first(**_: Any) -> None:
         rt.dynamodb.meta.events.unregister(
             "before-call.dynamodb.UpdateItem", worker_completes_first
         )
         rt.store.complete(task_id, 1, rt.clock())
+        raced.append(task_id)
 
     rt.dynamodb.meta.events.register("before-call.dynamodb.UpdateItem", worker_completes_first)
 
     pipeline.drain_dead_letters()
 
     # THEN the conditional write loses, the re-read sees COMPLETED, and it stays COMPLETED
+    assert raced == [task_id]
     record = record_of(rt, task_id)
     assert record.status == "COMPLETED"
     assert record.failedAt is None
+    assert record.lastError is None
+    assert raw_item(rt, task_id)["deadLetterReturns"] == {"N": str(MAX_DEAD_LETTER_RETURNS)}
 
 
 def test_unreadable_dead_letters_are_logged_loudly_and_counted(
