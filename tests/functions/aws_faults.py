@@ -48,12 +48,28 @@ class LostResponses:
         return AWSResponse(request.url, 500, {}, MockRawResponse(body))
 
 
+# The lost replies the running test asked for: a test whose fault never happened (the call it
+# named was not made, or not that often) tests the normal path only. tests/functions/conftest.py
+# clears this before each test and fails the test after it if one was not lost.
+INJECTED: list[LostResponses] = []
+
+
 def lose_response(client: Any, operation: str, nth: int | set[int] = 1) -> LostResponses:
     """Apply the `nth` call(s) of `operation` on `client`, then lose the reply (a 500)."""
     service = client.meta.service_model.endpoint_prefix
     hook = LostResponses(client.meta.events, operation, {nth} if isinstance(nth, int) else set(nth))
     client.meta.events.register_first(f"before-send.{service}.{operation}", hook)
+    INJECTED.append(hook)
     return hook
+
+
+def replies_not_lost() -> list[str]:
+    """The injected lost replies that did not happen, described."""
+    return [
+        f"{hook.operation} call(s) {sorted(hook.nth)} (saw {hook.seen})"
+        for hook in INJECTED
+        if len(hook.lost) < len(hook.nth)
+    ]
 
 
 @dataclass

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import aws_faults
 import boto3
 import botocore.handlers
 import pytest
@@ -44,6 +45,17 @@ class Resources:
     dlq_url: str
     dlq_arn: str
     queues: SimSqs
+
+
+@pytest.fixture(autouse=True)
+def injected_replies_were_lost() -> Iterator[None]:
+    """Every reply a test asked `aws_faults.lose_response` to lose was lost: otherwise the test
+    ran the path without the fault and proves nothing about it."""
+    aws_faults.INJECTED.clear()
+    yield
+    assert not aws_faults.replies_not_lost(), (
+        f"injected faults that never happened: {aws_faults.replies_not_lost()}"
+    )
 
 
 @pytest.fixture(autouse=True)
