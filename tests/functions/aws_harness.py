@@ -188,6 +188,10 @@ class Pipeline:
     def main_queue(self) -> SimQueue:
         return self.worker_mapping.queue
 
+    @property
+    def dead_letter_queue(self) -> SimQueue:
+        return self.dead_letter_mapping.queue
+
     def delays_sent(self) -> list[int]:
         """DelaySeconds of each message the worker sent to the main queue, in order."""
         return [
