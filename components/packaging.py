@@ -29,6 +29,7 @@ target; archives under `.build/bundles/`, keyed by their content.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 import typing
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
@@ -63,6 +65,8 @@ ZIP_FIXED_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
 ZIP_FILE_MODE = 0o100644  # regular file, rw-r--r--: Lambda needs files readable, nothing more
 ZIP_CREATE_SYSTEM_UNIX = 3  # what the mode bits above mean; the default varies by host OS
 ZIP_COMPRESS_LEVEL = 9
+# A bundle of other content than the one just built is removed once unused for this long.
+STALE_BUNDLE_AFTER_S = 3600
 
 _LAMBDA_MACHINES = {"arm64": "aarch64", "x86_64": "x86_64"}
 _INSTALL_MARKER = ".installed"
@@ -258,7 +262,9 @@ def build_bundle(
     content_key = _content_digest(sources, f"bytecode {compiler.version}" if compiler else "")
     bundles_dir = build_dir / "bundles"
     bundle_path = bundles_dir / f"{target.name}-{content_key[:20]}.zip"
-    if not bundle_path.exists():
+    if bundle_path.exists():
+        os.utime(bundle_path)  # in use again: not stale for a build of other content
+    else:
         bundles_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".bytecode-", dir=build_dir) as scratch:
             bytecode = _compile(compiler, sources, Path(scratch), say) if compiler else []
@@ -435,9 +441,14 @@ def _write_zip(bundle_path: Path, entries: list[tuple[str, Path]]) -> None:
 
 
 def _remove_stale_bundles(bundles_dir: Path, target: BundleTarget, *, keep: Path) -> None:
+    """Remove the target's bundles of other content that no build has used for a while. Not
+    every other one: a build of other content in this checkout at the same time (`make test`
+    beside `make local` or `pulumi up`, or two test workers) may still be reading its own."""
+    unused_since = time.time() - STALE_BUNDLE_AFTER_S
     for old in bundles_dir.glob(f"{target.name}-*.zip"):
-        if old != keep:
-            old.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):  # another build removed it first
+            if old != keep and old.stat().st_mtime < unused_since:
+                old.unlink()
 
 
 def _print_progress(message: str) -> None:

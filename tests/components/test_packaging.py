@@ -9,6 +9,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -345,3 +346,28 @@ def test_without_its_bytecode_the_same_bundle_is_compiled_on_import(tmp_path):
     _, compiled_from_source = _import_handlers(task_root, runtime_packages)
     assert str(task_root / "functions" / "worker.py") in compiled_from_source
     assert any("/pydantic/" in path for path in compiled_from_source)
+
+
+def test_a_build_removes_only_bundles_of_other_content_that_nothing_used_lately(tmp_path):
+    # GIVEN a build directory holding, beside the target's dependencies, a bundle of other
+    # content unused for a day and one another build (a test worker, `make local`) just made
+    target = BundleTarget.local()
+    build_dir = _build_dir_with_cached_dependencies(tmp_path / "build", target)
+    bundles = build_dir / "bundles"
+    bundles.mkdir()
+    forgotten, in_use = bundles / f"{target.name}-0ld.zip", bundles / f"{target.name}-n3w.zip"
+    for other in (forgotten, in_use):
+        other.write_bytes(b"another version of the code")
+    day_ago = time.time() - 86_400
+    os.utime(forgotten, (day_ago, day_ago))
+
+    # WHEN this code's bundle is built
+    built = build_bundle(
+        target, build_dir=build_dir, progress=lambda _: None, python_finder=_no_python,
+        warn=lambda _: None,
+    )  # fmt: skip
+
+    # THEN the forgotten one is gone, and the one in use is still there to be read
+    assert sorted(path.name for path in bundles.glob("*.zip")) == sorted(
+        [built.path.name, in_use.name]
+    )
