@@ -96,13 +96,15 @@ def resources(aws: None, boto_session: boto3.Session, clock: SimClock) -> Iterat
     stop_serving = queues.serve(boto_session.events)
     new_sessions = ("before-send.sqs", queues.before_send, botocore.handlers.REGISTER_FIRST)
     botocore.handlers.BUILTIN_HANDLERS.append(new_sessions)
-    resources = Resources("fault-tolerant-tasks-dev-tasks", main.url, dlq.url, dlq.arn, queues)
-    boto_session.client("sqs").set_queue_attributes(
-        QueueUrl=main.url, Attributes={"RedrivePolicy": _redrive_policy(dlq.arn, DEV_POLICY)}
-    )
-    yield resources
-    botocore.handlers.BUILTIN_HANDLERS.remove(new_sessions)
-    stop_serving()
+    try:  # botocore's handlers are the process's: later tests must not meet these queues
+        resources = Resources("fault-tolerant-tasks-dev-tasks", main.url, dlq.url, dlq.arn, queues)
+        boto_session.client("sqs").set_queue_attributes(
+            QueueUrl=main.url, Attributes={"RedrivePolicy": _redrive_policy(dlq.arn, DEV_POLICY)}
+        )
+        yield resources
+    finally:
+        botocore.handlers.BUILTIN_HANDLERS.remove(new_sessions)
+        stop_serving()
 
 
 def _redrive_policy(dlq_arn: str, policy: TaskPolicy) -> str:

@@ -103,16 +103,13 @@ def test_retries_that_start_before_their_promised_delay_are_reported(run_load_cl
     assert gaps["minSlackSeconds"] < -0.03
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_an_unreachable_url_is_one_clear_line_without_a_traceback(run_load_cli):
-    result = run_load_cli(
-        "--url", f"http://127.0.0.1:{_free_port()}/dev", "--count", "3", *DEV_POLICY
-    )
+    # A port held (bound, never listening) for the whole test: nothing else can take it and
+    # answer, and a connection to it is refused.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        result = run_load_cli("--url", f"http://127.0.0.1:{port}/dev", "--count", "3", *DEV_POLICY)
     assert result.exit_code == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: cannot reach http://127.0.0.1:")
