@@ -22,12 +22,6 @@ SUBMIT_THREADS = 3  # more only adds cold starts: the machine has 2 cores
 FALSE_ALARM_PROBABILITY = 1e-4
 
 
-def test_binomial_acceptance_region_covers_the_mean_and_excludes_the_extremes() -> None:
-    low, high = binomial_acceptance(TASK_COUNT, 0.09, 1 - FALSE_ALARM_PROBABILITY)
-    assert low < TASK_COUNT * 0.09 < high
-    assert low > 0 and high < TASK_COUNT * 0.3
-
-
 def test_bulk_random_tasks_fail_at_the_rate_the_policy_implies(
     api: httpx.Client, local_stack: LocalStackUnderTest, deployed_policy: TaskPolicy
 ) -> None:

@@ -180,6 +180,8 @@ def test_the_config_and_the_environment_refuse_the_same_value_beyond_a_bound(
         TaskPolicy.from_env({env_name(name): str(value)})
     # AND the limit itself is accepted by both
     assert getattr(StackSettings.from_config({"backoffBaseSeconds": 0, name: limit}), name) == limit
+    within_cap = {env_name("backoffBaseSeconds"): "0", env_name(name): str(limit)}
+    assert getattr(TaskPolicy.from_env(within_cap), name) == limit
 
 
 def test_every_bounded_policy_field_is_covered_above() -> None:
