@@ -6,7 +6,9 @@ Prints the figures and writes them to `bench/results.json`. Measurements, not as
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 import platform
 import sys
 from datetime import UTC, datetime
@@ -19,7 +21,8 @@ from rich.table import Table
 
 from taskctl.bench import coldstart, throughput
 from taskctl.bench.cost import PRICES_FILE, Prices
-from taskctl.bench.requests import FUNCTIONS, Design, cost_table, measure, ratio
+from taskctl.bench.recorded import RecordedFileError
+from taskctl.bench.requests import FUNCTIONS, Design, cost_table, measure, ratio, scenarios
 from taskctl.exit_codes import exit_with_error
 from taskctl.local.paths import PROJECT_DIR
 
@@ -71,7 +74,11 @@ def bench(
         settings = load_stack_settings(stack)
     except StackConfigError as error:
         exit_with_error(str(error))
-    prices = Prices.load()
+    _refuse_what_would_fail_at_the_end(stack, settings.maxAttempts, import_python, output)
+    try:
+        prices = Prices.load()
+    except RecordedFileError as exc:
+        exit_with_error(str(exc))
     results: dict[str, Any] = {
         "generatedAt": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "make bench",
@@ -175,10 +182,47 @@ def bench(
             results["throughput"] = throughput.not_measured("skipped (--throughput-tasks 0)")
 
     results["notes"] = NOTES
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
-    _print(results, console)
+    _print(results, console)  # first: the figures are seen even if the file cannot be written
+    try:
+        output.write_text(json.dumps(results, indent=2) + "\n")
+    except OSError as exc:
+        exit_with_error(f"cannot write the results to {output}: {exc.strerror}")
     console.print(f"\nWritten to {output}")
+
+
+def _refuse_what_would_fail_at_the_end(
+    stack: str, max_attempts: int, import_python: str | None, output: Path
+) -> None:
+    """One line and exit 2 now, rather than after minutes of measuring: a stack the scenarios
+    cannot play, an --import-python that cannot run, an --output that cannot be written."""
+    from components.packaging import LAMBDA_PYTHON_VERSIONS, find_python
+
+    try:
+        scenarios(max_attempts)
+    except ValueError as exc:
+        exit_with_error(f"stack {stack}: {exc}")
+    if import_python is not None:
+        if import_python not in LAMBDA_PYTHON_VERSIONS:
+            exit_with_error(
+                f"--import-python {import_python!r} is not a Lambda Python runtime "
+                f"({', '.join(LAMBDA_PYTHON_VERSIONS)})"
+            )
+        if find_python(import_python) is None:
+            exit_with_error(
+                f"--import-python {import_python}: no CPython {import_python} here "
+                f"(python{import_python} on PATH)"
+            )
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if output.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "it is a directory")
+        if not os.access(output.parent, os.W_OK):
+            raise PermissionError(errno.EACCES, f"{output.parent} is not writable")
+    except (FileExistsError, NotADirectoryError):  # a file stands where a folder must be
+        in_the_way = next(path for path in (output.parent, *output.parent.parents) if path.exists())
+        exit_with_error(f"cannot write the results to {output}: {in_the_way} is a file")
+    except OSError as exc:
+        exit_with_error(f"cannot write the results to {output}: {exc.strerror}")
 
 
 NOTES = [

@@ -53,6 +53,12 @@ class ScriptedRandom(random.Random):
     def random(self) -> float:
         return self.draws.pop(0) if self.draws else 0.99
 
+    def getrandbits(self, k: int) -> int:
+        # Defined so that `randint` (the backoff's jitter) takes its bits from the seeded
+        # generator: a subclass that overrides only `random()` gets a `randint` that calls it,
+        # and each jittered retry would use up a scripted draw.
+        return super().getrandbits(k)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Scenario:
@@ -60,6 +66,7 @@ class Scenario:
     description: str
     message: str
     draws: tuple[float, ...] = ()
+    ends: tuple[str, int] | None = None  # (final status, attempts) the draws script, if checked
 
 
 @dataclass(kw_only=True)

@@ -64,15 +64,25 @@ def status_index_writes(final_status: str) -> int:
 def scenarios(max_attempts: int) -> list[harness.Scenario]:
     """The three task lives priced; a draw of 0.0 fails an attempt, 0.99 passes it."""
     if max_attempts < 2:
-        raise ValueError("the retry scenario needs maxAttempts >= 2")
+        raise ValueError(
+            f"the benchmark prices a task that succeeds on a retry, so it needs maxAttempts >= 2 "
+            f"(the stack has {max_attempts})"
+        )
     lives = (
-        ("succeedsFirstTime", "succeeds first time", (0.99,)),
-        ("succeedsOnRetry", "fails once, succeeds on retry", (0.0, 0.99)),
-        ("fails", f"fails all {max_attempts} attempts", (0.0,) * max_attempts),
+        ("succeedsFirstTime", "succeeds first time", (0.99,), ("COMPLETED", 1)),
+        ("succeedsOnRetry", "fails once, succeeds on retry", (0.0, 0.99), ("COMPLETED", 2)),
+        (
+            "fails",
+            f"fails all {max_attempts} attempts",
+            (0.0,) * max_attempts,
+            ("FAILED", max_attempts),
+        ),
     )
     return [
-        harness.Scenario(name=name, description=description, message="bench task", draws=draws)
-        for name, description, draws in lives
+        harness.Scenario(
+            name=name, description=description, message="bench task", draws=draws, ends=ends
+        )
+        for name, description, draws, ends in lives
     ]
 
 
@@ -146,6 +156,12 @@ def _summarise(scenario: harness.Scenario, runs: list[harness.ScenarioRun]) -> S
     for run in runs[1:]:
         if run.calls != first.calls or run.final_status != first.final_status:
             raise RuntimeError(f"scenario {scenario.name}: request counts differ between runs")
+    # A scenario that did not play as scripted would price another life under its name.
+    if scenario.ends is not None and (first.final_status, first.attempts) != scenario.ends:
+        raise RuntimeError(
+            f"scenario {scenario.name} ended {first.final_status} after {first.attempts} "
+            f"attempt(s), not {scenario.ends[0]} after {scenario.ends[1]}"
+        )
     return ScenarioMeasurement(
         name=scenario.name,
         description=scenario.description,

@@ -79,9 +79,9 @@ def capacity(
             backlog_tasks=backlog,
             assumptions=Assumptions(worker_record_ms=worker_ms, item_bytes=item_bytes),
         )
-    # The stack's errors name it (StackConfigError); the others are the quota or price files'
-    # or the flags' own.
-    except (OSError, KeyError, ValueError) as error:
+    # The stack's errors name it (StackConfigError), the quota and price files' name the file
+    # (RecordedFileError); the others are the flags' own.
+    except ValueError as error:
         exit_with_error(str(error))
     if json_output:
         typer.echo(json.dumps(report.to_json(), indent=2))

@@ -17,6 +17,7 @@ from taskctl.bench.requests import (
     cost_table,
     measure,
     scenario_weights,
+    scenarios,
     status_index_writes,
     usage,
 )
@@ -233,6 +234,27 @@ def test_metering_the_real_handlers_follows_each_task_to_its_end():
         assert set(table[design]["scenarios"]) == set(measurements)
 
 
+def test_with_jittered_backoff_each_scenario_still_ends_as_scripted():
+    # GIVEN prod's policy: 5 attempts, full jitter (each retry draws its delay from the rng)
+    policy = TaskPolicy(
+        maxAttempts=5, errorRate=0.05, backoffBaseSeconds=2, maxDelaySeconds=900, jitter=True
+    )
+    measurements = {m.name: m for m in measure(policy, 256, repetitions=1)}
+    # THEN the jitter took none of the scripted draws: the failing task failed all 5 attempts
+    # (it completed after 4 when each jittered retry used one up)
+    assert [(m.name, m.final_status, m.attempts) for m in measurements.values()] == [
+        ("succeedsFirstTime", "COMPLETED", 1),
+        ("succeedsOnRetry", "COMPLETED", 2),
+        ("fails", "FAILED", 5),
+    ]
+    assert measurements["fails"].invocations["dead-letter"] == 1
+
+
+def test_a_stack_with_a_single_attempt_is_refused_saying_why():
+    with pytest.raises(ValueError, match=r"needs maxAttempts >= 2 \(the stack has 1\)"):
+        scenarios(1)
+
+
 def test_a_hung_taskctl_step_ends_the_throughput_run_with_a_reason_and_still_stops_the_stack(
     monkeypatch,
 ):
@@ -262,3 +284,84 @@ def test_an_import_that_fails_is_reported_with_the_interpreters_last_line(tmp_pa
     assert str(failed.value) == (
         "import broken_handler failed: ModuleNotFoundError: No module named 'no_such_dependency'"
     )
+
+
+# -- what `taskctl bench` refuses before it measures -------------------------------------------
+
+
+def _bench(*args: str):
+    from typer.testing import CliRunner
+
+    from taskctl.cli import app
+
+    return CliRunner().invoke(app, ["bench", "--throughput-tasks", "0", *args])
+
+
+def _one_error_line(result) -> str:
+    (line,) = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.output
+    return line
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--import-python", "3.11"], "--import-python '3.11' is not a Lambda Python runtime"),
+        (["--import-python", "abc"], "--import-python 'abc' is not a Lambda Python runtime"),
+    ],
+)
+def test_an_import_python_that_cannot_run_is_refused_before_measuring(args, says, tmp_path):
+    output = tmp_path / "results.json"
+    result = _bench(*args, "--output", str(output))
+    assert result.exit_code == 2
+    assert says in _one_error_line(result)
+    assert not output.exists()
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_measuring(tmp_path, monkeypatch):
+    def no_measuring(*_args, **_kwargs):
+        raise AssertionError("measured before checking --output")
+
+    monkeypatch.setattr("taskctl.bench.cli.measure", no_measuring)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for output, says in (
+        (a_file / "results.json", f"{a_file} is a file"),
+        (tmp_path, "it is a directory"),
+    ):
+        result = _bench("--output", str(output))
+        assert result.exit_code == 2
+        assert _one_error_line(result) == f"error: cannot write the results to {output}: {says}"
+
+
+def test_a_stack_with_one_attempt_is_refused_before_measuring(monkeypatch, tmp_path):
+    from functions.settings import StackSettings
+
+    monkeypatch.setattr(
+        "taskctl.program.load_stack_settings", lambda _stack: StackSettings(maxAttempts=1)
+    )
+    result = _bench("--output", str(tmp_path / "results.json"))
+    assert result.exit_code == 2
+    assert _one_error_line(result) == (
+        "error: stack dev: the benchmark prices a task that succeeds on a retry, so it needs "
+        "maxAttempts >= 2 (the stack has 1)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (None, "cannot read {file}: No such file or directory"),
+        ('{"lambda": ', "{file} is not valid JSON: "),
+        ('{"apiGateway": {}}', "{file} has no apiGateway.httpApiPerMillionRequests"),
+    ],
+    ids=["missing", "not-json", "incomplete"],
+)
+def test_a_broken_prices_file_is_one_line_naming_it(monkeypatch, tmp_path, content, says):
+    file = tmp_path / "prices.json"
+    if content is not None:
+        file.write_text(content)
+    monkeypatch.setattr("taskctl.bench.cost.PRICES_FILE", file)
+    result = _bench("--output", str(tmp_path / "results.json"))
+    assert result.exit_code == 2
+    assert _one_error_line(result).startswith("error: " + says.format(file=file))

@@ -229,6 +229,23 @@ def test_a_rate_within_every_quota_exits_0(run):
     assert "No quota crossed" in result.output
 
 
+def test_a_quotas_file_without_a_figure_is_one_line_naming_the_file_and_the_figure(
+    run, monkeypatch, tmp_path
+):
+    quotas = json.loads(QUOTAS_FILE.read_text())
+    del quotas["quotas"]["sqsInFlightPerStandardQueue"]
+    broken = tmp_path / "quotas.json"
+    broken.write_text(json.dumps(quotas))
+    monkeypatch.setattr("taskctl.capacity.quotas.QUOTAS_FILE", broken)
+
+    result = run("--stack", "dev", "--rate", "10")
+
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: {broken} has no quotas.sqsInFlightPerStandardQueue.value"
+    )
+
+
 def test_a_rate_that_crosses_a_quota_exits_1_and_names_the_setting(run):
     result = run("--stack", "dev", "--rate", "100", "--json")
     assert result.exit_code == 1, result.output
