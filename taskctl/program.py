@@ -298,8 +298,12 @@ class _RegistrationRecordingMonitor(MockMonitor):
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as error:  # its own text spans lines: an error is one line here
+        mark = error.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise StackConfigError(f"{path.name} is not valid YAML: {error.problem}{where}") from None
     except (OSError, yaml.YAMLError) as error:
-        raise StackConfigError(f"cannot read {path.name}: {error}") from error
+        raise StackConfigError(f"cannot read {path.name}: {' '.join(str(error).split())}") from None
     if not isinstance(loaded, dict):
         raise StackConfigError(f"{path.name} is not a YAML mapping")
     return loaded

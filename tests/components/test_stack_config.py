@@ -302,3 +302,19 @@ def test_a_secret_that_taskctl_needs_is_refused_naming_the_key(project_with_secr
     message = str(refused.value)
     assert f"{NAMESPACE}:maxAttempts is a Pulumi secret" in message
     assert "Pulumi.dev.yaml" in message and "--plaintext" in message
+
+
+def test_a_stack_file_that_is_not_yaml_is_one_line_saying_where(tmp_path, monkeypatch):
+    # GIVEN a dev stack file with a key indented under a scalar (a typical hand edit)
+    (tmp_path / "Pulumi.yaml").write_text((PROJECT_DIR / "Pulumi.yaml").read_text())
+    (tmp_path / "Pulumi.dev.yaml").write_text("config:\n  aws:region: eu-west-1\n    bad: 1\n")
+    monkeypatch.setattr(program, "PROJECT_DIR", tmp_path)
+    monkeypatch.setattr(program, "PROJECT_FILE", tmp_path / "Pulumi.yaml")
+
+    with pytest.raises(StackConfigError) as refused:
+        load_stack_settings("dev")
+
+    assert str(refused.value) == (
+        "stack dev: Pulumi.dev.yaml is not valid YAML: mapping values are not allowed here "
+        "at line 3, column 8"
+    )
