@@ -32,6 +32,7 @@ WORLD_TASKS = 500
 OUTAGES_PER_TASK = 1 / 35
 REDRIVES_PER_TASK = 1 / 20
 SHOWN_FINDINGS = 50  # per list in the JSON report; the counts are always complete
+STOP_GRACE_S = 5.0  # how long a worker told to end (SIGTERM) has before it is killed
 
 
 @dataclass(frozen=True)
@@ -189,8 +190,32 @@ def _run_in_processes(
         finished = True
         return reports
     finally:
-        # On an error or Ctrl-C, do not wait for the other worlds to run to their end.
-        pool.shutdown(wait=finished, cancel_futures=True)
+        if finished:
+            pool.shutdown(wait=True)
+        else:  # an error or Ctrl-C: do not wait for the other worlds to run to their end
+            _stop_now(pool)
+
+
+def _stop_now(pool: ProcessPoolExecutor) -> None:
+    """Cancel the worlds not started and end the worker processes at once.
+
+    `shutdown(wait=False, cancel_futures=True)` alone is not enough: a world already handed to
+    the pool's call queue cannot be cancelled, a worker that Ctrl-C interrupted takes it next, and
+    the interpreter waits for it at exit, up to a whole world's run. Python 3.14's
+    `ProcessPoolExecutor.terminate_workers` does what this does; before it, the processes are
+    only in the private `_processes`."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError):  # already gone, or already closed
+            process.terminate()
+    deadline = time.monotonic() + STOP_GRACE_S
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError):
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join()
 
 
 def _drain(updates: Any, progress: Callable[[int], None], timeout_s: float) -> None:

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 
+import psutil
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -15,6 +23,8 @@ from functions.settings import StackSettings
 from taskctl.chaos.campaign import CampaignConfig, CampaignReport, run_campaign
 from taskctl.chaos.cli import chaos
 from taskctl.chaos.faults import FaultKind, FaultRates
+from taskctl.exit_codes import EXIT_INTERRUPTED
+from taskctl.local.paths import PROJECT_DIR
 from taskctl.program import load_stack_settings
 
 SEED = 20261129
@@ -140,3 +150,45 @@ def test_the_command_refuses_an_unknown_stack_in_one_line_with_exit_2():
     result = CliRunner().invoke(app, ["chaos", "--tasks", "5", "--stack", "nope"])
     assert result.exit_code == 2
     assert result.stderr.startswith("error: stack nope: ") and result.stderr.count("\n") == 1
+
+
+def test_ctrl_c_stops_a_campaign_in_several_processes_at_once_with_exit_130():
+    # GIVEN a campaign of 3 worlds in 2 processes, so that one world waits in the pool's queue;
+    # its own session, SIGINT as a terminal delivers it (a background shell ignores it), and a
+    # progress bar that refreshes into the pipe
+    command = [sys.executable, "-m", "taskctl", "chaos", "--tasks", "1500", "--jobs", "2"]
+    env = {**os.environ, "TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "NO_COLOR": "1"}
+    process = subprocess.Popen(
+        command, cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    output = bytearray()
+
+    def read() -> None:
+        while chunk := process.stdout.read1():
+            output.extend(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        # WHEN the worlds are under way (client requests answered) and Ctrl-C comes
+        deadline = time.monotonic() + 180
+        while not re.search(rb"answered[^\n]*?\b[1-9]\d*/\d+", bytes(output)):
+            assert process.poll() is None and time.monotonic() < deadline, bytes(output)
+            time.sleep(0.2)
+        workers = psutil.Process(process.pid).children(recursive=True)
+        assert len(workers) >= 2, workers
+        os.killpg(process.pid, signal.SIGINT)
+        interrupted = time.monotonic()
+        returncode = process.wait(timeout=120)
+        took_s = time.monotonic() - interrupted
+        # THEN it exits 130 within seconds (not after the queued world's run), no worker left
+        assert returncode == EXIT_INTERRUPTED, bytes(output)
+        assert took_s < 15, f"exited {took_s:.0f} s after SIGINT"
+        _, alive = psutil.wait_procs(workers, timeout=5)
+        assert alive == [], alive
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        reader.join(timeout=10)
