@@ -1,7 +1,8 @@
 """`python -m taskctl chaos`: a seeded fault campaign over the real handlers (DESIGN §8).
 
 Prints what was injected (by kind), how the tasks ended, every stranded task and broken
-invariant, and the command that replays the same campaign.
+invariant, and the command that replays the same campaign. `--scale` runs the queue model
+(`scale.py`) instead; an option of the other mode is refused, not ignored.
 
 Exit status: 0 when no task is stranded and no invariant is broken; 1 when any is; 2 for an error
 that stopped the run (bad flags, an unknown or invalid stack, the campaign itself failing),
@@ -30,15 +31,21 @@ if TYPE_CHECKING:
 
 SHOWN_PER_LIST = 5  # stranded tasks and violations printed in full; --json lists more
 DETAILS_PER_KIND = 4
+# The options only one mode reads (by parameter name); --seed, --stack and --json serve both.
+CAMPAIGN_ONLY = ("tasks", "jobs")
+SCALE_ONLY = ("rate", "duration", "error_share", "worker_concurrency")
+NOT_GIVEN = (None, "DEFAULT", "DEFAULT_MAP")  # click's ParameterSource of a value left as it was
 
 
 def chaos(
+    ctx: typer.Context,
     tasks: Annotated[
         int,
         typer.Option(
             min=1,
             max=100_000,
-            help="Tasks to submit through the API (about 4 % invalid requests come on top).",
+            help="Campaign only: tasks to submit through the API (about 4 % invalid requests "
+            "come on top).",
         ),
     ] = 500,
     seed: Annotated[
@@ -51,7 +58,8 @@ def chaos(
         int | None,
         typer.Option(
             min=1,
-            help="Processes to run worlds in (default: one per core); the result is the same.",
+            help="Campaign only: processes to run worlds in (default: one per core); the "
+            "result is the same.",
         ),
     ] = None,
     json_output: Annotated[
@@ -70,28 +78,30 @@ def chaos(
         typer.Option(
             min=0.001,
             max=100_000,
-            help="--scale: submits per second (default: the stack's apiThrottleRateLimit + "
+            help="--scale only: submits per second (default: the stack's apiThrottleRateLimit + "
             "apiThrottleBurstLimit).",
         ),
     ] = None,
     duration: Annotated[
-        int, typer.Option(min=1, max=86_400, help="--scale: simulated seconds of submits.")
+        int, typer.Option(min=1, max=86_400, help="--scale only: simulated seconds of submits.")
     ] = 600,
     error_share: Annotated[
         float,
-        typer.Option(min=0.0, max=1.0, help="--scale: share of tasks whose message is ERROR."),
+        typer.Option(min=0.0, max=1.0, help="--scale only: share of tasks whose message is ERROR."),
     ] = 1.0,
     worker_concurrency: Annotated[
         int | None,
         typer.Option(
             min=2,
             max=1000,
-            help="--scale: worker batches at once (default: the stack's workerMaxConcurrency).",
+            help="--scale only: worker batches at once (default: the stack's "
+            "workerMaxConcurrency).",
         ),
     ] = None,
 ) -> None:
     """Run the real handlers over moto's DynamoDB and simulated SQS on a simulated clock,
     inject faults at exact AWS calls, and check that every accepted task still ends."""
+    _refuse_the_other_modes_options(ctx, scale)
     console = Console(highlight=False)
     if scale:
         from taskctl.chaos.scale import ScaleConfig, print_scale_report, scale_report
@@ -117,6 +127,27 @@ def chaos(
         print_report(report, console)
     if not report.passed:
         raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _refuse_the_other_modes_options(ctx: typer.Context, scale: bool) -> None:
+    """An option given on the command line that only the other mode reads is a usage error: the
+    run would silently ignore it. Defaults do not count, whatever their value."""
+    others = CAMPAIGN_ONLY if scale else SCALE_ONLY
+    options = {param.name: param.opts[0] for param in ctx.command.params}
+    # By name: Typer has its own copy of click, and of click's ParameterSource.
+    sources = {name: getattr(ctx.get_parameter_source(name), "name", None) for name in others}
+    given = [options[name] for name, source in sources.items() if source not in NOT_GIVEN]
+    if not given:
+        return
+    verb = "applies" if len(given) == 1 else "apply"
+    if scale:
+        exit_with_error(
+            f"{', '.join(given)} {verb} only to the fault campaign (chaos without --scale)"
+        )
+    exit_with_error(
+        f"{', '.join(given)} {verb} only to the scale mode: add --scale (without it, chaos runs "
+        "the fault campaign)"
+    )
 
 
 def _campaign(

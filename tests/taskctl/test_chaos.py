@@ -152,6 +152,33 @@ def test_the_command_refuses_an_unknown_stack_in_one_line_with_exit_2():
     assert result.stderr.startswith("error: stack nope: ") and result.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--rate", "5"], "--rate applies"),
+        (["--duration", "600"], "--duration applies"),  # the default value, given: still refused
+        (["--error-share", "0.5", "--worker-concurrency", "5"], "--error-share, --worker-"),
+    ],
+    ids=["rate", "duration", "two"],
+)
+def test_an_option_of_the_scale_mode_without_scale_is_a_usage_error(monkeypatch, args, named):
+    # GIVEN a campaign that would run if the command got that far
+    def runs(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the campaign ran, its options ignored")
+
+    monkeypatch.setattr("taskctl.chaos.campaign.run_campaign", runs)
+    app = typer.Typer(add_completion=False)
+    app.command()(chaos)
+    app.command("noop")(lambda: None)
+    # WHEN an option only --scale reads is given without --scale
+    result = CliRunner().invoke(app, ["chaos", "--tasks", "5", *args])
+    # THEN exit 2 and one line naming the option and the mode it belongs to; nothing ran
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {named}") and "only to the scale mode: add --scale" in line
+    assert result.stdout == ""
+
+
 def test_ctrl_c_stops_a_campaign_in_several_processes_at_once_with_exit_130():
     # GIVEN a campaign of 3 worlds in 2 processes, so that one world waits in the pool's queue;
     # its own session, SIGINT as a terminal delivers it (a background shell ignores it), and a

@@ -162,3 +162,22 @@ def test_the_scale_mode_prints_both_designs_and_the_ratio(run):
     assert result.exit_code == 0, result.output
     assert "waits kept in flight (before #13)" in result.output
     assert "as many messages in flight" in result.output and "Passed" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [(["--tasks", "5"], "--tasks applies"), (["--tasks", "500", "--jobs", "3"], "--tasks, --jobs")],
+    ids=["tasks", "tasks-and-jobs"],
+)
+def test_an_option_of_the_campaign_with_scale_is_a_usage_error(run, monkeypatch, args, named):
+    def runs(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the scale run ran, the campaign's options ignored")
+
+    monkeypatch.setattr("taskctl.chaos.scale.scale_report", runs)
+    # --tasks 500 is the campaign's default, given: refused too
+    result = run("--scale", "--duration", "5", *args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {named}")
+    assert line.endswith("only to the fault campaign (chaos without --scale)")
+    assert result.stdout == ""
