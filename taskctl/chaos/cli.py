@@ -5,16 +5,18 @@ invariant, and the command that replays the same campaign. `--scale` runs the qu
 (`scale.py`) instead; an option of the other mode is refused, not ignored.
 
 Exit status: 0 when no task is stranded and no invariant is broken; 1 when any is; 2 for an error
-that stopped the run (bad flags, an unknown or invalid stack, the campaign itself failing),
-reported as one line on stderr.
+that stopped the run (bad flags, an unknown or invalid stack, an unreadable bench/quotas.json,
+the campaign itself failing), reported as one line on stderr.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -27,6 +29,7 @@ from taskctl.exit_codes import EXIT_CHECK_FAILED, exit_with_error
 
 if TYPE_CHECKING:
     from functions.settings import StackSettings
+    from taskctl.capacity.quotas import Quotas
     from taskctl.chaos.campaign import CampaignReport
 
 SHOWN_PER_LIST = 5  # stranded tasks and violations printed in full; --json lists more
@@ -102,6 +105,9 @@ def chaos(
     """Run the real handlers over moto's DynamoDB and simulated SQS on a simulated clock,
     inject faults at exact AWS calls, and check that every accepted task still ends."""
     _refuse_the_other_modes_options(ctx, scale)
+    # Read before either mode starts: the scale model runs against them, the campaign's simulated
+    # SQS (sqs.quotas) reads the same file in each world.
+    quotas = _quotas()
     console = Console(highlight=False)
     if scale:
         from taskctl.chaos.scale import ScaleConfig, print_scale_report, scale_report
@@ -114,6 +120,7 @@ def chaos(
             duration_s=duration,
             error_share=error_share,
             worker_concurrency=worker_concurrency,
+            quotas=quotas,
             seed=seed,
         )
         report: Any = scale_report(config, stack)
@@ -189,6 +196,47 @@ def _campaign(
             f"the campaign stopped ({type(exc).__name__}: {detail}); rerun with the same "
             f"--seed {seed} --tasks {tasks} to reproduce"
         )
+
+
+def _quotas() -> Quotas:
+    """The AWS quotas in `bench/quotas.json`. A file missing, not JSON, or without an entry is
+    one `error:` line naming it and what is wrong: not a traceback (--scale), nor a campaign that
+    "stopped" and is to be rerun with its seed."""
+    from taskctl.capacity import quotas as recorded  # QUOTAS_FILE read now: tests replace it
+
+    file = recorded.QUOTAS_FILE
+    try:
+        return recorded.Quotas.load()
+    except OSError as exc:
+        problem = f"cannot be read ({exc.strerror or exc})"
+    except ValueError as exc:  # json.JSONDecodeError, or bytes that are not UTF-8
+        problem = f"is not valid JSON ({' '.join(str(exc).split())})"
+    except KeyError as exc:
+        problem = f"has no {_entry(file, exc.args[0])}"
+    except TypeError as exc:  # a list or a number where an object of entries should be
+        problem = f"is not laid out as expected ({exc})"
+    exit_with_error(
+        f"the quotas file {file} {problem}; `git checkout bench/quotas.json` restores the "
+        "recorded one"
+    )
+
+
+def _entry(file: Path, key: object) -> str:
+    """The first entry the loader looked for in `file` and did not find, as a dotted path
+    (quotas.sqsMaxDelaySeconds.value); `key` is what its KeyError named."""
+    from dataclasses import fields
+
+    from taskctl.capacity.quotas import Quotas
+
+    with contextlib.suppress(OSError, ValueError):
+        raw = json.loads(file.read_text())
+        for path in (field.metadata["keys"] for field in fields(Quotas)):
+            node = raw
+            for depth, name in enumerate(path):
+                if not isinstance(node, dict) or name not in node:
+                    return f"entry {'.'.join(path[: depth + 1])}"
+                node = node[name]
+    return f"key {key!r}"
 
 
 def _settings(stack: str) -> StackSettings:

@@ -251,3 +251,48 @@ def test_a_campaign_that_breaks_exits_2_saying_how_to_reproduce_it(monkeypatch) 
         "error: the campaign stopped (RuntimeError: the simulated queue lost its order); "
         "rerun with the same --seed 9 --tasks 5 to reproduce"
     )
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (None, "cannot be read (No such file or directory)"),
+        ('{"quotas": {', "is not valid JSON (Expecting property name"),
+        (
+            '{"recorded": "2026-11-29", "quotas": {}}',
+            "has no entry quotas.sqsInFlightPerStandardQueue",
+        ),
+    ],
+    ids=["missing", "not-json", "no-entry"],
+)
+@pytest.mark.parametrize(
+    "mode",
+    [["--tasks", "3", "--jobs", "1"], ["--scale", "--duration", "5"]],
+    ids=["campaign", "scale"],
+)
+def test_chaos_with_an_unreadable_quotas_file_exits_2_naming_it_before_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str | None, says: str, mode
+) -> None:
+    from taskctl.chaos import campaign
+    from taskctl.cli import app
+
+    # GIVEN a quotas file that is missing, not JSON, or without the in-flight quota
+    quotas_file = tmp_path / "quotas.json"
+    if content is not None:
+        quotas_file.write_text(content)
+    monkeypatch.setattr("taskctl.capacity.quotas.QUOTAS_FILE", quotas_file)
+
+    def runs(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the campaign started")
+
+    monkeypatch.setattr(campaign, "run_campaign", runs)
+
+    # WHEN either mode runs
+    result = runner.invoke(app, ["chaos", *mode])
+
+    # THEN one line names the file and what is wrong with it, before anything ran (not "the
+    # campaign stopped ... rerun with the same --seed", not a traceback)
+    assert result.exit_code == EXIT_ERROR, result.output
+    line = _one_error_line(result)
+    assert line.startswith(f"error: the quotas file {quotas_file} {says}"), line
+    assert result.stdout == ""
