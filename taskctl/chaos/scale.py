@@ -281,9 +281,18 @@ class _Run:
         last = attempt >= self.policy.maxAttempts
         # Each sampled task among the visible ones was received with probability count/visible;
         # those decide their own fate, the counted rest follow the group's failure rate.
+        # One draw per candidate, in order; the first `count` hits are received. Split by
+        # position, not by `task not in chosen` (dataclass equality, all against all, each
+        # second): this runs for every waiting sampled task every second.
         candidates = self.sampled_visible.get(key, [])
-        chosen = [task for task in candidates if self.rng.random() < count / visible][:count]
-        self.sampled_visible[key] = [task for task in candidates if task not in chosen]
+        draw, share = self.rng.random, count / visible
+        hits = [index for index in range(len(candidates)) if draw() < share][:count]
+        chosen = [candidates[index] for index in hits]
+        if hits:
+            left: list[SampledTask] = []
+            for start, end in zip([-1, *hits], [*hits, len(candidates)], strict=True):
+                left += candidates[start + 1 : end]
+            self.sampled_visible[key] = left
         waits: Counter[int] = Counter()  # wait in seconds -> failed deliveries to retry
         failures = 0
         for task in chosen:
