@@ -268,11 +268,12 @@ class _Run:
             self.queue.send(key, count, now_s, now_s)
             first = self.result.submitted + 1
             self.result.submitted += count
-            for number in range(first, self.result.submitted + 1):
-                if number % config.sample_every == 0:
-                    task = SampledTask(number=number, always_fails=always_fails, due_s=now_s)
-                    self.sampled.append(task)
-                    self.sampled_visible.setdefault(key, []).append(task)
+            # The multiples of sample_every among the numbers first..submitted, not every number.
+            every = config.sample_every
+            for number in range(-(-first // every) * every, self.result.submitted + 1, every):
+                task = SampledTask(number=number, always_fails=always_fails, due_s=now_s)
+                self.sampled.append(task)
+                self.sampled_visible.setdefault(key, []).append(task)
 
     def _attempt(self, key: Key, count: int, visible: int, now_s: int) -> None:
         """`count` of the `visible` messages of group `key` were received and run their attempt;
