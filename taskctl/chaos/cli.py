@@ -11,12 +11,10 @@ the campaign itself failing), reported as one line on stderr.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections import defaultdict
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -202,41 +200,13 @@ def _quotas() -> Quotas:
     """The AWS quotas in `bench/quotas.json`. A file missing, not JSON, or without an entry is
     one `error:` line naming it and what is wrong: not a traceback (--scale), nor a campaign that
     "stopped" and is to be rerun with its seed."""
-    from taskctl.capacity import quotas as recorded  # QUOTAS_FILE read now: tests replace it
-
-    file = recorded.QUOTAS_FILE
-    try:
-        return recorded.Quotas.load()
-    except OSError as exc:
-        problem = f"cannot be read ({exc.strerror or exc})"
-    except ValueError as exc:  # json.JSONDecodeError, or bytes that are not UTF-8
-        problem = f"is not valid JSON ({' '.join(str(exc).split())})"
-    except KeyError as exc:
-        problem = f"has no {_entry(file, exc.args[0])}"
-    except TypeError as exc:  # a list or a number where an object of entries should be
-        problem = f"is not laid out as expected ({exc})"
-    exit_with_error(
-        f"the quotas file {file} {problem}; `git checkout bench/quotas.json` restores the "
-        "recorded one"
-    )
-
-
-def _entry(file: Path, key: object) -> str:
-    """The first entry the loader looked for in `file` and did not find, as a dotted path
-    (quotas.sqsMaxDelaySeconds.value); `key` is what its KeyError named."""
-    from dataclasses import fields
-
+    from taskctl.bench.recorded import RecordedFileError
     from taskctl.capacity.quotas import Quotas
 
-    with contextlib.suppress(OSError, ValueError):
-        raw = json.loads(file.read_text())
-        for path in (field.metadata["keys"] for field in fields(Quotas)):
-            node = raw
-            for depth, name in enumerate(path):
-                if not isinstance(node, dict) or name not in node:
-                    return f"entry {'.'.join(path[: depth + 1])}"
-                node = node[name]
-    return f"key {key!r}"
+    try:
+        return Quotas.load()
+    except RecordedFileError as exc:
+        exit_with_error(f"{exc}; `git checkout bench/quotas.json` restores the recorded one")
 
 
 def _settings(stack: str) -> StackSettings:

@@ -256,11 +256,11 @@ def test_a_campaign_that_breaks_exits_2_saying_how_to_reproduce_it(monkeypatch) 
 @pytest.mark.parametrize(
     ("content", "says"),
     [
-        (None, "cannot be read (No such file or directory)"),
-        ('{"quotas": {', "is not valid JSON (Expecting property name"),
+        (None, "cannot read {file}: No such file or directory"),
+        ('{"quotas": {', "{file} is not valid JSON: Expecting property name"),
         (
             '{"recorded": "2026-11-29", "quotas": {}}',
-            "has no entry quotas.sqsInFlightPerStandardQueue",
+            "{file} has no quotas.sqsInFlightPerStandardQueue.value",
         ),
     ],
     ids=["missing", "not-json", "no-entry"],
@@ -294,5 +294,6 @@ def test_chaos_with_an_unreadable_quotas_file_exits_2_naming_it_before_it_runs(
     # campaign stopped ... rerun with the same --seed", not a traceback)
     assert result.exit_code == EXIT_ERROR, result.output
     line = _one_error_line(result)
-    assert line.startswith(f"error: the quotas file {quotas_file} {says}"), line
+    assert line.startswith("error: " + says.format(file=quotas_file)), line
+    assert line.endswith("`git checkout bench/quotas.json` restores the recorded one")
     assert result.stdout == ""
