@@ -287,12 +287,10 @@ class _Run:
         # second): this runs for every waiting sampled task every second.
         candidates = self.sampled_visible.get(key, [])
         draw, share = self.rng.random, count / visible
-        hits = [index for index in range(len(candidates)) if draw() < share][:count]
-        chosen = [candidates[index] for index in hits]
+        hits = set([index for index in range(len(candidates)) if draw() < share][:count])
+        chosen = [task for index, task in enumerate(candidates) if index in hits]
         if hits:
-            left: list[SampledTask] = []
-            for start, end in zip([-1, *hits], [*hits, len(candidates)], strict=True):
-                left += candidates[start + 1 : end]
+            left = [task for index, task in enumerate(candidates) if index not in hits]
             self.sampled_visible[key] = left
         waits: Counter[int] = Counter()  # wait in seconds -> failed deliveries to retry
         failures = 0
