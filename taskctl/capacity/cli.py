@@ -173,7 +173,12 @@ def print_report(report: CapacityReport, console: Console) -> None:
             if report.drain_s is None
             else f"drains in {_duration(report.drain_s)}"
         )
-        + f" (they handle at most {_n(report.worker_records_s_max)} records/s)."
+        + (
+            f" (they handle at most {_n(report.worker_records_s_max)} records/s)."
+            if report.worker_records_s_max
+            else " (the API and dead-letter functions alone need all the account's "
+            f"{report.quotas.lambda_concurrency:,} concurrent executions)."
+        )
     )
     if report.findings:
         console.print(f"[red]Quotas crossed[/] ({len(report.findings)}):")

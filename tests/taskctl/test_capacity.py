@@ -255,6 +255,17 @@ def test_a_rate_that_crosses_a_quota_exits_1_and_names_the_setting(run):
     assert report["ratePerSecond"] == 100
 
 
+def test_a_rate_whose_api_takes_the_whole_account_says_why_the_backlog_never_drains(run):
+    # dev at 50,000/s: the API alone needs 50,000 x 0.04 s = 2,000 executions of the
+    # account's 1,000, so the workers get none; "at most 0 records/s" would not say why.
+    result = run("--stack", "dev", "--rate", "50000")
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "never drains" in text
+    assert "the API and dead-letter functions alone need all the account's 1,000" in text
+    assert "at most 0 records/s" not in text
+
+
 def test_error_rate_overrides_the_stacks(run):
     result = run("--stack", "prod", "--rate", "10", "--error-rate", "1", "--json")
     report = json.loads(result.output)
