@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -41,13 +40,9 @@ class ManagedVenv:
 
     label: str
     requirements: Path
-    default_dir: Path
-    dir_env: str  # environment variable that moves it (the tests share one across state dirs)
+    # Under the project's `.local/`, not a stack's state dir: every stack and test shares it.
+    directory: Path
     warm_import: str  # imported once after installing, so the first real start is not slower
-
-    @property
-    def directory(self) -> Path:
-        return Path(os.environ.get(self.dir_env) or self.default_dir).resolve()
 
     @property
     def python(self) -> Path:
@@ -127,14 +122,12 @@ def ensure_all(venvs: Sequence[ManagedVenv], report: Report) -> list[Path]:
 EMULATOR_VENV = ManagedVenv(
     label="emulator",
     requirements=HERE / "requirements-emulator.txt",
-    default_dir=PROJECT_DIR / ".local" / "emulator-venv",
-    dir_env="TASKS_EMULATOR_VENV",
+    directory=PROJECT_DIR / ".local" / "emulator-venv",
     warm_import="ministack.app",
 )
 LAMBDA_RUNTIME_VENV = ManagedVenv(
     label="Lambda runtime",
     requirements=HERE / "requirements-lambda-runtime.txt",
-    default_dir=PROJECT_DIR / ".local" / "lambda-runtime-venv",
-    dir_env="TASKS_LAMBDA_RUNTIME_VENV",
+    directory=PROJECT_DIR / ".local" / "lambda-runtime-venv",
     warm_import="boto3",
 )

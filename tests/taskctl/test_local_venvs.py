@@ -17,8 +17,7 @@ def venv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ManagedVenv, 
     managed = ManagedVenv(
         label="test",
         requirements=requirements,
-        default_dir=tmp_path / "venv",
-        dir_env="TASKS_TEST_VENV_UNSET",
+        directory=tmp_path / "venv",
         warm_import="json",
     )
     builds: list[str] = []
