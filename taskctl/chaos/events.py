@@ -8,7 +8,6 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from functions.lifecycle import to_epoch_ms
@@ -25,15 +24,15 @@ STAGE = "dev"
 class Events:
     """Builds API Gateway (HTTP API v2), SQS and EventBridge schedule events."""
 
-    def __init__(self, events_dir: Path = EVENTS_DIR) -> None:
+    def __init__(self) -> None:
         try:
-            self._api = (events_dir / API_EVENT).read_text()
+            self._api = (EVENTS_DIR / API_EVENT).read_text()
             self._sqs_record = json.dumps(
-                json.loads((events_dir / SQS_EVENT).read_text())["Records"][0]
+                json.loads((EVENTS_DIR / SQS_EVENT).read_text())["Records"][0]
             )
         except (OSError, KeyError, IndexError, ValueError) as error:
             raise RuntimeError(
-                f"cannot read the sample events in {events_dir} ({error}); run from a checkout"
+                f"cannot read the sample events in {EVENTS_DIR} ({error}); run from a checkout"
             ) from None
 
     def http(
