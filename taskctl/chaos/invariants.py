@@ -16,6 +16,12 @@ terminal status. After the faults stop and simulated time has run on until nothi
 - finished task changed: a write that changes the record (what `GET` shows) of a COMPLETED or
   FAILED task, by anything but an operator's redrive (DESIGN §3: a duplicate or late message for
   a finished task changes nothing);
+- unfinished task with a TTL: a write left a task that is neither COMPLETED nor FAILED with an
+  `expiresAt` (DESIGN §3: TTL never removes an unfinished task);
+- status index entry in the wrong group: a write left a PENDING, PROCESSING or RETRYING task
+  outside the status index's OPEN group, a FAILED one outside FAILED, or a COMPLETED one in the
+  index (`functions.store` moves the entry in the write that changes the status, so an
+  operator's list of open or FAILED tasks misses none);
 - FAILED with attempts left: no message in a campaign is poisonous (crashes are random, not tied
   to a message), so a task FAILED before its last attempt was failed by receives that were not
   attempts - outages, throttling, duplicates - which DESIGN §8 says must never fail a task;
@@ -39,9 +45,13 @@ from itertools import pairwise
 from typing import Any
 
 from functions.lifecycle import RECORD_FIELDS, TERMINAL_STATUSES, from_iso, to_iso
+from functions.store import STATUS_SHARD_ATTRIBUTE
 
 _TASK_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
+# The status index's group of each status (None: not indexed), restated from what
+# `functions.store` documents rather than taken from its code, which is what is checked.
+_INDEX_GROUPS = {"PENDING": "OPEN", "PROCESSING": "OPEN", "RETRYING": "OPEN", "FAILED": "FAILED"}
 
 
 class Kind(StrEnum):
@@ -56,6 +66,8 @@ class Kind(StrEnum):
     ACCEPTED_MISSING = "202 names no stored task"
     FAILED_EARLY = "FAILED with attempts left"
     FINISHED_CHANGED = "finished task changed"
+    UNFINISHED_TTL = "unfinished task with a TTL"
+    STATUS_INDEX_GROUP = "status index entry in the wrong group"
     UNFINISHED_ACKNOWLEDGED = "message of an unfinished task acknowledged"
     HANDLER_ERROR = "exception escaped a handler"
     API_BUG = "API answered 500"
@@ -131,6 +143,16 @@ class Observer:
                 watch.terminal_transitions += 1
         self._set_status(watch, status)
         watch.redrive_count = int(item.get("redriveCount") or 0)
+        if status not in TERMINAL and "expiresAt" in item:
+            broken(
+                Kind.UNFINISHED_TTL, f"a write left the {status} task expiresAt={item['expiresAt']}"
+            )
+        group = str(item.get(STATUS_SHARD_ATTRIBUTE, "")).partition("#")[0] or None
+        if group != _INDEX_GROUPS.get(status):
+            broken(
+                Kind.STATUS_INDEX_GROUP,
+                f"a write left the {status} task in the status index's group {group}",
+            )
         attempts = int(item.get("attempts", 0))
         if attempts > int(item.get("maxAttempts", 0)):
             broken(

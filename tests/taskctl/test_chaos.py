@@ -23,6 +23,7 @@ from functions.settings import StackSettings
 from taskctl.chaos.campaign import CampaignConfig, CampaignReport, run_campaign
 from taskctl.chaos.cli import chaos
 from taskctl.chaos.faults import FaultKind, FaultRates
+from taskctl.chaos.invariants import Kind
 from taskctl.exit_codes import EXIT_INTERRUPTED
 from taskctl.local.paths import PROJECT_DIR
 from taskctl.program import load_stack_settings
@@ -119,6 +120,51 @@ def test_without_own_write_recognition_lost_responses_strand_accepted_tasks(
     else:
         assert len(report.stranded) > 0
         assert not report.passed
+
+
+def keep_the_ttl_on_redrive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The redrive's update no longer removes expiresAt (the only write that removes it)."""
+    update = store.TaskStore._update
+
+    def keeping_ttl(self, task_id, sets, removes, *args):
+        return update(
+            self, task_id, sets, [name for name in removes if name != "#expiresAt"], *args
+        )
+
+    monkeypatch.setattr(store.TaskStore, "_update", keeping_ttl)
+
+
+def file_every_task_as_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every status index entry written goes to the OPEN group, FAILED tasks' too."""
+    monkeypatch.setattr(store, "index_group", lambda status: store.OPEN_GROUP)
+
+
+@pytest.mark.parametrize(
+    ("plant", "kind"),
+    [
+        (None, None),
+        (keep_the_ttl_on_redrive, Kind.UNFINISHED_TTL),
+        (file_every_task_as_open, Kind.STATUS_INDEX_GROUP),
+    ],
+    ids=["correct", "ttl-kept-on-redrive", "failed-filed-as-open"],
+)
+def test_a_write_leaving_a_ttl_or_index_entry_that_contradicts_the_status_is_reported(
+    dev, monkeypatch, plant, kind
+):
+    # GIVEN a fault-free campaign in which operators redrive FAILED tasks
+    config = quiet_campaign(dev, 30, redrives_per_task=0.2)
+    # AND, in some runs, a store that keeps a redriven task's TTL, or files FAILED tasks as open
+    if plant is not None:
+        plant(monkeypatch)
+    # WHEN it runs
+    report = run_campaign(config)
+    # THEN tasks were redriven, and the correct store passes
+    assert report.to_json()["faultDetails"].get("operator redrive: alone -> redriven", 0) > 0
+    if kind is None:
+        assert report.passed, findings(report)
+    # AND the planted bug is reported as what it breaks
+    else:
+        assert {violation.kind for violation in report.violations} == {kind}, findings(report)
 
 
 def test_the_command_prints_a_json_report_and_exits_1_when_tasks_are_stranded(monkeypatch):
