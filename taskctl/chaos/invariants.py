@@ -11,6 +11,9 @@ terminal status. After the faults stop and simulated time has run on until nothi
 - history numbering: the attempts in `history` are not exactly 1..attempts, or an attempt other
   than the last is still open;
 - early retry: an attempt started before the previous one's finish plus its promised delay;
+- retry delay off the backoff: failed attempt n's `retryDelaySeconds` is not
+  min(maxDelaySeconds, backoffBaseSeconds x 2^(n-1)), or, with jitter, not within [0, that]
+  (DESIGN §3; computed here from the stack's policy, not by the functions' own helper);
 - rejected request stored: a request answered 4xx wrote anything, or its task exists;
 - 202 for a missing task: an accepted task that does not exist when the 202 is sent or after;
 - finished task changed: a write that changes the record (what `GET` shows) of a COMPLETED or
@@ -45,6 +48,7 @@ from itertools import pairwise
 from typing import Any
 
 from functions.lifecycle import RECORD_FIELDS, TERMINAL_STATUSES, from_iso, to_iso
+from functions.policy import TaskPolicy
 from functions.store import STATUS_SHARD_ATTRIBUTE
 
 _TASK_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -62,6 +66,7 @@ class Kind(StrEnum):
     EXTRA_TERMINAL = "more terminal transitions than redrives allow"
     HISTORY_NUMBERING = "history not numbered 1..attempts"
     EARLY_RETRY = "retry started before its promised delay"
+    BACKOFF_BROKEN = "retry delay off the backoff"
     REJECTED_STORED = "rejected request stored something"
     ACCEPTED_MISSING = "202 names no stored task"
     FAILED_EARLY = "FAILED with attempts left"
@@ -188,8 +193,10 @@ def check(
     items: Iterable[tuple[str, dict[str, Any] | None]],
     observer: Observer,
     requests: Requests,
+    policy: TaskPolicy,
 ) -> tuple[list[Violation], list[Violation]]:
-    """(stranded tasks, violations) over every stored task and every request."""
+    """(stranded tasks, violations) over every stored task and every request, under the
+    stack's retry `policy`."""
     stranded: list[Violation] = []
     violations = list(observer.violations) + list(requests.violations)
     seen: set[str] = set()
@@ -201,7 +208,7 @@ def check(
             stranded.append(
                 Violation(Kind.STRANDED, f"ended {item.get('status')}", task_id, record=shown(item))
             )
-        violations += _check_record(task_id, item, observer.tasks.get(task_id))
+        violations += _check_record(task_id, item, observer.tasks.get(task_id), policy)
     for task_id, at in requests.accepted.items():
         if task_id not in seen:
             violations.append(
@@ -215,7 +222,9 @@ def check(
     return stranded, violations
 
 
-def _check_record(task_id: str, item: dict[str, Any], watch: TaskWatch | None) -> list[Violation]:
+def _check_record(
+    task_id: str, item: dict[str, Any], watch: TaskWatch | None, policy: TaskPolicy
+) -> list[Violation]:
     found: list[Violation] = []
 
     def broken(kind: str, detail: str) -> None:
@@ -240,6 +249,20 @@ def _check_record(task_id: str, item: dict[str, Any], watch: TaskWatch | None) -
     numbers = [entry.get("attempt") for entry in history]
     if numbers != list(range(1, attempts + 1)):
         broken(Kind.HISTORY_NUMBERING, f"attempts={attempts}, history numbers {numbers}")
+    for entry in history:
+        delay_s = entry.get("retryDelaySeconds")
+        if delay_s is None:
+            continue
+        ceiling_s = min(
+            policy.maxDelaySeconds, policy.backoffBaseSeconds * 2 ** (entry["attempt"] - 1)
+        )
+        if not (0 <= delay_s <= ceiling_s if policy.jitter else delay_s == ceiling_s):
+            promise = f"in [0, {ceiling_s}]" if policy.jitter else f"{ceiling_s}"
+            broken(
+                Kind.BACKOFF_BROKEN,
+                f"attempt {entry['attempt']} failed with retryDelaySeconds={delay_s}, "
+                f"not {promise}",
+            )
     for entry, following in pairwise(history):
         if entry.get("finishedAt") is None:
             broken(Kind.HISTORY_NUMBERING, f"attempt {entry.get('attempt')} never closed")

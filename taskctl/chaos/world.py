@@ -616,7 +616,9 @@ class World:
     def _finish(self) -> None:
         report = self.report
         items = [(task_id, self.table.item(task_id)) for task_id in self.table.task_ids()]
-        report.stranded, report.violations = check(items, self.observer, self.requests)
+        report.stranded, report.violations = check(
+            items, self.observer, self.requests, self.settings.policy
+        )
         statuses: Counter[str] = Counter()
         fingerprint = hashlib.sha256()
         for task_id, item in sorted(items, key=lambda pair: pair[0]):

@@ -18,7 +18,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from functions import store
+from functions import lifecycle, store
 from functions.settings import StackSettings
 from taskctl.chaos.campaign import CampaignConfig, CampaignReport, run_campaign
 from taskctl.chaos.cli import chaos
@@ -165,6 +165,30 @@ def test_a_write_leaving_a_ttl_or_index_entry_that_contradicts_the_status_is_rep
     # AND the planted bug is reported as what it breaks
     else:
         assert {violation.kind for violation in report.violations} == {kind}, findings(report)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])  # prod's backoff has jitter, dev's none
+@pytest.mark.parametrize("planted", [False, True], ids=["correct", "exponent-off-by-one"])
+def test_a_retry_delay_off_the_backoff_is_reported(stack, planted, monkeypatch):
+    # GIVEN a fault-free campaign on the stack, whose failed attempts wait before the next one
+    config = quiet_campaign(load_stack_settings(stack), 30, stack=stack)
+    # AND, in some runs, a backoff of base x 2^n after attempt n instead of base x 2^(n-1)
+    if planted:
+        monkeypatch.setattr(
+            lifecycle,
+            "backoff_ceiling_s",
+            lambda attempt, policy: min(
+                policy.maxDelaySeconds, policy.backoffBaseSeconds * 2**attempt
+            ),
+        )
+    # WHEN it runs
+    report = run_campaign(config)
+    # THEN retries were scheduled; the correct backoff passes, the planted one is reported
+    assert report.to_json()["delayedSends"] > 5
+    if planted:
+        assert {violation.kind for violation in report.violations} == {Kind.BACKOFF_BROKEN}
+    else:
+        assert report.passed, findings(report)
 
 
 def test_the_command_prints_a_json_report_and_exits_1_when_tasks_are_stranded(monkeypatch):
