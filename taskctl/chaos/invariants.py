@@ -32,6 +32,10 @@ terminal status. After the faults stop and simulated time has run on until nothi
   while its task was unfinished, without first sending another message of the task to the main
   queue (a retry's delayed copy) in that invocation (DESIGN §3: an unfinished task always has a
   message; the reconciler would hide such a bug, so it is checked where it happens);
+- dead letter of an unfinished task acknowledged: the same for the dead-letter function and a
+  DLQ message (one the main queue's redrive policy moved, or the worker's notice of a FAILED task
+  that was not redriven since): deleted while its task was unfinished, without the invocation
+  sending the task's message back to the main queue first;
 - plus what the functions themselves promise never to do: an exception escaping the worker's or
   dead-letter function's handler, a 500 from the API, a valid submit refused with a 4xx;
 - and a world that never settles (a message or task that cycles forever).
@@ -74,6 +78,7 @@ class Kind(StrEnum):
     UNFINISHED_TTL = "unfinished task with a TTL"
     STATUS_INDEX_GROUP = "status index entry in the wrong group"
     UNFINISHED_ACKNOWLEDGED = "message of an unfinished task acknowledged"
+    DEAD_LETTER_DROPPED = "dead letter of an unfinished task acknowledged"
     HANDLER_ERROR = "exception escaped a handler"
     API_BUG = "API answered 500"
     VALID_REFUSED = "valid submit refused"

@@ -41,6 +41,7 @@ from moto import mock_aws
 
 from functions import api, callers, dead_letter, reconciler, worker
 from functions.lifecycle import ALWAYS_FAILS, ALWAYS_SUCCEEDS, MESSAGE_MAX_CHARS, to_iso
+from functions.queue import REASON_ATTRIBUTE
 from functions.runtime import CLIENT_CONFIG, FunctionSettings, Runtime
 from functions.settings import StackSettings
 from taskctl.chaos.clock import SimClock
@@ -256,12 +257,13 @@ class World:
             self.main_queue,
             settings.workerBatchSize,
             partial(self._invoke_batch, "worker", worker, self.main_queue),
-            self._acknowledged,
+            partial(self._acknowledged, Kind.UNFINISHED_ACKNOWLEDGED),
         )
         self.dead_letter_mapping = EventSourceMapping(
             self.dead_letter_queue,
             settings.workerBatchSize,
             partial(self._invoke_batch, "dead-letter", dead_letter, self.dead_letter_queue),
+            partial(self._acknowledged, Kind.DEAD_LETTER_DROPPED),
         )
         if self.plan.lose_messages:
             self._lose_sent_messages(self.plan.lose_messages)
@@ -577,23 +579,32 @@ class World:
         self.worker_mapping.deliver([again])
         return which
 
-    def _acknowledged(self, received: Received) -> None:
-        """The worker let Lambda delete a message: its task must be finished (or unknown), or
-        the invocation must have put another message of the task on the main queue first (the
-        delayed copy of a retry or a deferral)."""
+    def _acknowledged(self, kind: Kind, received: Received) -> None:
+        """The worker (or the dead-letter function) let Lambda delete a message: its task must
+        be finished (or unknown), or the invocation must have put another message of the task on
+        the main queue first (the worker's delayed copy of a retry or a deferral, the dead-letter
+        function's return). Else `kind` is reported.
+
+        Exempt: the worker's own notice on the DLQ that it made the task FAILED (it carries a
+        reason). It was never the task's message; if the task is unfinished now, an operator
+        redrove it after the notice, and the redrive gave the task a message of its own."""
         task_id = task_of(received.message.body)
         item = self.table.item(task_id) if task_id is not None else None
         invocation = self.lambdas.last
         replaced = invocation is not None and any(
             url == self.main_queue.url and task_of(body) == task_id for url, body in invocation.sent
         )
-        if item is not None and item.get("status") not in TERMINAL and not replaced:
-            self._violation(
-                Kind.UNFINISHED_ACKNOWLEDGED,
-                f"the worker acknowledged a message while the task was {item.get('status')}",
-                task_id,
-                record=shown(item),
-            )
+        if item is None or item.get("status") in TERMINAL or replaced:
+            return
+        if REASON_ATTRIBUTE in received.message.message_attributes and item.get("redriveCount"):
+            return  # the worker's notice, older than the task's redrive
+        function = invocation.function if invocation is not None else "?"
+        self._violation(
+            kind,
+            f"the {function} acknowledged a message while the task was {item.get('status')}",
+            task_id,
+            record=shown(item),
+        )
 
     def _on_write(self, task_id: str, item: dict[str, Any] | None) -> None:
         writer = self.lambdas.current

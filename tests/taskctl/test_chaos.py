@@ -18,7 +18,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from functions import lifecycle, store
+from functions import dead_letter, lifecycle, queue, store
 from functions.settings import StackSettings
 from taskctl.chaos.campaign import CampaignConfig, CampaignReport, run_campaign
 from taskctl.chaos.cli import chaos
@@ -187,6 +187,42 @@ def test_a_retry_delay_off_the_backoff_is_reported(stack, planted, monkeypatch):
     assert report.to_json()["delayedSends"] > 5
     if planted:
         assert {violation.kind for violation in report.violations} == {Kind.BACKOFF_BROKEN}
+    else:
+        assert report.passed, findings(report)
+
+
+def count_dead_letter_returns_without_sending_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dead-letter function's sends to the main queue never go out (it still counts each
+    return and acknowledges the DLQ message); every other function's do."""
+    enqueue = queue.TaskQueue.enqueue
+
+    def enqueue_unless_returning(self, task_id, delay_s=0):
+        if sys._getframe(1).f_globals["__name__"] != dead_letter.__name__:
+            enqueue(self, task_id, delay_s)
+
+    monkeypatch.setattr(queue.TaskQueue, "enqueue", enqueue_unless_returning)
+
+
+@pytest.mark.parametrize("planted", [False, True], ids=["correct", "return-never-sent"])
+def test_a_dead_letter_of_an_unfinished_task_acknowledged_without_its_return_is_reported(
+    dev, monkeypatch, planted
+):
+    # GIVEN a campaign whose only fault is a DynamoDB outage longer than maxReceiveCount x the
+    # visibility timeout, and tasks that mostly fail and wait minutes between their 4 attempts,
+    # so some wait through the outage and the redrive policy moves their messages to the DLQ
+    waiting = {"maxAttempts": 4, "backoffBaseSeconds": 60, "maxDelaySeconds": 900, "errorRate": 0.9}
+    settings = StackSettings.model_validate({**dev.model_dump(), **waiting})
+    config = quiet_campaign(settings, 30, outages_per_task=1 / 30)
+    # AND, in one run, a dead-letter function that never sends those messages back
+    if planted:
+        count_dead_letter_returns_without_sending_them(monkeypatch)
+    # WHEN it runs
+    report = run_campaign(config)
+    # THEN messages were moved to the DLQ; the correct function passes, the planted one is
+    # reported where it acknowledges (the reconciler recovers those tasks later, so none strands)
+    assert report.to_json()["deadLetterMoves"] > 0
+    if planted:
+        assert {violation.kind for violation in report.violations} == {Kind.DEAD_LETTER_DROPPED}
     else:
         assert report.passed, findings(report)
 
