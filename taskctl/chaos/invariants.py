@@ -11,6 +11,10 @@ terminal status. After the faults stop and simulated time has run on until nothi
 - history numbering: the attempts in `history` are not exactly 1..attempts, or an attempt other
   than the last is still open;
 - early retry: an attempt started before the previous one's finish plus its promised delay;
+- live attempt declared LOST: a write closed attempt n as LOST while the invocation that claimed
+  it (the worker write that added history entry n) was still running, more than the lease's
+  rounding before its deadline (DESIGN §3: an attempt is taken over only once its claim's lease,
+  the claimer's deadline, ran out);
 - retry delay off the backoff: failed attempt n's `retryDelaySeconds` is not
   min(maxDelaySeconds, backoffBaseSeconds x 2^(n-1)), or, with jitter, not within [0, that]
   (DESIGN §3; computed here from the stack's policy, not by the functions' own helper);
@@ -44,22 +48,29 @@ terminal status. After the faults stop and simulated time has run on until nothi
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from itertools import pairwise
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from functions.lifecycle import RECORD_FIELDS, TERMINAL_STATUSES, from_iso, to_iso
 from functions.policy import TaskPolicy
 from functions.store import STATUS_SHARD_ATTRIBUTE
+
+if TYPE_CHECKING:
+    from taskctl.chaos.lambdas import Invocation
 
 _TASK_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
 # The status index's group of each status (None: not indexed), restated from what
 # `functions.store` documents rather than taken from its code, which is what is checked.
 _INDEX_GROUPS = {"PENDING": "OPEN", "PROCESSING": "OPEN", "RETRYING": "OPEN", "FAILED": "FAILED"}
+# A claim's lease is its invocation's deadline in whole ms, and a claimer waiting in a call (while
+# a nested delivery runs) learns only when the call returns that its time is up: within this of
+# its deadline, its attempt may rightly be declared LOST.
+LEASE_ROUNDING = timedelta(milliseconds=10)
 
 
 class Kind(StrEnum):
@@ -71,6 +82,7 @@ class Kind(StrEnum):
     HISTORY_NUMBERING = "history not numbered 1..attempts"
     EARLY_RETRY = "retry started before its promised delay"
     BACKOFF_BROKEN = "retry delay off the backoff"
+    LIVE_ATTEMPT_LOST = "live attempt declared LOST"
     REJECTED_STORED = "rejected request stored something"
     ACCEPTED_MISSING = "202 names no stored task"
     FAILED_EARLY = "FAILED with attempts left"
@@ -107,22 +119,29 @@ class TaskWatch:
     terminal_transitions: int = 0
     transitions: list[tuple[str, str | None, str]] = field(default_factory=list)
     record: dict[str, Any] = field(default_factory=dict)  # the public fields, as last written
+    claimers: dict[int, Invocation] = field(default_factory=dict)  # attempt -> who claimed it
 
 
 class Observer:
     """Fed every applied write (`on_write`), in order; keeps what the final check needs."""
 
-    def __init__(self, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, clock: Callable[[], datetime], running: Callable[[], Collection[Invocation]]
+    ) -> None:
         self._clock = clock
+        self._running = running
         self.tasks: dict[str, TaskWatch] = {}
         self.unfinished = 0
         self.violations: list[Violation] = []
 
-    def on_write(self, task_id: str, item: dict[str, Any] | None, writer: str | None) -> None:
-        """`item` as the write left it (None: deleted), written by function `writer`."""
+    def on_write(
+        self, task_id: str, item: dict[str, Any] | None, invocation: Invocation | None
+    ) -> None:
+        """`item` as the write left it (None: deleted), written during `invocation`."""
         if not _TASK_ID.match(task_id):
             return  # the reconciler's cursor, not a task
         watch = self.tasks.setdefault(task_id, TaskWatch())
+        writer = invocation.function if invocation is not None else None
         now = to_iso(self._clock())
 
         def broken(kind: str, detail: str, record: dict[str, Any] | None = None) -> None:
@@ -141,7 +160,8 @@ class Observer:
                 f"{watch.status}",
                 record=public,
             )
-        watch.record = public
+        before, watch.record = watch.record, public
+        self._check_lost(watch, before.get("history") or [], invocation, broken)
         if item is None:
             broken(Kind.TASK_DELETED, "the record was deleted")
             self._set_status(watch, None)
@@ -169,6 +189,34 @@ class Observer:
                 Kind.ATTEMPTS_OVER_BUDGET,
                 f"a write left attempts={attempts} > maxAttempts={item['maxAttempts']}",
             )
+
+    def _check_lost(
+        self,
+        watch: TaskWatch,
+        before: list[dict[str, Any]],
+        invocation: Invocation | None,
+        broken: Callable[[str, str], None],
+    ) -> None:
+        """Each attempt this write closed as LOST: the worker invocation that claimed it must
+        have ended, or be at its deadline. Then note who claimed the entry this write added, if
+        it did (a claim is the only write adding one)."""
+        history = watch.record.get("history") or []
+        writer = invocation.function if invocation is not None else None
+        now = self._clock()
+        for index, entry in enumerate(history):
+            already = index < len(before) and before[index].get("outcome") == "LOST"
+            if entry.get("outcome") != "LOST" or already:
+                continue
+            claimer = watch.claimers.get(entry["attempt"])
+            if claimer in self._running() and now < claimer.deadline - LEASE_ROUNDING:
+                broken(
+                    Kind.LIVE_ATTEMPT_LOST,
+                    f"the {writer} closed attempt {entry['attempt']} as LOST while the worker "
+                    f"that claimed it still ran, {(claimer.deadline - now).total_seconds():.3f} s "
+                    "before its deadline",
+                )
+        if writer == "worker" and len(history) > len(before):
+            watch.claimers[history[-1]["attempt"]] = invocation
 
     def _set_status(self, watch: TaskWatch, status: str | None) -> None:
         was_open = watch.status is not None and watch.status not in TERMINAL

@@ -88,6 +88,12 @@ class Lambdas:
     def current(self) -> Invocation | None:
         return self._stack[-1] if self._stack else None
 
+    @property
+    def running(self) -> tuple[Invocation, ...]:
+        """The invocations under way, outermost first: all but the last wait in an AWS call
+        while a nested one runs."""
+        return tuple(self._stack)
+
     def check_deadline(self) -> None:
         """Stop the current invocation if its time is up (Lambda does not wait for a call)."""
         invocation = self.current

@@ -196,8 +196,8 @@ class World:
         ids = self._random("ids")
         self.new_id = lambda: str(uuid.UUID(int=ids.getrandbits(128), version=4))
         self.rng = self._random("world")
-        self.observer = Observer(self.clock)
         self.lambdas = Lambdas(self.clock, self.new_id)
+        self.observer = Observer(self.clock, lambda: self.lambdas.running)
         self.events = Events()
         session = boto3.Session()  # the fake credentials and region run() puts in the environment
         create_table(session.client("dynamodb"), TABLE_NAME)
@@ -607,8 +607,7 @@ class World:
         )
 
     def _on_write(self, task_id: str, item: dict[str, Any] | None) -> None:
-        writer = self.lambdas.current
-        self.observer.on_write(task_id, item, writer.function if writer else None)
+        self.observer.on_write(task_id, item, self.lambdas.current)
 
     def _violation(
         self,

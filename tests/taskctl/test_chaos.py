@@ -12,13 +12,14 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 
 import psutil
 import pytest
 import typer
 from typer.testing import CliRunner
 
-from functions import dead_letter, lifecycle, queue, store
+from functions import dead_letter, lifecycle, queue, store, worker
 from functions.settings import StackSettings
 from taskctl.chaos.campaign import CampaignConfig, CampaignReport, run_campaign
 from taskctl.chaos.cli import chaos
@@ -225,6 +226,32 @@ def test_a_dead_letter_of_an_unfinished_task_acknowledged_without_its_return_is_
         assert {violation.kind for violation in report.violations} == {Kind.DEAD_LETTER_DROPPED}
     else:
         assert report.passed, findings(report)
+
+
+@pytest.mark.parametrize("planted", [False, True], ids=["correct", "lease-in-microseconds"])
+def test_an_attempt_declared_lost_while_its_worker_still_runs_is_reported(
+    dev, monkeypatch, planted
+):
+    # GIVEN a campaign whose only fault is a second delivery of a message run inside the first,
+    # at one of its calls (so a second worker reads the task while the first one runs)
+    config = quiet_campaign(dev, 30, rates=dataclasses.replace(FaultRates.none(), duplicate=0.3))
+    # AND, in one run, a claim whose lease counts the time left in microseconds, not ms
+    if planted:
+        monkeypatch.setattr(
+            worker,
+            "_lease",
+            lambda context: timedelta(microseconds=context.get_remaining_time_in_millis()),
+        )
+    # WHEN it runs
+    report = run_campaign(config)
+    # THEN duplicates ran; with the real lease they wait for it, and the campaign passes
+    assert report.faults[FaultKind.DUPLICATE.value] > 10
+    if not planted:
+        assert report.passed, findings(report)
+    # AND with the short lease the second delivery takes the attempt over, declaring it LOST
+    # while its worker runs, which is reported
+    else:
+        assert {violation.kind for violation in report.violations} == {Kind.LIVE_ATTEMPT_LOST}
 
 
 def test_the_command_prints_a_json_report_and_exits_1_when_tasks_are_stranded(monkeypatch):
